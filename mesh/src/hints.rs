@@ -1,0 +1,394 @@
+//! The tracker's hint protocol: HTTP/JSON wire types and a small client.
+//!
+//! Every peer (viewer, seeder, reflector) periodically `POST`s an [`Announce`]
+//! to `/v1/announce` and gets [`Hints`] back: ranked candidate neighbours, the
+//! stream's infrastructure to fall back to, and when to announce again.
+//! `GET /v1/streams` lists live streams as a [`StreamList`]. Errors come back
+//! as a 4xx/5xx status with an [`ErrorBody`].
+//!
+//! Hints are advice held as soft state: a peer that stops announcing is
+//! forgotten after a few intervals, and the mesh keeps working while the
+//! tracker is down, so callers treat every [`HintsError`] as "try again later".
+//!
+//! Ids and addresses stay plain strings here (stream id: 64 hex chars, peer id:
+//! libp2p base58, addresses: multiaddr text) so this module needs no libp2p.
+
+use std::time::Duration;
+
+use reqwest::Url;
+use serde::{Deserialize, Serialize};
+
+/// Length of a stream id in hex characters (a 32-byte key digest).
+pub const STREAM_ID_HEX_LEN: usize = 64;
+/// Longest peer id the tracker accepts, in bytes.
+pub const MAX_PEER_ID_LEN: usize = 128;
+/// Most listen addresses one announce may carry.
+pub const MAX_ADDRS: usize = 16;
+/// Longest multiaddr string the tracker accepts, in bytes.
+pub const MAX_ADDR_LEN: usize = 256;
+/// Longest `name` / `http` string the tracker accepts, in bytes.
+pub const MAX_TEXT_LEN: usize = 256;
+/// Largest `counters` object the tracker keeps, as serialized JSON bytes.
+pub const MAX_COUNTERS_BYTES: usize = 4096;
+/// Candidates asked for when an announce does not say.
+pub const DEFAULT_WANT: u32 = 10;
+/// The tracker never returns more candidates than this, whatever `want` says.
+pub const MAX_WANT: u32 = 200;
+
+/// Largest response body the client reads; the tracker's answers are far smaller.
+const MAX_RESPONSE_BYTES: usize = 1 << 20;
+/// Per-request timeout of [`TrackerClient::new`].
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What a peer does for the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Viewer,
+    /// The broadcaster's origin: ingests, signs, serves.
+    Seeder,
+    /// Infrastructure relaying the stream from upstream seeders.
+    Reflector,
+}
+
+impl Role {
+    /// Seeders and reflectors are infrastructure: the fallback of last resort.
+    pub fn is_infra(self) -> bool {
+        matches!(self, Role::Seeder | Role::Reflector)
+    }
+}
+
+/// Body of `POST /v1/announce`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Announce {
+    /// Stream id, 64 hex characters.
+    pub stream: String,
+    pub peer_id: String,
+    /// Multiaddrs the peer listens on; a peer with none is never offered as a candidate.
+    pub addrs: Vec<String>,
+    pub role: Role,
+    /// Current number of neighbours.
+    pub degree: u32,
+    pub max_degree: u32,
+    /// Upload capacity; 0 = unknown or unlimited.
+    #[serde(default)]
+    pub upload_kbps: u32,
+    /// Infrastructure only: base URL of its HTTP origin.
+    #[serde(default)]
+    pub http: Option<String>,
+    /// Seeders: the stream's human-readable name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Most candidates wanted (the tracker clamps it to [`MAX_WANT`]).
+    #[serde(default = "default_want")]
+    pub want: u32,
+    /// Free-form stats for operators.
+    #[serde(default)]
+    pub counters: serde_json::Value,
+}
+
+fn default_want() -> u32 {
+    DEFAULT_WANT
+}
+
+/// Why the tracker refuses an announce (see the `MAX_*` limits).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidAnnounce {
+    #[error("stream id must be {STREAM_ID_HEX_LEN} hex characters")]
+    StreamId,
+    #[error(
+        "peer_id must be 1..={MAX_PEER_ID_LEN} bytes without whitespace or control characters"
+    )]
+    PeerId,
+    #[error("at most {MAX_ADDRS} addrs allowed")]
+    TooManyAddrs,
+    #[error("each addr must be a multiaddr ('/...') of at most {MAX_ADDR_LEN} bytes")]
+    Addr,
+    #[error("{0} must be at most {MAX_TEXT_LEN} bytes")]
+    TextTooLong(&'static str),
+    #[error("counters must be at most {MAX_COUNTERS_BYTES} bytes of JSON")]
+    CountersTooLarge,
+}
+
+impl Announce {
+    /// Checks the limits the tracker enforces, so a client can catch a bad
+    /// announce before sending it. `want` is not checked: the tracker clamps it.
+    pub fn validate(&self) -> Result<(), InvalidAnnounce> {
+        if !is_stream_id(&self.stream) {
+            return Err(InvalidAnnounce::StreamId);
+        }
+        let id_ok = !self.peer_id.is_empty()
+            && self.peer_id.len() <= MAX_PEER_ID_LEN
+            && !self
+                .peer_id
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control());
+        if !id_ok {
+            return Err(InvalidAnnounce::PeerId);
+        }
+        if self.addrs.len() > MAX_ADDRS {
+            return Err(InvalidAnnounce::TooManyAddrs);
+        }
+        if self
+            .addrs
+            .iter()
+            .any(|a| !a.starts_with('/') || a.len() > MAX_ADDR_LEN)
+        {
+            return Err(InvalidAnnounce::Addr);
+        }
+        if self.http.as_ref().is_some_and(|s| s.len() > MAX_TEXT_LEN) {
+            return Err(InvalidAnnounce::TextTooLong("http"));
+        }
+        if self.name.as_ref().is_some_and(|s| s.len() > MAX_TEXT_LEN) {
+            return Err(InvalidAnnounce::TextTooLong("name"));
+        }
+        // Serializing a Value cannot fail (its map keys are strings).
+        let counters_len = serde_json::to_vec(&self.counters).map_or(usize::MAX, |v| v.len());
+        if counters_len > MAX_COUNTERS_BYTES {
+            return Err(InvalidAnnounce::CountersTooLarge);
+        }
+        Ok(())
+    }
+}
+
+/// Whether `s` has the shape of a stream id: exactly 64 hex digits (either case).
+pub fn is_stream_id(s: &str) -> bool {
+    s.len() == STREAM_ID_HEX_LEN && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// A candidate neighbour.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerHint {
+    pub peer_id: String,
+    pub addrs: Vec<String>,
+    pub role: Role,
+    pub degree: u32,
+    pub max_degree: u32,
+}
+
+/// A seeder or reflector of the stream, to fall back to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InfraHint {
+    pub peer_id: String,
+    pub addrs: Vec<String>,
+    /// Base URL of its HTTP origin, if it has one.
+    pub http: Option<String>,
+}
+
+/// Answer to an announce.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hints {
+    /// Best first; never more than the announce's `want`, never the announcer.
+    #[serde(default)]
+    pub candidates: Vec<PeerHint>,
+    #[serde(default)]
+    pub seeders: Vec<InfraHint>,
+    /// Announce again after this many seconds.
+    pub interval_s: u32,
+}
+
+/// One live stream, as listed by `GET /v1/streams`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamInfo {
+    pub stream: String,
+    /// The name its seeder announced.
+    pub name: Option<String>,
+    pub viewers: u32,
+    /// Live infrastructure: seeders and reflectors.
+    pub seeders: u32,
+}
+
+/// Body of `GET /v1/streams`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamList {
+    pub streams: Vec<StreamInfo>,
+}
+
+/// Body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HintsError {
+    #[error("bad tracker URL {url:?}: {reason}")]
+    BadUrl { url: String, reason: String },
+    /// The tracker answered with a non-success status; `message` is its
+    /// [`ErrorBody::error`] or, failing that, the start of the body text.
+    #[error("tracker answered {status}: {message}")]
+    Status { status: u16, message: String },
+    #[error("tracker unreachable: {0}")]
+    Transport(#[from] reqwest::Error),
+    #[error("tracker answer not understood: {0}")]
+    Decode(String),
+}
+
+/// Client for one tracker. Cheap to clone (shares the connection pool).
+#[derive(Clone, Debug)]
+pub struct TrackerClient {
+    http: reqwest::Client,
+    announce_url: Url,
+    streams_url: Url,
+}
+
+impl TrackerClient {
+    /// A client for the tracker at `base_url` (e.g. `http://127.0.0.1:7070`),
+    /// with a 3 s timeout per request.
+    pub fn new(base_url: &str) -> Result<Self, HintsError> {
+        Self::with_timeout(base_url, DEFAULT_TIMEOUT)
+    }
+
+    pub fn with_timeout(base_url: &str, timeout: Duration) -> Result<Self, HintsError> {
+        let bad = |reason: &str| HintsError::BadUrl {
+            url: base_url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let mut base = Url::parse(base_url).map_err(|e| bad(&e.to_string()))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(bad("scheme must be http or https"));
+        }
+        if base.cannot_be_a_base() || base.host().is_none() {
+            return Err(bad("no host"));
+        }
+        // Resolve the endpoints below any path prefix the tracker is mounted at.
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        base.set_query(None);
+        base.set_fragment(None);
+        let join = |p: &str| base.join(p).map_err(|e| bad(&e.to_string()));
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(HintsError::Transport)?;
+        Ok(Self {
+            announce_url: join("v1/announce")?,
+            streams_url: join("v1/streams")?,
+            http,
+        })
+    }
+
+    pub async fn announce(&self, a: &Announce) -> Result<Hints, HintsError> {
+        let resp = self
+            .http
+            .post(self.announce_url.clone())
+            .json(a)
+            .send()
+            .await?;
+        decode(resp).await
+    }
+
+    pub async fn streams(&self) -> Result<Vec<StreamInfo>, HintsError> {
+        let resp = self.http.get(self.streams_url.clone()).send().await?;
+        Ok(decode::<StreamList>(resp).await?.streams)
+    }
+}
+
+async fn decode<T: serde::de::DeserializeOwned>(
+    mut resp: reqwest::Response,
+) -> Result<T, HintsError> {
+    let status = resp.status();
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(HintsError::Decode(format!(
+                "response larger than {MAX_RESPONSE_BYTES} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    if !status.is_success() {
+        let message = match serde_json::from_slice::<ErrorBody>(&body) {
+            Ok(e) => e.error,
+            Err(_) => String::from_utf8_lossy(&body).chars().take(512).collect(),
+        };
+        return Err(HintsError::Status {
+            status: status.as_u16(),
+            message,
+        });
+    }
+    serde_json::from_slice(&body).map_err(|e| HintsError::Decode(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn announce() -> Announce {
+        Announce {
+            stream: "ab".repeat(32),
+            peer_id: "12D3KooWPeer".into(),
+            addrs: vec!["/ip4/127.0.0.1/tcp/4001".into()],
+            role: Role::Viewer,
+            degree: 1,
+            max_degree: 8,
+            upload_kbps: 0,
+            http: None,
+            name: None,
+            want: DEFAULT_WANT,
+            counters: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn wire_names_and_defaults() {
+        let v = serde_json::to_value(announce()).unwrap();
+        assert_eq!(v["role"], "viewer");
+        assert_eq!(v["max_degree"], 8);
+        assert_eq!(
+            serde_json::to_value(Role::Reflector).unwrap(),
+            serde_json::json!("reflector")
+        );
+        let minimal = serde_json::json!({
+            "stream": "ab".repeat(32), "peer_id": "p", "addrs": [],
+            "role": "seeder", "degree": 0, "max_degree": 4
+        });
+        let a: Announce = serde_json::from_value(minimal).unwrap();
+        assert_eq!(a.want, DEFAULT_WANT);
+        assert_eq!(a.upload_kbps, 0);
+        assert_eq!(a.name, None);
+        assert_eq!(a.counters, serde_json::Value::Null);
+        assert!(serde_json::from_value::<Role>(serde_json::json!("Viewer")).is_err());
+    }
+
+    #[test]
+    fn validate_limits() {
+        assert_eq!(announce().validate(), Ok(()));
+        let mut a = announce();
+        a.stream = "xy".repeat(32);
+        assert_eq!(a.validate(), Err(InvalidAnnounce::StreamId));
+        a.stream = "ab".repeat(31);
+        assert_eq!(a.validate(), Err(InvalidAnnounce::StreamId));
+        let mut a = announce();
+        a.peer_id = String::new();
+        assert_eq!(a.validate(), Err(InvalidAnnounce::PeerId));
+        a.peer_id = "p".repeat(MAX_PEER_ID_LEN + 1);
+        assert_eq!(a.validate(), Err(InvalidAnnounce::PeerId));
+        let mut a = announce();
+        a.addrs = vec!["/ip4/1.2.3.4/tcp/1".into(); MAX_ADDRS + 1];
+        assert_eq!(a.validate(), Err(InvalidAnnounce::TooManyAddrs));
+        a.addrs = vec!["ip4/1.2.3.4".into()];
+        assert_eq!(a.validate(), Err(InvalidAnnounce::Addr));
+        let mut a = announce();
+        a.counters = serde_json::json!({ "blob": "x".repeat(MAX_COUNTERS_BYTES) });
+        assert_eq!(a.validate(), Err(InvalidAnnounce::CountersTooLarge));
+    }
+
+    #[test]
+    fn client_urls() {
+        assert!(matches!(
+            TrackerClient::new("not a url"),
+            Err(HintsError::BadUrl { .. })
+        ));
+        assert!(matches!(
+            TrackerClient::new("ftp://host/"),
+            Err(HintsError::BadUrl { .. })
+        ));
+        let c = TrackerClient::new("http://127.0.0.1:7070").unwrap();
+        assert_eq!(c.announce_url.as_str(), "http://127.0.0.1:7070/v1/announce");
+        let c = TrackerClient::new("http://h:1/shard/3?x=1").unwrap();
+        assert_eq!(c.streams_url.as_str(), "http://h:1/shard/3/v1/streams");
+    }
+}

@@ -1,0 +1,10 @@
+//! Shoal's live-stream mesh, as a library.
+//!
+//! - [`proto`]: the protocol as deterministic sans-IO state machines;
+//! - [`net`]: the libp2p + tokio driver that runs an engine for real;
+//! - [`sim`]: a discrete-event simulator that runs many engines in virtual time;
+//! - [`hints`]: the tracker's HTTP/JSON hint protocol (types and client).
+
+pub mod hints;
+pub mod proto;
+pub mod sim;

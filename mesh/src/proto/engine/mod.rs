@@ -1,0 +1,532 @@
+//! The engine: one node's view of one stream's mesh.
+//!
+//! A data-driven overlay in the spirit of CoolStreaming/DONet: neighbours
+//! exchange buffer maps and batched `Have`s, and a deadline-aware scheduler
+//! pulls missing pieces from the neighbour with the lowest expected completion
+//! time ([`schedule`]). The seeder injects each new piece once (push to
+//! `push_fanout` neighbours), viewers spread it, and a piece still missing at
+//! deadline − margin is fetched from infrastructure, so P2P never stalls a
+//! viewer. Playback deadlines and the continuity measure live in [`playback`].
+//!
+//! Driving rule (as in quinn-proto and str0m): after every call to
+//! [`Engine::handle`] or [`Engine::handle_timeout`], drain
+//! [`Engine::poll_output`] until it returns `None`, then call
+//! [`Engine::handle_timeout`] once `now` reaches [`Engine::poll_timeout`].
+
+mod playback;
+mod schedule;
+mod session;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{de::DeserializeOwned, Serialize};
+
+use super::{
+    neighbors::{Candidate, Neighbor},
+    piece::{Piece, StreamId, StreamKey},
+    stats::Stats,
+    upload::TokenBucket,
+    wire::{self, Message, PeerInfo, Role},
+};
+use playback::Playback;
+
+/// What a peer id must offer: the driver's `PeerId`, or a small integer in
+/// the simulator. `Ord` keeps iteration deterministic.
+pub trait PeerId: Clone + Ord + std::fmt::Debug + Serialize + DeserializeOwned {}
+impl<T: Clone + Ord + std::fmt::Debug + Serialize + DeserializeOwned> PeerId for T {}
+
+/// Tunables. Times in milliseconds.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub stream: StreamId,
+    pub role: Role,
+    /// Active neighbours never exceed this.
+    pub max_degree: usize,
+    /// Pieces older than this (behind the newest) are dropped from the store.
+    pub window_ms: u64,
+    /// Bound on stored payload, whatever the window says.
+    pub max_store_bytes: usize,
+    /// Deadline of a piece = produced-at + this (or more if start-up took longer).
+    pub playout_delay_ms: u64,
+    /// A piece still missing at deadline − margin is fetched from infrastructure.
+    pub fallback_margin_ms: u64,
+    /// Requests in flight per neighbour.
+    pub max_inflight_per_peer: usize,
+    /// Requests in flight to infrastructure over HTTP.
+    pub max_infra_inflight: usize,
+    /// Payload upload limit in bytes/s (`None`: unlimited).
+    pub upload_limit: Option<u64>,
+    /// Haves are batched over this interval.
+    pub have_interval_ms: u64,
+    /// Ping and neighbour upkeep interval.
+    pub tick_ms: u64,
+    /// A request not answered within this is asked again elsewhere.
+    pub request_timeout_ms: u64,
+    /// New pieces pushed eagerly to this many neighbours (seeders: 1, so each
+    /// piece leaves the origin about once).
+    pub push_fanout: usize,
+    /// Upload kbit/s advertised in the handshake.
+    pub upload_kbps: u32,
+}
+
+impl Config {
+    /// Defaults for a viewer.
+    pub fn viewer(stream: StreamId) -> Self {
+        Config {
+            stream,
+            role: Role::Viewer,
+            max_degree: 8,
+            window_ms: 30_000,
+            max_store_bytes: 64 << 20,
+            playout_delay_ms: 3_000,
+            fallback_margin_ms: 1_000,
+            max_inflight_per_peer: 8,
+            max_infra_inflight: 16,
+            upload_limit: None,
+            have_interval_ms: 40,
+            tick_ms: 1_000,
+            request_timeout_ms: 1_500,
+            push_fanout: 0,
+            upload_kbps: 0,
+        }
+    }
+
+    /// Defaults for a seeder (origin).
+    pub fn seeder(stream: StreamId) -> Self {
+        Config {
+            role: Role::Seeder,
+            max_degree: 8,
+            push_fanout: 1,
+            ..Config::viewer(stream)
+        }
+    }
+}
+
+/// Something that happened, for the engine to handle.
+#[derive(Clone, Debug)]
+pub enum Input<P> {
+    /// A session's transport is up. `outbound`: we dialled.
+    Connected { peer: P, outbound: bool },
+    /// The session is gone.
+    Disconnected { peer: P },
+    /// A dial we asked for failed.
+    DialFailed { peer: P },
+    /// A frame body (after the length prefix, already checked by
+    /// [`wire::check_len`]).
+    Frame { from: P, body: Bytes },
+    /// Peers we may connect to (tracker hints, peer exchange).
+    Candidates(Vec<PeerInfo<P>>),
+    /// The broadcaster cut a new piece (seeders only).
+    Publish(Piece),
+    /// Answer to [`Output::FetchInfra`].
+    InfraPiece(Piece),
+    /// [`Output::FetchInfra`] failed.
+    InfraFailed { seq: u64 },
+}
+
+/// Something the engine wants done.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output<P> {
+    /// Write this frame (length prefix included) to the peer.
+    Send { to: P, frame: Bytes },
+    /// Dial this peer; answer with `Connected` or `DialFailed`.
+    Connect(PeerInfo<P>),
+    /// Close the session.
+    Disconnect { peer: P, reason: &'static str },
+    /// Fetch this piece from infrastructure (HTTP origin); answer with
+    /// `InfraPiece` or `InfraFailed`.
+    FetchInfra { seq: u64 },
+    /// A verified piece, new here, for the player.
+    Deliver(Piece),
+}
+
+/// One node's protocol state for one stream.
+#[derive(Debug)]
+pub struct Engine<P: PeerId> {
+    cfg: Config,
+    key: StreamKey,
+    rng: ChaCha8Rng,
+    joined_at: u64,
+    store: BTreeMap<u64, Piece>,
+    store_bytes: usize,
+    /// Segment starts heard of (from buffer maps/haves) or held.
+    segment_starts: BTreeSet<u64>,
+    /// When each piece not yet held was first heard of: stands in for its
+    /// produced-at until the piece arrives.
+    heard: BTreeMap<u64, u64>,
+    /// Highest seq any neighbour announced or we hold.
+    newest_known: Option<u64>,
+    neighbors: BTreeMap<P, Neighbor>,
+    candidates: BTreeMap<P, Candidate<P>>,
+    /// Pieces requested and when: from a neighbour, or from infra (`None`).
+    inflight: BTreeMap<u64, (Option<P>, u64)>,
+    playback: Playback,
+    upload: TokenBucket,
+    /// Requests waiting for upload budget.
+    upload_queue: VecDeque<(P, u64)>,
+    push_next: usize,
+    outputs: VecDeque<Output<P>>,
+    next_tick: u64,
+    next_have: Option<u64>,
+    next_schedule: u64,
+    stats: Stats,
+}
+
+/// Requests queued for upload budget, at most.
+const UPLOAD_QUEUE: usize = 64;
+/// How often the scheduler runs even without news (fallback, timeouts).
+const SCHEDULE_MS: u64 = 100;
+
+impl<P: PeerId> Engine<P> {
+    /// A new engine; `seed` makes every random choice reproducible.
+    pub fn new(cfg: Config, seed: u64, now: u64) -> Result<Self, super::PieceError> {
+        let key = StreamKey::new(cfg.stream)?;
+        let upload = TokenBucket::new(cfg.upload_limit, now);
+        Ok(Engine {
+            key,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            joined_at: now,
+            store: BTreeMap::new(),
+            store_bytes: 0,
+            segment_starts: BTreeSet::new(),
+            heard: BTreeMap::new(),
+            newest_known: None,
+            neighbors: BTreeMap::new(),
+            candidates: BTreeMap::new(),
+            inflight: BTreeMap::new(),
+            playback: Playback::new(cfg.role == Role::Viewer),
+            upload,
+            upload_queue: VecDeque::new(),
+            push_next: 0,
+            outputs: VecDeque::new(),
+            next_tick: now,
+            next_have: None,
+            next_schedule: now,
+            stats: Stats::default(),
+            cfg,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// A held piece, for serving it over HTTP or to a player.
+    pub fn piece(&self, seq: u64) -> Option<&Piece> {
+        self.store.get(&seq)
+    }
+
+    /// Active neighbours.
+    pub fn neighbors(&self) -> impl Iterator<Item = &P> {
+        self.neighbors
+            .iter()
+            .filter(|(_, n)| n.is_active())
+            .map(|(p, _)| p)
+    }
+
+    /// Active neighbours now.
+    pub fn degree(&self) -> usize {
+        self.neighbors.values().filter(|n| n.is_active()).count()
+    }
+
+    /// Next output to carry out, if any.
+    pub fn poll_output(&mut self) -> Option<Output<P>> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Engine::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self) -> u64 {
+        let mut t = self.next_tick.min(self.next_schedule);
+        if let Some(h) = self.next_have {
+            t = t.min(h);
+        }
+        if let Some(u) = self.upload_ready_at() {
+            t = t.min(u);
+        }
+        if let Some(p) = self.playback.next_check() {
+            t = t.min(p);
+        }
+        t
+    }
+
+    /// Handles one input.
+    pub fn handle(&mut self, input: Input<P>, now: u64) {
+        match input {
+            Input::Connected { peer, outbound } => self.on_connected(peer, outbound, now),
+            Input::Disconnected { peer } => self.on_disconnected(&peer, now),
+            Input::DialFailed { peer } => {
+                if let Some(c) = self.candidates.get_mut(&peer) {
+                    c.back_off(now);
+                }
+            }
+            Input::Frame { from, body } => self.on_frame(from, body, now),
+            Input::Candidates(peers) => self.add_candidates(peers),
+            Input::Publish(piece) => self.publish(piece, now),
+            Input::InfraPiece(piece) => {
+                let seq = piece.header.seq;
+                if matches!(self.inflight.get(&seq), Some((None, _))) {
+                    self.inflight.remove(&seq);
+                }
+                if self.key.verify(&piece).is_ok() {
+                    self.accept(piece, None, true, now);
+                } else {
+                    self.stats.bad_pieces += 1;
+                }
+            }
+            Input::InfraFailed { seq } => {
+                if matches!(self.inflight.get(&seq), Some((None, _))) {
+                    self.inflight.remove(&seq);
+                }
+            }
+        }
+        self.after_input(now);
+    }
+
+    /// Fires whatever timers are due at `now`.
+    pub fn handle_timeout(&mut self, now: u64) {
+        if now >= self.next_tick {
+            self.tick(now);
+            self.next_tick = now + self.cfg.tick_ms;
+        }
+        if self.next_have.is_some_and(|t| now >= t) {
+            self.flush_haves(now);
+        }
+        self.drain_upload(now);
+        self.playback_check(now);
+        if now >= self.next_schedule {
+            self.schedule(now);
+        }
+    }
+
+    fn after_input(&mut self, now: u64) {
+        self.drain_upload(now);
+        self.playback_check(now);
+        self.schedule(now);
+    }
+
+    /// Queues a frame, counting payload and overhead bytes sent.
+    fn send(&mut self, to: &P, msg: &Message<P>) {
+        let frame = wire::encode(msg);
+        let payload = match msg {
+            Message::Piece(p) => p.data.len(),
+            _ => 0,
+        };
+        self.stats.payload_sent += payload as u64;
+        self.stats.overhead_sent += (frame.len() - payload) as u64;
+        self.outputs.push_back(Output::Send {
+            to: to.clone(),
+            frame,
+        });
+    }
+
+    /// A seeder's new piece: store it, push it to `push_fanout` neighbours
+    /// (viewers first, round robin) and announce it to the rest.
+    fn publish(&mut self, piece: Piece, now: u64) {
+        if self.key.verify(&piece).is_err() || self.store.contains_key(&piece.header.seq) {
+            return;
+        }
+        let viewers: Vec<P> = self
+            .neighbors
+            .iter()
+            .filter(|(_, n)| n.is_active() && n.role == Role::Viewer)
+            .map(|(p, _)| p.clone())
+            .collect();
+        let seq = piece.header.seq;
+        for i in 0..self.cfg.push_fanout.min(viewers.len()) {
+            let to = viewers[(self.push_next + i) % viewers.len()].clone();
+            if let Some(n) = self.neighbors.get_mut(&to) {
+                n.has.insert(seq);
+            }
+            self.send(&to, &Message::Piece(piece.clone()));
+        }
+        self.push_next = self.push_next.wrapping_add(1);
+        self.store_piece(piece, now);
+    }
+
+    /// A verified piece arrived from `from` (`None`: infra over HTTP).
+    fn accept(&mut self, piece: Piece, from: Option<&P>, from_infra: bool, now: u64) {
+        let seq = piece.header.seq;
+        let len = piece.data.len() as u64;
+        if self.store.contains_key(&seq) {
+            self.stats.payload_duplicate += len;
+            return;
+        }
+        if from_infra {
+            self.stats.payload_from_infra += len;
+        } else {
+            self.stats.payload_from_peers += len;
+        }
+        self.stats
+            .lag_ms
+            .record(now.saturating_sub(piece.header.produced_at));
+        if let Some(p) = from {
+            if let Some(n) = self.neighbors.get_mut(p) {
+                n.has.insert(seq);
+            }
+        }
+        self.outputs.push_back(Output::Deliver(piece.clone()));
+        self.store_piece(piece, now);
+    }
+
+    /// Stores a piece, queues `Have`s for neighbours that lack it, and
+    /// prunes the store to the window.
+    fn store_piece(&mut self, piece: Piece, now: u64) {
+        let seq = piece.header.seq;
+        let first = piece.header.is_first();
+        self.heard.remove(&seq);
+        if first {
+            self.segment_starts.insert(seq);
+        }
+        self.newest_known = self.newest_known.max(Some(seq));
+        self.stats.newest_seq = self.stats.newest_seq.max(Some(seq));
+        self.store_bytes += piece.data.len();
+        self.store.insert(seq, piece);
+        for n in self.neighbors.values_mut() {
+            if n.is_active() && !n.has.contains(&seq) {
+                n.pending_have.push(seq);
+                if first {
+                    n.pending_starts.push(seq);
+                }
+            }
+        }
+        if self.next_have.is_none() {
+            self.next_have = Some(now + self.cfg.have_interval_ms);
+        }
+        let delay = self.cfg.playout_delay_ms;
+        self.playback
+            .check_startup(&self.store, now, self.joined_at, delay, &mut self.stats);
+        self.prune();
+    }
+
+    /// Drops pieces that fell out of the window or over the byte bound.
+    fn prune(&mut self) {
+        let newest_at = match self.store.values().next_back() {
+            Some(p) => p.header.produced_at,
+            None => return,
+        };
+        while let Some((&seq, oldest)) = self.store.iter().next() {
+            let expired = oldest.header.produced_at + self.cfg.window_ms < newest_at;
+            if !expired && self.store_bytes <= self.cfg.max_store_bytes {
+                break;
+            }
+            self.store_bytes -= oldest.data.len();
+            self.store.remove(&seq);
+        }
+        if let Some(&low) = self.store.keys().next() {
+            let keep = |s: &u64| *s >= low;
+            self.segment_starts.retain(keep);
+            self.heard.retain(|s, _| keep(s));
+            for n in self.neighbors.values_mut() {
+                n.has = n.has.split_off(&low);
+            }
+        }
+    }
+
+    fn flush_haves(&mut self, _now: u64) {
+        self.next_have = None;
+        let peers: Vec<P> = self
+            .neighbors
+            .iter()
+            .filter(|(_, n)| !n.pending_have.is_empty())
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in peers {
+            let Some(n) = self.neighbors.get_mut(&p) else {
+                continue;
+            };
+            let mut seqs = std::mem::take(&mut n.pending_have);
+            let mut starts = std::mem::take(&mut n.pending_starts);
+            seqs.truncate(wire::MAX_LIST);
+            starts.truncate(wire::MAX_LIST);
+            self.send(
+                &p,
+                &Message::Have {
+                    seqs,
+                    segment_starts: starts,
+                },
+            );
+        }
+    }
+
+    /// Upkeep once per tick: pings, neighbour set, dial timeouts.
+    fn tick(&mut self, now: u64) {
+        let peers: Vec<P> = self
+            .neighbors
+            .iter()
+            .filter(|(_, n)| n.is_active())
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in &peers {
+            let nonce = self.rng_u64();
+            if let Some(n) = self.neighbors.get_mut(p) {
+                n.ping = Some((nonce, now));
+            }
+            self.send(p, &Message::Ping { nonce });
+        }
+        // Sessions that never finished the handshake.
+        let stale: Vec<P> = self
+            .neighbors
+            .iter()
+            .filter(|(_, n)| !n.is_active() && now >= n.connected_at + 10_000)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in stale {
+            self.drop_peer(&p, "handshake timeout", now);
+        }
+        self.fill_neighbors(now);
+        self.update_neighbor_stats();
+    }
+
+    fn update_neighbor_stats(&mut self) {
+        let rtts: Vec<u64> = self
+            .neighbors
+            .values()
+            .filter(|n| n.is_active())
+            .filter_map(|n| n.rtt.median())
+            .collect();
+        self.stats.neighbors = self.degree() as u32;
+        self.stats.neighbor_rtt_ms = if rtts.is_empty() {
+            0.0
+        } else {
+            rtts.iter().sum::<u64>() as f64 / rtts.len() as f64
+        };
+    }
+
+    fn rng_u64(&mut self) -> u64 {
+        rand::RngCore::next_u64(&mut self.rng)
+    }
+
+    fn upload_ready_at(&self) -> Option<u64> {
+        let (_, seq) = self.upload_queue.front()?;
+        let len = self.store.get(seq).map_or(0, |p| p.data.len());
+        Some(self.upload.ready_at(len as u64))
+    }
+
+    /// Serves queued requests as the upload budget allows.
+    fn drain_upload(&mut self, now: u64) {
+        while let Some((peer, seq)) = self.upload_queue.front().cloned() {
+            let Some(piece) = self.store.get(&seq).cloned() else {
+                self.upload_queue.pop_front();
+                self.send(&peer, &Message::Missing { seqs: vec![seq] });
+                continue;
+            };
+            if !self.upload.take(piece.data.len() as u64, now) {
+                break;
+            }
+            self.upload_queue.pop_front();
+            if self.neighbors.get(&peer).is_some_and(|n| n.is_active()) {
+                self.send(&peer, &Message::Piece(piece));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,147 @@
+//! Playback deadlines, start-up and the continuity measure.
+//!
+//! A viewer starts at a segment boundary. When that first segment is
+//! complete, start-up is over and the playback delay is fixed:
+//! `delay = max(playout_delay, now − produced_at(start))`. From then on the
+//! piece `s` is due at `produced_at(s) + delay`: it counts as on time if held
+//! then. Only differences of the broadcaster's produced-at times matter, plus
+//! one reading of `now` at start-up, so no clock sync is assumed beyond that.
+
+use std::collections::BTreeMap;
+
+use super::{Engine, PeerId};
+use crate::proto::{
+    piece::Piece,
+    stats::Stats,
+};
+
+#[derive(Debug)]
+pub(super) struct Playback {
+    enabled: bool,
+    /// First piece of the segment we start at.
+    pub(super) start: Option<u64>,
+    /// Set once the first segment is complete: (delay, next piece due).
+    started: Option<(u64, u64)>,
+    next_check: Option<u64>,
+}
+
+/// How often due pieces are checked when no deadline is known yet.
+const RECHECK_MS: u64 = 100;
+
+impl Playback {
+    pub(super) fn new(enabled: bool) -> Self {
+        Playback {
+            enabled,
+            start: None,
+            started: None,
+            next_check: None,
+        }
+    }
+
+    pub(super) fn next_check(&self) -> Option<u64> {
+        self.next_check
+    }
+
+    /// First piece not yet judged, once playing.
+    pub(super) fn next_due(&self) -> Option<u64> {
+        self.started.map(|(_, next)| next)
+    }
+
+    pub(super) fn delay(&self) -> Option<u64> {
+        self.started.map(|(delay, _)| delay)
+    }
+
+    /// Start-up ends when the pieces from `start` to a last-in-segment piece
+    /// are all held.
+    pub(super) fn check_startup(
+        &mut self,
+        store: &BTreeMap<u64, Piece>,
+        now: u64,
+        joined_at: u64,
+        playout_delay: u64,
+        stats: &mut Stats,
+    ) {
+        let Some(start) = self.start else { return };
+        if self.started.is_some() {
+            return;
+        }
+        let Some(first) = store.get(&start) else { return };
+        let mut seq = start;
+        loop {
+            match store.get(&seq) {
+                Some(p) if p.header.is_last() => break,
+                Some(_) => seq += 1,
+                None => return,
+            }
+        }
+        let delay = playout_delay.max(now.saturating_sub(first.header.produced_at));
+        self.started = Some((delay, start));
+        self.next_check = Some(now);
+        stats.startup_ms = Some(now.saturating_sub(joined_at));
+    }
+}
+
+impl<P: PeerId> Engine<P> {
+    /// Picks where to start: the second newest segment start we know of, so
+    /// the first segment completes quickly and the player has a segment in
+    /// hand while the next one arrives.
+    pub(super) fn choose_start(&mut self) -> Option<u64> {
+        if !self.playback.enabled {
+            return None;
+        }
+        if self.playback.start.is_none() {
+            let newest = self.newest_known?;
+            let mut starts = self.segment_starts.range(..=newest).rev();
+            let latest = starts.next().copied();
+            self.playback.start = starts.next().copied().or(latest);
+        }
+        self.playback.start
+    }
+
+    /// Best guess of when a piece was produced: its own stamp when held,
+    /// else no later than the next held piece's, else when first heard of.
+    pub(super) fn produced_estimate(&self, seq: u64) -> Option<u64> {
+        if let Some(p) = self.store.get(&seq) {
+            return Some(p.header.produced_at);
+        }
+        let next_held = self.store.range(seq..).next().map(|(_, p)| p.header.produced_at);
+        match (self.heard.get(&seq).copied(), next_held) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Playback deadline of a piece, as far as it can be told.
+    pub(super) fn deadline(&self, seq: u64) -> Option<u64> {
+        let delay = self.playback.delay().unwrap_or(self.cfg.playout_delay_ms);
+        Some(self.produced_estimate(seq)? + delay)
+    }
+
+    /// Judges every piece whose deadline has passed.
+    pub(super) fn playback_check(&mut self, now: u64) {
+        let Some((delay, mut next)) = self.playback.started else {
+            return;
+        };
+        self.playback.next_check = None;
+        for _ in 0..100_000 {
+            if self.newest_known.is_none_or(|n| next > n) {
+                self.playback.next_check = Some(now + RECHECK_MS);
+                break;
+            }
+            let Some(produced) = self.produced_estimate(next) else {
+                self.playback.next_check = Some(now + RECHECK_MS);
+                break;
+            };
+            if now < produced + delay {
+                self.playback.next_check = Some(produced + delay);
+                break;
+            }
+            self.stats.pieces_due += 1;
+            if self.store.contains_key(&next) {
+                self.stats.pieces_on_time += 1;
+            }
+            next += 1;
+        }
+        self.playback.started = Some((delay, next));
+    }
+}

@@ -1,0 +1,194 @@
+//! The pull scheduler: which missing piece to ask of whom, and when to fall
+//! back to infrastructure.
+//!
+//! Urgent pieces (deadline within two fallback margins) go earliest deadline
+//! first; the rest rarest first, so scarce pieces spread before they are
+//! needed (DESIGN.md "Exchange"; CoolStreaming/DONet). Each piece goes to the
+//! viewer neighbour with the lowest expected completion time (RTT + queued
+//! bytes / delivery rate), under a bound of requests in flight per neighbour,
+//! which spreads the load over neighbours. Infrastructure is asked only when
+//! no viewer offers the piece and its deadline is within the fallback margin.
+
+use std::collections::BTreeMap;
+
+use super::{Engine, Output, PeerId, SCHEDULE_MS};
+use crate::proto::{
+    piece::MAX_PIECE_BYTES,
+    wire::{self, Message},
+};
+
+/// Pieces considered per run, at most.
+const LOOKAHEAD: u64 = 1024;
+/// Infrastructure requests over HTTP are given this long.
+const INFRA_TIMEOUT_MS: u64 = 3_000;
+
+impl<P: PeerId> Engine<P> {
+    pub(super) fn schedule(&mut self, now: u64) {
+        self.next_schedule = now + SCHEDULE_MS;
+        if !self.cfg.role.eq(&crate::proto::Role::Viewer) {
+            return;
+        }
+        self.expire_requests(now);
+        let Some(start) = self.choose_start() else {
+            return;
+        };
+        self.extrapolate_edge(now);
+        let Some(newest) = self.newest_known else {
+            return;
+        };
+        let lo = self.playback.next_due().unwrap_or(start).max(start);
+        let hi = newest.min(lo + LOOKAHEAD);
+        let margin = self.cfg.fallback_margin_ms;
+
+        // (urgent first, then rarity or deadline, then seq)
+        let mut wanted: Vec<(bool, u64, u64)> = Vec::new();
+        for seq in lo..=hi {
+            if self.store.contains_key(&seq) {
+                continue;
+            }
+            let deadline = self.deadline(seq);
+            match self.inflight.get(&seq) {
+                None => {}
+                // Asked of a viewer that has not delivered with the deadline
+                // close: ask infrastructure too, rather than risk a stall.
+                Some((Some(p), _))
+                    if deadline.is_some_and(|d| now + margin >= d)
+                        && self.neighbors.get(p).is_some_and(|n| !n.role.is_infra()) =>
+                {
+                    self.cancel_request(seq);
+                }
+                Some(_) => continue,
+            }
+            let urgent = deadline.is_some_and(|d| now + 2 * margin >= d);
+            let key = if urgent {
+                deadline.unwrap_or(0)
+            } else {
+                self.holders(seq) as u64
+            };
+            wanted.push((!urgent, key, seq));
+        }
+        wanted.sort_unstable();
+
+        let piece_bytes = self
+            .store
+            .values()
+            .next_back()
+            .map_or(MAX_PIECE_BYTES / 2, |p| p.data.len().max(1));
+        let mut batches: BTreeMap<P, Vec<u64>> = BTreeMap::new();
+        for (_, _, seq) in wanted {
+            let due_soon = self.deadline(seq).is_some_and(|d| now + margin >= d);
+            if !due_soon {
+                if let Some(peer) = self.best_holder(seq, piece_bytes, false) {
+                    self.ask(peer, seq, now, &mut batches);
+                }
+                continue;
+            }
+            self.stats.fallback_requests += 1;
+            if let Some(peer) = self.best_holder(seq, piece_bytes, true) {
+                self.ask(peer, seq, now, &mut batches);
+            } else if self.infra_inflight() < self.cfg.max_infra_inflight {
+                self.inflight.insert(seq, (None, now));
+                self.outputs.push_back(Output::FetchInfra { seq });
+            } else {
+                self.stats.fallback_requests -= 1;
+            }
+        }
+        for (peer, seqs) in batches {
+            self.send(&peer, &Message::Request { seqs });
+        }
+    }
+
+    /// Pieces the broadcaster must have cut by now, from the rate seen in
+    /// the store, are treated as heard of even if no neighbour announced
+    /// them yet: when the whole neighbourhood lags, those pieces still reach
+    /// their deadline and fall back to infrastructure instead of stalling.
+    fn extrapolate_edge(&mut self, now: u64) {
+        let (Some((&s0, p0)), Some((&s1, p1))) =
+            (self.store.iter().next(), self.store.iter().next_back())
+        else {
+            return;
+        };
+        let span = p1.header.produced_at.saturating_sub(p0.header.produced_at);
+        if s1 <= s0 || span == 0 {
+            return;
+        }
+        let ms_per_piece = span as f64 / (s1 - s0) as f64;
+        let behind = now.saturating_sub(p1.header.produced_at) as f64;
+        // One piece of slack: the newest piece may be in flight.
+        let expected = (behind / ms_per_piece).floor() as u64;
+        let edge = s1 + expected.saturating_sub(1).min(wire::MAX_LIST as u64);
+        for seq in self.newest_known.unwrap_or(s1).max(s1) + 1..=edge {
+            let produced = p1.header.produced_at + ((seq - s1) as f64 * ms_per_piece) as u64;
+            self.heard.entry(seq).or_insert(produced);
+        }
+        self.newest_known = self.newest_known.max(Some(edge));
+    }
+
+    fn ask(&mut self, peer: P, seq: u64, now: u64, batches: &mut BTreeMap<P, Vec<u64>>) {
+        if let Some(n) = self.neighbors.get_mut(&peer) {
+            n.inflight.insert(seq);
+        }
+        self.inflight.insert(seq, (Some(peer.clone()), now));
+        batches.entry(peer).or_default().push(seq);
+    }
+
+    fn cancel_request(&mut self, seq: u64) {
+        if let Some((Some(p), _)) = self.inflight.remove(&seq) {
+            if let Some(n) = self.neighbors.get_mut(&p) {
+                n.inflight.remove(&seq);
+            }
+        }
+    }
+
+    fn holders(&self, seq: u64) -> usize {
+        self.neighbors
+            .values()
+            .filter(|n| n.is_active() && n.has.contains(&seq))
+            .count()
+    }
+
+    fn infra_inflight(&self) -> usize {
+        self.inflight.values().filter(|(p, _)| p.is_none()).count()
+    }
+
+    /// The neighbour (viewers, or infrastructure when `infra`) holding `seq`
+    /// with room for a request and the lowest expected completion time.
+    fn best_holder(&self, seq: u64, piece_bytes: usize, infra: bool) -> Option<P> {
+        self.neighbors
+            .iter()
+            .filter(|(_, n)| {
+                n.is_active()
+                    && n.role.is_infra() == infra
+                    && n.has.contains(&seq)
+                    && n.inflight.len() < self.cfg.max_inflight_per_peer
+            })
+            .map(|(p, n)| {
+                let t = n.expected_ms(piece_bytes, n.inflight.len() * piece_bytes);
+                (t, p)
+            })
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, p)| p.clone())
+    }
+
+    /// Requests not answered in time are forgotten, to be asked elsewhere;
+    /// the slow neighbour is assumed not to have the piece any more.
+    fn expire_requests(&mut self, now: u64) {
+        let timeout = self.cfg.request_timeout_ms;
+        let expired: Vec<(u64, Option<P>)> = self
+            .inflight
+            .iter()
+            .filter(|(_, (p, at))| {
+                let limit = if p.is_some() { timeout } else { INFRA_TIMEOUT_MS };
+                now >= at + limit
+            })
+            .map(|(s, (p, _))| (*s, p.clone()))
+            .collect();
+        for (seq, peer) in expired {
+            self.inflight.remove(&seq);
+            if let Some(n) = peer.and_then(|p| self.neighbors.get_mut(&p)) {
+                n.inflight.remove(&seq);
+                n.has.remove(&seq);
+            }
+        }
+    }
+}

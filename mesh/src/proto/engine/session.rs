@@ -1,0 +1,354 @@
+//! Sessions: handshake, the degree cap, and each message a neighbour sends.
+
+use bytes::Bytes;
+
+use super::{Engine, PeerId};
+use crate::proto::{
+    neighbors::{Candidate, Neighbor, Phase},
+    piece::Piece,
+    wire::{self, Hello, Message, PeerInfo, RefuseReason, PROTOCOL_VERSION},
+};
+
+/// Bad pieces a neighbour may send before it is disconnected.
+const MAX_PENALTY: u32 = 3;
+/// Candidates remembered, at most.
+const MAX_CANDIDATES: usize = 256;
+/// A refused or failed candidate is not tried again before this.
+const REFUSED_BACKOFF_MS: u64 = 15_000;
+/// Requests a neighbour may have queued with us before we answer `Missing`.
+const MAX_QUEUED_PER_PEER: usize = 16;
+
+impl<P: PeerId> Engine<P> {
+    pub(super) fn on_connected(&mut self, peer: P, outbound: bool, now: u64) {
+        if self.neighbors.contains_key(&peer) {
+            // The driver keeps one session per peer; a second is a bug there,
+            // but must not reset the state of the first.
+            return;
+        }
+        if let Some(c) = self.candidates.get_mut(&peer) {
+            c.dialing_since = None;
+        }
+        self.neighbors.insert(peer.clone(), Neighbor::new(outbound, now));
+        let hello = Message::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            stream: self.cfg.stream,
+            role: self.cfg.role,
+            degree: self.degree() as u16,
+            max_degree: self.cfg.max_degree as u16,
+            upload_kbps: self.cfg.upload_kbps,
+        });
+        self.send(&peer, &hello);
+    }
+
+    pub(super) fn on_disconnected(&mut self, peer: &P, now: u64) {
+        if self.neighbors.remove(peer).is_some() {
+            self.forget_requests_to(peer);
+            self.upload_queue.retain(|(p, _)| p != peer);
+            if let Some(c) = self.candidates.get_mut(peer) {
+                c.retry_at = c.retry_at.max(now + 2_000);
+            }
+            self.update_neighbor_stats();
+        }
+        if let Some(c) = self.candidates.get_mut(peer) {
+            c.dialing_since = None;
+        }
+    }
+
+    /// Ends a session: we stop talking and tell the driver to close it.
+    pub(super) fn drop_peer(&mut self, peer: &P, reason: &'static str, now: u64) {
+        self.outputs.push_back(Output::Disconnect {
+            peer: peer.clone(),
+            reason,
+        });
+        self.on_disconnected(peer, now);
+    }
+
+    fn violation(&mut self, peer: &P, reason: &'static str, now: u64) {
+        self.stats.protocol_violations += 1;
+        if let Some(c) = self.candidates.get_mut(peer) {
+            c.back_off(now);
+            c.retry_at = c.retry_at.max(now + 60_000);
+        }
+        self.drop_peer(peer, reason, now);
+    }
+
+    fn forget_requests_to(&mut self, peer: &P) {
+        self.inflight.retain(|_, (p, _)| p.as_ref() != Some(peer));
+    }
+
+    pub(super) fn on_frame(&mut self, from: P, body: Bytes, now: u64) {
+        let Some(phase) = self.neighbors.get(&from).map(|n| n.phase) else {
+            return; // Session already closed; late frame.
+        };
+        let msg = match wire::decode::<P>(&body) {
+            Ok(m) => m,
+            Err(_) => return self.violation(&from, "malformed frame", now),
+        };
+        match (phase, msg) {
+            (Phase::Greeting, Message::Hello(h)) => self.on_hello(from, h, now),
+            (Phase::Greeting, Message::Refuse { suggestions, .. }) => {
+                self.add_candidates(suggestions);
+                if let Some(c) = self.candidates.get_mut(&from) {
+                    c.retry_at = now + REFUSED_BACKOFF_MS;
+                }
+                self.drop_peer(&from, "refused", now);
+            }
+            (Phase::Greeting, _) => self.violation(&from, "message before hello", now),
+            (Phase::Active, Message::Hello(_) | Message::Refuse { .. }) => {
+                self.violation(&from, "second handshake", now)
+            }
+            (Phase::Active, Message::BufferMap { base, bits, segment_starts }) => {
+                let seqs: Vec<u64> = wire::iter_bits(base, &bits).collect();
+                if let Some(n) = self.neighbors.get_mut(&from) {
+                    n.has = seqs.iter().copied().collect();
+                }
+                self.learn(&seqs, &segment_starts, now);
+            }
+            (Phase::Active, Message::Have { seqs, segment_starts }) => {
+                if let Some(n) = self.neighbors.get_mut(&from) {
+                    n.has.extend(seqs.iter().copied());
+                }
+                self.learn(&seqs, &segment_starts, now);
+            }
+            (Phase::Active, Message::Request { seqs }) => self.on_request(from, seqs, now),
+            (Phase::Active, Message::Piece(p)) => self.on_piece(from, p, now),
+            (Phase::Active, Message::Missing { seqs }) => {
+                if let Some(n) = self.neighbors.get_mut(&from) {
+                    for s in &seqs {
+                        n.inflight.remove(s);
+                        n.has.remove(s);
+                    }
+                }
+                for s in seqs {
+                    if matches!(self.inflight.get(&s), Some((Some(p), _)) if *p == from) {
+                        self.inflight.remove(&s);
+                    }
+                }
+            }
+            (Phase::Active, Message::Ping { nonce }) => self.send(&from, &Message::Pong { nonce }),
+            (Phase::Active, Message::Pong { nonce }) => {
+                if let Some(n) = self.neighbors.get_mut(&from) {
+                    if let Some((sent_nonce, at)) = n.ping {
+                        if sent_nonce == nonce {
+                            n.rtt.record(now.saturating_sub(at));
+                            n.ping = None;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_hello(&mut self, from: P, hello: Hello, now: u64) {
+        let refuse = if hello.version != PROTOCOL_VERSION {
+            Some(RefuseReason::Version)
+        } else if hello.stream != self.cfg.stream {
+            Some(RefuseReason::UnknownStream)
+        } else {
+            let inbound = self.neighbors.get(&from).is_some_and(|n| !n.outbound);
+            (inbound && self.degree() >= self.cfg.max_degree).then_some(RefuseReason::Full)
+        };
+        if let Some(reason) = refuse {
+            let suggestions = if reason == RefuseReason::Full {
+                self.suggestions(&from)
+            } else {
+                Vec::new()
+            };
+            self.send(&from, &Message::Refuse { reason, suggestions });
+            return self.drop_peer(&from, "refused", now);
+        }
+        // An outbound session over the cap (several dials completed at once)
+        // is closed too: the cap is never exceeded.
+        if self.degree() >= self.cfg.max_degree {
+            return self.drop_peer(&from, "degree cap", now);
+        }
+        let Some(n) = self.neighbors.get_mut(&from) else {
+            return;
+        };
+        n.phase = Phase::Active;
+        n.role = hello.role;
+        if let Some(c) = self.candidates.get_mut(&from) {
+            c.failures = 0;
+        }
+        let map = self.buffer_map();
+        self.send(&from, &map);
+        self.update_neighbor_stats();
+    }
+
+    /// Active viewers we know addresses of, for a peer we turn away.
+    fn suggestions(&self, except: &P) -> Vec<PeerInfo<P>> {
+        self.neighbors
+            .iter()
+            .filter(|(p, n)| *p != except && n.is_active())
+            .filter_map(|(p, _)| self.candidates.get(p))
+            .filter(|c| !c.info.addrs.is_empty())
+            .take(wire::MAX_SUGGESTIONS)
+            .map(|c| PeerInfo {
+                peer: c.info.peer.clone(),
+                addrs: c.info.addrs.iter().take(wire::MAX_ADDRS).cloned().collect(),
+            })
+            .collect()
+    }
+
+    fn buffer_map(&self) -> Message<P> {
+        let base = self.store.keys().next().copied().unwrap_or(0);
+        let mut bits = Vec::new();
+        let max_seq = base + (wire::MAX_BITMAP_BYTES * 8) as u64;
+        for &s in self.store.keys().take_while(|&&s| s < max_seq) {
+            wire::set_bit(&mut bits, base, s);
+        }
+        let starts: Vec<u64> = self
+            .segment_starts
+            .iter()
+            .rev()
+            .filter(|s| self.store.contains_key(s))
+            .take(wire::MAX_LIST)
+            .copied()
+            .collect();
+        Message::BufferMap {
+            base,
+            bits,
+            segment_starts: starts,
+        }
+    }
+
+    /// Notes pieces and segment starts a neighbour announced.
+    fn learn(&mut self, seqs: &[u64], starts: &[u64], now: u64) {
+        let low = self.store.keys().next().copied().unwrap_or(0);
+        for &s in seqs {
+            if s >= low && !self.store.contains_key(&s) {
+                self.heard.entry(s).or_insert(now);
+            }
+            self.newest_known = self.newest_known.max(Some(s));
+        }
+        // Bound what unverified announcements can make us remember.
+        while self.heard.len() > 4 * wire::MAX_LIST {
+            self.heard.pop_first();
+        }
+        self.segment_starts.extend(starts.iter().copied());
+        while self.segment_starts.len() > wire::MAX_LIST {
+            self.segment_starts.pop_first();
+        }
+    }
+
+    fn on_request(&mut self, from: P, seqs: Vec<u64>, now: u64) {
+        let mut queued = self.upload_queue.iter().filter(|(p, _)| *p == from).count();
+        // Queued payload, to refuse what the upload limit could not send
+        // before the requester gives up: it does better asking elsewhere.
+        let mut backlog: u64 = self
+            .upload_queue
+            .iter()
+            .filter_map(|(_, s)| self.store.get(s))
+            .map(|p| p.data.len() as u64)
+            .sum();
+        let budget_ms = self.cfg.request_timeout_ms / 2;
+        let mut missing = Vec::new();
+        for seq in seqs {
+            let Some(len) = self.store.get(&seq).map(|p| p.data.len() as u64) else {
+                missing.push(seq);
+                continue;
+            };
+            let room = queued < MAX_QUEUED_PER_PEER
+                && self.upload_queue.len() < super::UPLOAD_QUEUE
+                && self.upload.drain_ms(backlog + len) <= budget_ms;
+            if room {
+                self.upload_queue.push_back((from.clone(), seq));
+                queued += 1;
+                backlog += len;
+            } else {
+                missing.push(seq);
+            }
+        }
+        if !missing.is_empty() {
+            self.send(&from, &Message::Missing { seqs: missing });
+        }
+        self.drain_upload(now);
+    }
+
+    fn on_piece(&mut self, from: P, piece: Piece, now: u64) {
+        let seq = piece.header.seq;
+        if self.key.verify(&piece).is_err() {
+            self.stats.bad_pieces += 1;
+            let strikes = self.neighbors.get_mut(&from).map_or(0, |n| {
+                n.penalty += 1;
+                n.inflight.remove(&seq);
+                n.penalty
+            });
+            if matches!(self.inflight.get(&seq), Some((Some(p), _)) if *p == from) {
+                self.inflight.remove(&seq);
+            }
+            if strikes >= MAX_PENALTY {
+                self.violation(&from, "bad pieces", now);
+            }
+            return;
+        }
+        if let Some((Some(p), asked_at)) = self.inflight.get(&seq) {
+            if *p == from {
+                let elapsed = now.saturating_sub(*asked_at);
+                if let Some(n) = self.neighbors.get_mut(&from) {
+                    n.inflight.remove(&seq);
+                    n.observe_delivery(piece.data.len(), elapsed);
+                }
+                self.inflight.remove(&seq);
+            }
+        }
+        let infra = self
+            .neighbors
+            .get(&from)
+            .is_some_and(|n| n.role.is_infra());
+        self.accept(piece, Some(&from), infra, now);
+    }
+
+    pub(super) fn add_candidates(&mut self, peers: Vec<PeerInfo<P>>) {
+        for info in peers {
+            if self.candidates.len() >= MAX_CANDIDATES && !self.candidates.contains_key(&info.peer)
+            {
+                continue;
+            }
+            match self.candidates.get_mut(&info.peer) {
+                Some(c) if !info.addrs.is_empty() => c.info.addrs = info.addrs,
+                Some(_) => {}
+                None => {
+                    self.candidates
+                        .insert(info.peer.clone(), Candidate::new(info));
+                }
+            }
+        }
+    }
+
+    /// Dials candidates while below the degree cap. Candidates are tried in
+    /// a seeded random order (measured RTT needs a session first).
+    pub(super) fn fill_neighbors(&mut self, now: u64) {
+        for c in self.candidates.values_mut() {
+            if c.dialing_since.is_some_and(|t| now >= t + 10_000) {
+                c.back_off(now);
+            }
+        }
+        let dialing = self
+            .candidates
+            .values()
+            .filter(|c| c.dialing_since.is_some())
+            .count();
+        let used = self.neighbors.len() + dialing;
+        if used >= self.cfg.max_degree {
+            return;
+        }
+        let mut ready: Vec<P> = self
+            .candidates
+            .iter()
+            .filter(|(p, c)| {
+                c.dialing_since.is_none() && now >= c.retry_at && !self.neighbors.contains_key(p)
+            })
+            .map(|(p, _)| p.clone())
+            .collect();
+        rand::seq::SliceRandom::shuffle(ready.as_mut_slice(), &mut self.rng);
+        for p in ready.into_iter().take(self.cfg.max_degree - used) {
+            if let Some(c) = self.candidates.get_mut(&p) {
+                c.dialing_since = Some(now);
+                self.outputs.push_back(Output::Connect(c.info.clone()));
+            }
+        }
+    }
+}
+
+use super::Output;

@@ -1,0 +1,15 @@
+//! The Shoal protocol as sans-IO state machines: no tokio, no sockets, no
+//! clock reads. Time comes in as `now` (milliseconds), randomness from a
+//! seeded RNG, so the same code runs under the libp2p driver and the simulator.
+
+pub mod engine;
+mod neighbors;
+pub mod piece;
+pub mod stats;
+mod upload;
+pub mod wire;
+
+pub use engine::{Config, Engine, Input, Output, PeerId};
+pub use piece::{Piece, PieceError, PieceHeader, Signer, StreamId, StreamKey, MAX_PIECE_BYTES};
+pub use stats::{MsHistogram, Stats, Summary};
+pub use wire::{Message, PeerInfo, Role};

@@ -1,0 +1,167 @@
+//! What the engine knows of each neighbour and candidate.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use super::wire::{PeerInfo, Role};
+
+/// RTT samples kept per neighbour (median and spread are taken over them).
+const RTT_SAMPLES: usize = 16;
+/// Delivery rate assumed before a neighbour has delivered anything, bytes/s.
+const INITIAL_RATE: f64 = 1_000_000.0;
+
+/// Where a session is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Transport is up; waiting for the peer's `Hello`.
+    Greeting,
+    /// Handshake done: pieces may flow.
+    Active,
+}
+
+/// Round-trip time from shoal's own ping frames.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Rtt {
+    samples: VecDeque<u64>,
+}
+
+impl Rtt {
+    pub(crate) fn record(&mut self, ms: u64) {
+        if self.samples.len() == RTT_SAMPLES {
+            self.samples.pop_front();
+        }
+        self.samples.push_back(ms);
+    }
+
+    pub(crate) fn median(&self) -> Option<u64> {
+        let mut s: Vec<u64> = self.samples.iter().copied().collect();
+        s.sort_unstable();
+        s.get(s.len() / 2).copied()
+    }
+}
+
+/// A connected peer.
+#[derive(Debug)]
+pub(crate) struct Neighbor {
+    pub(crate) phase: Phase,
+    /// We dialled it (outbound sessions are never refused for the cap).
+    pub(crate) outbound: bool,
+    pub(crate) role: Role,
+    pub(crate) connected_at: u64,
+    /// Pieces it holds, as far as its buffer map and haves tell.
+    pub(crate) has: BTreeSet<u64>,
+    /// Pieces we asked of it and when.
+    pub(crate) inflight: BTreeSet<u64>,
+    /// Haves not yet sent to it.
+    pub(crate) pending_have: Vec<u64>,
+    pub(crate) pending_starts: Vec<u64>,
+    pub(crate) rtt: Rtt,
+    /// Nonce and send time of the ping awaiting its pong.
+    pub(crate) ping: Option<(u64, u64)>,
+    /// Smoothed delivery rate of requested pieces, bytes/s.
+    pub(crate) rate: f64,
+    /// Strikes for bad pieces and timeouts.
+    pub(crate) penalty: u32,
+}
+
+impl Neighbor {
+    pub(crate) fn new(outbound: bool, now: u64) -> Self {
+        Neighbor {
+            phase: Phase::Greeting,
+            outbound,
+            role: Role::Viewer,
+            connected_at: now,
+            has: BTreeSet::new(),
+            inflight: BTreeSet::new(),
+            pending_have: Vec::new(),
+            pending_starts: Vec::new(),
+            rtt: Rtt::default(),
+            ping: None,
+            rate: INITIAL_RATE,
+            penalty: 0,
+        }
+    }
+
+    pub(crate) fn is_active(&self) -> bool {
+        self.phase == Phase::Active
+    }
+
+    /// Expected time until a piece of `bytes` asked now would arrive, in ms:
+    /// RTT plus everything already queued at the delivery rate (DESIGN.md,
+    /// "lowest expected completion time").
+    pub(crate) fn expected_ms(&self, bytes: usize, queued_bytes: usize) -> f64 {
+        let rtt = self.rtt.median().unwrap_or(100) as f64;
+        rtt + (queued_bytes + bytes) as f64 * 1000.0 / self.rate
+    }
+
+    pub(crate) fn observe_delivery(&mut self, bytes: usize, elapsed_ms: u64) {
+        let sample = bytes as f64 * 1000.0 / elapsed_ms.max(1) as f64;
+        self.rate = 0.8 * self.rate + 0.2 * sample;
+    }
+}
+
+/// A peer we may connect to.
+#[derive(Debug)]
+pub(crate) struct Candidate<P> {
+    pub(crate) info: PeerInfo<P>,
+    /// Not before this time (after a failure or a refusal).
+    pub(crate) retry_at: u64,
+    pub(crate) failures: u32,
+    /// When we dialled it, while the dial is pending.
+    pub(crate) dialing_since: Option<u64>,
+}
+
+impl<P> Candidate<P> {
+    pub(crate) fn new(info: PeerInfo<P>) -> Self {
+        Candidate {
+            info,
+            retry_at: 0,
+            failures: 0,
+            dialing_since: None,
+        }
+    }
+
+    /// Exponential back-off after a failure: 2 s, 4 s, … up to 60 s.
+    pub(crate) fn back_off(&mut self, now: u64) {
+        self.failures = self.failures.saturating_add(1);
+        let wait = 1_000u64 << self.failures.min(6);
+        self.retry_at = now + wait.min(60_000);
+        self.dialing_since = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtt_median_over_recent_samples() {
+        let mut r = Rtt::default();
+        assert_eq!(r.median(), None);
+        for s in [50, 10, 30] {
+            r.record(s);
+        }
+        assert_eq!(r.median(), Some(30));
+        for _ in 0..RTT_SAMPLES {
+            r.record(5);
+        }
+        assert_eq!(r.median(), Some(5));
+    }
+
+    #[test]
+    fn expected_time_grows_with_queue() {
+        let n = Neighbor::new(true, 0);
+        assert!(n.expected_ms(1000, 100_000) > n.expected_ms(1000, 0));
+    }
+
+    #[test]
+    fn back_off_is_bounded() {
+        let mut c = Candidate::new(PeerInfo {
+            peer: 1u32,
+            addrs: vec![],
+        });
+        for _ in 0..20 {
+            c.back_off(0);
+        }
+        assert_eq!(c.retry_at, 60_000);
+    }
+}

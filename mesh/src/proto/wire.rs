@@ -1,0 +1,333 @@
+//! The wire format: length-prefixed, versioned bincode frames.
+//!
+//! ```text
+//! frame = len:u32 (big endian, bytes that follow) | version:u8 | bincode(Message)
+//! ```
+//! `len` is checked against [`MAX_FRAME_BYTES`] before anything is allocated;
+//! a frame that is too long, of another version, not decodable, with trailing
+//! bytes or with lists over their bounds is a protocol violation and the peer
+//! is disconnected. `docs/protocol.md` is the normative description.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use super::piece::{Piece, StreamId, MAX_PIECE_BYTES};
+
+/// Version of the handshake and message set.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Version byte that opens every frame body.
+pub const FRAME_VERSION: u8 = 1;
+/// Largest frame body (after the length prefix): one full piece plus headers.
+pub const MAX_FRAME_BYTES: usize = MAX_PIECE_BYTES + 4 * 1024;
+/// Most entries in a `Have`, `Request` or `Missing` list, or segment starts.
+pub const MAX_LIST: usize = 1024;
+/// Largest buffer-map bitmap, in bytes (32,768 pieces).
+pub const MAX_BITMAP_BYTES: usize = 4096;
+/// Most peers suggested in a `Refuse`, and addresses per peer.
+pub const MAX_SUGGESTIONS: usize = 16;
+pub const MAX_ADDRS: usize = 8;
+
+/// What a node is in the mesh.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    Viewer,
+    /// Origin: cuts and signs the stream. Counts as infrastructure.
+    Seeder,
+    /// Relays from upstream seeders. Counts as infrastructure.
+    Reflector,
+}
+
+impl Role {
+    pub fn is_infra(self) -> bool {
+        !matches!(self, Role::Viewer)
+    }
+}
+
+/// A peer and where to reach it. `addrs` are opaque to the engine (the
+/// driver's multiaddrs as strings; empty in the simulator).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo<P> {
+    pub peer: P,
+    pub addrs: Vec<String>,
+}
+
+/// Opens every session, sent by both sides.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub version: u16,
+    pub stream: StreamId,
+    pub role: Role,
+    pub degree: u16,
+    pub max_degree: u16,
+    /// Upload capacity the node offers, kbit/s (0 = not limited).
+    pub upload_kbps: u32,
+}
+
+/// Why a session was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefuseReason {
+    /// At the degree cap: try the suggested peers instead.
+    Full,
+    UnknownStream,
+    Version,
+}
+
+/// Every message of the protocol.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message<P> {
+    Hello(Hello),
+    Refuse {
+        reason: RefuseReason,
+        suggestions: Vec<PeerInfo<P>>,
+    },
+    /// Pieces held: bit `i` (LSB first within each byte) stands for `base + i`.
+    /// `segment_starts` lists held pieces that open a segment.
+    BufferMap {
+        base: u64,
+        bits: Vec<u8>,
+        segment_starts: Vec<u64>,
+    },
+    /// Pieces newly held since the last `Have` (batched).
+    Have {
+        seqs: Vec<u64>,
+        segment_starts: Vec<u64>,
+    },
+    Request {
+        seqs: Vec<u64>,
+    },
+    Piece(Piece),
+    /// Requested pieces the sender cannot serve (not held, or upload saturated).
+    Missing {
+        seqs: Vec<u64>,
+    },
+    Ping {
+        nonce: u64,
+    },
+    Pong {
+        nonce: u64,
+    },
+}
+
+/// A frame that breaks the protocol.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WireError {
+    #[error("frame of {0} bytes exceeds the limit of {MAX_FRAME_BYTES}")]
+    TooLong(usize),
+    #[error("empty frame")]
+    Empty,
+    #[error("frame version {0} is not supported")]
+    Version(u8),
+    #[error("frame does not decode: {0}")]
+    Decode(String),
+    #[error("frame has {0} trailing bytes")]
+    Trailing(usize),
+    #[error("message exceeds a bound: {0}")]
+    Bound(&'static str),
+}
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_FRAME_BYTES>()
+}
+
+/// Checks a length prefix before its body is read.
+pub fn check_len(len: u32) -> Result<usize, WireError> {
+    let len = len as usize;
+    if len > MAX_FRAME_BYTES {
+        return Err(WireError::TooLong(len));
+    }
+    if len == 0 {
+        return Err(WireError::Empty);
+    }
+    Ok(len)
+}
+
+/// Encodes a message as a whole frame, length prefix included.
+pub fn encode<P: Serialize>(msg: &Message<P>) -> Bytes {
+    let body = bincode::serde::encode_to_vec(msg, config())
+        .expect("messages we build are within the frame limit");
+    let mut out = BytesMut::with_capacity(4 + 1 + body.len());
+    out.put_u32((body.len() + 1) as u32);
+    out.put_u8(FRAME_VERSION);
+    out.extend_from_slice(&body);
+    out.freeze()
+}
+
+/// Decodes a frame body (what follows the length prefix) and checks bounds.
+pub fn decode<P: DeserializeOwned>(body: &[u8]) -> Result<Message<P>, WireError> {
+    if body.len() > MAX_FRAME_BYTES {
+        return Err(WireError::TooLong(body.len()));
+    }
+    let (&version, rest) = body.split_first().ok_or(WireError::Empty)?;
+    if version != FRAME_VERSION {
+        return Err(WireError::Version(version));
+    }
+    let (msg, used): (Message<P>, usize) = bincode::serde::decode_from_slice(rest, config())
+        .map_err(|e| WireError::Decode(e.to_string()))?;
+    if used != rest.len() {
+        return Err(WireError::Trailing(rest.len() - used));
+    }
+    check_bounds(&msg)?;
+    Ok(msg)
+}
+
+fn check_bounds<P>(msg: &Message<P>) -> Result<(), WireError> {
+    let list = |n: usize, what| {
+        if n > MAX_LIST {
+            Err(WireError::Bound(what))
+        } else {
+            Ok(())
+        }
+    };
+    match msg {
+        Message::Refuse { suggestions, .. } => {
+            if suggestions.len() > MAX_SUGGESTIONS
+                || suggestions.iter().any(|s| s.addrs.len() > MAX_ADDRS)
+            {
+                return Err(WireError::Bound("suggestions"));
+            }
+        }
+        Message::BufferMap {
+            bits,
+            segment_starts,
+            ..
+        } => {
+            if bits.len() > MAX_BITMAP_BYTES {
+                return Err(WireError::Bound("bitmap"));
+            }
+            list(segment_starts.len(), "segment starts")?;
+        }
+        Message::Have {
+            seqs,
+            segment_starts,
+        } => {
+            list(seqs.len(), "have")?;
+            list(segment_starts.len(), "segment starts")?;
+        }
+        Message::Request { seqs } => list(seqs.len(), "request")?,
+        Message::Missing { seqs } => list(seqs.len(), "missing")?,
+        Message::Piece(p) => {
+            if p.data.len() > MAX_PIECE_BYTES || p.signature.len() != 64 {
+                return Err(WireError::Bound("piece"));
+            }
+        }
+        Message::Hello(_) | Message::Ping { .. } | Message::Pong { .. } => {}
+    }
+    Ok(())
+}
+
+/// Sets bit `seq - base` in a bitmap.
+pub fn set_bit(bits: &mut Vec<u8>, base: u64, seq: u64) {
+    let i = (seq - base) as usize;
+    if bits.len() <= i / 8 {
+        bits.resize(i / 8 + 1, 0);
+    }
+    bits[i / 8] |= 1 << (i % 8);
+}
+
+/// The sequence numbers whose bits are set.
+pub fn iter_bits(base: u64, bits: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    bits.iter().enumerate().flat_map(move |(byte, &b)| {
+        (0..8)
+            .filter(move |bit| b & (1 << bit) != 0)
+            .map(move |bit| base + (byte * 8 + bit) as u64)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::piece::Signer;
+
+    fn body(frame: &Bytes) -> &[u8] {
+        let len = u32::from_be_bytes(frame[..4].try_into().unwrap());
+        assert_eq!(check_len(len), Ok(frame.len() - 4));
+        &frame[4..]
+    }
+
+    #[test]
+    fn messages_round_trip() {
+        let signer = Signer::new(&libp2p::identity::Keypair::generate_ed25519()).unwrap();
+        let piece = signer
+            .sign(3, 0, 1, 42, 0, Bytes::from(vec![7u8; MAX_PIECE_BYTES]))
+            .unwrap();
+        let msgs: Vec<Message<u32>> = vec![
+            Message::Hello(Hello {
+                version: PROTOCOL_VERSION,
+                stream: signer.stream(),
+                role: Role::Viewer,
+                degree: 3,
+                max_degree: 8,
+                upload_kbps: 0,
+            }),
+            Message::Refuse {
+                reason: RefuseReason::Full,
+                suggestions: vec![PeerInfo {
+                    peer: 9,
+                    addrs: vec!["/ip4/127.0.0.1/tcp/1".into()],
+                }],
+            },
+            Message::BufferMap {
+                base: 100,
+                bits: vec![0b101],
+                segment_starts: vec![100],
+            },
+            Message::Have {
+                seqs: vec![1, 2],
+                segment_starts: vec![],
+            },
+            Message::Request { seqs: vec![5] },
+            Message::Piece(piece),
+            Message::Missing { seqs: vec![5] },
+            Message::Ping { nonce: 1 },
+            Message::Pong { nonce: 1 },
+        ];
+        for m in msgs {
+            let frame = encode(&m);
+            assert!(frame.len() - 4 <= MAX_FRAME_BYTES);
+            assert_eq!(decode::<u32>(body(&frame)), Ok(m));
+        }
+    }
+
+    #[test]
+    fn bad_frames_are_rejected() {
+        assert_eq!(
+            check_len(MAX_FRAME_BYTES as u32 + 1),
+            Err(WireError::TooLong(MAX_FRAME_BYTES + 1))
+        );
+        assert_eq!(check_len(0), Err(WireError::Empty));
+        assert_eq!(decode::<u32>(&[]), Err(WireError::Empty));
+        assert_eq!(decode::<u32>(&[9, 0]), Err(WireError::Version(9)));
+        assert!(matches!(
+            decode::<u32>(&[FRAME_VERSION, 200, 200, 200]),
+            Err(WireError::Decode(_))
+        ));
+        let frame = encode::<u32>(&Message::Ping { nonce: 5 });
+        let mut long = body(&frame).to_vec();
+        long.push(0);
+        assert_eq!(decode::<u32>(&long), Err(WireError::Trailing(1)));
+        let huge = encode::<u32>(&Message::Request {
+            seqs: (0..MAX_LIST as u64 + 1).collect(),
+        });
+        assert_eq!(
+            decode::<u32>(body(&huge)),
+            Err(WireError::Bound("request"))
+        );
+    }
+
+    #[test]
+    fn a_lying_length_inside_bincode_does_not_allocate() {
+        // A Request claiming 2^60 entries: bincode's limit stops it early.
+        let mut body = vec![FRAME_VERSION, 4]; // variant index of Request
+        body.extend_from_slice(&[0xFF, 0, 0, 0, 0, 0, 0, 0, 0x10]);
+        assert!(decode::<u32>(&body).is_err());
+    }
+
+    #[test]
+    fn bitmaps_round_trip() {
+        let mut bits = Vec::new();
+        for s in [10, 11, 17, 40] {
+            set_bit(&mut bits, 10, s);
+        }
+        assert_eq!(iter_bits(10, &bits).collect::<Vec<_>>(), vec![10, 11, 17, 40]);
+    }
+}

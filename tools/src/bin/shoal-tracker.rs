@@ -1,0 +1,68 @@
+//! `shoal-tracker --listen 127.0.0.1:7070 [--interval 5]`: the hint service.
+
+use std::{
+    io::{IsTerminal, Write},
+    net::SocketAddr,
+    process::ExitCode,
+    time::Duration,
+};
+
+use anyhow::Context;
+use clap::Parser;
+use shoal_tools::tracker::{self, TrackerConfig};
+
+/// Shoal's tracker: the HTTP/JSON hint service peers announce to.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// Announce interval advised to peers, in seconds.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    interval: u32,
+    /// Forget a peer not heard from for this long (default: 3 intervals), e.g. "20s".
+    #[arg(long, value_parser = humantime::parse_duration)]
+    peer_ttl: Option<Duration>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, whatever RUST_BACKTRACE says: these are operator errors.
+            eprintln!("shoal-tracker: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    let mut config = TrackerConfig::with_interval(args.interval);
+    if let Some(ttl) = args.peer_ttl {
+        config.peer_ttl = ttl;
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    // Scripts wait for this line, so it goes to stdout, flushed.
+    println!("tracker listening on http://{addr}");
+    std::io::stdout().flush()?;
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down");
+    };
+    tracker::serve_with_shutdown(listener, config, shutdown)
+        .await
+        .context("tracker server failed")
+}

@@ -1,0 +1,3 @@
+//! Shoal's tools as libraries: the tracker (hint service) and the lab.
+
+pub mod tracker;
