@@ -6,5 +6,7 @@
 //! - [`hints`]: the tracker's HTTP/JSON hint protocol (types and client).
 
 pub mod hints;
+pub mod net;
 pub mod proto;
+pub mod rate;
 pub mod sim;

@@ -1,1 +1,70 @@
-fn main() {}
+//! `shoal-node`: a viewer's node, run beside the player.
+
+use std::{net::SocketAddr, process::ExitCode};
+
+use anyhow::Context;
+use clap::Parser;
+use libp2p::Multiaddr;
+use shoal_mesh::{proto::StreamId, rate::parse_bitrate};
+use shoal_node::{Node, NodeConfig};
+
+/// Watches a Shoal stream: joins its mesh and serves it to a local player.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Tracker base URL.
+    #[arg(long)]
+    tracker: String,
+    /// Stream id (64 hex characters, as the seeder prints it).
+    #[arg(long)]
+    stream: StreamId,
+    /// Local player HTTP address.
+    #[arg(long, default_value = "127.0.0.1:7090")]
+    player: SocketAddr,
+    /// Most neighbours at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+    max_degree: u16,
+    /// Upload limit for serving other viewers, e.g. 4mbps (default: unlimited).
+    #[arg(long, value_parser = rate)]
+    upload_limit: Option<u64>,
+    /// Mesh listen address (repeatable); default: loopback TCP and QUIC.
+    #[arg(long)]
+    listen: Vec<Multiaddr>,
+}
+
+fn rate(s: &str) -> Result<u64, String> {
+    parse_bitrate(s).ok_or_else(|| format!("'{s}' is not a rate like 4mbps, 800kbps"))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,libp2p=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shoal-node: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let mut cfg = NodeConfig::new(&args.tracker, args.stream);
+    cfg.player = args.player;
+    cfg.max_degree = args.max_degree as usize;
+    cfg.upload_limit_bps = args.upload_limit;
+    cfg.listen = args.listen;
+    let node = Node::start(cfg).await.context("cannot start the node")?;
+    println!("peer: {}", node.net.peer_id);
+    println!("hls: {}", node.playlist_url());
+    println!("live: {}", node.live_url());
+    println!("stats: http://{}/stats", node.player_addr);
+    tokio::signal::ctrl_c().await.context("waiting for ctrl-c")?;
+    Ok(())
+}

@@ -1,2 +1,211 @@
-//! placeholder
+//! The broadcaster's side of Shoal: ingest → cut → sign → mesh + HTTP origin.
+//!
+//! [`Seeder::start`] runs every part in the current tokio runtime, so the lab
+//! and the tests start seeders in-process; `main.rs` is a thin CLI over it.
+
 pub mod ingest;
+pub mod keyfile;
+pub mod origin;
+
+use std::{net::SocketAddr, time::Duration};
+
+use libp2p::{identity::Keypair, Multiaddr};
+use shoal_mesh::{
+    hints::{self, TrackerClient},
+    net::{self, now_ms, Announcer, Command, NetConfig, NetHandle},
+    proto::{piece::flags, Config, Signer, Stats, StreamId},
+};
+use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
+
+pub use ingest::Input;
+use origin::Origin;
+
+/// How to run a seeder.
+#[derive(Debug)]
+pub struct SeederConfig {
+    pub name: String,
+    pub input: Input,
+    /// Tracker base URL (`None`: viewers must be pointed at the seeder).
+    pub tracker: Option<String>,
+    /// HTTP origin address (port 0: any).
+    pub http: SocketAddr,
+    /// Mesh listen addresses.
+    pub listen: Vec<Multiaddr>,
+    /// Broadcaster key: it *is* the stream id.
+    pub key: Keypair,
+    /// Viewers the seeder feeds directly over the mesh.
+    pub max_degree: usize,
+    pub segment_ms: u32,
+}
+
+impl SeederConfig {
+    pub fn new(name: &str, input: Input, key: Keypair) -> Self {
+        SeederConfig {
+            name: name.to_string(),
+            input,
+            tracker: None,
+            http: SocketAddr::from(([127, 0, 0, 1], 0)),
+            listen: Vec::new(),
+            key,
+            max_degree: 8,
+            segment_ms: 1_000,
+        }
+    }
+}
+
+/// Why a seeder could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SeederError {
+    #[error("the broadcaster key must be ed25519")]
+    Key,
+    #[error(transparent)]
+    Net(#[from] net::NetError),
+    #[error("cannot listen for HTTP on {addr}: {source}")]
+    Http {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tracker(#[from] hints::HintsError),
+}
+
+/// A running seeder. Dropping it stops everything.
+#[derive(Debug)]
+pub struct Seeder {
+    pub stream: StreamId,
+    pub http_addr: SocketAddr,
+    pub net: NetHandle,
+    pub origin: Origin,
+    ingest: JoinHandle<Result<(), ingest::IngestError>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Seeder {
+    pub async fn start(cfg: SeederConfig) -> Result<Seeder, SeederError> {
+        let signer = Signer::new(&cfg.key).map_err(|_| SeederError::Key)?;
+        let stream = signer.stream();
+        let mut engine = Config::seeder(stream);
+        engine.max_degree = cfg.max_degree;
+        let mut net_cfg = NetConfig::local(cfg.key.clone(), engine);
+        if !cfg.listen.is_empty() {
+            net_cfg.listen = cfg.listen.clone();
+        }
+        let window_ms = net_cfg.engine.window_ms;
+        let net = net::start(net_cfg, None).await?;
+
+        let listener = TcpListener::bind(cfg.http)
+            .await
+            .map_err(|source| SeederError::Http {
+                addr: cfg.http,
+                source,
+            })?;
+        let http_addr = listener.local_addr().map_err(|source| SeederError::Http {
+            addr: cfg.http,
+            source,
+        })?;
+        let origin = Origin::new(stream, cfg.name.clone(), window_ms);
+        let router = origin.router();
+        let mut tasks = vec![tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!("HTTP origin stopped: {e}");
+            }
+        })];
+
+        if let Some(url) = &cfg.tracker {
+            let announcer = Announcer {
+                client: TrackerClient::new(url)?,
+                stream,
+                role: hints::Role::Seeder,
+                max_degree: cfg.max_degree as u32,
+                upload_kbps: 0,
+                http: Some(format!("http://{http_addr}")),
+                name: Some(cfg.name.clone()),
+                use_candidates: false,
+            };
+            tasks.push(announcer.spawn(&net));
+        }
+
+        let (cuts_tx, mut cuts) = mpsc::channel(64);
+        let ingest = tokio::spawn(ingest::run(cfg.input, cfg.segment_ms, cuts_tx));
+        let commands = net.commander();
+        let origin_feed = origin.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seq = 0u64;
+            while let Some(cut) = cuts.recv().await {
+                let mut f = 0;
+                if cut.first {
+                    f |= flags::FIRST;
+                }
+                if cut.last {
+                    f |= flags::LAST;
+                }
+                let piece = match signer.sign(seq, cut.segment, f, now_ms(), cut.duration_ms, cut.data) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::error!("cannot sign piece {seq}: {e}");
+                        continue;
+                    }
+                };
+                seq += 1;
+                origin_feed.insert(&piece);
+                if commands.send(Command::Publish(piece)).await.is_err() {
+                    return;
+                }
+            }
+        }));
+        Ok(Seeder {
+            stream,
+            http_addr,
+            net,
+            origin,
+            ingest,
+            tasks,
+        })
+    }
+
+    /// Mesh stats of the seeder's engine.
+    pub fn stats(&self) -> Stats {
+        self.net.stats()
+    }
+
+    /// Waits until the input ends or fails (clip and synthetic never end).
+    pub async fn wait(&mut self) -> Result<(), String> {
+        match (&mut self.ingest).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("{:#}", anyhow_chain(&e))),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Waits up to `timeout` for the first piece to be published.
+    pub async fn ready(&self, timeout: Duration) -> bool {
+        let until = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < until {
+            if self.net.stats().newest_seq.is_some() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+}
+
+fn anyhow_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}
+
+impl Drop for Seeder {
+    fn drop(&mut self) {
+        self.ingest.abort();
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}

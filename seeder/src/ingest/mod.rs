@@ -89,7 +89,7 @@ impl FromStr for Input {
             let rate = rate.strip_prefix(':').ok_or_else(|| {
                 error("expected synthetic:<rate>, e.g. synthetic:2mbps or synthetic:500kbps")
             })?;
-            let bits_per_sec = parse_bitrate(rate).ok_or_else(|| {
+            let bits_per_sec = shoal_mesh::rate::parse_bitrate(rate).ok_or_else(|| {
                 error("the rate must be a positive number with a unit bps, kbps, mbps or gbps, e.g. synthetic:2mbps")
             })?;
             return Ok(Input::Synthetic { bits_per_sec });
@@ -99,18 +99,6 @@ impl FromStr for Input {
             realtime: false,
         })
     }
-}
-
-/// `2mbps` → 2 000 000; units are decimal and case-insensitive; fractions are
-/// fine (`1.5mbps`). `None` for anything else, zero included.
-fn parse_bitrate(s: &str) -> Option<u64> {
-    let lower = s.trim().to_ascii_lowercase();
-    let (number, scale) = [("gbps", 1e9), ("mbps", 1e6), ("kbps", 1e3), ("bps", 1.0)]
-        .into_iter()
-        .find_map(|(unit, scale)| Some((lower.strip_suffix(unit)?, scale)))?;
-    let value: f64 = number.trim().parse().ok()?;
-    let bits = (value * scale).round();
-    (bits.is_finite() && bits >= 1.0 && bits <= u64::MAX as f64).then_some(bits as u64)
 }
 
 /// Why an `--input` string was rejected.

@@ -117,6 +117,9 @@ pub enum Input<P> {
     /// A frame body (after the length prefix, already checked by
     /// [`wire::check_len`]).
     Frame { from: P, body: Bytes },
+    /// The peer broke framing (e.g. a length over the limit): the driver
+    /// stopped reading it.
+    Malformed { from: P },
     /// Peers we may connect to (tracker hints, peer exchange).
     Candidates(Vec<PeerInfo<P>>),
     /// The broadcaster cut a new piece (seeders only).
@@ -267,6 +270,11 @@ impl<P: PeerId> Engine<P> {
                 }
             }
             Input::Frame { from, body } => self.on_frame(from, body, now),
+            Input::Malformed { from } => {
+                if self.neighbors.contains_key(&from) {
+                    self.violation(&from, "malformed frame", now);
+                }
+            }
             Input::Candidates(peers) => self.add_candidates(peers),
             Input::Publish(piece) => self.publish(piece, now),
             Input::InfraPiece(piece) => {

@@ -63,7 +63,7 @@ impl<P: PeerId> Engine<P> {
         self.on_disconnected(peer, now);
     }
 
-    fn violation(&mut self, peer: &P, reason: &'static str, now: u64) {
+    pub(super) fn violation(&mut self, peer: &P, reason: &'static str, now: u64) {
         self.stats.protocol_violations += 1;
         if let Some(c) = self.candidates.get_mut(peer) {
             c.back_off(now);

@@ -1,0 +1,119 @@
+//! Keeps a node known to the tracker and feeds its hints to the engine.
+//!
+//! The tracker is advice only: when it is unreachable the node logs it,
+//! keeps its neighbours and tries again next interval.
+
+use std::time::Duration;
+
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::{mpsc, watch};
+
+use super::Command;
+use crate::{
+    hints::{Announce, Role, TrackerClient},
+    proto::{PeerInfo, Stats, StreamId},
+};
+
+/// What a node says of itself in each announce.
+#[derive(Clone, Debug)]
+pub struct Announcer {
+    pub client: TrackerClient,
+    pub stream: StreamId,
+    pub role: Role,
+    pub max_degree: u32,
+    pub upload_kbps: u32,
+    /// Infrastructure: its HTTP origin.
+    pub http: Option<String>,
+    /// Seeders: the stream's name.
+    pub name: Option<String>,
+    /// Whether hints become neighbour candidates (seeders wait to be dialled).
+    pub use_candidates: bool,
+}
+
+impl NetHandleParts {
+    fn from(handle: &super::NetHandle) -> Self {
+        NetHandleParts {
+            peer_id: handle.peer_id,
+            addrs: handle.addrs.clone(),
+            commands: handle.commands.clone(),
+            stats: handle.stats.clone(),
+        }
+    }
+}
+
+struct NetHandleParts {
+    peer_id: PeerId,
+    addrs: Vec<Multiaddr>,
+    commands: mpsc::Sender<Command>,
+    stats: watch::Receiver<Stats>,
+}
+
+impl Announcer {
+    /// Announces now and then every interval the tracker asks for, until the
+    /// node stops. Returns the task.
+    pub fn spawn(self, handle: &super::NetHandle) -> tokio::task::JoinHandle<()> {
+        let parts = NetHandleParts::from(handle);
+        tokio::spawn(self.run(parts))
+    }
+
+    async fn run(self, node: NetHandleParts) {
+        let mut warned = false;
+        loop {
+            let stats = node.stats.borrow().clone();
+            let announce = Announce {
+                stream: self.stream.to_string(),
+                peer_id: node.peer_id.to_string(),
+                addrs: node.addrs.iter().map(|a| a.to_string()).collect(),
+                role: self.role,
+                degree: stats.neighbors,
+                max_degree: self.max_degree,
+                upload_kbps: self.upload_kbps,
+                http: self.http.clone(),
+                name: self.name.clone(),
+                want: self.max_degree * 2,
+                counters: stats.report(),
+            };
+            let interval = match self.client.announce(&announce).await {
+                Ok(hints) => {
+                    if warned {
+                        tracing::info!("tracker reachable again");
+                        warned = false;
+                    }
+                    let interval = Duration::from_secs(u64::from(hints.interval_s.clamp(1, 300)));
+                    let origins: Vec<String> =
+                        hints.seeders.iter().filter_map(|s| s.http.clone()).collect();
+                    if node.commands.send(Command::Origins(origins)).await.is_err() {
+                        return;
+                    }
+                    if self.use_candidates {
+                        let peers = hints
+                            .candidates
+                            .into_iter()
+                            .filter_map(|c| {
+                                Some(PeerInfo {
+                                    peer: c.peer_id.parse::<PeerId>().ok()?,
+                                    addrs: c.addrs,
+                                })
+                            })
+                            .collect();
+                        if node.commands.send(Command::Candidates(peers)).await.is_err() {
+                            return;
+                        }
+                    }
+                    interval
+                }
+                Err(e) => {
+                    if !warned {
+                        tracing::warn!("tracker announce failed (the mesh carries on): {e}");
+                        warned = true;
+                    }
+                    Duration::from_secs(2)
+                }
+            };
+            if node.commands.is_closed() {
+                return;
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+}

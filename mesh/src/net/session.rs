@@ -1,0 +1,107 @@
+//! One shoal stream to one peer: a reader task and a writer task.
+//!
+//! The reader checks each length prefix before allocating the body and hands
+//! frames to the driver through the bounded event queue (waiting when it is
+//! full: backpressure reaches the remote through the stream's flow control).
+//! The writer drains a bounded queue of frames.
+
+use bytes::Bytes;
+use futures::{AsyncReadExt, AsyncWriteExt};
+use libp2p::PeerId;
+use tokio::{sync::mpsc, task::JoinHandle};
+
+use super::PEER_QUEUE;
+use crate::proto::{wire, Input};
+
+/// What session tasks tell the driver. Sessions are told apart by
+/// generation, so events of a replaced session are ignored.
+#[derive(Debug)]
+pub(super) enum PeerEvent {
+    Opened(PeerId, libp2p::Stream),
+    OpenFailed(PeerId),
+    Frame(PeerId, u64, Bytes),
+    /// The peer sent a frame over the size limit (or empty): it is cut off.
+    Malformed(PeerId, u64),
+    Closed(PeerId, u64),
+    /// Result of a fallback fetch.
+    Infra(Input<PeerId>),
+}
+
+#[derive(Debug)]
+pub(super) struct Session {
+    pub(super) gen: u64,
+    /// We opened the stream.
+    pub(super) outbound: bool,
+    frames: mpsc::Sender<Bytes>,
+    reader: JoinHandle<()>,
+    writer: JoinHandle<()>,
+}
+
+impl Session {
+    pub(super) fn spawn(
+        peer: PeerId,
+        gen: u64,
+        outbound: bool,
+        stream: libp2p::Stream,
+        events: mpsc::Sender<PeerEvent>,
+    ) -> Session {
+        let (mut rd, mut wr) = stream.split();
+        let (frames, mut queue) = mpsc::channel::<Bytes>(PEER_QUEUE);
+        let writer = tokio::spawn(async move {
+            while let Some(frame) = queue.recv().await {
+                if wr.write_all(&frame).await.is_err() {
+                    return;
+                }
+                if queue.is_empty() && wr.flush().await.is_err() {
+                    return;
+                }
+            }
+            let _ = wr.close().await;
+        });
+        let reader = tokio::spawn(async move {
+            let end = loop {
+                let mut len = [0u8; 4];
+                if rd.read_exact(&mut len).await.is_err() {
+                    break PeerEvent::Closed(peer, gen);
+                }
+                let Ok(len) = wire::check_len(u32::from_be_bytes(len)) else {
+                    break PeerEvent::Malformed(peer, gen);
+                };
+                let mut body = vec![0u8; len];
+                if rd.read_exact(&mut body).await.is_err() {
+                    break PeerEvent::Closed(peer, gen);
+                }
+                if events
+                    .send(PeerEvent::Frame(peer, gen, Bytes::from(body)))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            };
+            let _ = events.send(end).await;
+        });
+        Session {
+            gen,
+            outbound,
+            frames,
+            reader,
+            writer,
+        }
+    }
+
+    /// Queues a frame; `false` when the queue is full (the peer is stuck).
+    pub(super) fn send(&self, frame: Bytes) -> bool {
+        !matches!(
+            self.frames.try_send(frame),
+            Err(mpsc::error::TrySendError::Full(_))
+        )
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.reader.abort();
+        self.writer.abort();
+    }
+}

@@ -1,0 +1,118 @@
+//! The seeder's HTTP origin: fallback pieces for viewers that run short.
+//!
+//! `GET /v1/pieces/{seq}` answers one piece as a `Message::Piece` frame
+//! (length prefix included), the same bytes as on the mesh, so the viewer
+//! verifies it like any other piece. `GET /v1/stream` describes the stream.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, PoisonError,
+    },
+};
+
+use axum::{
+    extract::{Path, State},
+    http::{header, StatusCode},
+    response::{IntoResponse, Response},
+    routing::get,
+    Json, Router,
+};
+use bytes::Bytes;
+use libp2p::PeerId;
+use shoal_mesh::proto::{wire, Message, Piece, StreamId};
+
+/// The pieces of the last `window_ms`, encoded once as frames.
+#[derive(Clone, Debug)]
+pub struct Origin {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    stream: StreamId,
+    name: String,
+    window_ms: u64,
+    pieces: Mutex<BTreeMap<u64, (u64, Bytes, usize)>>,
+    payload_served: AtomicU64,
+    requests: AtomicU64,
+}
+
+impl Origin {
+    pub fn new(stream: StreamId, name: String, window_ms: u64) -> Self {
+        Origin {
+            inner: Arc::new(Inner {
+                stream,
+                name,
+                window_ms,
+                pieces: Mutex::new(BTreeMap::new()),
+                payload_served: AtomicU64::new(0),
+                requests: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Keeps a piece for fallback, dropping what left the window.
+    pub fn insert(&self, piece: &Piece) {
+        let frame = wire::encode::<PeerId>(&Message::Piece(piece.clone()));
+        let at = piece.header.produced_at;
+        let mut pieces = self.inner.pieces.lock().unwrap_or_else(PoisonError::into_inner);
+        pieces.insert(piece.header.seq, (at, frame, piece.data.len()));
+        while let Some((&seq, &(oldest, _, _))) = pieces.iter().next() {
+            if oldest + self.inner.window_ms >= at {
+                break;
+            }
+            pieces.remove(&seq);
+        }
+    }
+
+    /// Payload bytes served over HTTP so far (counts as infrastructure egress).
+    pub fn payload_served(&self) -> u64 {
+        self.inner.payload_served.load(Ordering::Relaxed)
+    }
+
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/v1/pieces/{seq}", get(piece))
+            .route("/v1/stream", get(stream))
+            .with_state(self.clone())
+    }
+}
+
+async fn piece(State(origin): State<Origin>, Path(seq): Path<String>) -> Response {
+    let Ok(seq) = seq.parse::<u64>() else {
+        return (StatusCode::NOT_FOUND, "no such piece").into_response();
+    };
+    origin.inner.requests.fetch_add(1, Ordering::Relaxed);
+    let found = origin
+        .inner
+        .pieces
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&seq)
+        .map(|(_, frame, len)| (frame.clone(), *len));
+    match found {
+        Some((frame, len)) => {
+            origin
+                .inner
+                .payload_served
+                .fetch_add(len as u64, Ordering::Relaxed);
+            ([(header::CONTENT_TYPE, "application/octet-stream")], frame).into_response()
+        }
+        None => (StatusCode::NOT_FOUND, "piece not held").into_response(),
+    }
+}
+
+async fn stream(State(origin): State<Origin>) -> Json<serde_json::Value> {
+    let inner = &origin.inner;
+    let pieces = inner.pieces.lock().unwrap_or_else(PoisonError::into_inner);
+    Json(serde_json::json!({
+        "stream": inner.stream.to_string(),
+        "name": inner.name,
+        "oldest_seq": pieces.keys().next(),
+        "newest_seq": pieces.keys().next_back(),
+        "payload_served": inner.payload_served.load(Ordering::Relaxed),
+        "requests": inner.requests.load(Ordering::Relaxed),
+    }))
+}

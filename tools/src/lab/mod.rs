@@ -1,0 +1,5 @@
+//! `shoal-lab`: local meshes on loopback, with every role real.
+
+pub mod demo;
+
+pub use demo::{run_demo, DemoConfig};
