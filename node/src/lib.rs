@@ -98,9 +98,12 @@ impl Node {
             net_cfg.seed = seed;
         }
         let feed = player.clone();
-        let net = net::start(net_cfg, Some(Box::new(move |p| {
-            feed.push_piece(p);
-        })))
+        let net = net::start(
+            net_cfg,
+            Some(Box::new(move |p| {
+                feed.push_piece(p);
+            })),
+        )
         .await?;
 
         let server = player.clone();
@@ -144,12 +147,18 @@ impl Node {
 
     /// Player URL of the HLS playlist.
     pub fn playlist_url(&self) -> String {
-        format!("http://{}/streams/{}/index.m3u8", self.player_addr, self.stream)
+        format!(
+            "http://{}/streams/{}/index.m3u8",
+            self.player_addr, self.stream
+        )
     }
 
     /// Player URL of the progressive MPEG-TS stream.
     pub fn live_url(&self) -> String {
-        format!("http://{}/streams/{}/live.ts", self.player_addr, self.stream)
+        format!(
+            "http://{}/streams/{}/live.ts",
+            self.player_addr, self.stream
+        )
     }
 }
 

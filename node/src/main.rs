@@ -65,6 +65,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("hls: {}", node.playlist_url());
     println!("live: {}", node.live_url());
     println!("stats: http://{}/stats", node.player_addr);
-    tokio::signal::ctrl_c().await.context("waiting for ctrl-c")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for ctrl-c")?;
     Ok(())
 }

@@ -139,13 +139,14 @@ impl Seeder {
                 if cut.last {
                     f |= flags::LAST;
                 }
-                let piece = match signer.sign(seq, cut.segment, f, now_ms(), cut.duration_ms, cut.data) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        tracing::error!("cannot sign piece {seq}: {e}");
-                        continue;
-                    }
-                };
+                let piece =
+                    match signer.sign(seq, cut.segment, f, now_ms(), cut.duration_ms, cut.data) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            tracing::error!("cannot sign piece {seq}: {e}");
+                            continue;
+                        }
+                    };
                 seq += 1;
                 origin_feed.insert(&piece);
                 if commands.send(Command::Publish(piece)).await.is_err() {
@@ -183,6 +184,9 @@ impl Seeder {
         while tokio::time::Instant::now() < until {
             if self.net.stats().newest_seq.is_some() {
                 return true;
+            }
+            if self.ingest.is_finished() {
+                return false; // the input failed or ended: see `wait`
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -57,7 +57,11 @@ impl Origin {
     pub fn insert(&self, piece: &Piece) {
         let frame = wire::encode::<PeerId>(&Message::Piece(piece.clone()));
         let at = piece.header.produced_at;
-        let mut pieces = self.inner.pieces.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut pieces = self
+            .inner
+            .pieces
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         pieces.insert(piece.header.seq, (at, frame, piece.data.len()));
         while let Some((&seq, &(oldest, _, _))) = pieces.iter().next() {
             if oldest + self.inner.window_ms >= at {

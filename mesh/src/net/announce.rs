@@ -80,8 +80,11 @@ impl Announcer {
                         warned = false;
                     }
                     let interval = Duration::from_secs(u64::from(hints.interval_s.clamp(1, 300)));
-                    let origins: Vec<String> =
-                        hints.seeders.iter().filter_map(|s| s.http.clone()).collect();
+                    let origins: Vec<String> = hints
+                        .seeders
+                        .iter()
+                        .filter_map(|s| s.http.clone())
+                        .collect();
                     if node.commands.send(Command::Origins(origins)).await.is_err() {
                         return;
                     }
@@ -96,7 +99,12 @@ impl Announcer {
                                 })
                             })
                             .collect();
-                        if node.commands.send(Command::Candidates(peers)).await.is_err() {
+                        if node
+                            .commands
+                            .send(Command::Candidates(peers))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }

@@ -77,7 +77,9 @@ impl NetConfig {
             keypair,
             listen: vec![
                 "/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr"),
-                "/ip4/127.0.0.1/udp/0/quic-v1".parse().expect("valid multiaddr"),
+                "/ip4/127.0.0.1/udp/0/quic-v1"
+                    .parse()
+                    .expect("valid multiaddr"),
             ],
             engine,
             seed: rand::random(),
@@ -334,24 +336,11 @@ impl Driver {
 
     fn on_swarm(&mut self, ev: SwarmEvent<BehaviourEvent>) {
         match ev {
+            // The dialler opens the one shoal stream.
             SwarmEvent::ConnectionEstablished {
                 peer_id, endpoint, ..
-            } => {
-                // The dialler opens the one shoal stream.
-                if endpoint.is_dialer() && !self.sessions.contains_key(&peer_id) {
-                    let mut control = self.control.clone();
-                    let tx = self.events_tx.clone();
-                    tokio::spawn(async move {
-                        let ev = match control.open_stream(peer_id, PROTOCOL).await {
-                            Ok(stream) => PeerEvent::Opened(peer_id, stream),
-                            Err(e) => {
-                                tracing::debug!(%peer_id, "cannot open shoal stream: {e}");
-                                PeerEvent::OpenFailed(peer_id)
-                            }
-                        };
-                        let _ = tx.send(ev).await;
-                    });
-                }
+            } if endpoint.is_dialer() && !self.sessions.contains_key(&peer_id) => {
+                self.open_stream(peer_id);
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -414,7 +403,13 @@ impl Driver {
             self.close_session(peer);
         }
         self.next_gen += 1;
-        let session = Session::spawn(peer, self.next_gen, outbound, stream, self.events_tx.clone());
+        let session = Session::spawn(
+            peer,
+            self.next_gen,
+            outbound,
+            stream,
+            self.events_tx.clone(),
+        );
         self.sessions.insert(peer, session);
         self.engine
             .handle(Input::Connected { peer, outbound }, now_ms());
@@ -436,7 +431,8 @@ impl Driver {
                         tracing::debug!(peer = %to, "send queue full: dropping the peer");
                         self.sessions.remove(&to);
                         let _ = self.swarm.disconnect_peer_id(to);
-                        self.engine.handle(Input::Disconnected { peer: to }, now_ms());
+                        self.engine
+                            .handle(Input::Disconnected { peer: to }, now_ms());
                     }
                 }
                 Output::Connect(info) => self.dial(info),
@@ -459,15 +455,7 @@ impl Driver {
         let peer = info.peer;
         if self.swarm.is_connected(&peer) {
             // Connected without a session (e.g. an old connection): open one.
-            let mut control = self.control.clone();
-            let tx = self.events_tx.clone();
-            tokio::spawn(async move {
-                let ev = match control.open_stream(peer, PROTOCOL).await {
-                    Ok(stream) => PeerEvent::Opened(peer, stream),
-                    Err(_) => PeerEvent::OpenFailed(peer),
-                };
-                let _ = tx.send(ev).await;
-            });
+            self.open_stream(peer);
             return;
         }
         let addrs: Vec<Multiaddr> = info.addrs.iter().filter_map(|a| a.parse().ok()).collect();
@@ -476,6 +464,22 @@ impl Driver {
             tracing::debug!(%peer, "cannot dial: {e}");
             self.engine.handle(Input::DialFailed { peer }, now_ms());
         }
+    }
+
+    /// Opens a shoal stream to a connected peer, in a task.
+    fn open_stream(&self, peer: PeerId) {
+        let mut control = self.control.clone();
+        let tx = self.events_tx.clone();
+        tokio::spawn(async move {
+            let ev = match control.open_stream(peer, PROTOCOL).await {
+                Ok(stream) => PeerEvent::Opened(peer, stream),
+                Err(e) => {
+                    tracing::debug!(%peer, "cannot open shoal stream: {e}");
+                    PeerEvent::OpenFailed(peer)
+                }
+            };
+            let _ = tx.send(ev).await;
+        });
     }
 
     /// Fetches a piece from an HTTP origin in a task, bounded by a semaphore.

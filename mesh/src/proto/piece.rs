@@ -259,7 +259,9 @@ mod tests {
     fn tampering_is_detected() {
         let s = signer();
         let key = StreamKey::new(s.stream()).unwrap();
-        let p = s.sign(7, 1, 0, 1000, 0, Bytes::from_static(b"hello")).unwrap();
+        let p = s
+            .sign(7, 1, 0, 1000, 0, Bytes::from_static(b"hello"))
+            .unwrap();
 
         let mut data = p.clone();
         data.data = Bytes::from_static(b"jello");

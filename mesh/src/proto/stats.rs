@@ -262,7 +262,13 @@ impl Summary {
         }
         let continuities: Vec<f64> = viewers
             .iter()
-            .map(|v| if v.startup_ms.is_some() { v.continuity().unwrap_or(1.0) } else { 0.0 })
+            .map(|v| {
+                if v.startup_ms.is_some() {
+                    v.continuity().unwrap_or(1.0)
+                } else {
+                    0.0
+                }
+            })
             .collect();
         let mut startup = MsHistogram::default();
         for v in viewers.iter().filter_map(|v| v.startup_ms) {
@@ -278,7 +284,11 @@ impl Summary {
             offload: all.offload().unwrap_or(0.0),
             continuity: MeanMin {
                 mean: continuities.iter().sum::<f64>() / n,
-                min: continuities.iter().copied().fold(f64::INFINITY, f64::min).min(1.0),
+                min: continuities
+                    .iter()
+                    .copied()
+                    .fold(f64::INFINITY, f64::min)
+                    .min(1.0),
             },
             lag_ms: LagSummary {
                 p50: all.lag_ms.quantile(0.5).unwrap_or(0),

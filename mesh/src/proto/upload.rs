@@ -46,13 +46,15 @@ impl TokenBucket {
         }
     }
 
-    /// How long sending `bytes` would take from now, in ms (0 if unlimited).
-    pub(crate) fn drain_ms(&self, bytes: u64) -> u64 {
+    /// How long sending `bytes` would take from `now`, in ms (0 if unlimited).
+    pub(crate) fn drain_ms(&self, bytes: u64, now: u64) -> u64 {
         match self.rate {
             None => 0,
             Some(0) => u64::MAX,
             Some(rate) => {
-                let short = (bytes as f64 - self.tokens).max(0.0);
+                let elapsed = now.saturating_sub(self.last) as f64;
+                let tokens = (self.tokens + elapsed * rate as f64 / 1000.0).min(self.burst);
+                let short = (bytes as f64 - tokens).max(0.0);
                 (short * 1000.0 / rate as f64).ceil() as u64
             }
         }

@@ -308,10 +308,7 @@ mod tests {
         let huge = encode::<u32>(&Message::Request {
             seqs: (0..MAX_LIST as u64 + 1).collect(),
         });
-        assert_eq!(
-            decode::<u32>(body(&huge)),
-            Err(WireError::Bound("request"))
-        );
+        assert_eq!(decode::<u32>(body(&huge)), Err(WireError::Bound("request")));
     }
 
     #[test]
@@ -328,6 +325,9 @@ mod tests {
         for s in [10, 11, 17, 40] {
             set_bit(&mut bits, 10, s);
         }
-        assert_eq!(iter_bits(10, &bits).collect::<Vec<_>>(), vec![10, 11, 17, 40]);
+        assert_eq!(
+            iter_bits(10, &bits).collect::<Vec<_>>(),
+            vec![10, 11, 17, 40]
+        );
     }
 }

@@ -145,7 +145,9 @@ impl<'a> Sim<'a> {
     fn delay(&self, a: NodeId, b: NodeId) -> u64 {
         let (lo, hi) = self.cfg.one_way_ms;
         let (x, y) = (a.min(b) as u64, a.max(b) as u64);
-        let mut h = self.cfg.seed ^ x.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ y.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+        let mut h = self.cfg.seed
+            ^ x.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ y.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
         h ^= h >> 29;
         h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);
         h ^= h >> 32;
@@ -179,7 +181,12 @@ impl<'a> Sim<'a> {
             .flatten()
             .map(|n| n.engine.stats().clone())
             .collect();
-        let seeder = self.nodes[0].as_ref().expect("seeder").engine.stats().clone();
+        let seeder = self.nodes[0]
+            .as_ref()
+            .expect("seeder")
+            .engine
+            .stats()
+            .clone();
         SimReport {
             summary: Summary::new(&viewers, std::slice::from_ref(&seeder), self.origin_payload),
             viewers,
@@ -316,8 +323,26 @@ impl<'a> Sim<'a> {
                     let to = info.peer;
                     let d = self.delay(n, to);
                     if self.nodes[to as usize].is_some() {
-                        self.at(now + d, Event::Input(to, Input::Connected { peer: n, outbound: false }));
-                        self.at(now + 2 * d, Event::Input(n, Input::Connected { peer: to, outbound: true }));
+                        self.at(
+                            now + d,
+                            Event::Input(
+                                to,
+                                Input::Connected {
+                                    peer: n,
+                                    outbound: false,
+                                },
+                            ),
+                        );
+                        self.at(
+                            now + 2 * d,
+                            Event::Input(
+                                n,
+                                Input::Connected {
+                                    peer: to,
+                                    outbound: true,
+                                },
+                            ),
+                        );
                     } else {
                         self.at(now + 2 * d, Event::Input(n, Input::DialFailed { peer: to }));
                     }

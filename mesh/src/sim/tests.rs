@@ -23,7 +23,10 @@ fn fifty_viewers_play_everything_mostly_from_peers() {
     assert_eq!(s.continuity.min, 1.0, "{s:?}");
     assert!(s.offload >= 0.9, "offload {}", s.offload);
     // Each viewer's degree stays under the cap.
-    assert!(r.viewers.iter().all(|v| v.neighbors as usize <= cfg.max_degree));
+    assert!(r
+        .viewers
+        .iter()
+        .all(|v| v.neighbors as usize <= cfg.max_degree));
     assert!(r.viewers.iter().all(|v| v.pieces_due > 0));
 }
 
@@ -58,4 +61,3 @@ fn upload_caps_below_bitrate_fall_back_without_stalls() {
     // Peers still carry a share; infrastructure carries the rest.
     assert!(s.offload < 0.9 && s.offload > 0.1, "{s:?}");
 }
-

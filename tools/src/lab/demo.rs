@@ -46,10 +46,12 @@ impl Default for DemoConfig {
 
 /// Runs a demo to its end and returns the summary.
 pub async fn run_demo(cfg: &DemoConfig, out: &mut (dyn Write + Send)) -> anyhow::Result<Summary> {
-    let (tracker_addr, tracker_task) =
-        tracker::spawn(SocketAddr::from(([127, 0, 0, 1], 0)), TrackerConfig::with_interval(2))
-            .await
-            .context("the tracker failed to start")?;
+    let (tracker_addr, tracker_task) = tracker::spawn(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        TrackerConfig::with_interval(2),
+    )
+    .await
+    .context("the tracker failed to start")?;
     let tracker_url = format!("http://{tracker_addr}");
     writeln!(out, "tracker: {tracker_url}")?;
 

@@ -437,7 +437,7 @@ impl<P: PeerId> Engine<P> {
         }
     }
 
-    fn flush_haves(&mut self, _now: u64) {
+    fn flush_haves(&mut self, now: u64) {
         self.next_have = None;
         let peers: Vec<P> = self
             .neighbors
@@ -449,10 +449,18 @@ impl<P: PeerId> Engine<P> {
             let Some(n) = self.neighbors.get_mut(&p) else {
                 continue;
             };
-            let mut seqs = std::mem::take(&mut n.pending_have);
-            let mut starts = std::mem::take(&mut n.pending_starts);
-            seqs.truncate(wire::MAX_LIST);
-            starts.truncate(wire::MAX_LIST);
+            // Anything over a frame's bound goes in the next batch.
+            let seqs: Vec<u64> = n
+                .pending_have
+                .drain(..n.pending_have.len().min(wire::MAX_LIST))
+                .collect();
+            let starts: Vec<u64> = n
+                .pending_starts
+                .drain(..n.pending_starts.len().min(wire::MAX_LIST))
+                .collect();
+            if !n.pending_have.is_empty() || !n.pending_starts.is_empty() {
+                self.next_have = Some(now + self.cfg.have_interval_ms);
+            }
             self.send(
                 &p,
                 &Message::Have {

@@ -10,10 +10,7 @@
 use std::collections::BTreeMap;
 
 use super::{Engine, PeerId};
-use crate::proto::{
-    piece::Piece,
-    stats::Stats,
-};
+use crate::proto::{piece::Piece, stats::Stats};
 
 #[derive(Debug)]
 pub(super) struct Playback {
@@ -65,7 +62,9 @@ impl Playback {
         if self.started.is_some() {
             return;
         }
-        let Some(first) = store.get(&start) else { return };
+        let Some(first) = store.get(&start) else {
+            return;
+        };
         let mut seq = start;
         loop {
             match store.get(&seq) {
@@ -104,7 +103,11 @@ impl<P: PeerId> Engine<P> {
         if let Some(p) = self.store.get(&seq) {
             return Some(p.header.produced_at);
         }
-        let next_held = self.store.range(seq..).next().map(|(_, p)| p.header.produced_at);
+        let next_held = self
+            .store
+            .range(seq..)
+            .next()
+            .map(|(_, p)| p.header.produced_at);
         match (self.heard.get(&seq).copied(), next_held) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

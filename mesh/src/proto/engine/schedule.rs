@@ -178,7 +178,11 @@ impl<P: PeerId> Engine<P> {
             .inflight
             .iter()
             .filter(|(_, (p, at))| {
-                let limit = if p.is_some() { timeout } else { INFRA_TIMEOUT_MS };
+                let limit = if p.is_some() {
+                    timeout
+                } else {
+                    INFRA_TIMEOUT_MS
+                };
                 now >= at + limit
             })
             .map(|(s, (p, _))| (*s, p.clone()))

@@ -28,7 +28,8 @@ impl<P: PeerId> Engine<P> {
         if let Some(c) = self.candidates.get_mut(&peer) {
             c.dialing_since = None;
         }
-        self.neighbors.insert(peer.clone(), Neighbor::new(outbound, now));
+        self.neighbors
+            .insert(peer.clone(), Neighbor::new(outbound, now));
         let hello = Message::Hello(Hello {
             version: PROTOCOL_VERSION,
             stream: self.cfg.stream,
@@ -86,7 +87,9 @@ impl<P: PeerId> Engine<P> {
         };
         match (phase, msg) {
             (Phase::Greeting, Message::Hello(h)) => self.on_hello(from, h, now),
-            (Phase::Greeting, Message::Refuse { suggestions, .. }) => {
+            // Both sides greet at once, so a refusal can follow the
+            // refuser's own Hello: it is a refusal in either phase.
+            (_, Message::Refuse { suggestions, .. }) => {
                 self.add_candidates(suggestions);
                 if let Some(c) = self.candidates.get_mut(&from) {
                     c.retry_at = now + REFUSED_BACKOFF_MS;
@@ -94,17 +97,28 @@ impl<P: PeerId> Engine<P> {
                 self.drop_peer(&from, "refused", now);
             }
             (Phase::Greeting, _) => self.violation(&from, "message before hello", now),
-            (Phase::Active, Message::Hello(_) | Message::Refuse { .. }) => {
-                self.violation(&from, "second handshake", now)
-            }
-            (Phase::Active, Message::BufferMap { base, bits, segment_starts }) => {
+            (Phase::Active, Message::Hello(_)) => self.violation(&from, "second handshake", now),
+            (
+                Phase::Active,
+                Message::BufferMap {
+                    base,
+                    bits,
+                    segment_starts,
+                },
+            ) => {
                 let seqs: Vec<u64> = wire::iter_bits(base, &bits).collect();
                 if let Some(n) = self.neighbors.get_mut(&from) {
                     n.has = seqs.iter().copied().collect();
                 }
                 self.learn(&seqs, &segment_starts, now);
             }
-            (Phase::Active, Message::Have { seqs, segment_starts }) => {
+            (
+                Phase::Active,
+                Message::Have {
+                    seqs,
+                    segment_starts,
+                },
+            ) => {
                 if let Some(n) = self.neighbors.get_mut(&from) {
                     n.has.extend(seqs.iter().copied());
                 }
@@ -154,7 +168,13 @@ impl<P: PeerId> Engine<P> {
             } else {
                 Vec::new()
             };
-            self.send(&from, &Message::Refuse { reason, suggestions });
+            self.send(
+                &from,
+                &Message::Refuse {
+                    reason,
+                    suggestions,
+                },
+            );
             return self.drop_peer(&from, "refused", now);
         }
         // An outbound session over the cap (several dials completed at once)
@@ -250,7 +270,7 @@ impl<P: PeerId> Engine<P> {
             };
             let room = queued < MAX_QUEUED_PER_PEER
                 && self.upload_queue.len() < super::UPLOAD_QUEUE
-                && self.upload.drain_ms(backlog + len) <= budget_ms;
+                && self.upload.drain_ms(backlog + len, now) <= budget_ms;
             if room {
                 self.upload_queue.push_back((from.clone(), seq));
                 queued += 1;
@@ -292,10 +312,7 @@ impl<P: PeerId> Engine<P> {
                 self.inflight.remove(&seq);
             }
         }
-        let infra = self
-            .neighbors
-            .get(&from)
-            .is_some_and(|n| n.role.is_infra());
+        let infra = self.neighbors.get(&from).is_some_and(|n| n.role.is_infra());
         self.accept(piece, Some(&from), infra, now);
     }
 

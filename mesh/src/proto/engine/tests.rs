@@ -461,9 +461,6 @@ fn degree_cap_refuses_the_third_inbound_session() {
 }
 
 #[test]
-#[ignore = "engine bug: the acceptor sends Hello on Connected, so a refused dialler gets \
-            Refuse while already Active and treats it as a 'second handshake' violation, \
-            dropping the suggestions"]
 fn refused_dialler_takes_suggestions_without_a_violation() {
     let s = signer();
     let mut net = Net::new(5);
@@ -898,9 +895,6 @@ fn upload_limit_caps_payload_and_refuses_the_excess() {
 }
 
 #[test]
-#[ignore = "engine bug: on_request judges the budget with TokenBucket::drain_ms on tokens \
-            not refilled since the last take, so after an idle spell requests the full \
-            bucket covers are answered Missing"]
 fn upload_limit_serves_what_a_refilled_budget_covers() {
     let s = signer();
     const RATE: u64 = 100_000;
