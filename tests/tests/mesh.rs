@@ -70,7 +70,11 @@ async fn check_player_output(node: &shoal_node::Node) {
     }
     let (video_pid, pts) = video_pts(&ts);
     assert!(video_pid.is_some(), "no video PID in the segments");
-    assert!(pts.len() >= 25 * playlist.segments.len() / 2, "{} PTS", pts.len());
+    assert!(
+        pts.len() >= 25 * playlist.segments.len() / 2,
+        "{} PTS",
+        pts.len()
+    );
     // Decode order is not presentation order with B-frames; the clip has
     // none, so presentation times rise strictly.
     assert!(pts.windows(2).all(|w| w[1] > w[0]), "PTS must increase");

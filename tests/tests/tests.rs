@@ -1,1 +1,4 @@
-//! placeholder
+//! End-to-end tests across the crates, built as one binary.
+
+mod bad_input;
+mod mesh;

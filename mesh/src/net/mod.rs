@@ -385,6 +385,13 @@ impl Driver {
                     self.close_session(peer);
                 }
             }
+            PeerEvent::WriterDone(peer, gen) => {
+                // A session the engine ended has flushed its last frames:
+                // now the connection can go.
+                if self.sessions.get(&peer).is_none_or(|s| s.gen != gen) {
+                    let _ = self.swarm.disconnect_peer_id(peer);
+                }
+            }
             PeerEvent::Infra(input) => self.engine.handle(input, now),
         }
     }
@@ -438,8 +445,9 @@ impl Driver {
                 Output::Connect(info) => self.dial(info),
                 Output::Disconnect { peer, reason } => {
                     tracing::debug!(%peer, reason, "disconnecting");
+                    // Dropping the session flushes its queue (a Refuse, say)
+                    // and closes the stream; WriterDone closes the connection.
                     self.sessions.remove(&peer);
-                    let _ = self.swarm.disconnect_peer_id(peer);
                 }
                 Output::FetchInfra { seq } => self.fetch_infra(seq),
                 Output::Deliver(piece) => {

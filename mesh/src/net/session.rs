@@ -11,6 +11,9 @@ use libp2p::PeerId;
 use tokio::{sync::mpsc, task::JoinHandle};
 
 use super::PEER_QUEUE;
+
+/// A peer that accepts nothing for this long is cut off.
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 use crate::proto::{wire, Input};
 
 /// What session tasks tell the driver. Sessions are told apart by
@@ -23,6 +26,8 @@ pub(super) enum PeerEvent {
     /// The peer sent a frame over the size limit (or empty): it is cut off.
     Malformed(PeerId, u64),
     Closed(PeerId, u64),
+    /// The session's writer finished: the connection may be closed.
+    WriterDone(PeerId, u64),
     /// Result of a fallback fetch.
     Infra(Input<PeerId>),
 }
@@ -34,7 +39,6 @@ pub(super) struct Session {
     pub(super) outbound: bool,
     frames: mpsc::Sender<Bytes>,
     reader: JoinHandle<()>,
-    writer: JoinHandle<()>,
 }
 
 impl Session {
@@ -47,16 +51,24 @@ impl Session {
     ) -> Session {
         let (mut rd, mut wr) = stream.split();
         let (frames, mut queue) = mpsc::channel::<Bytes>(PEER_QUEUE);
-        let writer = tokio::spawn(async move {
+        let done = events.clone();
+        tokio::spawn(async move {
+            // Ends when the session is dropped (after writing what was
+            // queued, so a final Refuse still reaches the peer), on a write
+            // error, or when the peer stops reading for WRITE_TIMEOUT.
+            let stalled = |r: Result<std::io::Result<()>, _>| !matches!(r, Ok(Ok(())));
             while let Some(frame) = queue.recv().await {
-                if wr.write_all(&frame).await.is_err() {
-                    return;
+                if stalled(tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&frame)).await) {
+                    break;
                 }
-                if queue.is_empty() && wr.flush().await.is_err() {
-                    return;
+                if queue.is_empty()
+                    && stalled(tokio::time::timeout(WRITE_TIMEOUT, wr.flush()).await)
+                {
+                    break;
                 }
             }
-            let _ = wr.close().await;
+            let _ = tokio::time::timeout(WRITE_TIMEOUT, wr.close()).await;
+            let _ = done.send(PeerEvent::WriterDone(peer, gen)).await;
         });
         let reader = tokio::spawn(async move {
             let end = loop {
@@ -86,7 +98,6 @@ impl Session {
             outbound,
             frames,
             reader,
-            writer,
         }
     }
 
@@ -101,7 +112,8 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
+        // The writer is not aborted: dropping `frames` lets it write what
+        // is queued and close the stream (see `spawn`).
         self.reader.abort();
-        self.writer.abort();
     }
 }
