@@ -1,0 +1,213 @@
+//! Scenarios: everything that defines a lab run, so a run is reproducible by
+//! name (`lab/scenarios/*.toml`) or from command-line flags.
+
+use std::{path::Path, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+/// How latency between nodes is drawn.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum TopologySpec {
+    /// Nodes in regions: ~5–40 ms RTT within a region, 60–300 ms across,
+    /// plus per-node access delay and jitter.
+    Geo,
+    /// The same RTT between every pair.
+    Uniform { rtt_ms: u64 },
+    /// A CSV file `a,b,rtt_ms` (indices from 0; the seeder is node 0).
+    Matrix { path: String },
+}
+
+/// Upload capacity of viewers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum UploadSpec {
+    Unlimited,
+    /// Every viewer the same, bits/s.
+    Fixed { bps: u64 },
+    /// A realistic spread: about 30 % of viewers below the stream bitrate.
+    Mixed,
+}
+
+/// A restart of infrastructure during the run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Restart {
+    /// `seeder` or `tracker`.
+    pub role: String,
+    /// Seconds after the start.
+    pub at_s: f64,
+    /// Seconds it stays down.
+    #[serde(default = "default_down")]
+    pub down_s: f64,
+}
+
+fn default_down() -> f64 {
+    2.0
+}
+
+/// A whole lab run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// Viewers (the seeder comes on top).
+    pub nodes: usize,
+    pub duration_s: f64,
+    #[serde(default = "default_bitrate")]
+    pub bitrate_bps: u64,
+    #[serde(default = "default_topology")]
+    pub topology: TopologySpec,
+    #[serde(default = "default_upload")]
+    pub upload: UploadSpec,
+    /// Viewer download cap, bits/s.
+    #[serde(default)]
+    pub download_bps: Option<u64>,
+    /// Share of viewers replaced per minute (0.10 = 10 %/min).
+    #[serde(default)]
+    pub churn_per_min: f64,
+    /// Viewers join evenly over this many seconds.
+    #[serde(default = "default_join_over")]
+    pub join_over_s: f64,
+    #[serde(default)]
+    pub restarts: Vec<Restart>,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    #[serde(default = "default_degree")]
+    pub max_degree: usize,
+}
+
+fn default_name() -> String {
+    "custom".into()
+}
+fn default_bitrate() -> u64 {
+    2_000_000
+}
+fn default_topology() -> TopologySpec {
+    TopologySpec::Geo
+}
+fn default_upload() -> UploadSpec {
+    UploadSpec::Unlimited
+}
+fn default_join_over() -> f64 {
+    5.0
+}
+fn default_seed() -> u64 {
+    1
+}
+fn default_degree() -> usize {
+    8
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Scenario {
+            name: default_name(),
+            nodes: 20,
+            duration_s: 60.0,
+            bitrate_bps: default_bitrate(),
+            topology: default_topology(),
+            upload: default_upload(),
+            download_bps: None,
+            churn_per_min: 0.0,
+            join_over_s: default_join_over(),
+            restarts: Vec::new(),
+            seed: default_seed(),
+            max_degree: default_degree(),
+        }
+    }
+}
+
+/// Why a scenario is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: String,
+        source: toml::de::Error,
+    },
+    #[error("invalid scenario: {0}")]
+    Invalid(String),
+}
+
+impl Scenario {
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let s: Scenario = toml::from_str(&text).map_err(|source| ScenarioError::Parse {
+            path: path.display().to_string(),
+            source,
+        })?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    pub fn validate(&self) -> Result<(), ScenarioError> {
+        let bad = |m: &str| Err(ScenarioError::Invalid(m.to_string()));
+        if self.nodes == 0 || self.nodes > 2_000 {
+            return bad("nodes must be 1..=2000");
+        }
+        if !(1.0..=86_400.0).contains(&self.duration_s) {
+            return bad("duration must be 1 s .. 1 day");
+        }
+        if self.bitrate_bps < 10_000 {
+            return bad("bitrate must be at least 10 kbps");
+        }
+        if !(0.0..=1.0).contains(&self.churn_per_min) {
+            return bad("churn must be 0..=100 %/min");
+        }
+        if self.join_over_s < 0.0 || self.join_over_s > self.duration_s {
+            return bad("join-over must be within the duration");
+        }
+        if self.max_degree == 0 || self.max_degree > 64 {
+            return bad("max degree must be 1..=64");
+        }
+        for r in &self.restarts {
+            if r.role != "seeder" && r.role != "tracker" {
+                return bad("a restart's role is seeder or tracker");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.duration_s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_scenarios_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../lab/scenarios");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let s = Scenario::load(&path).unwrap();
+                assert!(s.nodes >= 50, "{}", path.display());
+                seen += 1;
+            }
+        }
+        assert!(seen >= 3, "expected the 50/150/300-node scenarios");
+    }
+
+    #[test]
+    fn bad_scenarios_are_refused() {
+        assert!(toml::from_str::<Scenario>("nodes = 5\nduration_s = 10\nbogus = 1").is_err());
+        let s = Scenario {
+            churn_per_min: 2.0,
+            ..Scenario::default()
+        };
+        assert!(s.validate().is_err());
+    }
+}
