@@ -22,8 +22,8 @@ pub use player::Player;
 pub struct NodeConfig {
     pub tracker: String,
     pub stream: StreamId,
-    /// Player HTTP address (port 0: any).
-    pub player: SocketAddr,
+    /// Player HTTP address (port 0: any); `None` runs headless (lab nodes).
+    pub player: Option<SocketAddr>,
     pub max_degree: usize,
     /// Payload upload limit, bits/s (`None`: unlimited).
     pub upload_limit_bps: Option<u64>,
@@ -31,6 +31,12 @@ pub struct NodeConfig {
     pub listen: Vec<Multiaddr>,
     /// Seed of the engine's random choices (`None`: random).
     pub seed: Option<u64>,
+    /// Mesh identity (`None`: a fresh key).
+    pub keypair: Option<Keypair>,
+    /// Emulated links (lab only).
+    pub shaping: Option<net::Shaping>,
+    /// Engine settings applied last (lab experiments).
+    pub tune: Option<fn(&mut Config)>,
 }
 
 impl NodeConfig {
@@ -38,11 +44,14 @@ impl NodeConfig {
         NodeConfig {
             tracker: tracker.to_string(),
             stream,
-            player: SocketAddr::from(([127, 0, 0, 1], 7090)),
+            player: Some(SocketAddr::from(([127, 0, 0, 1], 7090))),
             max_degree: 8,
             upload_limit_bps: None,
             listen: Vec::new(),
             seed: None,
+            keypair: None,
+            shaping: None,
+            tune: None,
         }
     }
 }
@@ -65,7 +74,8 @@ pub enum NodeError {
 #[derive(Debug)]
 pub struct Node {
     pub stream: StreamId,
-    pub player_addr: SocketAddr,
+    /// Where the player server listens (`None`: headless).
+    pub player_addr: Option<SocketAddr>,
     pub net: NetHandle,
     pub player: Player,
     tasks: Vec<JoinHandle<()>>,
@@ -74,44 +84,56 @@ pub struct Node {
 impl Node {
     pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
         let client = TrackerClient::new(&cfg.tracker)?;
-        let listener = TcpListener::bind(cfg.player)
-            .await
-            .map_err(|source| NodeError::Player {
-                addr: cfg.player,
-                source,
-            })?;
-        let player_addr = listener.local_addr().map_err(|source| NodeError::Player {
-            addr: cfg.player,
-            source,
-        })?;
+        let listener = match cfg.player {
+            Some(addr) => {
+                let l = TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| NodeError::Player { addr, source })?;
+                let bound = l
+                    .local_addr()
+                    .map_err(|source| NodeError::Player { addr, source })?;
+                Some((l, bound))
+            }
+            None => None,
+        };
         let mut engine = Config::viewer(cfg.stream);
         engine.max_degree = cfg.max_degree;
         engine.upload_limit = cfg.upload_limit_bps.map(|b| b / 8);
         engine.upload_kbps = cfg.upload_limit_bps.map_or(0, |b| (b / 1000) as u32);
+        if let Some(tune) = cfg.tune {
+            tune(&mut engine);
+        }
         // Segments kept for the player: the engine's window at ~1 s segments.
         let player = Player::new(cfg.stream, (engine.window_ms / 1000) as usize);
-        let mut net_cfg = NetConfig::local(Keypair::generate_ed25519(), engine);
+        let keypair = cfg.keypair.unwrap_or_else(Keypair::generate_ed25519);
+        let mut net_cfg = match cfg.shaping {
+            Some(shaping) => NetConfig::lab(keypair, engine, shaping),
+            None => NetConfig::local(keypair, engine),
+        };
         if !cfg.listen.is_empty() {
             net_cfg.listen = cfg.listen;
         }
         if let Some(seed) = cfg.seed {
             net_cfg.seed = seed;
         }
-        let feed = player.clone();
-        let net = net::start(
-            net_cfg,
-            Some(Box::new(move |p| {
-                feed.push_piece(p);
-            })),
-        )
-        .await?;
-
-        let server = player.clone();
-        let mut tasks = vec![tokio::spawn(async move {
-            if let Err(e) = player::serve(server, listener).await {
-                tracing::error!("player server stopped: {e}");
+        let mut tasks = Vec::new();
+        let (net, player_addr) = match listener {
+            Some((listener, addr)) => {
+                let feed = player.clone();
+                let on_piece: net::OnPiece = Box::new(move |p| {
+                    feed.push_piece(p);
+                });
+                let net = net::start(net_cfg, Some(on_piece)).await?;
+                let server = player.clone();
+                tasks.push(tokio::spawn(async move {
+                    if let Err(e) = player::serve(server, listener).await {
+                        tracing::error!("player server stopped: {e}");
+                    }
+                }));
+                (net, Some(addr))
             }
-        })];
+            None => (net::start(net_cfg, None).await?, None),
+        };
         let announcer = Announcer {
             client,
             stream: cfg.stream,
@@ -123,15 +145,17 @@ impl Node {
             use_candidates: true,
         };
         tasks.push(announcer.spawn(&net));
-        let stats_player = player.clone();
-        let stats = net.stats_watch();
-        tasks.push(tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_millis(500));
-            loop {
-                every.tick().await;
-                stats_player.set_stats(stats.borrow().clone());
-            }
-        }));
+        if player_addr.is_some() {
+            let stats_player = player.clone();
+            let stats = net.stats_watch();
+            tasks.push(tokio::spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_millis(500));
+                loop {
+                    every.tick().await;
+                    stats_player.set_stats(stats.borrow().clone());
+                }
+            }));
+        }
         Ok(Node {
             stream: cfg.stream,
             player_addr,
@@ -145,20 +169,21 @@ impl Node {
         self.net.stats()
     }
 
+    fn player_url(&self, file: &str) -> String {
+        match self.player_addr {
+            Some(addr) => format!("http://{addr}/streams/{}/{file}", self.stream),
+            None => String::from("(headless node: no player)"),
+        }
+    }
+
     /// Player URL of the HLS playlist.
     pub fn playlist_url(&self) -> String {
-        format!(
-            "http://{}/streams/{}/index.m3u8",
-            self.player_addr, self.stream
-        )
+        self.player_url("index.m3u8")
     }
 
     /// Player URL of the progressive MPEG-TS stream.
     pub fn live_url(&self) -> String {
-        format!(
-            "http://{}/streams/{}/live.ts",
-            self.player_addr, self.stream
-        )
+        self.player_url("live.ts")
     }
 }
 

@@ -56,7 +56,7 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let mut cfg = NodeConfig::new(&args.tracker, args.stream);
-    cfg.player = args.player;
+    cfg.player = Some(args.player);
     cfg.max_degree = args.max_degree as usize;
     cfg.upload_limit_bps = args.upload_limit;
     cfg.listen = args.listen;
@@ -64,7 +64,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     println!("peer: {}", node.net.peer_id);
     println!("hls: {}", node.playlist_url());
     println!("live: {}", node.live_url());
-    println!("stats: http://{}/stats", node.player_addr);
+    if let Some(addr) = node.player_addr {
+        println!("stats: http://{addr}/stats");
+    }
     tokio::signal::ctrl_c()
         .await
         .context("waiting for ctrl-c")?;

@@ -21,7 +21,7 @@ pub use ingest::Input;
 use origin::Origin;
 
 /// How to run a seeder.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct SeederConfig {
     pub name: String,
     pub input: Input,
@@ -36,6 +36,12 @@ pub struct SeederConfig {
     /// Viewers the seeder feeds directly over the mesh.
     pub max_degree: usize,
     pub segment_ms: u32,
+    /// First piece and segment number: a restarted seeder carries on where
+    /// the stream was, so viewers see one stream.
+    pub first_seq: u64,
+    pub first_segment: u64,
+    /// Emulated links (lab only).
+    pub shaping: Option<net::Shaping>,
 }
 
 impl SeederConfig {
@@ -49,6 +55,9 @@ impl SeederConfig {
             key,
             max_degree: 8,
             segment_ms: 1_000,
+            first_seq: 0,
+            first_segment: 0,
+            shaping: None,
         }
     }
 }
@@ -86,7 +95,10 @@ impl Seeder {
         let stream = signer.stream();
         let mut engine = Config::seeder(stream);
         engine.max_degree = cfg.max_degree;
-        let mut net_cfg = NetConfig::local(cfg.key.clone(), engine);
+        let mut net_cfg = match cfg.shaping.clone() {
+            Some(shaping) => NetConfig::lab(cfg.key.clone(), engine, shaping),
+            None => NetConfig::local(cfg.key.clone(), engine),
+        };
         if !cfg.listen.is_empty() {
             net_cfg.listen = cfg.listen.clone();
         }
@@ -129,8 +141,9 @@ impl Seeder {
         let ingest = tokio::spawn(ingest::run(cfg.input, cfg.segment_ms, cuts_tx));
         let commands = net.commander();
         let origin_feed = origin.clone();
+        let (first_seq, first_segment) = (cfg.first_seq, cfg.first_segment);
         tasks.push(tokio::spawn(async move {
-            let mut seq = 0u64;
+            let mut seq = first_seq;
             while let Some(cut) = cuts.recv().await {
                 let mut f = 0;
                 if cut.first {
@@ -139,14 +152,15 @@ impl Seeder {
                 if cut.last {
                     f |= flags::LAST;
                 }
-                let piece =
-                    match signer.sign(seq, cut.segment, f, now_ms(), cut.duration_ms, cut.data) {
-                        Ok(p) => p,
-                        Err(e) => {
-                            tracing::error!("cannot sign piece {seq}: {e}");
-                            continue;
-                        }
-                    };
+                let segment = first_segment + cut.segment;
+                let piece = match signer.sign(seq, segment, f, now_ms(), cut.duration_ms, cut.data)
+                {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::error!("cannot sign piece {seq}: {e}");
+                        continue;
+                    }
+                };
                 seq += 1;
                 origin_feed.insert(&piece);
                 if commands.send(Command::Publish(piece)).await.is_err() {
@@ -162,6 +176,11 @@ impl Seeder {
             ingest,
             tasks,
         })
+    }
+
+    /// The next piece and segment numbers, for a seeder that takes over.
+    pub fn next_numbers(&self) -> (u64, u64) {
+        self.origin.next_numbers()
     }
 
     /// Mesh stats of the seeder's engine.

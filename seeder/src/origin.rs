@@ -35,6 +35,8 @@ struct Inner {
     name: String,
     window_ms: u64,
     pieces: Mutex<BTreeMap<u64, (u64, Bytes, usize)>>,
+    /// Next piece and segment numbers after the newest piece.
+    next: Mutex<(u64, u64)>,
     payload_served: AtomicU64,
     requests: AtomicU64,
 }
@@ -47,6 +49,7 @@ impl Origin {
                 name,
                 window_ms,
                 pieces: Mutex::new(BTreeMap::new()),
+                next: Mutex::new((0, 0)),
                 payload_served: AtomicU64::new(0),
                 requests: AtomicU64::new(0),
             }),
@@ -57,6 +60,16 @@ impl Origin {
     pub fn insert(&self, piece: &Piece) {
         let frame = wire::encode::<PeerId>(&Message::Piece(piece.clone()));
         let at = piece.header.produced_at;
+        {
+            let mut next = self
+                .inner
+                .next
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let h = &piece.header;
+            // A new segment even if this one was cut short: never two firsts.
+            *next = (h.seq + 1, h.segment + 1);
+        }
         let mut pieces = self
             .inner
             .pieces
@@ -69,6 +82,15 @@ impl Origin {
             }
             pieces.remove(&seq);
         }
+    }
+
+    /// Next piece and segment numbers after the newest piece kept.
+    pub fn next_numbers(&self) -> (u64, u64) {
+        *self
+            .inner
+            .next
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Payload bytes served over HTTP so far (counts as infrastructure egress).

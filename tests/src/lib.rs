@@ -32,7 +32,7 @@ impl LocalMesh {
         let mut nodes = Vec::new();
         for i in 0..viewers {
             let mut cfg = NodeConfig::new(&tracker_url, seeder.stream);
-            cfg.player = any;
+            cfg.player = Some(any);
             cfg.seed = Some(i as u64 + 1);
             nodes.push(
                 Node::start(cfg)

@@ -60,7 +60,7 @@ async fn start_node() -> Result<(Signer, Node, JoinHandle<()>)> {
     let (tracker, task) = start_tracker().await?;
     let signer = Signer::new(&Keypair::generate_ed25519())?;
     let mut cfg = NodeConfig::new(&tracker, signer.stream());
-    cfg.player = "127.0.0.1:0".parse()?;
+    cfg.player = Some("127.0.0.1:0".parse()?);
     let node = Node::start(cfg).await?;
     Ok((signer, node, task))
 }
@@ -367,7 +367,7 @@ async fn forged_pieces_are_dropped_and_the_sender_cut_off() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn player_answers_404_to_bad_paths() -> Result<()> {
     let (_signer, node, _tracker) = start_node().await?;
-    let base = format!("http://{}", node.player_addr);
+    let base = format!("http://{}", node.player_addr.expect("a player"));
     let id = node.stream.to_string();
     let other = Signer::new(&Keypair::generate_ed25519())?
         .stream()

@@ -12,8 +12,13 @@
 
 mod announce;
 mod session;
+mod shaper;
 
 pub use announce::Announcer;
+pub use shaper::{
+    shaped_tcp_transport, DelayFn, Shaped, ShapedMuxer, Shaper, Shaping, ShapingCounters,
+    MAX_QUEUED,
+};
 
 use std::{
     collections::BTreeMap,
@@ -67,6 +72,10 @@ pub struct NetConfig {
     pub seed: u64,
     /// Established connections, at most (incoming + outgoing).
     pub max_connections: u32,
+    /// Lab network emulation (delay, caps). When set, the node runs over
+    /// [`shaped_tcp_transport`] only — no QUIC, no DNS — so `listen` must
+    /// hold TCP addresses (see [`NetConfig::lab`]).
+    pub shaping: Option<Shaping>,
 }
 
 impl NetConfig {
@@ -84,6 +93,16 @@ impl NetConfig {
             engine,
             seed: rand::random(),
             max_connections,
+            shaping: None,
+        }
+    }
+
+    /// A lab node: loopback TCP only, its links shaped.
+    pub fn lab(keypair: Keypair, engine: Config, shaping: Shaping) -> Self {
+        NetConfig {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr")],
+            shaping: Some(shaping),
+            ..Self::local(keypair, engine)
         }
     }
 }
@@ -120,6 +139,7 @@ pub struct NetHandle {
     pub addrs: Vec<Multiaddr>,
     commands: mpsc::Sender<Command>,
     stats: watch::Receiver<Stats>,
+    neighbors: watch::Receiver<Vec<PeerId>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -141,6 +161,11 @@ impl NetHandle {
     /// The latest stats (refreshed four times a second).
     pub fn stats(&self) -> Stats {
         self.stats.borrow().clone()
+    }
+
+    /// Active neighbours (refreshed with the stats).
+    pub fn neighbors(&self) -> Vec<PeerId> {
+        self.neighbors.borrow().clone()
     }
 
     /// Degree now.
@@ -217,6 +242,7 @@ pub async fn start(cfg: NetConfig, on_piece: Option<OnPiece>) -> Result<NetHandl
         .map_err(|e| NetError::Transport(e.to_string()))?;
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
     let (stats_tx, stats_rx) = watch::channel(Stats::default());
+    let (neighbors_tx, neighbors_rx) = watch::channel(Vec::new());
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
     let peer_id = *swarm.local_peer_id();
     let driver = Driver {
@@ -234,6 +260,7 @@ pub async fn start(cfg: NetConfig, on_piece: Option<OnPiece>) -> Result<NetHandl
         fetches: Arc::new(Semaphore::new(INFRA_FETCHES)),
         on_piece,
         stats_tx,
+        neighbors_tx,
     };
     let task = tokio::spawn(driver.run(incoming, cmd_rx, events_rx));
     Ok(NetHandle {
@@ -241,6 +268,7 @@ pub async fn start(cfg: NetConfig, on_piece: Option<OnPiece>) -> Result<NetHandl
         addrs,
         commands: cmd_tx,
         stats: stats_rx,
+        neighbors: neighbors_rx,
         task,
     })
 }
@@ -252,30 +280,47 @@ fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>, NetError> {
         .with_max_established_per_peer(Some(2))
         .with_max_pending_incoming(Some(64))
         .with_max_pending_outgoing(Some(64));
-    let swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair.clone())
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .map_err(|e| err(&e))?
-        .with_quic()
-        .with_dns()
-        .map_err(|e| err(&e))?
-        .with_behaviour(|key| Behaviour {
-            limits: connection_limits::Behaviour::new(limits),
-            identify: identify::Behaviour::new(identify::Config::new(
-                "/shoal/id/1".into(),
-                key.public(),
-            )),
-            stream: libp2p_stream::Behaviour::new(),
-        })
-        .map_err(|e| err(&e))?
-        // Sessions ping every second; this only reaps connections that
-        // never carried a shoal stream.
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(30)))
-        .build();
+    let behaviour = |key: &Keypair| Behaviour {
+        limits: connection_limits::Behaviour::new(limits),
+        identify: identify::Behaviour::new(identify::Config::new(
+            "/shoal/id/1".into(),
+            key.public(),
+        )),
+        stream: libp2p_stream::Behaviour::new(),
+    };
+    // Sessions ping every second; this only reaps connections that
+    // never carried a shoal stream.
+    let swarm_config =
+        |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(30));
+    let builder = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair.clone()).with_tokio();
+    let swarm = match &cfg.shaping {
+        // Shaped: TCP only, since QUIC would bypass the shaper.
+        Some(shaping) => {
+            let transport =
+                shaped_tcp_transport(&cfg.keypair, shaping.clone()).map_err(|e| err(&e))?;
+            builder
+                .with_other_transport(|_| transport)
+                .map_err(|e| err(&e))?
+                .with_behaviour(behaviour)
+                .map_err(|e| err(&e))?
+                .with_swarm_config(swarm_config)
+                .build()
+        }
+        None => builder
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| err(&e))?
+            .with_quic()
+            .with_dns()
+            .map_err(|e| err(&e))?
+            .with_behaviour(behaviour)
+            .map_err(|e| err(&e))?
+            .with_swarm_config(swarm_config)
+            .build(),
+    };
     Ok(swarm)
 }
 
@@ -291,6 +336,7 @@ struct Driver {
     fetches: Arc<Semaphore>,
     on_piece: Option<OnPiece>,
     stats_tx: watch::Sender<Stats>,
+    neighbors_tx: watch::Sender<Vec<PeerId>>,
 }
 
 impl Driver {
@@ -315,6 +361,8 @@ impl Driver {
                 _ = tokio::time::sleep(sleep) => self.engine.handle_timeout(now_ms()),
                 _ = stats_every.tick() => {
                     self.stats_tx.send_replace(self.engine.stats().clone());
+                    self.neighbors_tx
+                        .send_replace(self.engine.neighbors().copied().collect());
                 }
             }
             self.drain();

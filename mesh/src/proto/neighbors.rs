@@ -108,6 +108,8 @@ pub(crate) struct Candidate<P> {
     pub(crate) failures: u32,
     /// When we dialled it, while the dial is pending.
     pub(crate) dialing_since: Option<u64>,
+    /// We dialled it at least once.
+    pub(crate) tried: bool,
 }
 
 impl<P> Candidate<P> {
@@ -117,6 +119,7 @@ impl<P> Candidate<P> {
             retry_at: 0,
             failures: 0,
             dialing_since: None,
+            tried: false,
         }
     }
 

@@ -47,6 +47,8 @@ pub struct SimConfig {
     pub tracker_interval_ms: u64,
     /// Viewer engine settings (stream id is filled in).
     pub max_degree: usize,
+    /// Keep whatever neighbours chance gives (no RTT-driven swaps).
+    pub random_neighbors: bool,
 }
 
 impl Default for SimConfig {
@@ -64,6 +66,7 @@ impl Default for SimConfig {
             hints: 20,
             tracker_interval_ms: 5_000,
             max_degree: 8,
+            random_neighbors: false,
         }
     }
 }
@@ -76,6 +79,10 @@ pub struct SimReport {
     pub seeder: Stats,
     pub origin_payload: u64,
     pub events: u64,
+    /// Mean one-way delay from viewers to their neighbours at the end, and
+    /// to the closest possible set of the same size.
+    pub neighbor_delay_ms: f64,
+    pub best_delay_ms: f64,
 }
 
 #[derive(Debug)]
@@ -187,7 +194,10 @@ impl<'a> Sim<'a> {
             .engine
             .stats()
             .clone();
+        let (neighbor_delay_ms, best_delay_ms) = self.neighbor_delays();
         SimReport {
+            neighbor_delay_ms,
+            best_delay_ms,
             summary: Summary::new(&viewers, std::slice::from_ref(&seeder), self.origin_payload),
             viewers,
             seeder,
@@ -196,12 +206,37 @@ impl<'a> Sim<'a> {
         }
     }
 
+    fn neighbor_delays(&self) -> (f64, f64) {
+        let ids: Vec<NodeId> = (0..self.nodes.len() as NodeId).collect();
+        let (mut chosen, mut best, mut n) = (0.0, 0.0, 0usize);
+        for (v, node) in self.nodes.iter().enumerate().skip(1) {
+            let Some(node) = node else { continue };
+            let v = v as NodeId;
+            let ds: Vec<u64> = node.engine.neighbors().map(|&p| self.delay(v, p)).collect();
+            if ds.is_empty() {
+                continue;
+            }
+            let mut all: Vec<u64> = ids
+                .iter()
+                .filter(|&&o| o != v)
+                .map(|&o| self.delay(v, o))
+                .collect();
+            all.sort_unstable();
+            chosen += ds.iter().sum::<u64>() as f64 / ds.len() as f64;
+            best += all[..ds.len()].iter().sum::<u64>() as f64 / ds.len() as f64;
+            n += 1;
+        }
+        let n = n.max(1) as f64;
+        (chosen / n, best / n)
+    }
+
     fn step(&mut self, e: Event) {
         let now = self.now;
         match e {
             Event::Join(v) => {
                 let mut cfg = Config::viewer(self.signer.stream());
                 cfg.max_degree = self.cfg.max_degree;
+                cfg.random_neighbors = self.cfg.random_neighbors;
                 // The viewer sets its upload limit a little under its link rate, as
                 // `--upload-limit` asks of a real user, so its link never queues.
                 cfg.upload_limit = self.cfg.viewer_upload_bps.map(|b| b * 9 / 80);

@@ -61,3 +61,26 @@ fn upload_caps_below_bitrate_fall_back_without_stalls() {
     // Peers still carry a share; infrastructure carries the rest.
     assert!(s.offload < 0.9 && s.offload > 0.1, "{s:?}");
 }
+
+#[test]
+fn rtt_driven_swaps_find_closer_neighbours_than_chance() {
+    let base = SimConfig {
+        viewers: 60,
+        duration_ms: 60_000,
+        seed: seed(),
+        one_way_ms: (5, 150),
+        hints: 60,
+        ..SimConfig::default()
+    };
+    let random = run(&SimConfig {
+        random_neighbors: true,
+        ..base.clone()
+    });
+    let shoal = run(&base);
+    eprintln!(
+        "neighbour delay: random {:.1} ms, shoal {:.1} ms, best {:.1} ms",
+        random.neighbor_delay_ms, shoal.neighbor_delay_ms, shoal.best_delay_ms
+    );
+    assert!(shoal.neighbor_delay_ms < 0.9 * random.neighbor_delay_ms);
+    assert_eq!(shoal.summary.continuity.min, 1.0, "{:?}", shoal.summary);
+}

@@ -5,7 +5,15 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::bail;
 use clap::{Parser, Subcommand};
 use shoal_seeder::Input;
-use shoal_tools::lab::{run_demo, DemoConfig};
+use shoal_tools::lab::{
+    bench,
+    cli::ScenarioArgs,
+    run::{self as lab_run, RunOptions},
+    run_demo,
+    scenario::Scenario,
+    system::System,
+    DemoConfig,
+};
 
 #[derive(Debug, Parser)]
 #[command(version, about = "Shoal's lab: local meshes with every role real")]
@@ -39,6 +47,44 @@ enum Cmd {
         /// Exit non-zero if offload ends below this.
         #[arg(long)]
         min_offload: Option<f64>,
+    },
+    /// N real nodes under an emulated network (latency, caps, churn).
+    Run {
+        #[command(flatten)]
+        scenario: ScenarioArgs,
+        /// A scenario as JSON (what `bench` hands its child runs).
+        #[arg(long, hide = true)]
+        scenario_file: Option<PathBuf>,
+        /// shoal, random, gossipsub or client-server.
+        #[arg(long, default_value = "shoal")]
+        system: System,
+        /// Write the measures (aggregate, per node, over time) as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write an HTML report with SVG plots into this directory.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// No progress table.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// One scenario, several systems, side by side.
+    Bench {
+        #[command(flatten)]
+        scenario: ScenarioArgs,
+        /// Systems to compare, comma-separated.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "client-server,gossipsub,random,shoal"
+        )]
+        systems: Vec<System>,
+        /// Write `{"scenario", "systems": {...}}` as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write an HTML report comparing the systems into this directory.
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
 }
 
@@ -88,6 +134,60 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 if summary.offload < min {
                     bail!("offload {:.4} is below {min}", summary.offload);
                 }
+            }
+            Ok(())
+        }
+        Cmd::Run {
+            scenario,
+            scenario_file,
+            system,
+            json,
+            report,
+            quiet,
+        } => {
+            let sc = match scenario_file {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)?;
+                    serde_json::from_str::<Scenario>(&text)?
+                }
+                None => scenario.scenario()?,
+            };
+            let opts = RunOptions {
+                system,
+                progress: !quiet,
+            };
+            let mut out = std::io::stdout();
+            let result = lab_run::run(&sc, &opts, &mut out).await?;
+            if !quiet {
+                println!("{}", bench::table(std::slice::from_ref(&result)));
+            }
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&result)? + "\n")?;
+            }
+            if let Some(dir) = report {
+                let page =
+                    shoal_tools::lab::report::write_report(&dir, std::slice::from_ref(&result))?;
+                println!("report: {}", page.display());
+            }
+            Ok(())
+        }
+        Cmd::Bench {
+            scenario,
+            systems,
+            json,
+            report,
+        } => {
+            let sc = scenario.scenario()?;
+            let results = bench::bench(&sc, &systems, &mut std::io::stdout()).await?;
+            println!("\n{}", bench::table(&results));
+            if let Some(path) = json {
+                let v = bench::bench_json(&sc, &results);
+                std::fs::write(&path, serde_json::to_string_pretty(&v)? + "\n")?;
+                println!("written to {}", path.display());
+            }
+            if let Some(dir) = report {
+                let page = shoal_tools::lab::report::write_report(&dir, &results)?;
+                println!("report: {}", page.display());
             }
             Ok(())
         }

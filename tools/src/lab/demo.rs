@@ -73,18 +73,18 @@ pub async fn run_demo(cfg: &DemoConfig, out: &mut (dyn Write + Send)) -> anyhow:
     for i in 0..cfg.nodes {
         let mut node_cfg = NodeConfig::new(&tracker_url, seeder.stream);
         node_cfg.max_degree = cfg.max_degree;
-        node_cfg.player = if i == 0 {
+        node_cfg.player = Some(if i == 0 {
             cfg.first_player
         } else {
             SocketAddr::from(([127, 0, 0, 1], 0))
-        };
+        });
         let node = match Node::start(node_cfg).await {
             Ok(n) => n,
             // The well-known port may be taken: any port will do.
             Err(shoal_node::NodeError::Player { .. }) if i == 0 => {
                 let mut retry = NodeConfig::new(&tracker_url, seeder.stream);
                 retry.max_degree = cfg.max_degree;
-                retry.player = SocketAddr::from(([127, 0, 0, 1], 0));
+                retry.player = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
                 Node::start(retry).await
             }
             .with_context(|| format!("viewer {i} failed to start"))?,

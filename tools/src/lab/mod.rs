@@ -1,7 +1,15 @@
 //! `shoal-lab`: local meshes on loopback, with every role real.
 
+pub mod baseline;
+pub mod bench;
+pub mod cli;
 pub mod demo;
+pub mod report;
 pub mod result;
+pub mod run;
 pub mod scenario;
+pub mod system;
+pub mod topology;
+pub mod usage;
 
 pub use demo::{run_demo, DemoConfig};

@@ -24,7 +24,9 @@ pub enum TopologySpec {
 pub enum UploadSpec {
     Unlimited,
     /// Every viewer the same, bits/s.
-    Fixed { bps: u64 },
+    Fixed {
+        bps: u64,
+    },
     /// A realistic spread: about 30 % of viewers below the stream bitrate.
     Mixed,
 }

@@ -70,6 +70,12 @@ pub struct Config {
     pub push_fanout: usize,
     /// Upload kbit/s advertised in the handshake.
     pub upload_kbps: u32,
+    /// Keep whatever neighbours chance gives (the lab's `random` baseline);
+    /// otherwise the slowest neighbour is periodically swapped for an
+    /// untried candidate when its RTT is far above the rest.
+    pub random_neighbors: bool,
+    /// How often the neighbour set is reconsidered.
+    pub optimize_ms: u64,
 }
 
 impl Config {
@@ -91,6 +97,8 @@ impl Config {
             request_timeout_ms: 1_500,
             push_fanout: 0,
             upload_kbps: 0,
+            random_neighbors: false,
+            optimize_ms: 10_000,
         }
     }
 
@@ -175,6 +183,7 @@ pub struct Engine<P: PeerId> {
     next_tick: u64,
     next_have: Option<u64>,
     next_schedule: u64,
+    next_optimize: u64,
     stats: Stats,
 }
 
@@ -208,6 +217,7 @@ impl<P: PeerId> Engine<P> {
             next_tick: now,
             next_have: None,
             next_schedule: now,
+            next_optimize: now + cfg.optimize_ms,
             stats: Stats::default(),
             cfg,
         })
@@ -300,6 +310,10 @@ impl<P: PeerId> Engine<P> {
     /// Fires whatever timers are due at `now`.
     pub fn handle_timeout(&mut self, now: u64) {
         if now >= self.next_tick {
+            if now >= self.next_optimize {
+                self.next_optimize = now + self.cfg.optimize_ms;
+                self.optimize_neighbors(now);
+            }
             self.tick(now);
             self.next_tick = now + self.cfg.tick_ms;
         }

@@ -316,6 +316,40 @@ impl<P: PeerId> Engine<P> {
         self.accept(piece, Some(&from), infra, now);
     }
 
+    /// Swaps the slowest viewer neighbour for an untried candidate when its
+    /// RTT stands far above the others' median (a local search towards the
+    /// low-RTT mesh; hysteresis: 1.5× and 20 ms, at most one per period).
+    pub(super) fn optimize_neighbors(&mut self, now: u64) {
+        if self.cfg.random_neighbors || self.degree() < self.cfg.max_degree {
+            return;
+        }
+        let untried = self.candidates.iter().any(|(p, c)| {
+            c.failures == 0 && !c.tried && now >= c.retry_at && !self.neighbors.contains_key(p)
+        });
+        if !untried {
+            return;
+        }
+        let mut rtts: Vec<(u64, P)> = self
+            .neighbors
+            .iter()
+            .filter(|(_, n)| n.is_active() && n.role == crate::proto::Role::Viewer)
+            .filter(|(_, n)| now >= n.connected_at + self.cfg.optimize_ms)
+            .filter_map(|(p, n)| Some((n.rtt.median()?, p.clone())))
+            .collect();
+        if rtts.len() < 3 {
+            return;
+        }
+        rtts.sort();
+        let median = rtts[rtts.len() / 2].0;
+        let (worst, peer) = rtts.pop().expect("three or more");
+        if worst * 2 > median * 3 && worst > median + 20 {
+            if let Some(c) = self.candidates.get_mut(&peer) {
+                c.retry_at = now + 60_000;
+            }
+            self.drop_peer(&peer, "replaced by a closer candidate", now);
+        }
+    }
+
     pub(super) fn add_candidates(&mut self, peers: Vec<PeerInfo<P>>) {
         for info in peers {
             if self.candidates.len() >= MAX_CANDIDATES && !self.candidates.contains_key(&info.peer)
@@ -362,6 +396,7 @@ impl<P: PeerId> Engine<P> {
         for p in ready.into_iter().take(self.cfg.max_degree - used) {
             if let Some(c) = self.candidates.get_mut(&p) {
                 c.dialing_since = Some(now);
+                c.tried = true;
                 self.outputs.push_back(Output::Connect(c.info.clone()));
             }
         }

@@ -1,0 +1,842 @@
+//! Baseline: the stream flooded over real libp2p-gossipsub.
+//!
+//! A publisher (the seeder role) publishes each signed piece as it is cut,
+//! as one gossipsub message whose data is the piece's Shoal frame
+//! (`wire::encode(&Message::Piece(p))`, the same bytes as on Shoal's mesh).
+//! Viewers subscribe to the stream's one topic (`/shoal/gossipsub/<stream
+//! id>`), verify every piece with [`StreamKey::verify`] before gossipsub may
+//! forward it (`validate_messages`, then Accept/Reject), and feed a
+//! [`Meter`]. Nodes find each other only by dialling the addresses they are
+//! given (the lab hands each viewer a few earlier nodes and the publisher,
+//! like tracker hints). Every node runs on the lab's shaped transport
+//! ([`shaped_tcp_transport`]), so gossipsub sees the same emulated delays
+//! and caps as Shoal.
+//!
+//! Gossipsub as configured: its defaults (mesh D = 6, D_lo = 5, D_hi = 12,
+//! gossip D_lazy = 6, heartbeat 1 s, IDONTWANT for messages over 1000 B,
+//! `ValidationMode::Strict`, `MessageAuthenticity::Signed`), except
+//! - `max_transmit_size` = [`MAX_TRANSMIT`] (96 KiB ≥ a 64 KiB piece frame
+//!   plus the gossipsub envelope);
+//! - message id = the piece seq (8 bytes, big endian), so copies of a piece
+//!   are recognised as duplicates whoever relays them (a frame that does not
+//!   decode gets a hash of its bytes and is rejected by validation);
+//! - `validate_messages`: a piece is relayed only once verified, as Shoal
+//!   does;
+//! - `flood_publish` off by default ([`GossipsubOptions::flood_publish`]):
+//!   with it on, the publisher sends every piece to *every* subscribed peer
+//!   it is connected to, which makes it a client-server origin rather than a
+//!   mesh member. Off, it publishes to its mesh (D peers), like the Shoal
+//!   seeder feeding its `max_degree` neighbours;
+//! - connections never idle out (gossip needs non-mesh peers too), bounded
+//!   by [`GossipsubOptions::max_connections`]; set the publisher's to the
+//!   Shoal seeder's `max_degree` for a like-for-like comparison.
+//!
+//! # The counters, exactly
+//!
+//! Payload = piece data bytes (`Piece::data`), as for Shoal. Gossipsub hands
+//! the application only the first copy of each message, so the counters are
+//! taken one layer lower, in a wrapper around the gossipsub behaviour that
+//! sees every RPC a connection delivers (`HandlerEvent::Message`), before
+//! gossipsub drops duplicates:
+//!
+//! - `payload_from_peers` / `payload_from_infra`, `lag_ms`, `pieces_due`,
+//!   `pieces_on_time`, `startup_ms`, `bad_pieces`: the [`Meter`], fed with
+//!   the first copy gossipsub delivers once it verifies; it is from infra
+//!   when its `propagation_source` (the peer that relayed it to us) is the
+//!   publisher. The start is the first `FIRST` piece received (see
+//!   [`Meter`]).
+//! - `payload_duplicate`: the payload of every further copy of a piece this
+//!   node received — a message on the stream's topic, in an RPC from any
+//!   peer, whose seq this node had already received (or published). These
+//!   are the copies gossipsub discards as duplicates: eager-push overlap in
+//!   the mesh, and IWANT answers that arrive after the piece did.
+//! - `payload_sent`: the payload of every message on the topic that
+//!   *another node received from this one*, first copies and duplicates
+//!   alike. Each receiver credits the sending peer in a [`SentLedger`]
+//!   shared by all nodes of a run, so this is exact, not an estimate; the
+//!   only copies missed are those lost in flight (connection closed), which
+//!   then count as overhead.
+//! - `overhead_sent`: every byte this node wrote to its substreams (the
+//!   shaper's `ShapingCounters::sent`: gossipsub RPCs — message envelopes
+//!   with from/seqno/topic/signature/key, GRAFT/PRUNE/IHAVE/IWANT/IDONTWANT,
+//!   subscriptions — the Shoal frame header, piece header and signature
+//!   inside each message, and multistream-select negotiation) minus
+//!   `payload_sent`. Like Shoal's count, it excludes yamux, noise and TCP
+//!   framing, which the shaper does not see either.
+//! - `neighbors`: the node's gossipsub mesh peers on the topic now;
+//!   `neighbor_rtt_ms` is not measured (0).
+//!
+//! So `duplicate`, `overhead` and `offload` mean for gossipsub what they
+//! mean for Shoal, and [`Summary::new`] takes the viewers' stats with the
+//! publisher's as infra (`infra_http_payload` = 0).
+//!
+//! Caveat: with message id = seq, a forged message with a valid gossipsub
+//! envelope but a bad piece occupies that seq in every receiver's duplicate
+//! cache until it expires. The lab has no forgers; a deployment would id
+//! messages by a hash of their content.
+//!
+//! [`Meter`]: super::meter::Meter
+//! [`Summary::new`]: shoal_mesh::proto::Summary::new
+
+use std::{
+    collections::{hash_map::DefaultHasher, BTreeSet, HashMap},
+    hash::{Hash, Hasher},
+    sync::{Arc, Mutex, PoisonError},
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use futures::StreamExt;
+use libp2p::{
+    connection_limits::{self, ConnectionLimits},
+    core::{transport::PortUse, Endpoint},
+    gossipsub::{
+        self, IdentTopic, MessageAcceptance, MessageAuthenticity, TopicHash, ValidationMode,
+    },
+    identity::Keypair,
+    swarm::{
+        dial_opts::DialOpts, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour,
+        SwarmEvent, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+    },
+    Multiaddr, PeerId, Swarm,
+};
+use shoal_mesh::{
+    net::{now_ms, shaped_tcp_transport, Shaping, ShapingCounters},
+    proto::{wire, Message, Piece, PieceError, Signer, Stats, StreamId, StreamKey},
+};
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
+
+use super::meter::{Meter, PLAYOUT_DELAY_MS};
+
+/// Largest gossipsub RPC, bytes: a 64 KiB piece frame plus its envelope.
+pub const MAX_TRANSMIT: usize = 96 * 1024;
+/// Commands waiting for a node's task.
+const COMMAND_QUEUE: usize = 64;
+/// Piece seqs remembered for duplicate detection.
+const SEEN_MAX: usize = 8192;
+/// How often the meter is ticked and the stats snapshot refreshed.
+const TICK: Duration = Duration::from_millis(100);
+/// Connections a viewer keeps at most, unless told otherwise.
+const VIEWER_MAX_CONNECTIONS: u32 = 64;
+
+/// Payload each node sent, as credited by the nodes that received it.
+/// Share one per run among all nodes: a node's `payload_sent` is what the
+/// others received from it.
+#[derive(Clone, Debug, Default)]
+pub struct SentLedger(Arc<Mutex<HashMap<PeerId, u64>>>);
+
+impl SentLedger {
+    pub fn new() -> Self {
+        SentLedger::default()
+    }
+
+    fn credit(&self, sender: PeerId, payload: u64) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(sender)
+            .or_default() += payload;
+    }
+
+    /// Payload bytes the others received from `peer`.
+    pub fn sent_by(&self, peer: &PeerId) -> u64 {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(peer)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// How to run a gossipsub node.
+#[derive(Clone, Debug)]
+pub struct GossipsubOptions {
+    /// TCP multiaddrs to listen on (the shaped transport is TCP only).
+    pub listen: Vec<Multiaddr>,
+    /// Emulated links (lab); `None`: loopback as is, bytes still counted.
+    pub shaping: Option<Shaping>,
+    /// Established connections, at most (incoming + outgoing).
+    pub max_connections: Option<u32>,
+    /// gossipsub's `flood_publish` (its default is on; see the module doc).
+    pub flood_publish: bool,
+    /// The run's ledger of payload sent (share one among all nodes).
+    pub ledger: SentLedger,
+}
+
+impl GossipsubOptions {
+    /// Loopback TCP on an ephemeral port, no shaping, flood publish off,
+    /// at most 64 connections, crediting `ledger`.
+    pub fn new(ledger: &SentLedger) -> Self {
+        GossipsubOptions {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr")],
+            shaping: None,
+            max_connections: Some(VIEWER_MAX_CONNECTIONS),
+            flood_publish: false,
+            ledger: ledger.clone(),
+        }
+    }
+}
+
+/// Why a gossipsub node could not start or was refused a command.
+#[derive(Debug, thiserror::Error)]
+pub enum GossipsubError {
+    #[error("the publisher key must be ed25519")]
+    Key,
+    #[error("invalid stream key: {0}")]
+    StreamKey(#[from] PieceError),
+    #[error("cannot build the transport: {0}")]
+    Transport(String),
+    #[error("invalid gossipsub configuration: {0}")]
+    Config(String),
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: Multiaddr, reason: String },
+    #[error("the node has stopped")]
+    Stopped,
+    #[error("the command queue is full")]
+    Busy,
+}
+
+#[derive(Debug)]
+enum Command {
+    Publish(Piece),
+    Dial(PeerId, Vec<Multiaddr>),
+}
+
+/// A running gossipsub node (publisher or viewer). Dropping it stops it.
+#[derive(Debug)]
+pub struct GossipsubNode {
+    peer_id: PeerId,
+    addrs: Vec<Multiaddr>,
+    stream: StreamId,
+    commands: mpsc::Sender<Command>,
+    snapshot: watch::Receiver<Stats>,
+    counters: Arc<ShapingCounters>,
+    ledger: SentLedger,
+    task: JoinHandle<()>,
+}
+
+impl GossipsubNode {
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// Addresses the node listens on.
+    pub fn addrs(&self) -> Vec<Multiaddr> {
+        self.addrs.clone()
+    }
+
+    pub fn stream(&self) -> StreamId {
+        self.stream
+    }
+
+    /// Publishes a piece (publisher). Waits while the command queue is full.
+    pub async fn publish(&self, piece: Piece) -> Result<(), GossipsubError> {
+        self.commands
+            .send(Command::Publish(piece))
+            .await
+            .map_err(|_| GossipsubError::Stopped)
+    }
+
+    /// Publishes a piece without waiting; fails when the queue is full.
+    pub fn try_publish(&self, piece: Piece) -> Result<(), GossipsubError> {
+        self.commands
+            .try_send(Command::Publish(piece))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => GossipsubError::Busy,
+                mpsc::error::TrySendError::Closed(_) => GossipsubError::Stopped,
+            })
+    }
+
+    /// Dials one more peer.
+    pub async fn dial(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<(), GossipsubError> {
+        self.commands
+            .send(Command::Dial(peer, addrs))
+            .await
+            .map_err(|_| GossipsubError::Stopped)
+    }
+
+    /// The counters, with the definitions of the module doc. Meter counters
+    /// are at most [`TICK`] old; bytes sent are read now.
+    pub fn stats(&self) -> Stats {
+        let mut s = self.snapshot.borrow().clone();
+        s.payload_sent = self.ledger.sent_by(&self.peer_id);
+        s.overhead_sent = self.counters.sent().saturating_sub(s.payload_sent);
+        s
+    }
+
+    pub fn is_running(&self) -> bool {
+        !self.task.is_finished()
+    }
+
+    /// Stops the node: its connections close.
+    pub fn shutdown(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for GossipsubNode {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts the publisher: `keypair` is both its libp2p identity and the
+/// broadcaster key, so the stream id is its ed25519 public key.
+pub async fn start_publisher(
+    keypair: Keypair,
+    opts: GossipsubOptions,
+) -> Result<GossipsubNode, GossipsubError> {
+    let stream = Signer::new(&keypair)
+        .map_err(|_| GossipsubError::Key)?
+        .stream();
+    let peer_id = keypair.public().to_peer_id();
+    start(keypair, stream, peer_id, None, Vec::new(), opts).await
+}
+
+/// Starts a viewer of `stream`, published by `publisher`, dialling `dial`
+/// (peer and addresses) at once.
+pub async fn start_viewer(
+    keypair: Keypair,
+    stream: StreamId,
+    publisher: PeerId,
+    dial: Vec<(PeerId, Vec<Multiaddr>)>,
+    opts: GossipsubOptions,
+) -> Result<GossipsubNode, GossipsubError> {
+    let meter = Meter::new(now_ms(), PLAYOUT_DELAY_MS);
+    start(keypair, stream, publisher, Some(meter), dial, opts).await
+}
+
+fn topic(stream: StreamId) -> IdentTopic {
+    IdentTopic::new(format!("/shoal/gossipsub/{stream}"))
+}
+
+/// The piece a message carries, if its data is one whole Piece frame.
+fn piece_of(data: &[u8]) -> Option<Piece> {
+    let (prefix, body) = data.split_at_checked(4)?;
+    let len = u32::from_be_bytes(prefix.try_into().ok()?) as usize;
+    if len != body.len() {
+        return None;
+    }
+    match wire::decode::<PeerId>(body) {
+        Ok(Message::Piece(p)) => Some(p),
+        _ => None,
+    }
+}
+
+/// Message id: the piece seq; a hash of the bytes for anything else.
+fn message_id(msg: &gossipsub::Message) -> gossipsub::MessageId {
+    match piece_of(&msg.data) {
+        Some(p) => gossipsub::MessageId::new(&p.header.seq.to_be_bytes()),
+        None => {
+            let mut h = DefaultHasher::new();
+            msg.data.hash(&mut h);
+            let mut id = b"?".to_vec();
+            id.extend_from_slice(&h.finish().to_be_bytes());
+            gossipsub::MessageId::new(&id)
+        }
+    }
+}
+
+/// Gossipsub, plus a look at every message copy a connection delivers:
+/// duplicate payload received and the senders' payload ledger.
+struct Counting {
+    inner: gossipsub::Behaviour,
+    topic: TopicHash,
+    stream: StreamId,
+    /// Piece seqs received or published; below `seen_floor` all count as seen.
+    seen: BTreeSet<u64>,
+    seen_floor: u64,
+    duplicate_payload: u64,
+    ledger: SentLedger,
+}
+
+type GossipHandlerEvent = THandlerOutEvent<gossipsub::Behaviour>;
+
+impl Counting {
+    /// Marks a seq seen; false if it already was.
+    fn see(&mut self, seq: u64) -> bool {
+        if seq < self.seen_floor || !self.seen.insert(seq) {
+            return false;
+        }
+        while self.seen.len() > SEEN_MAX {
+            if let Some(low) = self.seen.pop_first() {
+                self.seen_floor = low + 1;
+            }
+        }
+        true
+    }
+
+    fn observe(&mut self, from: PeerId, msg: &gossipsub::RawMessage) {
+        if msg.topic != self.topic {
+            return;
+        }
+        let Some(piece) = piece_of(&msg.data) else {
+            return;
+        };
+        if piece.header.stream != self.stream {
+            return;
+        }
+        let payload = piece.data.len() as u64;
+        self.ledger.credit(from, payload);
+        if !self.see(piece.header.seq) {
+            self.duplicate_payload += payload;
+        }
+    }
+}
+
+impl NetworkBehaviour for Counting {
+    type ConnectionHandler = THandler<gossipsub::Behaviour>;
+    type ToSwarm = gossipsub::Event;
+
+    fn handle_pending_inbound_connection(
+        &mut self,
+        id: ConnectionId,
+        local: &Multiaddr,
+        remote: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        self.inner
+            .handle_pending_inbound_connection(id, local, remote)
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        id: ConnectionId,
+        peer: PeerId,
+        local: &Multiaddr,
+        remote: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.inner
+            .handle_established_inbound_connection(id, peer, local, remote)
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        id: ConnectionId,
+        peer: Option<PeerId>,
+        addrs: &[Multiaddr],
+        role: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        self.inner
+            .handle_pending_outbound_connection(id, peer, addrs, role)
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        id: ConnectionId,
+        peer: PeerId,
+        addr: &Multiaddr,
+        role: Endpoint,
+        port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.inner
+            .handle_established_outbound_connection(id, peer, addr, role, port_use)
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        self.inner.on_swarm_event(event);
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        peer: PeerId,
+        id: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        if let GossipHandlerEvent::Message { rpc, .. } = &event {
+            for msg in &rpc.messages {
+                self.observe(peer, msg);
+            }
+        }
+        self.inner.on_connection_handler_event(peer, id, event);
+    }
+
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        self.inner.poll(cx)
+    }
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    limits: connection_limits::Behaviour,
+    gossip: Counting,
+}
+
+/// Builds the swarm, listens, dials, and spawns the node's task.
+async fn start(
+    keypair: Keypair,
+    stream: StreamId,
+    publisher: PeerId,
+    meter: Option<Meter>,
+    dial: Vec<(PeerId, Vec<Multiaddr>)>,
+    opts: GossipsubOptions,
+) -> Result<GossipsubNode, GossipsubError> {
+    let key = StreamKey::new(stream)?;
+    let shaping = opts.shaping.clone().unwrap_or_default();
+    let counters = shaping.counters.clone();
+    let transport = shaped_tcp_transport(&keypair, shaping)
+        .map_err(|e| GossipsubError::Transport(e.to_string()))?;
+
+    let config = gossipsub::ConfigBuilder::default()
+        .max_transmit_size(MAX_TRANSMIT)
+        .validation_mode(ValidationMode::Strict)
+        .validate_messages()
+        .flood_publish(opts.flood_publish)
+        .message_id_fn(message_id)
+        .build()
+        .map_err(|e| GossipsubError::Config(e.to_string()))?;
+    let mut inner = gossipsub::Behaviour::new(MessageAuthenticity::Signed(keypair.clone()), config)
+        .map_err(|e| GossipsubError::Config(e.to_string()))?;
+    let topic = topic(stream);
+    inner
+        .subscribe(&topic)
+        .map_err(|e| GossipsubError::Config(e.to_string()))?;
+    let limits = ConnectionLimits::default()
+        .with_max_established(opts.max_connections)
+        .with_max_established_per_peer(Some(2))
+        .with_max_pending_incoming(Some(64))
+        .with_max_pending_outgoing(Some(64));
+    let behaviour = Behaviour {
+        limits: connection_limits::Behaviour::new(limits),
+        gossip: Counting {
+            inner,
+            topic: topic.hash(),
+            stream,
+            seen: BTreeSet::new(),
+            seen_floor: 0,
+            duplicate_payload: 0,
+            ledger: opts.ledger.clone(),
+        },
+    };
+    let peer_id = keypair.public().to_peer_id();
+    let mut swarm = Swarm::new(
+        transport,
+        behaviour,
+        peer_id,
+        // Gossip reaches non-mesh peers too: keep every connection.
+        libp2p::swarm::Config::with_tokio_executor()
+            .with_idle_connection_timeout(Duration::from_secs(24 * 3600)),
+    );
+
+    for addr in &opts.listen {
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| GossipsubError::Listen {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
+    }
+    let mut addrs = Vec::new();
+    let wait = tokio::time::sleep(Duration::from_secs(5));
+    tokio::pin!(wait);
+    while addrs.len() < opts.listen.len() {
+        tokio::select! {
+            ev = swarm.select_next_some() => match ev {
+                SwarmEvent::NewListenAddr { address, .. } => addrs.push(address),
+                SwarmEvent::ListenerError { error, .. }
+                | SwarmEvent::ListenerClosed { reason: Err(error), .. } => {
+                    return Err(GossipsubError::Listen {
+                        addr: opts.listen[addrs.len()].clone(),
+                        reason: error.to_string(),
+                    });
+                }
+                _ => {}
+            },
+            _ = &mut wait => break,
+        }
+    }
+    if addrs.is_empty() && !opts.listen.is_empty() {
+        return Err(GossipsubError::Listen {
+            addr: opts.listen[0].clone(),
+            reason: "no listener came up within 5 s".into(),
+        });
+    }
+    for (peer, peer_addrs) in dial {
+        dial_peer(&mut swarm, peer, peer_addrs);
+    }
+
+    let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE);
+    let (snapshot_tx, snapshot) = watch::channel(Stats::default());
+    let task = tokio::spawn(
+        Node {
+            swarm,
+            key,
+            publisher,
+            topic,
+            meter,
+            published: Stats::default(),
+            duplicates_fed: 0,
+            snapshot: snapshot_tx,
+        }
+        .run(commands_rx),
+    );
+    Ok(GossipsubNode {
+        peer_id,
+        addrs,
+        stream,
+        commands,
+        snapshot,
+        counters,
+        ledger: opts.ledger,
+        task,
+    })
+}
+
+fn dial_peer(swarm: &mut Swarm<Behaviour>, peer: PeerId, addrs: Vec<Multiaddr>) {
+    if peer == *swarm.local_peer_id() || swarm.is_connected(&peer) {
+        return;
+    }
+    let opts = DialOpts::peer_id(peer).addresses(addrs).build();
+    if let Err(e) = swarm.dial(opts) {
+        tracing::debug!(%peer, "gossipsub baseline: cannot dial: {e}");
+    }
+}
+
+/// A node's task state.
+struct Node {
+    swarm: Swarm<Behaviour>,
+    key: StreamKey,
+    publisher: PeerId,
+    topic: IdentTopic,
+    /// Viewers only.
+    meter: Option<Meter>,
+    /// The publisher's own counters (newest seq, bad pieces offered).
+    published: Stats,
+    /// Duplicate payload already passed to the meter.
+    duplicates_fed: u64,
+    snapshot: watch::Sender<Stats>,
+}
+
+impl Node {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                ev = self.swarm.select_next_some() => self.on_swarm(ev),
+                cmd = commands.recv() => match cmd {
+                    Some(cmd) => self.on_command(cmd),
+                    None => break, // the handle was dropped
+                },
+                _ = tick.tick() => self.refresh(),
+            }
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Dial(peer, addrs) => dial_peer(&mut self.swarm, peer, addrs),
+            Command::Publish(piece) => {
+                if self.key.verify(&piece).is_err() {
+                    self.published.bad_pieces += 1;
+                    return;
+                }
+                let seq = piece.header.seq;
+                let frame = wire::encode::<PeerId>(&Message::Piece(piece));
+                let gossip = &mut self.swarm.behaviour_mut().gossip;
+                gossip.see(seq);
+                self.published.newest_seq = self.published.newest_seq.max(Some(seq));
+                if let Err(e) = gossip.inner.publish(self.topic.clone(), frame.to_vec()) {
+                    tracing::debug!(seq, "gossipsub baseline: publish failed: {e}");
+                }
+            }
+        }
+    }
+
+    fn on_swarm(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        match ev {
+            SwarmEvent::Behaviour(BehaviourEvent::Gossip(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            })) => self.on_message(propagation_source, &message_id, &message.data),
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(?peer_id, "gossipsub baseline: dial failed: {error}");
+            }
+            _ => {}
+        }
+    }
+
+    /// The first copy of a message: verify, let gossipsub relay it or not,
+    /// and meter it.
+    fn on_message(&mut self, from: PeerId, id: &gossipsub::MessageId, data: &[u8]) {
+        let now = now_ms();
+        let piece = piece_of(data).filter(|p| self.key.verify(p).is_ok());
+        let acceptance = if piece.is_some() {
+            MessageAcceptance::Accept
+        } else {
+            MessageAcceptance::Reject
+        };
+        self.swarm
+            .behaviour_mut()
+            .gossip
+            .inner
+            .report_message_validation_result(id, &from, acceptance);
+        match (piece, self.meter.as_mut()) {
+            (Some(p), Some(meter)) => {
+                meter.on_piece(&p.header, from == self.publisher, now);
+            }
+            (None, Some(meter)) => meter.on_bad_piece(),
+            (None, None) => self.published.bad_pieces += 1,
+            (Some(_), None) => {}
+        }
+    }
+
+    /// Ticks the meter and publishes a stats snapshot.
+    fn refresh(&mut self) {
+        let gossip = &self.swarm.behaviour().gossip;
+        let duplicates = gossip.duplicate_payload;
+        let neighbors = gossip.inner.mesh_peers(&self.topic.hash()).count() as u32;
+        let mut stats = match self.meter.as_mut() {
+            Some(meter) => {
+                meter.on_duplicate(duplicates - self.duplicates_fed);
+                self.duplicates_fed = duplicates;
+                meter.tick(now_ms());
+                meter.stats()
+            }
+            None => {
+                let mut s = self.published.clone();
+                s.payload_duplicate = duplicates;
+                s
+            }
+        };
+        stats.neighbors = neighbors;
+        self.snapshot.send_replace(stats);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use rand::RngCore;
+    use shoal_mesh::proto::piece::flags;
+
+    use super::*;
+
+    const PIECE_BYTES: usize = 16 * 1024;
+
+    #[test]
+    fn message_id_is_the_seq() {
+        let key = Keypair::generate_ed25519();
+        let signer = Signer::new(&key).unwrap();
+        let piece = signer
+            .sign(42, 10, flags::FIRST, 1, 0, Bytes::from_static(b"abc"))
+            .unwrap();
+        let data = wire::encode::<PeerId>(&Message::Piece(piece)).to_vec();
+        let msg = |data: Vec<u8>| gossipsub::Message {
+            source: None,
+            data,
+            sequence_number: None,
+            topic: topic(signer.stream()).hash(),
+        };
+        assert_eq!(
+            message_id(&msg(data.clone())),
+            gossipsub::MessageId::new(&42u64.to_be_bytes())
+        );
+        assert!(piece_of(&data).is_some());
+        let mut bad = data.clone();
+        bad.truncate(20);
+        assert!(piece_of(&bad).is_none());
+        assert_ne!(message_id(&msg(bad)), message_id(&msg(data)));
+    }
+
+    /// Publisher + 5 viewers on loopback, 4 pieces/s of 16 KiB for 8 s.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn gossipsub_delivers_to_every_viewer() {
+        tokio::time::timeout(Duration::from_secs(60), run_gossipsub())
+            .await
+            .expect("the gossipsub run timed out");
+    }
+
+    async fn run_gossipsub() {
+        let ledger = SentLedger::new();
+        let key = Keypair::generate_ed25519();
+        let signer = Signer::new(&key).unwrap();
+        let mut popts = GossipsubOptions::new(&ledger);
+        // The publisher feeds three viewers directly; the others depend on
+        // their peers (as the Shoal seeder's degree cap makes them).
+        popts.max_connections = Some(3);
+        let publisher = start_publisher(key, popts).await.unwrap();
+        let pub_id = publisher.peer_id();
+        assert_eq!(publisher.stream(), signer.stream());
+
+        let mut viewers: Vec<GossipsubNode> = Vec::new();
+        for i in 0..5usize {
+            let mut dial = vec![(pub_id, publisher.addrs())];
+            for v in &viewers[i.saturating_sub(2)..i] {
+                dial.push((v.peer_id(), v.addrs()));
+            }
+            let v = start_viewer(
+                Keypair::generate_ed25519(),
+                signer.stream(),
+                pub_id,
+                dial,
+                GossipsubOptions::new(&ledger),
+            )
+            .await
+            .unwrap();
+            viewers.push(v);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Let subscriptions spread and meshes form.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        for seq in 0..32u64 {
+            tick.tick().await;
+            let mut data = vec![0u8; PIECE_BYTES];
+            rand::thread_rng().fill_bytes(&mut data);
+            let mut f = 0;
+            if seq % 4 == 0 {
+                f |= flags::FIRST;
+            }
+            if seq % 4 == 3 {
+                f |= flags::LAST;
+            }
+            let duration = if seq % 4 == 3 { 1_000 } else { 0 };
+            let piece = signer
+                .sign(seq, seq / 4, f, now_ms(), duration, Bytes::from(data))
+                .unwrap();
+            publisher.publish(piece).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+
+        let stats: Vec<Stats> = viewers.iter().map(GossipsubNode::stats).collect();
+        let infra = publisher.stats();
+        for (i, s) in stats.iter().enumerate() {
+            println!("viewer {i}: {}", s.report());
+        }
+        println!("publisher: {}", infra.report());
+        let mut all = Stats::default();
+        for (i, s) in stats.iter().enumerate() {
+            assert!(s.startup_ms.is_some(), "viewer {i} never started");
+            assert!(s.pieces_due >= 10, "viewer {i}: {} due", s.pieces_due);
+            let c = s.continuity().unwrap();
+            assert!(c >= 0.95, "viewer {i}: continuity {c}");
+            assert_eq!(s.bad_pieces, 0);
+            assert!(s.neighbors >= 1, "viewer {i} has no mesh peers");
+            all.merge(s);
+        }
+        assert!(all.payload_from_peers > 0, "no payload from peers");
+        assert!(all.payload_from_infra > 0, "no payload from the publisher");
+        // Every copy received was sent by someone, and credited to them.
+        let sent: u64 = stats.iter().map(|s| s.payload_sent).sum::<u64>() + infra.payload_sent;
+        assert_eq!(
+            sent,
+            all.payload_received() + all.payload_duplicate + infra.payload_duplicate
+        );
+        assert!(infra.payload_sent >= 32 * PIECE_BYTES as u64);
+        assert!(infra.overhead_sent > 0);
+        let summary = shoal_mesh::proto::Summary::new(&stats, &[infra], 0);
+        println!("summary: {summary:?}");
+        assert!(summary.offload > 0.0 && summary.offload < 1.0);
+        assert!(summary.overhead > 0.0 && summary.overhead < 1.0);
+    }
+}

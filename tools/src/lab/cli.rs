@@ -1,0 +1,213 @@
+//! Command-line shapes of lab options: how a person writes a scenario.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use shoal_mesh::rate::parse_bitrate;
+
+use super::scenario::{Restart, Scenario, TopologySpec, UploadSpec};
+
+/// Scenario flags shared by `run` and `bench`. Flags override the named
+/// scenario's values.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ScenarioArgs {
+    /// A scenario by name (lab/scenarios/NAME.toml) or path.
+    #[arg(long)]
+    pub scenario: Option<String>,
+    /// Viewers.
+    #[arg(long)]
+    pub nodes: Option<usize>,
+    /// e.g. 60s, 2m.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<std::time::Duration>,
+    /// Stream bitrate, e.g. 2mbps.
+    #[arg(long, value_parser = rate)]
+    pub bitrate: Option<u64>,
+    /// `geo` or `uniform:50ms`.
+    #[arg(long, value_parser = topology)]
+    pub topology: Option<TopologySpec>,
+    /// CSV `a,b,rtt_ms` (node 0 is the seeder).
+    #[arg(long)]
+    pub rtt_matrix: Option<PathBuf>,
+    /// Viewer upload: a rate (4mbps), `mixed` or `unlimited`.
+    #[arg(long, value_parser = upload)]
+    pub upload: Option<UploadSpec>,
+    /// Viewer download cap, e.g. 20mbps.
+    #[arg(long, value_parser = rate)]
+    pub download: Option<u64>,
+    /// Viewers replaced per minute, e.g. 10%/min.
+    #[arg(long, value_parser = churn)]
+    pub churn: Option<f64>,
+    /// Viewers join evenly over this span, e.g. 10s (a flash crowd).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub join_over: Option<std::time::Duration>,
+    /// `seeder@30s` or `tracker@60s+5s` (down for 5 s); repeatable.
+    #[arg(long, value_parser = restart)]
+    pub restart: Vec<Restart>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Neighbours per viewer, at most.
+    #[arg(long)]
+    pub max_degree: Option<usize>,
+}
+
+impl ScenarioArgs {
+    /// The scenario these flags describe.
+    pub fn scenario(&self) -> anyhow::Result<Scenario> {
+        let mut s = match &self.scenario {
+            Some(name) => Scenario::load(&scenario_path(name))?,
+            None => Scenario::default(),
+        };
+        if let Some(v) = self.nodes {
+            s.nodes = v;
+        }
+        if let Some(v) = self.duration {
+            s.duration_s = v.as_secs_f64();
+        }
+        if let Some(v) = self.bitrate {
+            s.bitrate_bps = v;
+        }
+        if let Some(v) = &self.topology {
+            s.topology = v.clone();
+        }
+        if let Some(p) = &self.rtt_matrix {
+            s.topology = TopologySpec::Matrix {
+                path: p.display().to_string(),
+            };
+        }
+        if let Some(v) = &self.upload {
+            s.upload = v.clone();
+        }
+        if self.download.is_some() {
+            s.download_bps = self.download;
+        }
+        if let Some(v) = self.churn {
+            s.churn_per_min = v;
+        }
+        if let Some(v) = self.join_over {
+            s.join_over_s = v.as_secs_f64();
+        }
+        if !self.restart.is_empty() {
+            s.restarts = self.restart.clone();
+        }
+        if let Some(v) = self.seed {
+            s.seed = v;
+        }
+        if let Some(v) = self.max_degree {
+            s.max_degree = v;
+        }
+        if s.join_over_s > s.duration_s {
+            s.join_over_s = s.duration_s / 2.0;
+        }
+        s.validate()?;
+        Ok(s)
+    }
+}
+
+/// A name resolves to lab/scenarios/NAME.toml in the working directory or
+/// in the source tree; anything with a slash or `.toml` is a path.
+fn scenario_path(name: &str) -> PathBuf {
+    if name.contains('/') || name.ends_with(".toml") {
+        return PathBuf::from(name);
+    }
+    let local = Path::new("lab/scenarios").join(format!("{name}.toml"));
+    if local.exists() {
+        return local;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../lab/scenarios")
+        .join(format!("{name}.toml"))
+}
+
+fn rate(s: &str) -> Result<u64, String> {
+    parse_bitrate(s).ok_or_else(|| format!("'{s}' is not a rate like 2mbps or 800kbps"))
+}
+
+fn topology(s: &str) -> Result<TopologySpec, String> {
+    if s == "geo" {
+        return Ok(TopologySpec::Geo);
+    }
+    let ms = s
+        .strip_prefix("uniform:")
+        .and_then(|d| humantime::parse_duration(d).ok())
+        .ok_or_else(|| format!("'{s}' is not a topology: geo or uniform:50ms"))?;
+    Ok(TopologySpec::Uniform {
+        rtt_ms: ms.as_millis() as u64,
+    })
+}
+
+fn upload(s: &str) -> Result<UploadSpec, String> {
+    match s {
+        "mixed" => Ok(UploadSpec::Mixed),
+        "unlimited" => Ok(UploadSpec::Unlimited),
+        _ => rate(s).map(|bps| UploadSpec::Fixed { bps }),
+    }
+}
+
+fn churn(s: &str) -> Result<f64, String> {
+    let pct = s
+        .strip_suffix("%/min")
+        .and_then(|p| p.trim().parse::<f64>().ok())
+        .filter(|p| (0.0..=100.0).contains(p))
+        .ok_or_else(|| format!("'{s}' is not a churn rate like 10%/min"))?;
+    Ok(pct / 100.0)
+}
+
+fn restart(s: &str) -> Result<Restart, String> {
+    let err = || format!("'{s}' is not a restart like seeder@30s or tracker@60s+5s");
+    let (role, when) = s.split_once('@').ok_or_else(err)?;
+    let (at, down) = match when.split_once('+') {
+        Some((a, d)) => (a, Some(d)),
+        None => (when, None),
+    };
+    let at = humantime::parse_duration(at).map_err(|_| err())?;
+    let down = match down {
+        Some(d) => humantime::parse_duration(d).map_err(|_| err())?,
+        None => std::time::Duration::from_secs(2),
+    };
+    if role != "seeder" && role != "tracker" {
+        return Err(err());
+    }
+    Ok(Restart {
+        role: role.to_string(),
+        at_s: at.as_secs_f64(),
+        down_s: down.as_secs_f64(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_parse() {
+        assert_eq!(
+            topology("uniform:50ms"),
+            Ok(TopologySpec::Uniform { rtt_ms: 50 })
+        );
+        assert_eq!(topology("geo"), Ok(TopologySpec::Geo));
+        assert!(topology("mars").is_err());
+        assert_eq!(upload("4mbps"), Ok(UploadSpec::Fixed { bps: 4_000_000 }));
+        assert_eq!(upload("mixed"), Ok(UploadSpec::Mixed));
+        assert_eq!(churn("10%/min"), Ok(0.1));
+        assert!(churn("10").is_err());
+        let r = restart("tracker@60s+5s").unwrap();
+        assert_eq!((r.role.as_str(), r.at_s, r.down_s), ("tracker", 60.0, 5.0));
+        assert!(restart("cdn@5s").is_err());
+    }
+
+    #[test]
+    fn flags_override_a_named_scenario() {
+        let args = ScenarioArgs {
+            scenario: Some("geo-50".into()),
+            nodes: Some(7),
+            churn: Some(0.05),
+            ..ScenarioArgs::default()
+        };
+        let s = args.scenario().unwrap();
+        assert_eq!(
+            (s.name.as_str(), s.nodes, s.churn_per_min),
+            ("geo-50", 7, 0.05)
+        );
+    }
+}
