@@ -13,7 +13,7 @@ use libp2p::{identity::Keypair, Multiaddr};
 use shoal_mesh::{
     hints::{self, TrackerClient},
     net::{self, now_ms, Announcer, Command, NetConfig, NetHandle},
-    proto::{piece::flags, Config, Signer, Stats, StreamId},
+    proto::{piece::flags, Config, Signer, Stats, StreamId, MAX_PIECE_BYTES},
 };
 use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
 
@@ -42,7 +42,13 @@ pub struct SeederConfig {
     pub first_segment: u64,
     /// Emulated links (lab only).
     pub shaping: Option<net::Shaping>,
+    /// Target piece size: smaller pieces cross each hop sooner (less lag),
+    /// larger ones carry less header per byte (less overhead).
+    pub piece_bytes: usize,
 }
+
+/// Default piece size: 174 TS packets, about 32 KiB.
+pub const PIECE_BYTES: usize = 174 * 188;
 
 impl SeederConfig {
     pub fn new(name: &str, input: Input, key: Keypair) -> Self {
@@ -58,6 +64,7 @@ impl SeederConfig {
             first_seq: 0,
             first_segment: 0,
             shaping: None,
+            piece_bytes: PIECE_BYTES,
         }
     }
 }
@@ -142,29 +149,33 @@ impl Seeder {
         let commands = net.commander();
         let origin_feed = origin.clone();
         let (first_seq, first_segment) = (cfg.first_seq, cfg.first_segment);
+        // Whole TS packets per piece, at least one.
+        let piece_bytes = (cfg.piece_bytes / 188).clamp(1, MAX_PIECE_BYTES / 188) * 188;
         tasks.push(tokio::spawn(async move {
             let mut seq = first_seq;
             while let Some(cut) = cuts.recv().await {
-                let mut f = 0;
-                if cut.first {
-                    f |= flags::FIRST;
-                }
-                if cut.last {
-                    f |= flags::LAST;
-                }
-                let segment = first_segment + cut.segment;
-                let piece = match signer.sign(seq, segment, f, now_ms(), cut.duration_ms, cut.data)
-                {
-                    Ok(p) => p,
-                    Err(e) => {
-                        tracing::error!("cannot sign piece {seq}: {e}");
-                        continue;
+                for piece_cut in split(cut, piece_bytes) {
+                    let mut f = 0;
+                    if piece_cut.first {
+                        f |= flags::FIRST;
                     }
-                };
-                seq += 1;
-                origin_feed.insert(&piece);
-                if commands.send(Command::Publish(piece)).await.is_err() {
-                    return;
+                    if piece_cut.last {
+                        f |= flags::LAST;
+                    }
+                    let segment = first_segment + piece_cut.segment;
+                    let (duration, data) = (piece_cut.duration_ms, piece_cut.data);
+                    let piece = match signer.sign(seq, segment, f, now_ms(), duration, data) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            tracing::error!("cannot sign piece {seq}: {e}");
+                            continue;
+                        }
+                    };
+                    seq += 1;
+                    origin_feed.insert(&piece);
+                    if commands.send(Command::Publish(piece)).await.is_err() {
+                        return;
+                    }
                 }
             }
         }));
@@ -213,6 +224,24 @@ impl Seeder {
     }
 }
 
+/// Splits a cut into pieces of at most `max` bytes; the first keeps the
+/// segment-start flag, the last the segment-end flag and duration.
+fn split(cut: ingest::Cut, max: usize) -> Vec<ingest::Cut> {
+    if cut.data.len() <= max {
+        return vec![cut];
+    }
+    let n = cut.data.len().div_ceil(max);
+    (0..n)
+        .map(|i| ingest::Cut {
+            data: cut.data.slice(i * max..((i + 1) * max).min(cut.data.len())),
+            segment: cut.segment,
+            first: cut.first && i == 0,
+            last: cut.last && i == n - 1,
+            duration_ms: if i == n - 1 { cut.duration_ms } else { 0 },
+        })
+        .collect()
+}
+
 fn anyhow_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut src = e.source();
@@ -230,5 +259,31 @@ impl Drop for Seeder {
         for t in &self.tasks {
             t.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    #[test]
+    fn split_keeps_flags_at_the_ends() {
+        let cut = ingest::Cut {
+            data: Bytes::from(vec![1u8; 1000]),
+            segment: 4,
+            first: true,
+            last: true,
+            duration_ms: 1000,
+        };
+        let parts = split(cut, 376);
+        assert_eq!(parts.len(), 3);
+        assert_eq!(parts.iter().map(|p| p.data.len()).sum::<usize>(), 1000);
+        assert!(parts[0].first && !parts[1].first && !parts[2].first);
+        assert!(!parts[0].last && !parts[1].last && parts[2].last);
+        assert_eq!(parts[2].duration_ms, 1000);
+        assert_eq!(parts[0].duration_ms, 0);
+        assert!(parts.iter().all(|p| p.segment == 4));
     }
 }

@@ -61,6 +61,8 @@ pub(crate) struct Neighbor {
     pub(crate) rate: f64,
     /// Strikes for bad pieces and timeouts.
     pub(crate) penalty: u32,
+    /// Upload it advertised in its Hello, kbit/s (0: not limited).
+    pub(crate) upload_kbps: u32,
 }
 
 impl Neighbor {
@@ -78,6 +80,7 @@ impl Neighbor {
             ping: None,
             rate: INITIAL_RATE,
             penalty: 0,
+            upload_kbps: 0,
         }
     }
 
@@ -88,6 +91,15 @@ impl Neighbor {
     /// Expected time until a piece of `bytes` asked now would arrive, in ms:
     /// RTT plus everything already queued at the delivery rate (DESIGN.md,
     /// "lowest expected completion time").
+    /// Advertised upload, with "not limited" as the most.
+    pub(crate) fn capacity(&self) -> u32 {
+        if self.upload_kbps == 0 {
+            u32::MAX
+        } else {
+            self.upload_kbps
+        }
+    }
+
     pub(crate) fn expected_ms(&self, bytes: usize, queued_bytes: usize) -> f64 {
         let rtt = self.rtt.median().unwrap_or(100) as f64;
         rtt + (queued_bytes + bytes) as f64 * 1000.0 / self.rate

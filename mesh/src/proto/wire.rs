@@ -106,6 +106,11 @@ pub enum Message<P> {
     Pong {
         nonce: u64,
     },
+    /// Requests the sender no longer wants (it went elsewhere): drop them
+    /// from the upload queue if not yet sent.
+    Cancel {
+        seqs: Vec<u64>,
+    },
 }
 
 /// A frame that breaks the protocol.
@@ -205,6 +210,7 @@ fn check_bounds<P>(msg: &Message<P>) -> Result<(), WireError> {
         }
         Message::Request { seqs } => list(seqs.len(), "request")?,
         Message::Missing { seqs } => list(seqs.len(), "missing")?,
+        Message::Cancel { seqs } => list(seqs.len(), "cancel")?,
         Message::Piece(p) => {
             if p.data.len() > MAX_PIECE_BYTES || p.signature.len() != 64 {
                 return Err(WireError::Bound("piece"));
@@ -280,6 +286,7 @@ mod tests {
             Message::Missing { seqs: vec![5] },
             Message::Ping { nonce: 1 },
             Message::Pong { nonce: 1 },
+            Message::Cancel { seqs: vec![4, 5] },
         ];
         for m in msgs {
             let frame = encode(&m);

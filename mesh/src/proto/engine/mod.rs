@@ -173,7 +173,7 @@ pub struct Engine<P: PeerId> {
     neighbors: BTreeMap<P, Neighbor>,
     candidates: BTreeMap<P, Candidate<P>>,
     /// Pieces requested and when: from a neighbour, or from infra (`None`).
-    inflight: BTreeMap<u64, (Option<P>, u64)>,
+    inflight: BTreeMap<u64, Ask<P>>,
     playback: Playback,
     upload: TokenBucket,
     /// Requests waiting for upload budget.
@@ -186,6 +186,18 @@ pub struct Engine<P: PeerId> {
     next_optimize: u64,
     stats: Stats,
 }
+
+/// A piece asked of a neighbour (`from: None`: of infrastructure over HTTP).
+#[derive(Clone, Debug)]
+struct Ask<P> {
+    from: Option<P>,
+    at: u64,
+    /// Asked elsewhere if not answered by then.
+    until: u64,
+}
+
+/// Pause before asking infrastructure again for a piece it did not have.
+const INFRA_RETRY_MS: u64 = 250;
 
 /// Requests queued for upload budget, at most.
 const UPLOAD_QUEUE: usize = 64;
@@ -289,7 +301,7 @@ impl<P: PeerId> Engine<P> {
             Input::Publish(piece) => self.publish(piece, now),
             Input::InfraPiece(piece) => {
                 let seq = piece.header.seq;
-                if matches!(self.inflight.get(&seq), Some((None, _))) {
+                if matches!(self.inflight.get(&seq), Some(Ask { from: None, .. })) {
                     self.inflight.remove(&seq);
                 }
                 if self.key.verify(&piece).is_ok() {
@@ -299,8 +311,12 @@ impl<P: PeerId> Engine<P> {
                 }
             }
             Input::InfraFailed { seq } => {
-                if matches!(self.inflight.get(&seq), Some((None, _))) {
-                    self.inflight.remove(&seq);
+                // Not at the origin (yet): ask again after a pause, not at
+                // once, or a piece nobody has becomes a busy loop.
+                if let Some(a) = self.inflight.get_mut(&seq) {
+                    if a.from.is_none() {
+                        a.until = a.until.min(now + INFRA_RETRY_MS);
+                    }
                 }
             }
         }
@@ -354,12 +370,17 @@ impl<P: PeerId> Engine<P> {
         if self.key.verify(&piece).is_err() || self.store.contains_key(&piece.header.seq) {
             return;
         }
-        let viewers: Vec<P> = self
+        // Push to the better-provisioned half of the viewers, in turn: the
+        // first copy should land where it can be passed on quickly.
+        let mut viewers: Vec<(u32, P)> = self
             .neighbors
             .iter()
             .filter(|(_, n)| n.is_active() && n.role == Role::Viewer)
-            .map(|(p, _)| p.clone())
+            .map(|(p, n)| (n.capacity(), p.clone()))
             .collect();
+        viewers.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        viewers.truncate(viewers.len().div_ceil(2));
+        let viewers: Vec<P> = viewers.into_iter().map(|(_, p)| p).collect();
         let seq = piece.header.seq;
         for i in 0..self.cfg.push_fanout.min(viewers.len()) {
             let to = viewers[(self.push_next + i) % viewers.len()].clone();

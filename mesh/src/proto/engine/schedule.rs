@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Engine, Output, PeerId, SCHEDULE_MS};
+use super::{Ask, Engine, Output, PeerId, SCHEDULE_MS};
 use crate::proto::{
     piece::MAX_PIECE_BYTES,
     wire::{self, Message},
@@ -19,6 +19,9 @@ use crate::proto::{
 
 /// Pieces considered per run, at most.
 const LOOKAHEAD: u64 = 1024;
+/// Pieces and produced-at span needed before the stream's rate is trusted.
+const MIN_RATE_PIECES: u64 = 4;
+const MIN_RATE_SPAN_MS: u64 = 500;
 /// Infrastructure requests over HTTP are given this long.
 const INFRA_TIMEOUT_MS: u64 = 3_000;
 
@@ -51,7 +54,7 @@ impl<P: PeerId> Engine<P> {
                 None => {}
                 // Asked of a viewer that has not delivered with the deadline
                 // close: ask infrastructure too, rather than risk a stall.
-                Some((Some(p), _))
+                Some(Ask { from: Some(p), .. })
                     if deadline.is_some_and(|d| now + margin >= d)
                         && self.neighbors.get(p).is_some_and(|n| !n.role.is_infra()) =>
                 {
@@ -87,7 +90,14 @@ impl<P: PeerId> Engine<P> {
             if let Some(peer) = self.best_holder(seq, piece_bytes, true) {
                 self.ask(peer, seq, now, &mut batches);
             } else if self.infra_inflight() < self.cfg.max_infra_inflight {
-                self.inflight.insert(seq, (None, now));
+                self.inflight.insert(
+                    seq,
+                    Ask {
+                        from: None,
+                        at: now,
+                        until: now + INFRA_TIMEOUT_MS,
+                    },
+                );
                 self.outputs.push_back(Output::FetchInfra { seq });
             } else {
                 self.stats.fallback_requests -= 1;
@@ -108,8 +118,11 @@ impl<P: PeerId> Engine<P> {
         else {
             return;
         };
+        // The rate is only trusted over a long enough run of pieces: pieces
+        // cut together share a produced-at, so a short run can make the
+        // stream look a thousand times faster than it is.
         let span = p1.header.produced_at.saturating_sub(p0.header.produced_at);
-        if s1 <= s0 || span == 0 {
+        if s1 < s0 + MIN_RATE_PIECES || span < MIN_RATE_SPAN_MS {
             return;
         }
         let ms_per_piece = span as f64 / (s1 - s0) as f64;
@@ -125,17 +138,38 @@ impl<P: PeerId> Engine<P> {
     }
 
     fn ask(&mut self, peer: P, seq: u64, now: u64, batches: &mut BTreeMap<P, Vec<u64>>) {
+        // Wait for an answer twice as long as the neighbour should take
+        // (RTT + its queue at its delivery rate), and never less than the
+        // configured timeout.
+        let mut until = now + self.cfg.request_timeout_ms;
         if let Some(n) = self.neighbors.get_mut(&peer) {
+            let piece = self
+                .store
+                .values()
+                .next_back()
+                .map_or(MAX_PIECE_BYTES / 2, |p| p.data.len());
+            let expected = n.expected_ms(piece, n.inflight.len() * piece);
+            until = until.max(now + 2 * expected as u64);
             n.inflight.insert(seq);
         }
-        self.inflight.insert(seq, (Some(peer.clone()), now));
+        self.inflight.insert(
+            seq,
+            Ask {
+                from: Some(peer.clone()),
+                at: now,
+                until,
+            },
+        );
         batches.entry(peer).or_default().push(seq);
     }
 
+    /// Withdraws a request from a neighbour, telling it so that a piece
+    /// still queued there is not sent to arrive as a duplicate.
     fn cancel_request(&mut self, seq: u64) {
-        if let Some((Some(p), _)) = self.inflight.remove(&seq) {
+        if let Some(Ask { from: Some(p), .. }) = self.inflight.remove(&seq) {
             if let Some(n) = self.neighbors.get_mut(&p) {
                 n.inflight.remove(&seq);
+                self.send(&p, &Message::Cancel { seqs: vec![seq] });
             }
         }
     }
@@ -148,7 +182,7 @@ impl<P: PeerId> Engine<P> {
     }
 
     fn infra_inflight(&self) -> usize {
-        self.inflight.values().filter(|(p, _)| p.is_none()).count()
+        self.inflight.values().filter(|a| a.from.is_none()).count()
     }
 
     /// The neighbour (viewers, or infrastructure when `infra`) holding `seq`
@@ -173,26 +207,24 @@ impl<P: PeerId> Engine<P> {
     /// Requests not answered in time are forgotten, to be asked elsewhere;
     /// the slow neighbour is assumed not to have the piece any more.
     fn expire_requests(&mut self, now: u64) {
-        let timeout = self.cfg.request_timeout_ms;
         let expired: Vec<(u64, Option<P>)> = self
             .inflight
             .iter()
-            .filter(|(_, (p, at))| {
-                let limit = if p.is_some() {
-                    timeout
-                } else {
-                    INFRA_TIMEOUT_MS
-                };
-                now >= at + limit
-            })
-            .map(|(s, (p, _))| (*s, p.clone()))
+            .filter(|(_, a)| now >= a.until)
+            .map(|(s, a)| (*s, a.from.clone()))
             .collect();
+        let mut cancels: BTreeMap<P, Vec<u64>> = BTreeMap::new();
         for (seq, peer) in expired {
             self.inflight.remove(&seq);
-            if let Some(n) = peer.and_then(|p| self.neighbors.get_mut(&p)) {
+            let Some(peer) = peer else { continue };
+            if let Some(n) = self.neighbors.get_mut(&peer) {
                 n.inflight.remove(&seq);
                 n.has.remove(&seq);
+                cancels.entry(peer).or_default().push(seq);
             }
+        }
+        for (peer, seqs) in cancels {
+            self.send(&peer, &Message::Cancel { seqs });
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use super::{Engine, PeerId};
+use super::{Ask, Engine, PeerId};
 use crate::proto::{
     neighbors::{Candidate, Neighbor, Phase},
     piece::Piece,
@@ -74,7 +74,7 @@ impl<P: PeerId> Engine<P> {
     }
 
     fn forget_requests_to(&mut self, peer: &P) {
-        self.inflight.retain(|_, (p, _)| p.as_ref() != Some(peer));
+        self.inflight.retain(|_, a| a.from.as_ref() != Some(peer));
     }
 
     pub(super) fn on_frame(&mut self, from: P, body: Bytes, now: u64) {
@@ -134,10 +134,15 @@ impl<P: PeerId> Engine<P> {
                     }
                 }
                 for s in seqs {
-                    if matches!(self.inflight.get(&s), Some((Some(p), _)) if *p == from) {
+                    if matches!(self.inflight.get(&s), Some(Ask { from: Some(p), .. }) if *p == from)
+                    {
                         self.inflight.remove(&s);
                     }
                 }
+            }
+            (Phase::Active, Message::Cancel { seqs }) => {
+                self.upload_queue
+                    .retain(|(p, s)| *p != from || !seqs.contains(s));
             }
             (Phase::Active, Message::Ping { nonce }) => self.send(&from, &Message::Pong { nonce }),
             (Phase::Active, Message::Pong { nonce }) => {
@@ -187,6 +192,11 @@ impl<P: PeerId> Engine<P> {
         };
         n.phase = Phase::Active;
         n.role = hello.role;
+        n.upload_kbps = hello.upload_kbps;
+        if hello.upload_kbps > 0 {
+            // Until it has delivered, expect what it says it can upload.
+            n.rate = f64::from(hello.upload_kbps) * 1000.0 / 8.0;
+        }
         if let Some(c) = self.candidates.get_mut(&from) {
             c.failures = 0;
         }
@@ -261,7 +271,7 @@ impl<P: PeerId> Engine<P> {
             .filter_map(|(_, s)| self.store.get(s))
             .map(|p| p.data.len() as u64)
             .sum();
-        let budget_ms = self.cfg.request_timeout_ms / 2;
+        let budget_ms = self.cfg.request_timeout_ms;
         let mut missing = Vec::new();
         for seq in seqs {
             let Some(len) = self.store.get(&seq).map(|p| p.data.len() as u64) else {
@@ -294,7 +304,7 @@ impl<P: PeerId> Engine<P> {
                 n.inflight.remove(&seq);
                 n.penalty
             });
-            if matches!(self.inflight.get(&seq), Some((Some(p), _)) if *p == from) {
+            if matches!(self.inflight.get(&seq), Some(Ask { from: Some(p), .. }) if *p == from) {
                 self.inflight.remove(&seq);
             }
             if strikes >= MAX_PENALTY {
@@ -302,7 +312,12 @@ impl<P: PeerId> Engine<P> {
             }
             return;
         }
-        if let Some((Some(p), asked_at)) = self.inflight.get(&seq) {
+        if let Some(Ask {
+            from: Some(p),
+            at: asked_at,
+            ..
+        }) = self.inflight.get(&seq)
+        {
             if *p == from {
                 let elapsed = now.saturating_sub(*asked_at);
                 if let Some(n) = self.neighbors.get_mut(&from) {

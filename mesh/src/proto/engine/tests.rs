@@ -924,26 +924,32 @@ fn upload_limit_serves_what_a_refilled_budget_covers() {
         (pieces, missing)
     };
 
-    // 13 pieces (130 kB) fit the initial burst and empty the bucket.
+    // A burst of requests: what the budget covers is queued, the rest is
+    // refused at once.
     net.send_as(
         21,
         1,
         &Message::Request {
-            seqs: (0..13).collect(),
+            seqs: (0..20).collect(),
         },
     );
-    assert_eq!(served(&net), (13, vec![]));
-    // Idle long enough to refill the bucket completely (burst 131 kB).
+    let (_, refused_fresh) = served(&net);
+    assert!(!refused_fresh.is_empty(), "20 pieces exceed the budget");
+    // Idle long enough to send the queue and refill the bucket.
     net.run_for(5_000);
-    // 10 pieces (100 kB) are within the refilled burst: all go out now.
+    let (sent, _) = served(&net);
+    assert_eq!(sent, 20 - refused_fresh.len());
+    // The same burst again is judged on the refilled bucket: no more is
+    // refused than the first time (stale tokens would refuse it all).
     net.send_as(
         21,
         1,
         &Message::Request {
-            seqs: (13..23).collect(),
+            seqs: (20..40).collect(),
         },
     );
-    assert_eq!(served(&net), (23, vec![]));
+    let (_, refused) = served(&net);
+    assert_eq!(refused.len(), 2 * refused_fresh.len(), "{refused:?}");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Baseline: every viewer pulls the stream from the seeder's HTTP origin.
 //!
 //! This is plain client-server live streaming (what an HLS player does
-//! against a CDN edge), against the same [`Seeder`] Shoal uses:
+//! against a CDN edge), against the same [`Seeder`](shoal_seeder::Seeder) Shoal uses:
 //!
 //! 1. `GET {origin}/v1/stream` says the newest piece (the "playlist").
 //! 2. The viewer walks back from there (`GET /v1/pieces/{seq}`, [`AHEAD`]
@@ -86,7 +86,7 @@ pub struct ClientServerViewer {
 }
 
 impl ClientServerViewer {
-    /// The viewer's counters (meter counters at most [`TICK`] old).
+    /// The viewer's counters (meter counters at most 100 ms old).
     pub fn stats(&self) -> Stats {
         let mut s = self.snapshot.borrow().clone();
         s.payload_sent = 0;

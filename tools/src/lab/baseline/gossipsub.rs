@@ -261,7 +261,7 @@ impl GossipsubNode {
     }
 
     /// The counters, with the definitions of the module doc. Meter counters
-    /// are at most [`TICK`] old; bytes sent are read now.
+    /// are at most 100 ms old; bytes sent are read now.
     pub fn stats(&self) -> Stats {
         let mut s = self.snapshot.borrow().clone();
         s.payload_sent = self.ledger.sent_by(&self.peer_id);
@@ -794,11 +794,10 @@ mod tests {
             let mut data = vec![0u8; PIECE_BYTES];
             rand::thread_rng().fill_bytes(&mut data);
             let mut f = 0;
-            if seq % 4 == 0 {
-                f |= flags::FIRST;
-            }
-            if seq % 4 == 3 {
-                f |= flags::LAST;
+            match seq % 4 {
+                0 => f |= flags::FIRST,
+                3 => f |= flags::LAST,
+                _ => {}
             }
             let duration = if seq % 4 == 3 { 1_000 } else { 0 };
             let piece = signer

@@ -293,11 +293,10 @@ mod tests {
 
     fn header(seq: u64) -> PieceHeader {
         let mut f = 0;
-        if seq % 4 == 0 {
-            f |= flags::FIRST;
-        }
-        if seq % 4 == 3 {
-            f |= flags::LAST;
+        match seq % 4 {
+            0 => f |= flags::FIRST,
+            3 => f |= flags::LAST,
+            _ => {}
         }
         PieceHeader {
             stream: StreamId([7; 32]),
