@@ -85,6 +85,9 @@ pub struct Announce {
     /// Free-form stats for operators.
     #[serde(default)]
     pub counters: serde_json::Value,
+    /// The peer's network coordinate, when it has one.
+    #[serde(default)]
+    pub coord: Option<crate::proto::Coord>,
 }
 
 fn default_want() -> u32 {
@@ -157,13 +160,16 @@ pub fn is_stream_id(s: &str) -> bool {
 }
 
 /// A candidate neighbour.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PeerHint {
     pub peer_id: String,
     pub addrs: Vec<String>,
     pub role: Role,
     pub degree: u32,
     pub max_degree: u32,
+    /// Its network coordinate, when it announced one.
+    #[serde(default)]
+    pub coord: Option<crate::proto::Coord>,
 }
 
 /// A seeder or reflector of the stream, to fall back to.
@@ -176,7 +182,7 @@ pub struct InfraHint {
 }
 
 /// Answer to an announce.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hints {
     /// Best first; never more than the announce's `want`, never the announcer.
     #[serde(default)]
@@ -329,6 +335,7 @@ mod tests {
             name: None,
             want: DEFAULT_WANT,
             counters: serde_json::Value::Null,
+            coord: None,
         }
     }
 

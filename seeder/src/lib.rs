@@ -7,21 +7,24 @@ pub mod ingest;
 pub mod keyfile;
 pub mod origin;
 
-use std::{net::SocketAddr, time::Duration};
+use std::{fmt, net::SocketAddr, sync::Arc, time::Duration};
 
 use libp2p::{identity::Keypair, Multiaddr};
 use shoal_mesh::{
     hints::{self, TrackerClient},
     net::{self, now_ms, Announcer, Command, NetConfig, NetHandle},
-    proto::{piece::flags, Config, Signer, Stats, StreamId, MAX_PIECE_BYTES},
+    proto::{piece::flags, Config, Piece, Signer, Stats, StreamId, MAX_PIECE_BYTES},
 };
 use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
 
 pub use ingest::Input;
 use origin::Origin;
 
+/// Called with every piece the seeder signs (see [`SeederConfig::on_piece`]).
+pub type PieceHook = Arc<dyn Fn(&Piece) + Send + Sync>;
+
 /// How to run a seeder.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SeederConfig {
     pub name: String,
     pub input: Input,
@@ -45,6 +48,30 @@ pub struct SeederConfig {
     /// Target piece size: smaller pieces cross each hop sooner (less lag),
     /// larger ones carry less header per byte (less overhead).
     pub piece_bytes: usize,
+    /// Called with each piece once it is signed and in the HTTP origin,
+    /// before the mesh publishes it (the lab feeds baselines with it). It
+    /// runs in the sign loop: it must return at once (never block or wait).
+    pub on_piece: Option<PieceHook>,
+}
+
+impl fmt::Debug for SeederConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SeederConfig")
+            .field("name", &self.name)
+            .field("input", &self.input)
+            .field("tracker", &self.tracker)
+            .field("http", &self.http)
+            .field("listen", &self.listen)
+            .field("key", &self.key)
+            .field("max_degree", &self.max_degree)
+            .field("segment_ms", &self.segment_ms)
+            .field("first_seq", &self.first_seq)
+            .field("first_segment", &self.first_segment)
+            .field("shaping", &self.shaping)
+            .field("piece_bytes", &self.piece_bytes)
+            .field("on_piece", &self.on_piece.as_ref().map(|_| "Fn(&Piece)"))
+            .finish()
+    }
 }
 
 /// Default piece size: 174 TS packets, about 32 KiB.
@@ -65,6 +92,7 @@ impl SeederConfig {
             first_segment: 0,
             shaping: None,
             piece_bytes: PIECE_BYTES,
+            on_piece: None,
         }
     }
 }
@@ -149,6 +177,7 @@ impl Seeder {
         let commands = net.commander();
         let origin_feed = origin.clone();
         let (first_seq, first_segment) = (cfg.first_seq, cfg.first_segment);
+        let on_piece = cfg.on_piece.clone();
         // Whole TS packets per piece, at least one.
         let piece_bytes = (cfg.piece_bytes / 188).clamp(1, MAX_PIECE_BYTES / 188) * 188;
         tasks.push(tokio::spawn(async move {
@@ -173,6 +202,9 @@ impl Seeder {
                     };
                     seq += 1;
                     origin_feed.insert(&piece);
+                    if let Some(hook) = &on_piece {
+                        hook(&piece);
+                    }
                     if commands.send(Command::Publish(piece)).await.is_err() {
                         return;
                     }

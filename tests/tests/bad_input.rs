@@ -16,7 +16,7 @@ use shoal_mesh::{
     proto::{
         piece::flags,
         wire::{self, Hello, RefuseReason, FRAME_VERSION, MAX_FRAME_BYTES, PROTOCOL_VERSION},
-        Message, Piece, Role, Signer, Stats, StreamId,
+        Coord, Message, Piece, Role, Signer, Stats, StreamId,
     },
 };
 use shoal_node::{Node, NodeConfig};
@@ -195,6 +195,7 @@ fn hello(stream: StreamId) -> Msg {
         degree: 0,
         max_degree: 8,
         upload_kbps: 0,
+        coord: Coord::default(),
     })
 }
 
@@ -328,9 +329,13 @@ async fn forged_pieces_are_dropped_and_the_sender_cut_off() -> Result<()> {
     // Two strikes: counted, but the session stays up (it still answers Ping).
     peer.send(&Message::Piece(tampered)).await?;
     peer.send(&Message::Piece(foreign)).await?;
-    peer.send(&Message::Ping { nonce: 4242 }).await?;
+    peer.send(&Message::Ping {
+        nonce: 4242,
+        coord: Coord::default(),
+    })
+    .await?;
     peer.expect("Pong after two bad pieces", |m| {
-        matches!(m, Message::Pong { nonce: 4242 })
+        matches!(m, Message::Pong { nonce: 4242, .. })
     })
     .await?;
     eventually("bad_pieces = 2", || node.stats().bad_pieces == 2)

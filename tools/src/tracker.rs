@@ -37,6 +37,7 @@ use shoal_mesh::hints::{
     is_stream_id, Announce, ErrorBody, Hints, InfraHint, InvalidAnnounce, PeerHint, Role,
     StreamInfo, StreamList, MAX_WANT,
 };
+use shoal_mesh::proto::Coord;
 use tower_http::cors::{Any, CorsLayer};
 
 /// Most peers ranked for one announce; larger swarms are sampled, which also
@@ -229,6 +230,8 @@ struct PeerEntry {
     name: Option<String>,
     counters: serde_json::Value,
     subnet: Option<Subnet>,
+    /// Network coordinate, when usable.
+    coord: Option<Coord>,
     last_seen: Instant,
 }
 
@@ -245,6 +248,9 @@ impl PeerEntry {
             name: a.name,
             counters: a.counters,
             subnet,
+            coord: a
+                .coord
+                .filter(|c| c.is_valid() && c.error < MAX_COORD_ERROR),
             last_seen: now,
         }
     }
@@ -319,6 +325,9 @@ impl Registry {
         let stream = a.stream.clone();
         let me = a.peer_id.clone();
         let role = a.role;
+        let coord = a
+            .coord
+            .filter(|c| c.is_valid() && c.error < MAX_COORD_ERROR);
         let new_stream = !self.streams.contains_key(&stream);
         if new_stream && self.streams.len() >= self.config.max_streams {
             tracing::warn!(%stream, "refusing new stream: max_streams reached");
@@ -365,7 +374,7 @@ impl Registry {
         let candidates = infra.filter(|p| p.has_free_degree() && !p.addrs.is_empty());
         let viewers = swarm.viewers.window(&mut self.rng).filter(usable);
         let candidates = candidates.chain(viewers.filter(|p| !p.addrs.is_empty()));
-        let candidates = best(candidates, subnet, want, &mut self.rng)
+        let candidates = best(candidates, subnet, coord, want, &mut self.rng)
             .into_iter()
             .map(|p| PeerHint {
                 peer_id: p.peer_id.clone(),
@@ -373,10 +382,11 @@ impl Registry {
                 role: p.role,
                 degree: p.degree,
                 max_degree: p.max_degree,
+                coord: p.coord,
             })
             .collect();
         let infra = swarm.infra.window(&mut self.rng).filter(usable);
-        let seeders = best(infra, subnet, MAX_SEEDER_HINTS, &mut self.rng)
+        let seeders = best(infra, subnet, coord, MAX_SEEDER_HINTS, &mut self.rng)
             .into_iter()
             .map(|p| InfraHint {
                 peer_id: p.peer_id.clone(),
@@ -443,11 +453,17 @@ impl Registry {
     }
 }
 
+/// Coordinates less sure than this are not used for ranking.
+const MAX_COORD_ERROR: f32 = 1.0;
+
 /// The `n` best of `pool`: free degree first, then same subnet as the
-/// announcer, then fewer neighbours; ties broken at random to spread load.
+/// announcer, then lowest predicted RTT (network coordinates, when both
+/// sides have one), then fewer neighbours; ties broken at random to spread
+/// load.
 fn best<'a>(
     pool: impl Iterator<Item = &'a PeerEntry>,
     subnet: Option<Subnet>,
+    coord: Option<Coord>,
     n: usize,
     rng: &mut StdRng,
 ) -> Vec<&'a PeerEntry> {
@@ -457,7 +473,14 @@ fn best<'a>(
     let mut ranked: Vec<_> = pool
         .map(|p| {
             let near = subnet.is_some() && p.subnet == subnet;
-            ((!p.has_free_degree(), !near, p.degree, rng.gen::<u32>()), p)
+            let rtt = match (coord, p.coord) {
+                (Some(a), Some(b)) => a.rtt_ms(&b) as u32,
+                _ => u32::MAX,
+            };
+            (
+                (!p.has_free_degree(), !near, rtt, p.degree, rng.gen::<u32>()),
+                p,
+            )
         })
         .collect();
     if ranked.len() > n {
@@ -684,7 +707,47 @@ mod tests {
             name: None,
             want: DEFAULT_WANT,
             counters: serde_json::Value::Null,
+            coord: None,
         }
+    }
+
+    fn at(x: f32, y: f32) -> Option<Coord> {
+        Some(Coord {
+            x,
+            y,
+            height: 1.0,
+            error: 0.2,
+        })
+    }
+
+    #[test]
+    fn candidates_rank_by_predicted_rtt() {
+        let mut reg = Registry::new(TrackerConfig::default(), 1);
+        let now = Instant::now();
+        for (id, x) in [("far", 300.0), ("near", 10.0), ("mid", 100.0)] {
+            let mut a = peer(id, "10.0.0.1", Role::Viewer, 1, 8);
+            a.coord = at(x, 0.0);
+            reg.announce(a, None, now).unwrap();
+        }
+        let unsure = Announce {
+            coord: Some(Coord {
+                error: 1.4,
+                ..at(300.0, 0.0).unwrap()
+            }),
+            ..peer("me", "10.0.0.1", Role::Viewer, 0, 8)
+        };
+        let mut me = peer("me", "10.0.0.1", Role::Viewer, 0, 8);
+        me.coord = at(0.0, 0.0);
+        let hints = reg.announce(me, None, now).unwrap();
+        let order: Vec<&str> = hints
+            .candidates
+            .iter()
+            .map(|c| c.peer_id.as_str())
+            .collect();
+        assert_eq!(order, ["near", "mid", "far"]);
+        assert_eq!(hints.candidates[0].coord, at(10.0, 0.0));
+        // A coordinate its owner is unsure of is not used to rank.
+        assert!(reg.announce(unsure, None, now).is_ok());
     }
 
     fn viewer(id: &str, ip: &str, degree: u32) -> Announce {

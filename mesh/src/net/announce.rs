@@ -72,6 +72,7 @@ impl Announcer {
                 name: self.name.clone(),
                 want: self.max_degree * 2,
                 counters: stats.report(),
+                coord: stats.coord,
             };
             let interval = match self.client.announce(&announce).await {
                 Ok(hints) => {
@@ -96,6 +97,7 @@ impl Announcer {
                                 Some(PeerInfo {
                                     peer: c.peer_id.parse::<PeerId>().ok()?,
                                     addrs: c.addrs,
+                                    coord: c.coord.filter(|c| c.is_valid()),
                                 })
                             })
                             .collect();

@@ -2,6 +2,7 @@
 //! clock reads. Time comes in as `now` (milliseconds), randomness from a
 //! seeded RNG, so the same code runs under the libp2p driver and the simulator.
 
+pub mod coords;
 pub mod engine;
 mod neighbors;
 pub mod piece;
@@ -9,6 +10,7 @@ pub mod stats;
 mod upload;
 pub mod wire;
 
+pub use coords::Coord;
 pub use engine::{Config, Engine, Input, Output, PeerId};
 pub use piece::{Piece, PieceError, PieceHeader, Signer, StreamId, StreamKey, MAX_PIECE_BYTES};
 pub use stats::{MsHistogram, Stats, Summary};

@@ -2,7 +2,10 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
-use super::wire::{PeerInfo, Role};
+use super::{
+    coords::Coord,
+    wire::{PeerInfo, Role},
+};
 
 /// RTT samples kept per neighbour (median and spread are taken over them).
 const RTT_SAMPLES: usize = 16;
@@ -63,6 +66,8 @@ pub(crate) struct Neighbor {
     pub(crate) penalty: u32,
     /// Upload it advertised in its Hello, kbit/s (0: not limited).
     pub(crate) upload_kbps: u32,
+    /// Its latest network coordinate.
+    pub(crate) coord: Option<Coord>,
 }
 
 impl Neighbor {
@@ -81,6 +86,7 @@ impl Neighbor {
             rate: INITIAL_RATE,
             penalty: 0,
             upload_kbps: 0,
+            coord: None,
         }
     }
 
@@ -105,9 +111,20 @@ impl Neighbor {
         rtt + (queued_bytes + bytes) as f64 * 1000.0 / self.rate
     }
 
-    pub(crate) fn observe_delivery(&mut self, bytes: usize, elapsed_ms: u64) {
-        let sample = bytes as f64 * 1000.0 / elapsed_ms.max(1) as f64;
-        self.rate = 0.8 * self.rate + 0.2 * sample;
+    /// A requested piece arrived `elapsed_ms` after it was asked for, with
+    /// `queued` other requests to this neighbour ahead of or beside it.
+    /// The service time is what is left after the round trip, shared by
+    /// the pieces served in that time; the rate never exceeds what the
+    /// neighbour advertised.
+    pub(crate) fn observe_delivery(&mut self, bytes: usize, elapsed_ms: u64, queued: usize) {
+        let rtt = self.rtt.median().unwrap_or(0);
+        let service_ms = elapsed_ms.saturating_sub(rtt).max(1) as f64;
+        let sample = (bytes * (queued + 1)) as f64 * 1000.0 / service_ms;
+        let mut rate = 0.8 * self.rate + 0.2 * sample;
+        if self.upload_kbps > 0 {
+            rate = rate.min(f64::from(self.upload_kbps) * 1000.0 / 8.0);
+        }
+        self.rate = rate.max(1_000.0);
     }
 }
 
@@ -170,10 +187,7 @@ mod tests {
 
     #[test]
     fn back_off_is_bounded() {
-        let mut c = Candidate::new(PeerInfo {
-            peer: 1u32,
-            addrs: vec![],
-        });
+        let mut c = Candidate::new(PeerInfo::new(1u32, vec![]));
         for _ in 0..20 {
             c.back_off(0);
         }

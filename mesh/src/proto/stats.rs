@@ -131,6 +131,9 @@ pub struct Stats {
     pub neighbor_rtt_ms: f64,
     /// Newest piece held.
     pub newest_seq: Option<u64>,
+    /// The node's network coordinate now.
+    #[serde(default)]
+    pub coord: Option<super::coords::Coord>,
 }
 
 fn ratio(num: u64, den: u64) -> Option<f64> {

@@ -11,7 +11,10 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use super::piece::{Piece, StreamId, MAX_PIECE_BYTES};
+use super::{
+    coords::Coord,
+    piece::{Piece, StreamId, MAX_PIECE_BYTES},
+};
 
 /// Version of the handshake and message set.
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -26,6 +29,8 @@ pub const MAX_BITMAP_BYTES: usize = 4096;
 /// Most peers suggested in a `Refuse`, and addresses per peer.
 pub const MAX_SUGGESTIONS: usize = 16;
 pub const MAX_ADDRS: usize = 8;
+/// Longest address string in a peer list.
+pub const MAX_ADDR_LEN: usize = 256;
 
 /// What a node is in the mesh.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -45,14 +50,27 @@ impl Role {
 
 /// A peer and where to reach it. `addrs` are opaque to the engine (the
 /// driver's multiaddrs as strings; empty in the simulator).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PeerInfo<P> {
     pub peer: P,
     pub addrs: Vec<String>,
+    /// Its network coordinate, when known.
+    pub coord: Option<Coord>,
+}
+
+impl<P> PeerInfo<P> {
+    /// A peer known only by id and addresses.
+    pub fn new(peer: P, addrs: Vec<String>) -> Self {
+        PeerInfo {
+            peer,
+            addrs,
+            coord: None,
+        }
+    }
 }
 
 /// Opens every session, sent by both sides.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Hello {
     pub version: u16,
     pub stream: StreamId,
@@ -61,6 +79,8 @@ pub struct Hello {
     pub max_degree: u16,
     /// Upload capacity the node offers, kbit/s (0 = not limited).
     pub upload_kbps: u32,
+    /// The sender's network coordinate.
+    pub coord: Coord,
 }
 
 /// Why a session was refused.
@@ -73,7 +93,7 @@ pub enum RefuseReason {
 }
 
 /// Every message of the protocol.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Message<P> {
     Hello(Hello),
     Refuse {
@@ -100,16 +120,25 @@ pub enum Message<P> {
     Missing {
         seqs: Vec<u64>,
     },
+    /// Carries the sender's coordinate, so every RTT sample comes with the
+    /// remote's place in the map.
     Ping {
         nonce: u64,
+        coord: Coord,
     },
     Pong {
         nonce: u64,
+        coord: Coord,
     },
     /// Requests the sender no longer wants (it went elsewhere): drop them
     /// from the upload queue if not yet sent.
     Cancel {
         seqs: Vec<u64>,
+    },
+    /// Peer exchange: a sample of the sender's neighbours, with addresses
+    /// and coordinates, so nodes improve their set without the tracker.
+    Peers {
+        peers: Vec<PeerInfo<P>>,
     },
 }
 
@@ -184,13 +213,8 @@ fn check_bounds<P>(msg: &Message<P>) -> Result<(), WireError> {
         }
     };
     match msg {
-        Message::Refuse { suggestions, .. } => {
-            if suggestions.len() > MAX_SUGGESTIONS
-                || suggestions.iter().any(|s| s.addrs.len() > MAX_ADDRS)
-            {
-                return Err(WireError::Bound("suggestions"));
-            }
-        }
+        Message::Refuse { suggestions, .. } => peer_list(suggestions)?,
+        Message::Peers { peers } => peer_list(peers)?,
         Message::BufferMap {
             bits,
             segment_starts,
@@ -216,9 +240,29 @@ fn check_bounds<P>(msg: &Message<P>) -> Result<(), WireError> {
                 return Err(WireError::Bound("piece"));
             }
         }
-        Message::Hello(_) | Message::Ping { .. } | Message::Pong { .. } => {}
+        Message::Hello(Hello { coord, .. })
+        | Message::Ping { coord, .. }
+        | Message::Pong { coord, .. } => {
+            if !coord.is_valid() {
+                return Err(WireError::Bound("coordinate"));
+            }
+        }
     }
     Ok(())
+}
+
+fn peer_list<P>(peers: &[PeerInfo<P>]) -> Result<(), WireError> {
+    let ok = peers.len() <= MAX_SUGGESTIONS
+        && peers.iter().all(|p| {
+            p.addrs.len() <= MAX_ADDRS
+                && p.addrs.iter().all(|a| a.len() <= MAX_ADDR_LEN)
+                && p.coord.is_none_or(|c| c.is_valid())
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(WireError::Bound("peer list"))
+    }
 }
 
 /// Sets bit `seq - base` in a bitmap.
@@ -264,13 +308,11 @@ mod tests {
                 degree: 3,
                 max_degree: 8,
                 upload_kbps: 0,
+                coord: Coord::default(),
             }),
             Message::Refuse {
                 reason: RefuseReason::Full,
-                suggestions: vec![PeerInfo {
-                    peer: 9,
-                    addrs: vec!["/ip4/127.0.0.1/tcp/1".into()],
-                }],
+                suggestions: vec![PeerInfo::new(9, vec!["/ip4/127.0.0.1/tcp/1".into()])],
             },
             Message::BufferMap {
                 base: 100,
@@ -284,9 +326,22 @@ mod tests {
             Message::Request { seqs: vec![5] },
             Message::Piece(piece),
             Message::Missing { seqs: vec![5] },
-            Message::Ping { nonce: 1 },
-            Message::Pong { nonce: 1 },
+            Message::Ping {
+                nonce: 1,
+                coord: Coord::default(),
+            },
+            Message::Pong {
+                nonce: 1,
+                coord: Coord::default(),
+            },
             Message::Cancel { seqs: vec![4, 5] },
+            Message::Peers {
+                peers: vec![PeerInfo {
+                    peer: 3,
+                    addrs: vec![],
+                    coord: Some(Coord::default()),
+                }],
+            },
         ];
         for m in msgs {
             let frame = encode(&m);
@@ -308,7 +363,7 @@ mod tests {
             decode::<u32>(&[FRAME_VERSION, 200, 200, 200]),
             Err(WireError::Decode(_))
         ));
-        let frame = encode::<u32>(&Message::Ping { nonce: 5 });
+        let frame = encode::<u32>(&Message::Cancel { seqs: vec![5] });
         let mut long = body(&frame).to_vec();
         long.push(0);
         assert_eq!(decode::<u32>(&long), Err(WireError::Trailing(1)));

@@ -260,6 +260,8 @@ impl<'a> Sim<'a> {
                     .map(|peer| PeerInfo {
                         peer,
                         addrs: vec![],
+                        // The tracker passes on what nodes announce.
+                        coord: self.nodes[peer as usize].as_ref().map(|n| n.engine.coord()),
                     })
                     .collect();
                 self.input(v, Input::Candidates(hints));

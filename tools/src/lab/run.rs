@@ -238,6 +238,7 @@ pub async fn run(
                 let slot = *live.choose(&mut rng).expect("not empty");
                 if let Some(v) = slots_state[slot].viewer.take() {
                     results.push(node_result(&v, slot, &slots_state[slot], Some(t), &topo));
+                    infra.account(&v);
                 }
                 slots_state[slot].gen += 1;
                 start_viewer(
@@ -278,6 +279,7 @@ pub async fn run(
     for (slot, state) in slots_state.iter().enumerate().skip(1) {
         if let Some(v) = &state.viewer {
             results.push(node_result(v, slot, state, None, &topo));
+            infra.account(v);
         }
     }
     // Neighbour quality, judged against every node present at the end.

@@ -1,18 +1,79 @@
 //! The systems a lab run can drive, behind one interface: Shoal as it ships,
 //! Shoal with random neighbours, libp2p-gossipsub, and client-server HTTP.
+//!
+//! Every system runs under the same scenario machinery (slots, per-slot
+//! shaping, joins, churn, restarts, sampling); only the viewers and the
+//! infrastructure side differ:
+//!
+//! - **shoal / random**: the Shoal seeder (mesh + HTTP origin) and Shoal
+//!   viewers found through the tracker. Infra egress = the seeder's mesh
+//!   payload plus its HTTP fallback payload.
+//! - **gossipsub**: the Shoal seeder is only the *source* (ingest, signing,
+//!   HTTP origin); its mesh stays idle because no viewer dials it. Each piece
+//!   it signs goes, through [`SeederConfig::on_piece`], to a gossipsub
+//!   publisher ([`gossipsub::start_publisher`]) in slot 0, shaped like the
+//!   seeder, with `max_connections` = the seeder's `max_degree`. The
+//!   publisher's keypair must be the broadcaster key: `start_publisher`
+//!   derives the stream id from it and verifies each piece against it, and
+//!   viewers count a piece as from infra when it was relayed by the
+//!   publisher's peer id. So the idle Shoal mesh node and the publisher share
+//!   one peer id (two swarms on different ports; nobody dials the former).
+//!   Viewers dial the publisher plus up to [`GOSSIP_HINTS`]` - 1` random
+//!   present viewers (the lab's stand-in for tracker hints) and share one
+//!   [`SentLedger`] per run. Infra egress = the publisher's stats alone.
+//! - **client-server**: the Shoal seeder's HTTP origin serves every viewer
+//!   ([`client_server::start_viewer`], RTT = the topology's RTT to slot 0,
+//!   the scenario's download cap). Infra egress = one entry: the origin's
+//!   payload served over HTTP (`Origin::payload_served`, server side) and
+//!   its response overhead as each viewer counted it
+//!   (`ClientServerViewer::origin_sent`, taken by [`Infra::account`] when
+//!   the viewer leaves or the run ends); the seeder's idle mesh stats are
+//!   left out. The payload goes in that entry rather than as
+//!   `infra_http_payload` (never both: it would count twice), because
+//!   `Summary::overhead` is relative to payload *sent by* infra and
+//!   viewers, which excludes `infra_http_payload`; seeder_egress is the
+//!   same either way (≈ 1.0).
+//!
+//! A seeder restart stops and restarts the whole infra side: for gossipsub
+//! that includes the publisher, which comes back with the same identity
+//! (and address, when it can) and dials random present viewers, as many as
+//! its `max_connections`; for client-server the origin comes back at the
+//! same HTTP address and the viewers' retries find it.
 
-use std::{fmt, str::FromStr, sync::Arc};
+use std::{
+    collections::HashMap,
+    fmt,
+    str::FromStr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, PoisonError, Weak,
+    },
+    time::Duration,
+};
 
 use anyhow::Context;
 use libp2p::{identity::Keypair, Multiaddr, PeerId};
+use rand::{seq::SliceRandom, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use shoal_mesh::{
-    net::Shaping,
-    proto::{Stats, StreamId},
+    net::{Shaping, ShapingCounters},
+    proto::{Piece, Stats, StreamId},
 };
 use shoal_node::Node;
-use shoal_seeder::{Input, Seeder, SeederConfig};
+use shoal_seeder::{Input, PieceHook, Seeder, SeederConfig};
 
-use super::{scenario::Scenario, topology::Topology};
+use super::{
+    baseline::{
+        client_server::{self, ClientServerViewer},
+        gossipsub::{self, GossipsubError, GossipsubNode, GossipsubOptions, SentLedger},
+    },
+    scenario::Scenario,
+    topology::Topology,
+};
+
+/// Nodes a gossipsub viewer dials when it joins: the publisher and random
+/// present viewers (the Shoal tracker's hints play this part for Shoal).
+pub const GOSSIP_HINTS: usize = 8;
 
 /// A system under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,30 +122,153 @@ impl FromStr for System {
 #[derive(Debug)]
 pub enum Viewer {
     Shoal(Node),
+    Gossip(GossipsubNode),
+    Http(ClientServerViewer),
 }
 
 impl Viewer {
     pub fn stats(&self) -> Stats {
         match self {
             Viewer::Shoal(n) => n.stats(),
+            Viewer::Gossip(n) => n.stats(),
+            Viewer::Http(v) => v.stats(),
         }
     }
 
     pub fn peer_id(&self) -> Option<PeerId> {
         match self {
             Viewer::Shoal(n) => Some(n.net.peer_id),
+            Viewer::Gossip(n) => Some(n.peer_id()),
+            Viewer::Http(_) => None,
         }
     }
 
-    /// Current neighbours (mesh systems).
+    /// Current neighbours (mesh systems). The gossipsub baseline does not
+    /// expose its peers' ids (only their count, in `Stats::neighbors`), so a
+    /// gossipsub viewer has none here and is left out of the RTT ratio.
     pub fn neighbors(&self) -> Vec<PeerId> {
         match self {
             Viewer::Shoal(n) => n.net.neighbors(),
+            Viewer::Gossip(_) | Viewer::Http(_) => Vec::new(),
         }
     }
 }
 
-/// The infrastructure side of a run: the seeder (and its origin).
+/// The gossipsub side of a run: the publisher and who is there to dial.
+#[derive(Debug)]
+struct Gossip {
+    /// One per run, shared by the publisher and every viewer.
+    ledger: SentLedger,
+    /// Slot 0's shaping with the publisher's own byte counters, kept across
+    /// restarts so its `overhead_sent` is cumulative like the ledger's
+    /// `payload_sent` (same peer id).
+    shaping: Shaping,
+    peer_id: PeerId,
+    max_connections: u32,
+    /// Where the publisher listens (listened), so a restart comes back there.
+    addrs: Vec<Multiaddr>,
+    publisher: Option<Arc<GossipsubNode>>,
+    /// Present viewers by slot (churn replaces a slot's viewer at once, so
+    /// the newest entry of each slot is the one present).
+    viewers: Mutex<HashMap<usize, (PeerId, Vec<Multiaddr>)>>,
+    rng: Mutex<ChaCha8Rng>,
+    /// Pieces the publisher's queue had no room for.
+    dropped: Arc<AtomicU64>,
+}
+
+impl Gossip {
+    /// Up to `n` random present viewers, leaving `except` out.
+    fn pick(&self, n: usize, except: Option<usize>) -> Vec<(PeerId, Vec<Multiaddr>)> {
+        let viewers = self.viewers.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut all: Vec<_> = viewers
+            .iter()
+            .filter(|(slot, _)| Some(**slot) != except)
+            .map(|(slot, v)| (*slot, v.clone()))
+            .collect();
+        drop(viewers);
+        // HashMap order is random: sort first so the run's seed decides.
+        all.sort_by_key(|(slot, _)| *slot);
+        let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
+        all.choose_multiple(&mut *rng, n)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// The publisher's counters, cumulative over every publisher of the run.
+    fn stats(&self) -> Stats {
+        match &self.publisher {
+            Some(p) => p.stats(),
+            None => {
+                let payload_sent = self.ledger.sent_by(&self.peer_id);
+                Stats {
+                    payload_sent,
+                    overhead_sent: self.shaping.counters.sent().saturating_sub(payload_sent),
+                    ..Stats::default()
+                }
+            }
+        }
+    }
+
+    /// Starts the publisher (again) and dials present viewers.
+    async fn start_publisher(&mut self, key: &Keypair) -> anyhow::Result<()> {
+        let mut opts = GossipsubOptions::new(&self.ledger);
+        opts.shaping = Some(self.shaping.clone());
+        opts.max_connections = Some(self.max_connections);
+        if !self.addrs.is_empty() {
+            opts.listen = self.addrs.clone();
+        }
+        let mut last_err = None;
+        // The old listener may take a moment to be released.
+        for _ in 0..50 {
+            match gossipsub::start_publisher(key.clone(), opts.clone()).await {
+                Ok(p) => {
+                    self.addrs = p.addrs();
+                    for (peer, addrs) in self.pick(self.max_connections as usize, None) {
+                        p.dial(peer, addrs).await.context("publisher dial")?;
+                    }
+                    self.publisher = Some(Arc::new(p));
+                    return Ok(());
+                }
+                Err(e) => last_err = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(last_err.expect("tried")).context("the gossipsub publisher failed to start")
+    }
+
+    /// Forwards each signed piece to the publisher without ever waiting: a
+    /// piece the publisher's queue has no room for is dropped and counted.
+    fn hook(&self) -> PieceHook {
+        let publisher: Weak<GossipsubNode> = self
+            .publisher
+            .as_ref()
+            .map_or_else(Weak::new, Arc::downgrade);
+        let dropped = self.dropped.clone();
+        Arc::new(move |piece: &Piece| {
+            let Some(p) = publisher.upgrade() else { return };
+            match p.try_publish(piece.clone()) {
+                Ok(()) | Err(GossipsubError::Stopped) => {}
+                Err(e) => {
+                    if dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                        tracing::warn!(
+                            seq = piece.header.seq,
+                            "gossipsub publisher: {e}; piece dropped"
+                        );
+                    }
+                }
+            }
+        })
+    }
+
+    fn stop(&mut self) {
+        if let Some(p) = self.publisher.take() {
+            p.shutdown();
+        }
+    }
+}
+
+/// The infrastructure side of a run: the seeder (and its origin), plus the
+/// gossipsub publisher for gossipsub.
 #[derive(Debug)]
 pub struct Infra {
     system: System,
@@ -100,7 +284,11 @@ pub struct Infra {
     /// Egress of seeders that were stopped.
     past: Vec<Stats>,
     past_http: u64,
+    /// Client-server: the origin's response overhead (status line, headers,
+    /// frame and piece header, 404s, playlists) to each viewer accounted.
+    origin_overhead: AtomicU64,
     next_numbers: Option<(u64, u64)>,
+    gossip: Option<Gossip>,
 }
 
 impl Infra {
@@ -115,6 +303,27 @@ impl Infra {
         let stream = shoal_mesh::proto::Signer::new(&key)
             .context("seeder key")?
             .stream();
+        let gossip = (system == System::Gossipsub).then(|| {
+            // Like for like: the publisher feeds as many viewers directly
+            // as the Shoal seeder does.
+            let max_degree =
+                SeederConfig::new(&sc.name, Input::Synthetic { bits_per_sec: 1 }, key.clone())
+                    .max_degree;
+            Gossip {
+                ledger: SentLedger::new(),
+                shaping: Shaping {
+                    counters: Arc::new(ShapingCounters::default()),
+                    ..shaping.clone()
+                },
+                peer_id: key.public().to_peer_id(),
+                max_connections: u32::try_from(max_degree).unwrap_or(u32::MAX),
+                addrs: Vec::new(),
+                publisher: None,
+                viewers: Mutex::new(HashMap::new()),
+                rng: Mutex::new(ChaCha8Rng::seed_from_u64(sc.seed ^ 0x6055_1B5B)),
+                dropped: Arc::new(AtomicU64::new(0)),
+            }
+        });
         let mut infra = Infra {
             system,
             key,
@@ -127,7 +336,9 @@ impl Infra {
             listen: Vec::new(),
             past: Vec::new(),
             past_http: 0,
+            origin_overhead: AtomicU64::new(0),
             next_numbers: None,
+            gossip,
         };
         infra.restart().await?;
         Ok(infra)
@@ -137,7 +348,8 @@ impl Infra {
         self.stream
     }
 
-    /// Starts (again) the seeder, carrying on the stream's numbering.
+    /// Starts (again) the seeder, carrying on the stream's numbering (and,
+    /// for gossipsub, the publisher it feeds).
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         let input = Input::Synthetic {
             bits_per_sec: self.scenario.bitrate_bps,
@@ -153,12 +365,18 @@ impl Infra {
             cfg.first_seq = seq;
             cfg.first_segment = segment;
         }
+        if let Some(g) = &mut self.gossip {
+            if g.publisher.is_none() {
+                g.start_publisher(&self.key).await?;
+            }
+            cfg.on_piece = Some(g.hook());
+        }
         let mut last_err = None;
         // The old sockets may take a moment to be released.
         for _ in 0..50 {
             match Seeder::start(cfg.clone()).await {
                 Ok(s) => {
-                    if !s.ready(std::time::Duration::from_secs(20)).await {
+                    if !s.ready(Duration::from_secs(20)).await {
                         anyhow::bail!("the seeder published nothing within 20 s");
                     }
                     self.http = Some(s.http_addr);
@@ -168,39 +386,109 @@ impl Infra {
                 }
                 Err(e) => last_err = Some(e),
             }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Err(last_err.expect("tried").into())
     }
 
-    /// Stops the seeder (a restart brings it back).
+    /// Stops the seeder, and the gossipsub publisher (a restart brings them
+    /// back).
     pub fn stop(&mut self) {
         if let Some(s) = self.seeder.take() {
             self.past.push(s.stats());
             self.past_http += s.origin.payload_served();
             self.next_numbers = Some(s.next_numbers());
         }
+        if let Some(g) = &mut self.gossip {
+            g.stop();
+            let dropped = g.dropped.load(Ordering::Relaxed);
+            if dropped > 0 {
+                tracing::warn!("gossipsub publisher: {dropped} pieces dropped (queue full)");
+            }
+        }
     }
 
     /// Infrastructure mesh stats and HTTP payload served, over every seeder
-    /// this run started.
+    /// (publisher) this run started, counted once (see the module doc).
     pub fn egress(&self) -> (Vec<Stats>, u64) {
-        let mut stats = self.past.clone();
-        let mut http = self.past_http;
-        if let Some(s) = &self.seeder {
-            stats.push(s.stats());
-            http += s.origin.payload_served();
+        let http = self.past_http
+            + self
+                .seeder
+                .as_ref()
+                .map_or(0, |s| s.origin.payload_served());
+        match self.system {
+            System::Shoal | System::Random => {
+                let mut stats = self.past.clone();
+                stats.extend(self.seeder.as_ref().map(Seeder::stats));
+                (stats, http)
+            }
+            System::Gossipsub => {
+                let stats = self.gossip.as_ref().map(Gossip::stats);
+                (stats.into_iter().collect(), 0)
+            }
+            // As one infra entry rather than as HTTP payload, so that the
+            // summary's `overhead` has the payload it is relative to.
+            System::ClientServer => (
+                vec![Stats {
+                    payload_sent: http,
+                    overhead_sent: self.origin_overhead.load(Ordering::Relaxed),
+                    ..Stats::default()
+                }],
+                0,
+            ),
         }
-        (stats, http)
     }
 
+    /// Takes a viewer's final figures into the infra side's counters: call
+    /// it once per viewer, when it leaves or when the run ends. (Only the
+    /// client-server origin's response overhead is counted viewer-side.)
+    pub fn account(&self, viewer: &Viewer) {
+        if let Viewer::Http(v) = viewer {
+            self.origin_overhead
+                .fetch_add(v.origin_sent().overhead_sent, Ordering::Relaxed);
+        }
+    }
+
+    /// Starts a viewer of a baseline system in `slot`.
     pub async fn start_baseline_viewer(
         &self,
-        _slot: usize,
-        _key: Keypair,
-        _shaping: Shaping,
-        _topo: &Arc<Topology>,
+        slot: usize,
+        key: Keypair,
+        shaping: Shaping,
+        topo: &Arc<Topology>,
     ) -> anyhow::Result<Viewer> {
-        anyhow::bail!("{} is not available yet", self.system)
+        match self.system {
+            System::Gossipsub => {
+                let g = self.gossip.as_ref().context("no gossipsub publisher")?;
+                let mut dial = vec![(g.peer_id, g.addrs.clone())];
+                dial.extend(g.pick(GOSSIP_HINTS - 1, Some(slot)));
+                let mut opts = GossipsubOptions::new(&g.ledger);
+                opts.shaping = Some(shaping);
+                let node = gossipsub::start_viewer(key, self.stream, g.peer_id, dial, opts)
+                    .await
+                    .with_context(|| format!("gossipsub viewer {slot} failed to start"))?;
+                g.viewers
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(slot, (node.peer_id(), node.addrs()));
+                Ok(Viewer::Gossip(node))
+            }
+            System::ClientServer => {
+                let http = self.http.context("the origin never started")?;
+                let rtt = Duration::from_secs_f64(topo.rtt_ms(slot, 0) / 1000.0);
+                let viewer = client_server::start_viewer(
+                    format!("http://{http}"),
+                    self.stream,
+                    rtt,
+                    self.scenario.download_bps,
+                )
+                .await
+                .with_context(|| format!("client-server viewer {slot} failed to start"))?;
+                Ok(Viewer::Http(viewer))
+            }
+            System::Shoal | System::Random => {
+                anyhow::bail!("{} viewers are not baseline viewers", self.system)
+            }
+        }
     }
 }

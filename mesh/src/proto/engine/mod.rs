@@ -25,6 +25,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{de::DeserializeOwned, Serialize};
 
 use super::{
+    coords::Coord,
     neighbors::{Candidate, Neighbor},
     piece::{Piece, StreamId, StreamKey},
     stats::Stats,
@@ -184,6 +185,13 @@ pub struct Engine<P: PeerId> {
     next_have: Option<u64>,
     next_schedule: u64,
     next_optimize: u64,
+    next_exchange: u64,
+    /// The stream's pace, from a long enough run of held pieces.
+    ms_per_piece: Option<f64>,
+    /// Dials made so far (every fourth goes to a random candidate).
+    dials: u64,
+    /// Where this node is in the RTT map (Vivaldi).
+    coord: Coord,
     stats: Stats,
 }
 
@@ -195,6 +203,9 @@ struct Ask<P> {
     /// Asked elsewhere if not answered by then.
     until: u64,
 }
+
+/// Peer exchange interval.
+const EXCHANGE_MS: u64 = 5_000;
 
 /// Pause before asking infrastructure again for a piece it did not have.
 const INFRA_RETRY_MS: u64 = 250;
@@ -230,6 +241,10 @@ impl<P: PeerId> Engine<P> {
             next_have: None,
             next_schedule: now,
             next_optimize: now + cfg.optimize_ms,
+            next_exchange: now + EXCHANGE_MS,
+            dials: 0,
+            ms_per_piece: None,
+            coord: Coord::default(),
             stats: Stats::default(),
             cfg,
         })
@@ -241,6 +256,11 @@ impl<P: PeerId> Engine<P> {
 
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// This node's network coordinate.
+    pub fn coord(&self) -> Coord {
+        self.coord
     }
 
     /// A held piece, for serving it over HTTP or to a player.
@@ -442,9 +462,15 @@ impl<P: PeerId> Engine<P> {
         if self.next_have.is_none() {
             self.next_have = Some(now + self.cfg.have_interval_ms);
         }
-        let delay = self.cfg.playout_delay_ms;
-        self.playback
-            .check_startup(&self.store, now, self.joined_at, delay, &mut self.stats);
+        let (delay, margin) = (self.cfg.playout_delay_ms, self.cfg.fallback_margin_ms);
+        self.playback.check_startup(
+            &self.store,
+            now,
+            self.joined_at,
+            delay,
+            margin,
+            &mut self.stats,
+        );
         self.prune();
     }
 
@@ -514,12 +540,17 @@ impl<P: PeerId> Engine<P> {
             .filter(|(_, n)| n.is_active())
             .map(|(p, _)| p.clone())
             .collect();
+        let coord = self.coord;
         for p in &peers {
             let nonce = self.rng_u64();
             if let Some(n) = self.neighbors.get_mut(p) {
                 n.ping = Some((nonce, now));
             }
-            self.send(p, &Message::Ping { nonce });
+            self.send(p, &Message::Ping { nonce, coord });
+        }
+        if now >= self.next_exchange {
+            self.next_exchange = now + EXCHANGE_MS;
+            self.exchange_peers(&peers);
         }
         // Sessions that never finished the handshake.
         let stale: Vec<P> = self
@@ -543,6 +574,7 @@ impl<P: PeerId> Engine<P> {
             .filter_map(|n| n.rtt.median())
             .collect();
         self.stats.neighbors = self.degree() as u32;
+        self.stats.coord = Some(self.coord);
         self.stats.neighbor_rtt_ms = if rtts.is_empty() {
             0.0
         } else {
@@ -552,6 +584,10 @@ impl<P: PeerId> Engine<P> {
 
     fn rng_u64(&mut self) -> u64 {
         rand::RngCore::next_u64(&mut self.rng)
+    }
+
+    fn rng_f32(&mut self) -> f32 {
+        rand::Rng::gen(&mut self.rng)
     }
 
     fn upload_ready_at(&self) -> Option<u64> {

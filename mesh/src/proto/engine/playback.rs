@@ -2,7 +2,7 @@
 //!
 //! A viewer starts at a segment boundary. When that first segment is
 //! complete, start-up is over and the playback delay is fixed:
-//! `delay = max(playout_delay, now − produced_at(start))`. From then on the
+//! `delay = max(playout_delay, now − produced_at(start) + fallback_margin)`. From then on the
 //! piece `s` is due at `produced_at(s) + delay`: it counts as on time if held
 //! then. Only differences of the broadcaster's produced-at times matter, plus
 //! one reading of `now` at start-up, so no clock sync is assumed beyond that.
@@ -56,6 +56,7 @@ impl Playback {
         now: u64,
         joined_at: u64,
         playout_delay: u64,
+        margin: u64,
         stats: &mut Stats,
     ) {
         let Some(start) = self.start else { return };
@@ -73,7 +74,10 @@ impl Playback {
                 None => return,
             }
         }
-        let delay = playout_delay.max(now.saturating_sub(first.header.produced_at));
+        // A slow start keeps a margin of buffer: the next pieces must not
+        // fall due the moment playback begins.
+        let elapsed = now.saturating_sub(first.header.produced_at);
+        let delay = playout_delay.max(elapsed + margin);
         self.started = Some((delay, start));
         self.next_check = Some(now);
         stats.startup_ms = Some(now.saturating_sub(joined_at));
@@ -98,7 +102,8 @@ impl<P: PeerId> Engine<P> {
     }
 
     /// Best guess of when a piece was produced: its own stamp when held,
-    /// else no later than the next held piece's, else when first heard of.
+    /// else the earliest of: the next held piece's stamp, the previous held
+    /// piece's stamp plus the stream's pace, and when it was first heard of.
     pub(super) fn produced_estimate(&self, seq: u64) -> Option<u64> {
         if let Some(p) = self.store.get(&seq) {
             return Some(p.header.produced_at);
@@ -108,10 +113,16 @@ impl<P: PeerId> Engine<P> {
             .range(seq..)
             .next()
             .map(|(_, p)| p.header.produced_at);
-        match (self.heard.get(&seq).copied(), next_held) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        // From the stream's pace after the previous held piece: being heard
+        // of can lag production by seconds when the neighbourhood lags.
+        let paced = self.ms_per_piece.and_then(|ms| {
+            let (&prev, p) = self.store.range(..seq).next_back()?;
+            Some(p.header.produced_at + ((seq - prev) as f64 * ms) as u64)
+        });
+        [self.heard.get(&seq).copied(), next_held, paced]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Playback deadline of a piece, as far as it can be told.

@@ -20,8 +20,8 @@ use crate::proto::{
 /// Pieces considered per run, at most.
 const LOOKAHEAD: u64 = 1024;
 /// Pieces and produced-at span needed before the stream's rate is trusted.
-const MIN_RATE_PIECES: u64 = 4;
-const MIN_RATE_SPAN_MS: u64 = 500;
+const MIN_RATE_PIECES: u64 = 2;
+const MIN_RATE_SPAN_MS: u64 = 200;
 /// Infrastructure requests over HTTP are given this long.
 const INFRA_TIMEOUT_MS: u64 = 3_000;
 
@@ -126,6 +126,7 @@ impl<P: PeerId> Engine<P> {
             return;
         }
         let ms_per_piece = span as f64 / (s1 - s0) as f64;
+        self.ms_per_piece = Some(ms_per_piece);
         let behind = now.saturating_sub(p1.header.produced_at) as f64;
         // One piece of slack: the newest piece may be in flight.
         let expected = (behind / ms_per_piece).floor() as u64;

@@ -4,11 +4,17 @@ use bytes::Bytes;
 
 use super::{Ask, Engine, PeerId};
 use crate::proto::{
+    coords::Coord,
     neighbors::{Candidate, Neighbor, Phase},
     piece::Piece,
     wire::{self, Hello, Message, PeerInfo, RefuseReason, PROTOCOL_VERSION},
 };
 
+/// Coordinates with a larger relative error are not used to choose.
+const USABLE_ERROR: f32 = 0.75;
+/// Upload backlog accepted, in ms of the upload limit: a longer queue only
+/// adds lag, and the requester does better asking elsewhere or waiting.
+const MAX_BACKLOG_MS: u64 = 250;
 /// Bad pieces a neighbour may send before it is disconnected.
 const MAX_PENALTY: u32 = 3;
 /// Candidates remembered, at most.
@@ -37,6 +43,7 @@ impl<P: PeerId> Engine<P> {
             degree: self.degree() as u16,
             max_degree: self.cfg.max_degree as u16,
             upload_kbps: self.cfg.upload_kbps,
+            coord: self.coord,
         });
         self.send(&peer, &hello);
     }
@@ -144,16 +151,68 @@ impl<P: PeerId> Engine<P> {
                 self.upload_queue
                     .retain(|(p, s)| *p != from || !seqs.contains(s));
             }
-            (Phase::Active, Message::Ping { nonce }) => self.send(&from, &Message::Pong { nonce }),
-            (Phase::Active, Message::Pong { nonce }) => {
+            (Phase::Active, Message::Ping { nonce, coord }) => {
                 if let Some(n) = self.neighbors.get_mut(&from) {
-                    if let Some((sent_nonce, at)) = n.ping {
-                        if sent_nonce == nonce {
-                            n.rtt.record(now.saturating_sub(at));
-                            n.ping = None;
-                        }
-                    }
+                    n.coord = Some(coord);
                 }
+                let pong = Message::Pong {
+                    nonce,
+                    coord: self.coord,
+                };
+                self.send(&from, &pong);
+            }
+            (Phase::Active, Message::Pong { nonce, coord }) => {
+                self.on_pong(&from, nonce, coord, now)
+            }
+            (Phase::Active, Message::Peers { peers }) => self.add_candidates(peers),
+        }
+    }
+
+    /// An RTT sample: for the neighbour's median, and to move our coordinate.
+    fn on_pong(&mut self, from: &P, nonce: u64, coord: Coord, now: u64) {
+        let Some(n) = self.neighbors.get_mut(from) else {
+            return;
+        };
+        n.coord = Some(coord);
+        let Some((sent_nonce, at)) = n.ping else {
+            return;
+        };
+        if sent_nonce != nonce {
+            return;
+        }
+        let rtt = now.saturating_sub(at);
+        n.rtt.record(rtt);
+        n.ping = None;
+        let jitter = (self.rng_f32(), self.rng_f32());
+        self.coord.observe(&coord, rtt.max(1) as f32, jitter);
+        if let Some(c) = self.candidates.get_mut(from) {
+            c.info.coord = Some(coord);
+        }
+    }
+
+    /// Sends each neighbour a sample of our other neighbours (peer exchange).
+    pub(super) fn exchange_peers(&mut self, peers: &[P]) {
+        let known: Vec<PeerInfo<P>> = peers
+            .iter()
+            .filter_map(|p| {
+                let c = self.candidates.get(p)?;
+                let n = self.neighbors.get(p)?;
+                (!c.info.addrs.is_empty()).then(|| PeerInfo {
+                    peer: p.clone(),
+                    addrs: c.info.addrs.iter().take(wire::MAX_ADDRS).cloned().collect(),
+                    coord: n.coord,
+                })
+            })
+            .collect();
+        for to in peers {
+            let sample: Vec<PeerInfo<P>> = known
+                .iter()
+                .filter(|i| &i.peer != to)
+                .take(wire::MAX_SUGGESTIONS)
+                .cloned()
+                .collect();
+            if !sample.is_empty() {
+                self.send(to, &Message::Peers { peers: sample });
             }
         }
     }
@@ -193,12 +252,14 @@ impl<P: PeerId> Engine<P> {
         n.phase = Phase::Active;
         n.role = hello.role;
         n.upload_kbps = hello.upload_kbps;
+        n.coord = Some(hello.coord);
         if hello.upload_kbps > 0 {
             // Until it has delivered, expect what it says it can upload.
             n.rate = f64::from(hello.upload_kbps) * 1000.0 / 8.0;
         }
         if let Some(c) = self.candidates.get_mut(&from) {
             c.failures = 0;
+            c.info.coord = Some(hello.coord);
         }
         let map = self.buffer_map();
         self.send(&from, &map);
@@ -216,6 +277,7 @@ impl<P: PeerId> Engine<P> {
             .map(|c| PeerInfo {
                 peer: c.info.peer.clone(),
                 addrs: c.info.addrs.iter().take(wire::MAX_ADDRS).cloned().collect(),
+                coord: c.info.coord,
             })
             .collect()
     }
@@ -271,7 +333,7 @@ impl<P: PeerId> Engine<P> {
             .filter_map(|(_, s)| self.store.get(s))
             .map(|p| p.data.len() as u64)
             .sum();
-        let budget_ms = self.cfg.request_timeout_ms;
+        let budget_ms = MAX_BACKLOG_MS;
         let mut missing = Vec::new();
         for seq in seqs {
             let Some(len) = self.store.get(&seq).map(|p| p.data.len() as u64) else {
@@ -280,7 +342,7 @@ impl<P: PeerId> Engine<P> {
             };
             let room = queued < MAX_QUEUED_PER_PEER
                 && self.upload_queue.len() < super::UPLOAD_QUEUE
-                && self.upload.drain_ms(backlog + len, now) <= budget_ms;
+                && (backlog == 0 || self.upload.drain_ms(backlog + len, now) <= budget_ms);
             if room {
                 self.upload_queue.push_back((from.clone(), seq));
                 queued += 1;
@@ -322,7 +384,8 @@ impl<P: PeerId> Engine<P> {
                 let elapsed = now.saturating_sub(*asked_at);
                 if let Some(n) = self.neighbors.get_mut(&from) {
                     n.inflight.remove(&seq);
-                    n.observe_delivery(piece.data.len(), elapsed);
+                    let queued = n.inflight.len();
+                    n.observe_delivery(piece.data.len(), elapsed, queued);
                 }
                 self.inflight.remove(&seq);
             }
@@ -331,19 +394,29 @@ impl<P: PeerId> Engine<P> {
         self.accept(piece, Some(&from), infra, now);
     }
 
-    /// Swaps the slowest viewer neighbour for an untried candidate when its
-    /// RTT stands far above the others' median (a local search towards the
-    /// low-RTT mesh; hysteresis: 1.5× and 20 ms, at most one per period).
+    /// Predicted RTT to a candidate, when both coordinates are usable.
+    fn predicted_rtt(&self, peer: &P) -> Option<f32> {
+        let c = self.candidates.get(peer)?.info.coord?;
+        (self.coord.error < USABLE_ERROR && c.error < USABLE_ERROR).then(|| self.coord.rtt_ms(&c))
+    }
+
+    /// Periodic optimisation: swaps a slow viewer neighbour for a candidate
+    /// predicted to be much closer (hysteresis: 1.5× and 20 ms, at most one
+    /// swap per period). The slowest neighbour is kept as the node's long
+    /// link: meshes of only close neighbours split along regions.
     pub(super) fn optimize_neighbors(&mut self, now: u64) {
         if self.cfg.random_neighbors || self.degree() < self.cfg.max_degree {
             return;
         }
-        let untried = self.candidates.iter().any(|(p, c)| {
-            c.failures == 0 && !c.tried && now >= c.retry_at && !self.neighbors.contains_key(p)
-        });
-        if !untried {
+        let best = self
+            .candidates
+            .iter()
+            .filter(|(p, c)| now >= c.retry_at && !self.neighbors.contains_key(p))
+            .filter_map(|(p, _)| Some((self.predicted_rtt(p)?, p.clone())))
+            .min_by(|a, b| a.0.total_cmp(&b.0));
+        let Some((predicted, _)) = best else {
             return;
-        }
+        };
         let mut rtts: Vec<(u64, P)> = self
             .neighbors
             .iter()
@@ -355,9 +428,10 @@ impl<P: PeerId> Engine<P> {
             return;
         }
         rtts.sort();
-        let median = rtts[rtts.len() / 2].0;
-        let (worst, peer) = rtts.pop().expect("three or more");
-        if worst * 2 > median * 3 && worst > median + 20 {
+        rtts.pop(); // the long link stays
+        let (worst, peer) = rtts.pop().expect("two or more");
+        let worst = worst as f32;
+        if worst > 1.5 * predicted && worst > predicted + 20.0 {
             if let Some(c) = self.candidates.get_mut(&peer) {
                 c.retry_at = now + 60_000;
             }
@@ -372,8 +446,14 @@ impl<P: PeerId> Engine<P> {
                 continue;
             }
             match self.candidates.get_mut(&info.peer) {
-                Some(c) if !info.addrs.is_empty() => c.info.addrs = info.addrs,
-                Some(_) => {}
+                Some(c) => {
+                    if !info.addrs.is_empty() {
+                        c.info.addrs = info.addrs;
+                    }
+                    if info.coord.is_some() {
+                        c.info.coord = info.coord;
+                    }
+                }
                 None => {
                     self.candidates
                         .insert(info.peer.clone(), Candidate::new(info));
@@ -408,7 +488,28 @@ impl<P: PeerId> Engine<P> {
             .map(|(p, _)| p.clone())
             .collect();
         rand::seq::SliceRandom::shuffle(ready.as_mut_slice(), &mut self.rng);
-        for p in ready.into_iter().take(self.cfg.max_degree - used) {
+        if !self.cfg.random_neighbors {
+            // Closest predicted first (a stable sort keeps the shuffle among
+            // candidates without a usable coordinate), but every fourth dial
+            // goes to a random candidate: long links keep the regions joined
+            // and teach the coordinates the far side of the map.
+            ready.sort_by(|a, b| {
+                let (a, b) = (self.predicted_rtt(a), self.predicted_rtt(b));
+                a.unwrap_or(f32::MAX).total_cmp(&b.unwrap_or(f32::MAX))
+            });
+        }
+        let mut picks = Vec::new();
+        for i in 0..(self.cfg.max_degree - used).min(ready.len()) {
+            let random_pick = !self.cfg.random_neighbors && (self.dials + i as u64) % 4 == 3;
+            let idx = if random_pick {
+                rand::Rng::gen_range(&mut self.rng, 0..ready.len())
+            } else {
+                0
+            };
+            picks.push(ready.remove(idx));
+        }
+        self.dials += picks.len() as u64;
+        for p in picks {
             if let Some(c) = self.candidates.get_mut(&p) {
                 c.dialing_since = Some(now);
                 c.tried = true;

@@ -11,6 +11,7 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::{Config, Engine, Input, Output};
+use crate::proto::Coord;
 use crate::proto::{
     piece::{flags, Piece, Signer, StreamId},
     wire::{self, Hello, Message, PeerInfo, RefuseReason, Role, FRAME_VERSION, PROTOCOL_VERSION},
@@ -366,6 +367,7 @@ fn hello(stream: StreamId, role: Role) -> Message<u32> {
         degree: 0,
         max_degree: 8,
         upload_kbps: 0,
+        coord: Coord::default(),
     })
 }
 
@@ -474,10 +476,7 @@ fn refused_dialler_takes_suggestions_without_a_violation() {
     net.connect(3, 1);
     net.run_for(100);
     // 1 knows addresses of its neighbours, so it can suggest them.
-    let info = |p: u32| PeerInfo {
-        peer: p,
-        addrs: vec![format!("/memory/{p}")],
-    };
+    let info = |p: u32| PeerInfo::new(p, vec![format!("/memory/{p}")]);
     net.input(1, Input::Candidates(vec![info(2), info(3)]));
     net.connect(4, 1);
     net.run_for(100);
@@ -526,7 +525,10 @@ fn unknown_stream_is_refused_and_disconnected() {
 #[test]
 fn malformed_frames_from_an_active_peer_disconnect_it() {
     let stream = signer().stream();
-    let ping = body(&Message::Ping { nonce: 5 });
+    let ping = body(&Message::Ping {
+        nonce: 5,
+        coord: Coord::default(),
+    });
     let mut rng = ChaCha8Rng::seed_from_u64(42);
     let mut random = |len: usize, first: Option<u8>| {
         let mut b = vec![0u8; len];
@@ -568,7 +570,14 @@ fn malformed_frames_from_an_active_peer_disconnect_it() {
         assert_eq!(net.e(1).degree(), 0, "{name}");
         // Whatever it sends next is ignored.
         let before = net.sent(1, 9).len();
-        net.send_as(9, 1, &Message::Ping { nonce: 1 });
+        net.send_as(
+            9,
+            1,
+            &Message::Ping {
+                nonce: 1,
+                coord: Coord::default(),
+            },
+        );
         assert_eq!(net.sent(1, 9).len(), before, "{name}: no pong after close");
     }
 }
@@ -577,7 +586,10 @@ fn malformed_frames_from_an_active_peer_disconnect_it() {
 fn message_before_hello_disconnects() {
     let stream = signer().stream();
     for early in [
-        Message::Ping { nonce: 1 },
+        Message::Ping {
+            nonce: 1,
+            coord: Coord::default(),
+        },
         Message::Request { seqs: vec![0] },
         Message::BufferMap {
             base: 0,
