@@ -355,6 +355,14 @@ async fn fetch(link: Arc<Link>, seq: u64, mode: Mode) -> Fetched {
                 if mode == Mode::Existing && not_found >= GONE_AFTER {
                     break;
                 }
+                // A polled piece the origin has moved past is gone (an
+                // origin restarted without it): stop waiting for it.
+                if mode == Mode::Poll
+                    && not_found % 20 == 0
+                    && link.newest().await.is_some_and(|n| n > seq)
+                {
+                    break;
+                }
                 tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
             }
             Got::Failed(e) => {

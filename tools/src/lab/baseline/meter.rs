@@ -42,6 +42,8 @@ use shoal_mesh::proto::{wire, PieceHeader, Stats};
 
 /// The engine's default playout delay, ms.
 pub const PLAYOUT_DELAY_MS: u64 = 3_000;
+/// Buffer kept after a slow start (the engine's `fallback_margin_ms`).
+pub const FALLBACK_MARGIN_MS: u64 = 1_000;
 /// The engine's default window, ms of produced-at.
 const WINDOW_MS: u64 = 30_000;
 /// Most pieces judged per call (the engine's bound).
@@ -51,6 +53,7 @@ const JUDGE_MAX: usize = 100_000;
 #[derive(Clone, Copy, Debug)]
 struct Held {
     produced_at: u64,
+    first: bool,
     last: bool,
 }
 
@@ -166,6 +169,7 @@ impl Meter {
             seq,
             Held {
                 produced_at: h.produced_at,
+                first: h.is_first(),
                 last: h.is_last(),
             },
         );
@@ -174,25 +178,38 @@ impl Meter {
         self.judge(now);
     }
 
-    /// Start-up ends when the pieces from the start to a `LAST` are held.
+    /// Start-up ends when the pieces from a segment start to a `LAST` are
+    /// held. A hole in the first segment (a gossip repair that never came)
+    /// does not hold the viewer forever: any later complete segment will do,
+    /// as a player skips a broken first segment.
     fn check_startup(&mut self, now: u64) {
         let (Some(start), None) = (self.start, self.started) else {
             return;
         };
-        let Some(first) = self.held.get(&start) else {
+        let complete = |from: u64| {
+            let mut seq = from;
+            loop {
+                match self.held.get(&seq) {
+                    Some(p) if p.last => return true,
+                    Some(_) => seq += 1,
+                    None => return false,
+                }
+            }
+        };
+        let Some((begin, produced)) = self
+            .held
+            .range(start..)
+            .filter(|(&seq, p)| (seq == start || p.first) && complete(seq))
+            .map(|(&seq, p)| (seq, p.produced_at))
+            .next()
+        else {
             return;
         };
-        let produced = first.produced_at;
-        let mut seq = start;
-        loop {
-            match self.held.get(&seq) {
-                Some(p) if p.last => break,
-                Some(_) => seq += 1,
-                None => return,
-            }
-        }
-        let delay = self.playout_delay.max(now.saturating_sub(produced));
-        self.started = Some((delay, start));
+        // As the engine: a slow start keeps a fallback margin of buffer.
+        let elapsed = now.saturating_sub(produced);
+        let delay = self.playout_delay.max(elapsed + FALLBACK_MARGIN_MS);
+        self.start = Some(begin);
+        self.started = Some((delay, begin));
         self.stats.startup_ms = Some(now.saturating_sub(self.joined_at));
     }
 
@@ -345,13 +362,25 @@ mod tests {
     }
 
     #[test]
+    fn a_hole_in_the_first_segment_does_not_hold_start_up_forever() {
+        let mut m = Meter::new(T0, PLAYOUT_DELAY_MS);
+        // Segment 0 misses piece 1 for good; segment 1 arrives whole.
+        for seq in [0, 2, 3, 4, 5, 6, 7] {
+            m.on_piece(&header(seq), false, produced(seq) + 50);
+        }
+        assert_eq!(m.start(), Some(4));
+        assert!(m.stats().startup_ms.is_some());
+    }
+
+    #[test]
     fn delay_grows_with_a_slow_first_segment() {
         let mut m = Meter::new(T0, PLAYOUT_DELAY_MS);
         // The start segment completes 4 s after its first piece was cut.
         for seq in 0..4 {
             m.on_piece(&header(seq), true, produced(0) + 4_000);
         }
-        assert_eq!(m.delay(), Some(4_000));
+        // Elapsed plus the fallback margin of buffer, as the engine.
+        assert_eq!(m.delay(), Some(4_000 + FALLBACK_MARGIN_MS));
         assert_eq!(m.stats().startup_ms, Some(4_000));
     }
 
@@ -428,7 +457,10 @@ mod tests {
         assert_eq!(s.startup_ms, None);
         assert_eq!(s.pieces_due, 0);
         m.on_piece(&header(6), true, produced(7) + 10_000);
-        assert_eq!(m.delay(), Some(10_000 + produced(7) - produced(4)));
+        assert_eq!(
+            m.delay(),
+            Some(10_000 + produced(7) - produced(4) + FALLBACK_MARGIN_MS)
+        );
         assert!(m.stats().startup_ms.is_some());
     }
 
