@@ -434,9 +434,14 @@ impl Driver {
                 }
             }
             PeerEvent::WriterDone(peer, gen) => {
-                // A session the engine ended has flushed its last frames:
-                // now the connection can go.
-                if self.sessions.get(&peer).is_none_or(|s| s.gen != gen) {
+                // Either a session the engine ended has flushed its last
+                // frames, or a live session's writer stalled or failed: in
+                // both cases the connection goes (and a live session with
+                // it, freeing its degree slot).
+                if self.sessions.get(&peer).is_some_and(|s| s.gen == gen) {
+                    self.close_session(peer);
+                }
+                if !self.sessions.contains_key(&peer) {
                     let _ = self.swarm.disconnect_peer_id(peer);
                 }
             }

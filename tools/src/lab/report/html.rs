@@ -95,7 +95,7 @@ const COLUMNS: &[Column] = &[
     ),
     (
         "seeder egress",
-        "Infrastructure payload bytes sent / (viewers x stream payload bytes).",
+        "Infrastructure payload bytes sent / payload bytes viewers received (first copies).",
         |r| ratio(r.summary.seeder_egress),
     ),
     (
