@@ -1,4 +1,5 @@
 //! End-to-end tests across the crates, built as one binary.
 
 mod bad_input;
+mod lab;
 mod mesh;
