@@ -10,6 +10,7 @@
 use std::{
     cmp::Reverse,
     collections::{BinaryHeap, HashMap},
+    sync::Arc,
 };
 
 use bytes::Bytes;
@@ -49,6 +50,26 @@ pub struct SimConfig {
     pub max_degree: usize,
     /// Keep whatever neighbours chance gives (no RTT-driven swaps).
     pub random_neighbors: bool,
+    /// A network model in place of `one_way_ms` and `viewer_upload_bps`
+    /// (the lab's topologies and capacity spreads).
+    pub network: Option<Network>,
+}
+
+/// A network model: one-way delay per pair and upload per node.
+#[derive(Clone)]
+pub struct Network {
+    /// One-way delay in ms from the first node to the second.
+    pub one_way_ms: Arc<dyn Fn(NodeId, NodeId) -> u64 + Send + Sync>,
+    /// Upload cap of each node in bits/s (`None`: unlimited), by node id.
+    pub upload_bps: Vec<Option<u64>>,
+}
+
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Network")
+            .field("nodes", &self.upload_bps.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for SimConfig {
@@ -67,6 +88,7 @@ impl Default for SimConfig {
             tracker_interval_ms: 5_000,
             max_degree: 8,
             random_neighbors: false,
+            network: None,
         }
     }
 }
@@ -148,8 +170,20 @@ impl<'a> Sim<'a> {
         self.queue.push(Reverse((t, id as u64, id)));
     }
 
+    /// Upload cap of a node, bits/s.
+    fn upload_bps(&self, n: NodeId) -> Option<u64> {
+        match &self.cfg.network {
+            Some(net) => net.upload_bps.get(n as usize).copied().flatten(),
+            None if n == 0 => None,
+            None => self.cfg.viewer_upload_bps,
+        }
+    }
+
     /// One-way delay of a pair, stable for the run.
     fn delay(&self, a: NodeId, b: NodeId) -> u64 {
+        if let Some(net) = &self.cfg.network {
+            return (net.one_way_ms)(a, b);
+        }
         let (lo, hi) = self.cfg.one_way_ms;
         let (x, y) = (a.min(b) as u64, a.max(b) as u64);
         let mut h = self.cfg.seed
@@ -239,7 +273,8 @@ impl<'a> Sim<'a> {
                 cfg.random_neighbors = self.cfg.random_neighbors;
                 // The viewer sets its upload limit a little under its link rate, as
                 // `--upload-limit` asks of a real user, so its link never queues.
-                cfg.upload_limit = self.cfg.viewer_upload_bps.map(|b| b * 9 / 80);
+                cfg.upload_limit = self.upload_bps(v).map(|b| b * 9 / 80);
+                cfg.upload_kbps = self.upload_bps(v).map_or(0, |b| (b / 1000) as u32);
                 let seed = self.cfg.seed.wrapping_add(v as u64);
                 let engine = Engine::new(cfg, seed, now).expect("key");
                 self.nodes[v as usize] = Some(Node {
@@ -325,11 +360,7 @@ impl<'a> Sim<'a> {
     /// Carries out a node's outputs and re-arms its timer.
     fn drain(&mut self, n: NodeId) {
         let now = self.now;
-        let upload_bps = if n == 0 {
-            None
-        } else {
-            self.cfg.viewer_upload_bps
-        };
+        let upload_bps = self.upload_bps(n);
         loop {
             let Some(node) = self.nodes[n as usize].as_mut() else {
                 return;

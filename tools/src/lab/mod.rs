@@ -8,6 +8,7 @@ pub mod report;
 pub mod result;
 pub mod run;
 pub mod scenario;
+pub mod sim;
 pub mod system;
 pub mod topology;
 pub mod usage;

@@ -271,8 +271,10 @@ mod tests {
         };
         let (lo, hi) = range(&intra);
         assert!(lo >= 5.0 && hi <= 60.0, "intra {lo}..{hi}");
+        // 60–300 ms between region centres, plus up to 35 ms of spread
+        // within the regions and 20 ms of access delay.
         let (lo, hi) = range(&cross);
-        assert!(lo >= 60.0 && hi <= 340.0, "cross {lo}..{hi}");
+        assert!(lo >= 60.0 && hi <= 355.0, "cross {lo}..{hi}");
     }
 
     #[test]
