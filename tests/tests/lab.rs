@@ -22,6 +22,7 @@ async fn a_short_run_writes_a_report_with_svg_plots() {
     let opts = RunOptions {
         system: System::Shoal,
         progress: false,
+        processes: 1,
     };
     let result = run(&sc, &opts, &mut std::io::sink()).await.unwrap();
     assert_eq!(result.nodes.len(), 6);

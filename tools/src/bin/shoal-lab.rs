@@ -11,8 +11,9 @@ use shoal_tools::lab::{
     run::{self as lab_run, RunOptions},
     run_demo,
     scenario::Scenario,
+    sim::run_sim,
     system::System,
-    DemoConfig,
+    worker, DemoConfig,
 };
 
 #[derive(Debug, Parser)]
@@ -67,8 +68,24 @@ enum Cmd {
         /// No progress table.
         #[arg(long)]
         quiet: bool,
+        /// Spread the viewers over this many OS processes (shoal and
+        /// random only).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+        processes: u16,
     },
     /// One scenario, several systems, side by side.
+    /// The real engines in virtual time (deterministic discrete-event
+    /// simulation) under the scenario's topology and upload spread.
+    Sim {
+        #[command(flatten)]
+        scenario: ScenarioArgs,
+        /// shoal or random.
+        #[arg(long, default_value = "shoal")]
+        system: System,
+        /// Write the measures as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     Bench {
         #[command(flatten)]
         scenario: ScenarioArgs,
@@ -86,6 +103,9 @@ enum Cmd {
         #[arg(long)]
         report: Option<PathBuf>,
     },
+    /// A share of a `run --processes K`'s viewers (started by `run`).
+    #[command(hide = true)]
+    Worker,
 }
 
 #[tokio::main]
@@ -144,6 +164,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             json,
             report,
             quiet,
+            processes,
         } => {
             let sc = match scenario_file {
                 Some(path) => {
@@ -155,6 +176,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let opts = RunOptions {
                 system,
                 progress: !quiet,
+                processes: processes.into(),
             };
             let mut out = std::io::stdout();
             let result = lab_run::run(&sc, &opts, &mut out).await?;
@@ -168,6 +190,56 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 let page =
                     shoal_tools::lab::report::write_report(&dir, std::slice::from_ref(&result))?;
                 println!("report: {}", page.display());
+            }
+            Ok(())
+        }
+        Cmd::Worker => {
+            // Exit at once, without a runtime shutdown: tokio's stdin
+            // reader, blocked in a read, would hold it up.
+            let code = match worker::main().await {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("shoal-lab worker: error: {e:#}");
+                    1
+                }
+            };
+            std::process::exit(code)
+        }
+        Cmd::Sim {
+            scenario,
+            system,
+            json,
+        } => {
+            let sc = scenario.scenario()?;
+            println!(
+                "simulating {system}: {} viewers, {} s, seed {}...",
+                sc.nodes, sc.duration_s, sc.seed
+            );
+            let out = tokio::task::spawn_blocking(move || run_sim(&sc, system)).await??;
+            let s = &out.summary;
+            println!(
+                "offload {:.4}  continuity {:.4}/{:.4}  lag p50/p95 {}/{} ms  startup p50 {} ms",
+                s.offload,
+                s.continuity.mean,
+                s.continuity.min,
+                s.lag_ms.p50,
+                s.lag_ms.p95,
+                s.startup_ms.p50
+            );
+            println!(
+                "duplicate {:.4}  overhead {:.4}  seeder_egress {:.4}  neighbor_rtt_ratio {}",
+                s.duplicate,
+                s.overhead,
+                s.seeder_egress,
+                out.neighbor_rtt_ratio
+                    .map_or("-".into(), |r| format!("{r:.3}"))
+            );
+            println!(
+                "wall {:.1} s, {:.0} simulated node-seconds per second, {} events",
+                out.wall_s, out.node_seconds_per_wall_s, out.events
+            );
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&out)? + "\n")?;
             }
             Ok(())
         }

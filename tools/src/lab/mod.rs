@@ -12,5 +12,6 @@ pub mod sim;
 pub mod system;
 pub mod topology;
 pub mod usage;
+pub mod worker;
 
 pub use demo::{run_demo, DemoConfig};

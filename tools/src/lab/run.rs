@@ -5,6 +5,12 @@
 //! its remote and the node's upload/download caps ([`shoal_mesh::net::Shaping`]).
 //! The lab knows every node's slot in the [`Topology`], so it also knows the
 //! true RTTs and can judge the neighbours each node chose.
+//!
+//! With `processes` = K > 1, this process (index 0) runs the tracker, the
+//! seeder and the viewer slots `slot % K == 0`, and K − 1 worker processes
+//! ([`super::worker`]) run the others; each process's [`Population`] does
+//! the joins and churn of its own slots, and this one merges the workers'
+//! snapshots into its samples and results.
 
 use std::{
     collections::HashMap,
@@ -18,9 +24,10 @@ use anyhow::{bail, Context};
 use libp2p::{identity::Keypair, PeerId};
 use rand::{seq::SliceRandom, Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 use shoal_mesh::{
     net::{Shaping, ShapingCounters},
-    proto::{Config, Stats, Summary},
+    proto::{Config, Stats, StreamId, Summary},
 };
 use shoal_node::{Node, NodeConfig};
 
@@ -30,6 +37,7 @@ use super::{
     system::{Infra, System, Viewer},
     topology::Topology,
     usage,
+    worker::{WorkerSpec, Workers},
 };
 use crate::tracker::{self, TrackerConfig};
 
@@ -39,10 +47,12 @@ pub struct RunOptions {
     pub system: System,
     /// Print a progress line per second.
     pub progress: bool,
+    /// OS processes the viewers are spread over (1: all in this one).
+    pub processes: usize,
 }
 
 /// Who sits in which slot, for the shapers' delay lookups.
-type Book = Arc<RwLock<HashMap<PeerId, usize>>>;
+pub(crate) type Book = Arc<RwLock<HashMap<PeerId, usize>>>;
 
 /// Deterministic key of a slot's `gen`-th occupant.
 pub(crate) fn slot_key(seed: u64, slot: usize, gen: u32) -> Keypair {
@@ -75,6 +85,29 @@ pub(crate) fn upload_caps(sc: &Scenario) -> Vec<Option<u64>> {
         .collect()
 }
 
+/// The last occupant (`gen`) of each viewer slot whose peer id every process
+/// of a multi-process run knows in advance: 8 plus three times the
+/// replacements a slot expects from churn over the run, which churn (a
+/// uniform draw among present viewers) practically never exceeds.
+pub(crate) fn known_gens(sc: &Scenario) -> u32 {
+    let per_slot = sc.churn_per_min * sc.duration_s / 60.0;
+    8 + (3.0 * per_slot).ceil() as u32
+}
+
+/// A book of every peer id a run's processes can know without talking: the
+/// seeder's key and each viewer slot's occupants 0..=[`known_gens`].
+pub(crate) fn full_book(sc: &Scenario) -> Book {
+    let gens = known_gens(sc);
+    let mut map = HashMap::with_capacity(1 + sc.nodes * (gens as usize + 1));
+    map.insert(slot_key(sc.seed, 0, 0).public().to_peer_id(), 0);
+    for slot in 1..=sc.nodes {
+        for gen in 0..=gens {
+            map.insert(slot_key(sc.seed, slot, gen).public().to_peer_id(), slot);
+        }
+    }
+    Arc::new(RwLock::new(map))
+}
+
 fn shaping(
     topo: &Arc<Topology>,
     book: &Book,
@@ -97,12 +130,267 @@ fn shaping(
     }
 }
 
+/// One viewer's figures at one moment: what a worker reports of each of its
+/// viewers, and what a [`NodeResult`] is made from.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct NodeSnap {
+    pub(crate) slot: usize,
+    /// Which occupant of the slot (0 = the first; churn adds one).
+    pub(crate) gen: u32,
+    /// Empty for client-server viewers.
+    pub(crate) peer_id: String,
+    pub(crate) joined_at_s: f64,
+    pub(crate) left_at_s: Option<f64>,
+    pub(crate) stats: Stats,
+    pub(crate) neighbors: Vec<String>,
+}
+
 /// A viewer slot's life so far.
 struct Slot {
     viewer: Option<Viewer>,
     gen: u32,
     joined_at_s: f64,
     upload: Option<u64>,
+}
+
+impl Slot {
+    fn snapshot(&self, slot: usize, left_at_s: Option<f64>) -> Option<NodeSnap> {
+        let v = self.viewer.as_ref()?;
+        Some(NodeSnap {
+            slot,
+            gen: self.gen,
+            peer_id: v.peer_id().map(|p| p.to_string()).unwrap_or_default(),
+            joined_at_s: self.joined_at_s,
+            left_at_s,
+            stats: v.stats(),
+            neighbors: v.neighbors().iter().map(PeerId::to_string).collect(),
+        })
+    }
+}
+
+/// The viewer slots one process runs (all of them in a single-process run):
+/// their joins, their churn and their figures. `infra` is the run's infra
+/// side when it lives in this process (baseline viewers need it; a viewer
+/// that leaves is accounted with it), `None` in a worker.
+pub(crate) struct Population {
+    system: System,
+    sc: Scenario,
+    topo: Arc<Topology>,
+    book: Book,
+    tracker_url: String,
+    stream: StreamId,
+    /// Indexed by slot; only the owned ones are used.
+    slots: Vec<Slot>,
+    /// This process's viewer slots, ascending: `slot % processes == index`.
+    owned: Vec<usize>,
+    /// `owned[..joined]` have joined.
+    joined: usize,
+    churn_acc: f64,
+    rng: ChaCha8Rng,
+    /// Multi-process runs: occupants the other processes know (see
+    /// [`known_gens`]).
+    known_gens: Option<u32>,
+    /// Every viewer of these slots that left, with its final figures.
+    pub(crate) departed: Vec<NodeSnap>,
+}
+
+impl Population {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        system: System,
+        sc: &Scenario,
+        topo: Arc<Topology>,
+        book: Book,
+        tracker_url: &str,
+        stream: StreamId,
+        index: usize,
+        processes: usize,
+    ) -> Population {
+        let caps = upload_caps(sc);
+        Population {
+            system,
+            sc: sc.clone(),
+            topo,
+            book,
+            tracker_url: tracker_url.to_string(),
+            stream,
+            slots: caps
+                .into_iter()
+                .map(|upload| Slot {
+                    viewer: None,
+                    gen: 0,
+                    joined_at_s: 0.0,
+                    upload,
+                })
+                .collect(),
+            owned: owned_slots(sc.nodes, index, processes),
+            joined: 0,
+            // Staggered by 1/K, so that K processes with equal shares leave
+            // as many viewers in all as one process would:
+            // Σᵢ ⌊x + i/K⌋ = ⌊K·x⌋ (Hermite's identity).
+            churn_acc: index as f64 / processes as f64,
+            // Index 0's draws are the single-process run's.
+            rng: ChaCha8Rng::seed_from_u64(sc.seed ^ 0xC4u64 ^ ((index as u64) << 32)),
+            known_gens: (processes > 1).then(|| known_gens(sc)),
+            departed: Vec::new(),
+        }
+    }
+
+    /// Starts the viewers whose time has come: viewer `k` joins at
+    /// `join_over_s × (k − 1) / nodes`.
+    pub(crate) async fn join_due(&mut self, t: f64, infra: Option<&Infra>) -> anyhow::Result<()> {
+        while let Some(&slot) = self.owned.get(self.joined) {
+            if t < self.sc.join_over_s * (slot - 1) as f64 / self.sc.nodes as f64 {
+                break;
+            }
+            self.start_viewer(slot, t, infra).await?;
+            self.joined += 1;
+        }
+        Ok(())
+    }
+
+    /// One second of churn: abrupt leaves, each replaced by a fresh viewer
+    /// in the same slot. The rate applies to this process's viewers present.
+    pub(crate) async fn churn(&mut self, t: f64, infra: Option<&Infra>) -> anyhow::Result<()> {
+        let live: Vec<usize> = self
+            .owned
+            .iter()
+            .copied()
+            .filter(|&s| self.slots[s].viewer.is_some())
+            .collect();
+        self.churn_acc += self.sc.churn_per_min / 60.0 * live.len() as f64;
+        while self.churn_acc >= 1.0 && !live.is_empty() {
+            self.churn_acc -= 1.0;
+            let slot = *live.choose(&mut self.rng).expect("not empty");
+            let state = &mut self.slots[slot];
+            self.departed.extend(state.snapshot(slot, Some(t)));
+            if let (Some(v), Some(infra)) = (state.viewer.take(), infra) {
+                infra.account(&v);
+            }
+            state.gen += 1;
+            self.start_viewer(slot, t, infra).await?;
+        }
+        Ok(())
+    }
+
+    async fn start_viewer(
+        &mut self,
+        slot: usize,
+        t: f64,
+        infra: Option<&Infra>,
+    ) -> anyhow::Result<()> {
+        let state = &mut self.slots[slot];
+        if let Some(g) = self.known_gens.filter(|&g| state.gen == g + 1) {
+            tracing::warn!(
+                "slot {slot} was replaced more than {g} times: the worker processes \
+                 other than its own do not know its later peer ids, so its links with \
+                 them get no emulated delay"
+            );
+        }
+        let key = slot_key(self.sc.seed, slot, state.gen);
+        self.book
+            .write()
+            .expect("lock")
+            .insert(key.public().to_peer_id(), slot);
+        let shaping = shaping(
+            &self.topo,
+            &self.book,
+            slot,
+            state.upload,
+            self.sc.download_bps,
+        );
+        let viewer = match self.system {
+            System::Shoal | System::Random => {
+                let node = start_shoal_viewer(
+                    self.system,
+                    &self.sc,
+                    slot,
+                    state.gen,
+                    state.upload,
+                    key,
+                    shaping,
+                    &self.tracker_url,
+                    self.stream,
+                )
+                .await?;
+                Viewer::Shoal(node)
+            }
+            _ => {
+                infra
+                    .context("baseline viewers run beside the infra side")?
+                    .start_baseline_viewer(slot, key, shaping, &self.topo)
+                    .await?
+            }
+        };
+        state.viewer = Some(viewer);
+        state.joined_at_s = t;
+        Ok(())
+    }
+
+    /// The viewers present now, by slot.
+    fn present(&self) -> impl Iterator<Item = (usize, &Slot)> {
+        self.owned
+            .iter()
+            .map(|&s| (s, &self.slots[s]))
+            .filter(|(_, state)| state.viewer.is_some())
+    }
+
+    pub(crate) fn present_stats(&self) -> Vec<Stats> {
+        self.present()
+            .filter_map(|(_, s)| s.viewer.as_ref().map(Viewer::stats))
+            .collect()
+    }
+
+    /// Snapshots of the viewers present now, by slot.
+    pub(crate) fn snapshots(&self) -> Vec<NodeSnap> {
+        self.present()
+            .filter_map(|(slot, s)| s.snapshot(slot, None))
+            .collect()
+    }
+
+    /// The run is over: snapshots of the viewers present, each accounted
+    /// with the infra side.
+    fn finish(&self, infra: &Infra) -> Vec<NodeSnap> {
+        for (_, s) in self.present() {
+            infra.account(s.viewer.as_ref().expect("present"));
+        }
+        self.snapshots()
+    }
+}
+
+/// The viewer slots (1..=nodes) process `index` of `processes` runs.
+fn owned_slots(nodes: usize, index: usize, processes: usize) -> Vec<usize> {
+    (1..=nodes).filter(|s| s % processes == index).collect()
+}
+
+/// Starts a Shoal (or random-neighbour Shoal) viewer in `slot`.
+#[allow(clippy::too_many_arguments)]
+async fn start_shoal_viewer(
+    system: System,
+    sc: &Scenario,
+    slot: usize,
+    gen: u32,
+    upload: Option<u64>,
+    key: Keypair,
+    shaping: Shaping,
+    tracker_url: &str,
+    stream: StreamId,
+) -> anyhow::Result<Node> {
+    let mut cfg = NodeConfig::new(tracker_url, stream);
+    cfg.player = None;
+    cfg.max_degree = sc.max_degree;
+    // A viewer sets its upload limit a little under its link, as
+    // `--upload-limit` asks of a real user, so its link never queues.
+    cfg.upload_limit_bps = upload.map(|b| b * 9 / 10);
+    cfg.seed = Some(sc.seed ^ ((slot as u64) << 8) ^ u64::from(gen));
+    cfg.keypair = Some(key);
+    cfg.shaping = Some(shaping);
+    if system == System::Random {
+        cfg.tune = Some(|c: &mut Config| c.random_neighbors = true);
+    }
+    Node::start(cfg)
+        .await
+        .with_context(|| format!("viewer {slot} failed to start"))
 }
 
 /// Runs one system through a scenario.
@@ -112,13 +400,33 @@ pub async fn run(
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<RunResult> {
     sc.validate()?;
+    let processes = opts.processes.max(1);
+    if processes > 1 {
+        if !matches!(opts.system, System::Shoal | System::Random) {
+            bail!(
+                "--processes {processes}: {} runs in one process only (its viewers share \
+                 state with the infra side); use --processes 1",
+                opts.system
+            );
+        }
+        if processes > sc.nodes {
+            bail!(
+                "--processes {processes} is more than the {} viewers",
+                sc.nodes
+            );
+        }
+    }
     let wall = Instant::now();
     let cpu0 = usage::cpu_seconds();
     let slots = sc.nodes + 1;
     let topo = Arc::new(Topology::new(&sc.topology, slots, sc.seed)?);
-    let book: Book = Arc::new(RwLock::new(HashMap::new()));
-    let caps = upload_caps(sc);
-    let mut rng = ChaCha8Rng::seed_from_u64(sc.seed ^ 0xC4u64);
+    // One process learns its viewers' peer ids as they start; several must
+    // know each other's in advance.
+    let book: Book = if processes > 1 {
+        full_book(sc)
+    } else {
+        Arc::new(RwLock::new(HashMap::new()))
+    };
 
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
     let (tracker_addr, mut tracker_task) = tracker::spawn(any, TrackerConfig::with_interval(2))
@@ -141,27 +449,52 @@ pub async fn run(
     )
     .await
     .context("the seeder failed to start")?;
-    writeln!(
-        out,
-        "{}: {} viewers, {} s, stream {}",
-        opts.system,
-        sc.nodes,
-        sc.duration_s,
-        infra.stream()
-    )?;
+    if processes > 1 {
+        writeln!(
+            out,
+            "{}: {} viewers in {processes} processes, {} s, stream {}",
+            opts.system,
+            sc.nodes,
+            sc.duration_s,
+            infra.stream()
+        )?;
+    } else {
+        writeln!(
+            out,
+            "{}: {} viewers, {} s, stream {}",
+            opts.system,
+            sc.nodes,
+            sc.duration_s,
+            infra.stream()
+        )?;
+    }
 
-    let mut slots_state: Vec<Slot> = (0..slots)
-        .map(|s| Slot {
-            viewer: None,
-            gen: 0,
-            joined_at_s: 0.0,
-            upload: caps[s],
-        })
-        .collect();
-    let mut results: Vec<NodeResult> = Vec::new();
+    let mut pop = Population::new(
+        opts.system,
+        sc,
+        topo.clone(),
+        book.clone(),
+        &tracker_url,
+        infra.stream(),
+        0,
+        processes,
+    );
+    let mut workers = Workers::spawn(
+        &WorkerSpec {
+            scenario: sc.clone(),
+            system: opts.system.to_string(),
+            index: 0,
+            processes,
+            tracker_url: tracker_url.clone(),
+            stream: infra.stream().to_string(),
+        },
+        &book,
+    )
+    .await?;
+    workers.go().await?;
+
     let mut timeline: Vec<Sample> = Vec::new();
     let mut prev = Totals::default();
-    let mut churn_acc = 0.0;
     let mut restarts: Vec<_> = sc
         .restarts
         .iter()
@@ -169,7 +502,6 @@ pub async fn run(
         .collect();
     let start = Instant::now();
     let mut next_sample = 1.0;
-    let mut next_join = 1usize;
     let tick = Duration::from_millis(100);
     if opts.progress {
         writeln!(
@@ -183,25 +515,7 @@ pub async fn run(
         if t >= sc.duration_s {
             break;
         }
-        // Joins, spread evenly over join_over_s.
-        while next_join <= sc.nodes
-            && t >= sc.join_over_s * (next_join - 1) as f64 / sc.nodes as f64
-        {
-            let slot = next_join;
-            start_viewer(
-                opts.system,
-                sc,
-                &mut slots_state[slot],
-                slot,
-                &topo,
-                &book,
-                &infra,
-                &tracker_url,
-                t,
-            )
-            .await?;
-            next_join += 1;
-        }
+        pop.join_due(t, Some(&infra)).await?;
         // Restarts.
         for (r, down, up) in restarts.iter_mut() {
             if !*down && t >= r.at_s {
@@ -228,33 +542,17 @@ pub async fn run(
         }
         if t >= next_sample {
             next_sample += 1.0;
-            // Churn: abrupt leaves, each replaced by a fresh viewer.
-            let live: Vec<usize> = (1..slots)
-                .filter(|&s| slots_state[s].viewer.is_some())
-                .collect();
-            churn_acc += sc.churn_per_min / 60.0 * live.len() as f64;
-            while churn_acc >= 1.0 && !live.is_empty() {
-                churn_acc -= 1.0;
-                let slot = *live.choose(&mut rng).expect("not empty");
-                if let Some(v) = slots_state[slot].viewer.take() {
-                    results.push(node_result(&v, slot, &slots_state[slot], Some(t), &topo));
-                    infra.account(&v);
-                }
-                slots_state[slot].gen += 1;
-                start_viewer(
-                    opts.system,
-                    sc,
-                    &mut slots_state[slot],
-                    slot,
-                    &topo,
-                    &book,
-                    &infra,
-                    &tracker_url,
-                    t,
-                )
-                .await?;
+            workers.check().await?;
+            pop.churn(t, Some(&infra)).await?;
+            // This process's viewers now, the workers' as of their latest
+            // report (at most a second old).
+            let mut live = pop.present_stats();
+            let mut departed = Stats::default();
+            for d in &pop.departed {
+                departed.merge(&d.stats);
             }
-            let (sample, totals) = sample(t, &slots_state, &results, &infra, &prev);
+            workers.add_to_sample(&mut live, &mut departed);
+            let (sample, totals) = sample(t, &live, &departed, &infra, &prev);
             prev = totals;
             if opts.progress {
                 writeln!(
@@ -275,57 +573,36 @@ pub async fn run(
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let end = start.elapsed().as_secs_f64();
-    for (slot, state) in slots_state.iter().enumerate().skip(1) {
-        if let Some(v) = &state.viewer {
-            results.push(node_result(v, slot, state, None, &topo));
-            infra.account(v);
-        }
-    }
-    // Neighbour quality, judged against every node present at the end.
-    let present: Vec<usize> = (0..slots)
-        .filter(|&s| s == 0 || slots_state[s].viewer.is_some())
+    // Every process's final figures, taken as close together as can be.
+    workers.stop().await;
+    let mut present = pop.finish(&infra);
+    let mut departed = std::mem::take(&mut pop.departed);
+    let remote = workers.finish().await?;
+    present.extend(remote.present);
+    departed.extend(remote.departed);
+    present.sort_by_key(|n| n.slot);
+
+    let caps = upload_caps(sc);
+    let mut results: Vec<NodeResult> = departed
+        .into_iter()
+        .map(|n| node_result(n, &caps, &topo))
         .collect();
-    let (mut chosen_sum, mut best_sum) = (0.0, 0.0);
-    for r in results.iter_mut().filter(|r| r.left_at_s.is_none()) {
-        let Some(v) = &slots_state[r.index].viewer else {
-            continue;
-        };
-        let slots_of: Vec<usize> = {
-            let book = book.read().expect("lock");
-            v.neighbors()
-                .iter()
-                .filter_map(|p| book.get(p).copied())
-                .collect()
-        };
-        if slots_of.is_empty() {
-            continue;
-        }
-        let chosen = slots_of
-            .iter()
-            .map(|&s| topo.rtt_ms(r.index, s))
-            .sum::<f64>()
-            / slots_of.len() as f64;
-        let best = topo.best_mean_rtt(r.index, &present, slots_of.len());
-        r.neighbor_rtt_ms = Some(chosen);
-        r.best_rtt_ms = best;
-        if let Some(b) = best {
-            chosen_sum += chosen;
-            best_sum += b;
-        }
-    }
-    let neighbor_rtt_ratio = (best_sum > 0.0).then(|| chosen_sum / best_sum);
+    let neighbor_rtt_ratio = {
+        let book = book.read().expect("lock");
+        judge_neighbors(present, &book, &topo, &caps, &mut results)
+    };
     let viewers: Vec<Stats> = results.iter().map(|r| r.stats.clone()).collect();
     let (infra_stats, http) = infra.egress();
     let summary = Summary::new(&viewers, &infra_stats, http);
-    let cpu_s = usage::cpu_seconds() - cpu0;
-    let peak = usage::peak_rss_bytes();
+    // The workers' CPU and peak memory add to this process's (the sum of
+    // the peaks bounds the peak of the sum).
+    let cpu_s = usage::cpu_seconds() - cpu0 + remote.cpu_s;
+    let peak = usage::peak_rss_bytes() + remote.peak_rss_bytes;
     results.sort_by_key(|r| (r.index, r.joined_at_s as u64));
-    drop(slots_state);
+    drop(pop);
     infra.stop();
     tracker_task.abort();
     let n = sc.nodes.max(1);
-    let _ = end;
     Ok(RunResult {
         system: opts.system.to_string(),
         scenario: sc.clone(),
@@ -356,72 +633,60 @@ async fn restart_tracker(addr: SocketAddr) -> anyhow::Result<tokio::task::JoinHa
     bail!("the tracker could not listen on {addr} again")
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn start_viewer(
-    system: System,
-    sc: &Scenario,
-    slot_state: &mut Slot,
-    slot: usize,
-    topo: &Arc<Topology>,
-    book: &Book,
-    infra: &Infra,
-    tracker_url: &str,
-    t: f64,
-) -> anyhow::Result<()> {
-    let key = slot_key(sc.seed, slot, slot_state.gen);
-    book.write()
-        .expect("lock")
-        .insert(key.public().to_peer_id(), slot);
-    let shaping = shaping(topo, book, slot, slot_state.upload, sc.download_bps);
-    let viewer = match system {
-        System::Shoal | System::Random => {
-            let mut cfg = NodeConfig::new(tracker_url, infra.stream());
-            cfg.player = None;
-            cfg.max_degree = sc.max_degree;
-            // A viewer sets its upload limit a little under its link, as
-            // `--upload-limit` asks of a real user, so its link never queues.
-            cfg.upload_limit_bps = slot_state.upload.map(|b| b * 9 / 10);
-            cfg.seed = Some(sc.seed ^ ((slot as u64) << 8) ^ u64::from(slot_state.gen));
-            cfg.keypair = Some(key);
-            cfg.shaping = Some(shaping);
-            if system == System::Random {
-                cfg.tune = Some(|c: &mut Config| c.random_neighbors = true);
-            }
-            Viewer::Shoal(
-                Node::start(cfg)
-                    .await
-                    .with_context(|| format!("viewer {slot} failed to start"))?,
-            )
-        }
-        _ => {
-            infra
-                .start_baseline_viewer(slot, key, shaping, topo)
-                .await?
-        }
-    };
-    slot_state.viewer = Some(viewer);
-    slot_state.joined_at_s = t;
-    Ok(())
-}
-
-fn node_result(
-    v: &Viewer,
-    slot: usize,
-    s: &Slot,
-    left: Option<f64>,
-    topo: &Topology,
-) -> NodeResult {
+fn node_result(n: NodeSnap, caps: &[Option<u64>], topo: &Topology) -> NodeResult {
     NodeResult {
-        index: slot,
-        peer_id: v.peer_id().map(|p| p.to_string()).unwrap_or_default(),
-        region: topo.region(slot).map(str::to_string),
-        upload_cap_bps: s.upload,
-        joined_at_s: s.joined_at_s,
-        left_at_s: left,
-        stats: v.stats(),
+        index: n.slot,
+        peer_id: n.peer_id,
+        region: topo.region(n.slot).map(str::to_string),
+        upload_cap_bps: caps[n.slot],
+        joined_at_s: n.joined_at_s,
+        left_at_s: n.left_at_s,
+        stats: n.stats,
         neighbor_rtt_ms: None,
         best_rtt_ms: None,
     }
+}
+
+/// Neighbour quality, judged against every node present at the end (the
+/// seeder included): appends the present viewers' results, with their
+/// neighbours' mean RTT and the best possible, to `results`, and returns
+/// Σ chosen / Σ best. `present` is by slot.
+fn judge_neighbors(
+    present: Vec<NodeSnap>,
+    book: &HashMap<PeerId, usize>,
+    topo: &Topology,
+    caps: &[Option<u64>],
+    results: &mut Vec<NodeResult>,
+) -> Option<f64> {
+    let present_slots: Vec<usize> = std::iter::once(0)
+        .chain(present.iter().map(|n| n.slot))
+        .collect();
+    let (mut chosen_sum, mut best_sum) = (0.0, 0.0);
+    for n in present {
+        let slots_of: Vec<usize> = n
+            .neighbors
+            .iter()
+            .filter_map(|p| p.parse::<PeerId>().ok())
+            .filter_map(|p| book.get(&p).copied())
+            .collect();
+        let mut r = node_result(n, caps, topo);
+        if !slots_of.is_empty() {
+            let chosen = slots_of
+                .iter()
+                .map(|&s| topo.rtt_ms(r.index, s))
+                .sum::<f64>()
+                / slots_of.len() as f64;
+            let best = topo.best_mean_rtt(r.index, &present_slots, slots_of.len());
+            r.neighbor_rtt_ms = Some(chosen);
+            r.best_rtt_ms = best;
+            if let Some(b) = best {
+                chosen_sum += chosen;
+                best_sum += b;
+            }
+        }
+        results.push(r);
+    }
+    (best_sum > 0.0).then(|| chosen_sum / best_sum)
 }
 
 /// Cumulative counters over every viewer ever present.
@@ -434,20 +699,17 @@ struct Totals {
     infra_sent: u64,
 }
 
+/// One second of the run, from the viewers present (`live`) and the merged
+/// final figures of those that left (`departed`).
 fn sample(
     t: f64,
-    slots: &[Slot],
-    departed: &[NodeResult],
+    live: &[Stats],
+    departed: &Stats,
     infra: &Infra,
     prev: &Totals,
 ) -> (Sample, Totals) {
-    let live: Vec<Stats> = slots[1..]
-        .iter()
-        .filter_map(|s| s.viewer.as_ref())
-        .map(Viewer::stats)
-        .collect();
-    let mut all = Stats::default();
-    for s in live.iter().chain(departed.iter().map(|r| &r.stats)) {
+    let mut all = departed.clone();
+    for s in live {
         all.merge(s);
     }
     let (infra_stats, http) = infra.egress();
@@ -479,4 +741,29 @@ fn sample(
             / live.len().max(1) as f64,
     };
     (sample, totals)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_shared_out_evenly_and_the_full_book_knows_them() {
+        let sc = Scenario {
+            nodes: 7,
+            churn_per_min: 0.5,
+            duration_s: 120.0,
+            ..Scenario::default()
+        };
+        assert_eq!(known_gens(&sc), 11);
+        assert_eq!(owned_slots(7, 0, 1), [1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(owned_slots(7, 0, 3), [3, 6]);
+        assert_eq!(owned_slots(7, 1, 3), [1, 4, 7]);
+        assert_eq!(owned_slots(7, 2, 3), [2, 5]);
+        let book = full_book(&sc);
+        let book = book.read().unwrap();
+        assert_eq!(book.len(), 1 + 7 * 12);
+        assert_eq!(book[&slot_key(sc.seed, 0, 0).public().to_peer_id()], 0);
+        assert_eq!(book[&slot_key(sc.seed, 5, 11).public().to_peer_id()], 5);
+    }
 }
