@@ -260,7 +260,7 @@ impl fmt::Debug for Shaper {
 /// connection's substreams shaped. All connections of the transport share
 /// one [`Shaper`] (so build one transport per node). For any behaviour:
 ///
-/// ```ignore
+/// ```text
 /// let transport = shaped_tcp_transport(&key, shaping)?;
 /// let swarm = SwarmBuilder::with_existing_identity(key)
 ///     .with_tokio()
