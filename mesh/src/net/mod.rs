@@ -205,35 +205,9 @@ pub async fn start(cfg: NetConfig, on_piece: Option<OnPiece>) -> Result<NetHandl
     let now = now_ms();
     let engine = Engine::new(cfg.engine.clone(), cfg.seed, now)?;
     let mut swarm = build_swarm(&cfg)?;
-    for addr in &cfg.listen {
-        swarm
-            .listen_on(addr.clone())
-            .map_err(|e| NetError::Listen {
-                addr: addr.clone(),
-                reason: e.to_string(),
-            })?;
-    }
-    let mut addrs = Vec::new();
-    let wait = tokio::time::sleep(Duration::from_secs(5));
-    tokio::pin!(wait);
-    while addrs.len() < cfg.listen.len() {
-        tokio::select! {
-            ev = swarm.select_next_some() => match ev {
-                SwarmEvent::NewListenAddr { address, .. } => addrs.push(address),
-                SwarmEvent::ListenerError { error, .. } | SwarmEvent::ListenerClosed { reason: Err(error), .. } => {
-                    return Err(NetError::Listen { addr: cfg.listen[addrs.len()].clone(), reason: error.to_string() });
-                }
-                _ => {}
-            },
-            _ = &mut wait => break,
-        }
-    }
-    if addrs.is_empty() {
-        return Err(NetError::Listen {
-            addr: cfg.listen.first().cloned().unwrap_or(Multiaddr::empty()),
-            reason: "no listener came up within 5 s".into(),
-        });
-    }
+    let addrs = listen_all(&mut swarm, &cfg.listen)
+        .await
+        .map_err(|(addr, reason)| NetError::Listen { addr, reason })?;
     let incoming = swarm
         .behaviour()
         .stream
@@ -271,6 +245,41 @@ pub async fn start(cfg: NetConfig, on_piece: Option<OnPiece>) -> Result<NetHandl
         neighbors: neighbors_rx,
         task,
     })
+}
+
+/// Listens on every address and waits (up to 5 s) until each is bound;
+/// returns the bound addresses, or the address that failed and why.
+/// Shared by the Shoal driver and the lab's gossipsub baseline.
+pub async fn listen_all<B: NetworkBehaviour>(
+    swarm: &mut Swarm<B>,
+    listen: &[Multiaddr],
+) -> Result<Vec<Multiaddr>, (Multiaddr, String)> {
+    for addr in listen {
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| (addr.clone(), e.to_string()))?;
+    }
+    let mut addrs = Vec::new();
+    let wait = tokio::time::sleep(Duration::from_secs(5));
+    tokio::pin!(wait);
+    while addrs.len() < listen.len() {
+        tokio::select! {
+            ev = swarm.select_next_some() => match ev {
+                SwarmEvent::NewListenAddr { address, .. } => addrs.push(address),
+                SwarmEvent::ListenerError { error, .. }
+                | SwarmEvent::ListenerClosed { reason: Err(error), .. } => {
+                    return Err((listen[addrs.len()].clone(), error.to_string()));
+                }
+                _ => {}
+            },
+            _ = &mut wait => break,
+        }
+    }
+    if addrs.is_empty() && !listen.is_empty() {
+        let why = "no listener came up within 5 s".to_string();
+        return Err((listen[0].clone(), why));
+    }
+    Ok(addrs)
 }
 
 fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>, NetError> {

@@ -525,39 +525,9 @@ async fn start(
             .with_idle_connection_timeout(Duration::from_secs(24 * 3600)),
     );
 
-    for addr in &opts.listen {
-        swarm
-            .listen_on(addr.clone())
-            .map_err(|e| GossipsubError::Listen {
-                addr: addr.clone(),
-                reason: e.to_string(),
-            })?;
-    }
-    let mut addrs = Vec::new();
-    let wait = tokio::time::sleep(Duration::from_secs(5));
-    tokio::pin!(wait);
-    while addrs.len() < opts.listen.len() {
-        tokio::select! {
-            ev = swarm.select_next_some() => match ev {
-                SwarmEvent::NewListenAddr { address, .. } => addrs.push(address),
-                SwarmEvent::ListenerError { error, .. }
-                | SwarmEvent::ListenerClosed { reason: Err(error), .. } => {
-                    return Err(GossipsubError::Listen {
-                        addr: opts.listen[addrs.len()].clone(),
-                        reason: error.to_string(),
-                    });
-                }
-                _ => {}
-            },
-            _ = &mut wait => break,
-        }
-    }
-    if addrs.is_empty() && !opts.listen.is_empty() {
-        return Err(GossipsubError::Listen {
-            addr: opts.listen[0].clone(),
-            reason: "no listener came up within 5 s".into(),
-        });
-    }
+    let addrs = shoal_mesh::net::listen_all(&mut swarm, &opts.listen)
+        .await
+        .map_err(|(addr, reason)| GossipsubError::Listen { addr, reason })?;
     for (peer, peer_addrs) in dial {
         dial_peer(&mut swarm, peer, peer_addrs);
     }
