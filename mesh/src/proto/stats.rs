@@ -141,6 +141,29 @@ fn ratio(num: u64, den: u64) -> Option<f64> {
 }
 
 impl Stats {
+    /// Counts a piece's payload on receipt, by the definitions of DESIGN.md:
+    /// a duplicate if already held, else first-copy payload from viewers or
+    /// infrastructure, with its lag. Returns whether it was a first copy.
+    pub fn count_receipt(
+        &mut self,
+        bytes: u64,
+        already_held: bool,
+        from_infra: bool,
+        lag_ms: u64,
+    ) -> bool {
+        if already_held {
+            self.payload_duplicate += bytes;
+            return false;
+        }
+        if from_infra {
+            self.payload_from_infra += bytes;
+        } else {
+            self.payload_from_peers += bytes;
+        }
+        self.lag_ms.record(lag_ms);
+        true
+    }
+
     pub fn payload_received(&self) -> u64 {
         self.payload_from_peers + self.payload_from_infra
     }

@@ -417,18 +417,11 @@ impl<P: PeerId> Engine<P> {
     fn accept(&mut self, piece: Piece, from: Option<&P>, from_infra: bool, now: u64) {
         let seq = piece.header.seq;
         let len = piece.data.len() as u64;
-        if self.store.contains_key(&seq) {
-            self.stats.payload_duplicate += len;
+        let held = self.store.contains_key(&seq);
+        let lag = now.saturating_sub(piece.header.produced_at);
+        if !self.stats.count_receipt(len, held, from_infra, lag) {
             return;
         }
-        if from_infra {
-            self.stats.payload_from_infra += len;
-        } else {
-            self.stats.payload_from_peers += len;
-        }
-        self.stats
-            .lag_ms
-            .record(now.saturating_sub(piece.header.produced_at));
         if let Some(p) = from {
             if let Some(n) = self.neighbors.get_mut(p) {
                 n.has.insert(seq);

@@ -120,18 +120,11 @@ impl Meter {
         // engine's timer would have judged them.
         self.judge(now);
         let len = u64::from(header.len);
-        if self.held.contains_key(&header.seq) {
-            self.stats.payload_duplicate += len;
+        let held = self.held.contains_key(&header.seq);
+        let lag = now.saturating_sub(header.produced_at);
+        if !self.stats.count_receipt(len, held, from_infra, lag) {
             return false;
         }
-        if from_infra {
-            self.stats.payload_from_infra += len;
-        } else {
-            self.stats.payload_from_peers += len;
-        }
-        self.stats
-            .lag_ms
-            .record(now.saturating_sub(header.produced_at));
         self.store(header, now);
         true
     }
