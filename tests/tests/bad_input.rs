@@ -196,6 +196,7 @@ fn hello(stream: StreamId) -> Msg {
         max_degree: 8,
         upload_kbps: 0,
         coord: Coord::default(),
+        loc: Default::default(),
     })
 }
 

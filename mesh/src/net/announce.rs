@@ -98,6 +98,11 @@ impl Announcer {
                                     peer: c.peer_id.parse::<PeerId>().ok()?,
                                     addrs: c.addrs,
                                     coord: c.coord.filter(|c| c.is_valid()),
+                                    loc: Default::default(),
+                                    free: Some(
+                                        c.max_degree.saturating_sub(c.degree).min(u16::MAX.into())
+                                            as u16,
+                                    ),
                                 })
                             })
                             .collect();

@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, VecDeque};
 
 use super::{
     coords::Coord,
-    wire::{PeerInfo, Role},
+    wire::{Locality, PeerInfo, Role},
 };
 
 /// RTT samples kept per neighbour (median and spread are taken over them).
@@ -68,6 +68,10 @@ pub(crate) struct Neighbor {
     pub(crate) upload_kbps: u32,
     /// Its latest network coordinate.
     pub(crate) coord: Option<Coord>,
+    /// Its AS and subnet, from its Hello.
+    pub(crate) loc: Locality,
+    /// Neighbour slots it had free when it greeted us.
+    pub(crate) free: Option<u16>,
 }
 
 impl Neighbor {
@@ -87,6 +91,8 @@ impl Neighbor {
             penalty: 0,
             upload_kbps: 0,
             coord: None,
+            loc: Locality::default(),
+            free: None,
         }
     }
 

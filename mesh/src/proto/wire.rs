@@ -56,6 +56,10 @@ pub struct PeerInfo<P> {
     pub addrs: Vec<String>,
     /// Its network coordinate, when known.
     pub coord: Option<Coord>,
+    /// Its AS and subnet, as the tracker saw them (zero: unknown).
+    pub loc: Locality,
+    /// Neighbour slots it had free when last heard of (`None`: unknown).
+    pub free: Option<u16>,
 }
 
 impl<P> PeerInfo<P> {
@@ -65,7 +69,41 @@ impl<P> PeerInfo<P> {
             peer,
             addrs,
             coord: None,
+            loc: Locality::default(),
+            free: None,
         }
+    }
+}
+
+/// Where a node sits in the Internet's structure: its autonomous system and
+/// its /24 (IPv4) or /48 (IPv6) prefix. The tracker tells each node its own
+/// (from the address it sees and an IP→AS table); nodes pass them on in
+/// `Hello` and peer lists. Zero means unknown in both fields.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Locality {
+    pub asn: u32,
+    pub subnet: u64,
+}
+
+impl Locality {
+    /// The locality of an address in AS `asn` (0: unknown AS).
+    pub fn of_ip(ip: std::net::IpAddr, asn: u32) -> Self {
+        let subnet = match ip {
+            // Tag bits keep the IPv4 and IPv6 prefixes apart and non-zero.
+            std::net::IpAddr::V4(v4) => (1 << 32) | u64::from(u32::from(v4) >> 8),
+            std::net::IpAddr::V6(v6) => (1 << 63) | (u128::from(v6) >> 80) as u64,
+        };
+        Locality { asn, subnet }
+    }
+
+    /// Both in the same known AS.
+    pub fn same_as(&self, other: &Locality) -> bool {
+        self.asn != 0 && self.asn == other.asn
+    }
+
+    /// Both in the same known /24 (or /48).
+    pub fn same_subnet(&self, other: &Locality) -> bool {
+        self.subnet != 0 && self.subnet == other.subnet
     }
 }
 
@@ -81,6 +119,8 @@ pub struct Hello {
     pub upload_kbps: u32,
     /// The sender's network coordinate.
     pub coord: Coord,
+    /// The sender's AS and subnet, as its tracker told it (zero: unknown).
+    pub loc: Locality,
 }
 
 /// Why a session was refused.
@@ -309,6 +349,10 @@ mod tests {
                 max_degree: 8,
                 upload_kbps: 0,
                 coord: Coord::default(),
+                loc: Locality {
+                    asn: 64512,
+                    subnet: 7,
+                },
             }),
             Message::Refuse {
                 reason: RefuseReason::Full,
@@ -340,6 +384,8 @@ mod tests {
                     peer: 3,
                     addrs: vec![],
                     coord: Some(Coord::default()),
+                    loc: Locality::default(),
+                    free: Some(2),
                 }],
             },
         ];

@@ -19,8 +19,8 @@ use rand::{seq::SliceRandom, Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::proto::{
-    piece::flags, Config, Engine, Input, Output, PeerInfo, Piece, Signer, Stats, Summary,
-    MAX_PIECE_BYTES,
+    piece::flags, Config, Engine, Input, Output, PeerInfo, Piece, Selection, Signer, Stats,
+    Summary, MAX_PIECE_BYTES,
 };
 
 /// Node id in the simulator; the seeder is node 0.
@@ -48,8 +48,8 @@ pub struct SimConfig {
     pub tracker_interval_ms: u64,
     /// Viewer engine settings (stream id is filled in).
     pub max_degree: usize,
-    /// Keep whatever neighbours chance gives (no RTT-driven swaps).
-    pub random_neighbors: bool,
+    /// How viewers choose neighbours (the full score or an ablation).
+    pub selection: Selection,
     /// A network model in place of `one_way_ms` and `viewer_upload_bps`
     /// (the lab's topologies and capacity spreads).
     pub network: Option<Network>,
@@ -87,7 +87,7 @@ impl Default for SimConfig {
             hints: 20,
             tracker_interval_ms: 5_000,
             max_degree: 8,
-            random_neighbors: false,
+            selection: Selection::Full,
             network: None,
         }
     }
@@ -270,7 +270,7 @@ impl<'a> Sim<'a> {
             Event::Join(v) => {
                 let mut cfg = Config::viewer(self.signer.stream());
                 cfg.max_degree = self.cfg.max_degree;
-                cfg.random_neighbors = self.cfg.random_neighbors;
+                cfg.selection = self.cfg.selection;
                 // The viewer sets its upload limit a little under its link rate, as
                 // `--upload-limit` asks of a real user, so its link never queues.
                 cfg.upload_limit = self.upload_bps(v).map(|b| b * 9 / 80);
@@ -297,6 +297,8 @@ impl<'a> Sim<'a> {
                         addrs: vec![],
                         // The tracker passes on what nodes announce.
                         coord: self.nodes[peer as usize].as_ref().map(|n| n.engine.coord()),
+                        loc: Default::default(),
+                        free: None,
                     })
                     .collect();
                 self.input(v, Input::Candidates(hints));

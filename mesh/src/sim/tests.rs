@@ -73,7 +73,7 @@ fn rtt_driven_swaps_find_closer_neighbours_than_chance() {
         ..SimConfig::default()
     };
     let random = run(&SimConfig {
-        random_neighbors: true,
+        selection: Selection::Random,
         ..base.clone()
     });
     let shoal = run(&base);

@@ -27,7 +27,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use shoal_mesh::{
     net::{Shaping, ShapingCounters},
-    proto::{Config, Stats, StreamId, Summary},
+    proto::{Config, Selection, Stats, StreamId, Summary},
 };
 use shoal_node::{Node, NodeConfig};
 
@@ -386,7 +386,7 @@ async fn start_shoal_viewer(
     cfg.keypair = Some(key);
     cfg.shaping = Some(shaping);
     if system == System::Random {
-        cfg.tune = Some(|c: &mut Config| c.random_neighbors = true);
+        cfg.tune = Some(|c: &mut Config| c.selection = Selection::Random);
     }
     Node::start(cfg)
         .await

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Instant};
 use anyhow::bail;
 use serde::Serialize;
 use shoal_mesh::{
-    proto::Summary,
+    proto::{Selection, Summary},
     sim::{self, Network, SimConfig},
 };
 
@@ -48,7 +48,11 @@ pub fn run_sim(sc: &Scenario, system: System) -> anyhow::Result<SimOutput> {
         bitrate_bps: sc.bitrate_bps,
         join_over_ms: (sc.join_over_s * 1000.0) as u64,
         max_degree: sc.max_degree,
-        random_neighbors: system == System::Random,
+        selection: if system == System::Random {
+            Selection::Random
+        } else {
+            Selection::Full
+        },
         network: Some(network),
         ..SimConfig::default()
     };

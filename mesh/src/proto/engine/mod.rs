@@ -30,7 +30,7 @@ use super::{
     piece::{Piece, StreamId, StreamKey},
     stats::Stats,
     upload::TokenBucket,
-    wire::{self, Message, PeerInfo, Role},
+    wire::{self, Locality, Message, PeerInfo, Role},
 };
 use playback::Playback;
 
@@ -71,10 +71,10 @@ pub struct Config {
     pub push_fanout: usize,
     /// Upload kbit/s advertised in the handshake.
     pub upload_kbps: u32,
-    /// Keep whatever neighbours chance gives (the lab's `random` baseline);
-    /// otherwise the slowest neighbour is periodically swapped for an
-    /// untried candidate when its RTT is far above the rest.
-    pub random_neighbors: bool,
+    /// How neighbours are chosen (the full score, or an ablation).
+    pub selection: Selection,
+    /// This node's AS and subnet, when known (see [`Input::Located`]).
+    pub loc: Locality,
     /// How often the neighbour set is reconsidered.
     pub optimize_ms: u64,
 }
@@ -98,7 +98,8 @@ impl Config {
             request_timeout_ms: 1_500,
             push_fanout: 0,
             upload_kbps: 0,
-            random_neighbors: false,
+            selection: Selection::Full,
+            loc: Locality::default(),
             optimize_ms: 10_000,
         }
     }
@@ -112,6 +113,19 @@ impl Config {
             ..Config::viewer(stream)
         }
     }
+}
+
+/// How a node chooses its neighbours: the full score and two ablations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Selection {
+    /// Whatever chance gives: candidates in random order, never replaced.
+    Random,
+    /// RTT alone: measured median, or predicted from coordinates.
+    Rtt,
+    /// RTT median and stability, AS and subnet affinity, delivered rate
+    /// and free capacity.
+    #[default]
+    Full,
 }
 
 /// Something that happened, for the engine to handle.
@@ -137,6 +151,8 @@ pub enum Input<P> {
     InfraPiece(Piece),
     /// [`Output::FetchInfra`] failed.
     InfraFailed { seq: u64 },
+    /// The tracker told this node its AS and subnet.
+    Located(Locality),
 }
 
 /// Something the engine wants done.
@@ -330,6 +346,7 @@ impl<P: PeerId> Engine<P> {
                     self.stats.bad_pieces += 1;
                 }
             }
+            Input::Located(loc) => self.cfg.loc = loc,
             Input::InfraFailed { seq } => {
                 // Not at the origin (yet): ask again after a pause, not at
                 // once, or a piece nobody has becomes a busy loop.

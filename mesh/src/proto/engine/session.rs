@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use super::{Ask, Engine, PeerId};
+use super::{Ask, Engine, PeerId, Selection};
 use crate::proto::{
     coords::Coord,
     neighbors::{Candidate, Neighbor, Phase},
@@ -44,6 +44,7 @@ impl<P: PeerId> Engine<P> {
             max_degree: self.cfg.max_degree as u16,
             upload_kbps: self.cfg.upload_kbps,
             coord: self.coord,
+            loc: self.cfg.loc,
         });
         self.send(&peer, &hello);
     }
@@ -201,6 +202,8 @@ impl<P: PeerId> Engine<P> {
                     peer: p.clone(),
                     addrs: c.info.addrs.iter().take(wire::MAX_ADDRS).cloned().collect(),
                     coord: n.coord,
+                    loc: n.loc,
+                    free: n.free,
                 })
             })
             .collect();
@@ -253,6 +256,8 @@ impl<P: PeerId> Engine<P> {
         n.role = hello.role;
         n.upload_kbps = hello.upload_kbps;
         n.coord = Some(hello.coord);
+        n.loc = hello.loc;
+        n.free = Some(hello.max_degree.saturating_sub(hello.degree));
         if hello.upload_kbps > 0 {
             // Until it has delivered, expect what it says it can upload.
             n.rate = f64::from(hello.upload_kbps) * 1000.0 / 8.0;
@@ -260,6 +265,7 @@ impl<P: PeerId> Engine<P> {
         if let Some(c) = self.candidates.get_mut(&from) {
             c.failures = 0;
             c.info.coord = Some(hello.coord);
+            c.info.loc = hello.loc;
         }
         let map = self.buffer_map();
         self.send(&from, &map);
@@ -278,6 +284,8 @@ impl<P: PeerId> Engine<P> {
                 peer: c.info.peer.clone(),
                 addrs: c.info.addrs.iter().take(wire::MAX_ADDRS).cloned().collect(),
                 coord: c.info.coord,
+                loc: c.info.loc,
+                free: c.info.free,
             })
             .collect()
     }
@@ -405,7 +413,7 @@ impl<P: PeerId> Engine<P> {
     /// swap per period). The slowest neighbour is kept as the node's long
     /// link: meshes of only close neighbours split along regions.
     pub(super) fn optimize_neighbors(&mut self, now: u64) {
-        if self.cfg.random_neighbors || self.degree() < self.cfg.max_degree {
+        if (self.cfg.selection == Selection::Random) || self.degree() < self.cfg.max_degree {
             return;
         }
         let best = self
@@ -488,7 +496,7 @@ impl<P: PeerId> Engine<P> {
             .map(|(p, _)| p.clone())
             .collect();
         rand::seq::SliceRandom::shuffle(ready.as_mut_slice(), &mut self.rng);
-        if !self.cfg.random_neighbors {
+        if self.cfg.selection != Selection::Random {
             // Closest predicted first (a stable sort keeps the shuffle among
             // candidates without a usable coordinate), but every fourth dial
             // goes to a random candidate: long links keep the regions joined
@@ -500,7 +508,8 @@ impl<P: PeerId> Engine<P> {
         }
         let mut picks = Vec::new();
         for i in 0..(self.cfg.max_degree - used).min(ready.len()) {
-            let random_pick = !self.cfg.random_neighbors && (self.dials + i as u64) % 4 == 3;
+            let random_pick =
+                self.cfg.selection != Selection::Random && (self.dials + i as u64) % 4 == 3;
             let idx = if random_pick {
                 rand::Rng::gen_range(&mut self.rng, 0..ready.len())
             } else {

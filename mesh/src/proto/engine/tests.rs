@@ -368,6 +368,7 @@ fn hello(stream: StreamId, role: Role) -> Message<u32> {
         max_degree: 8,
         upload_kbps: 0,
         coord: Coord::default(),
+        loc: Default::default(),
     })
 }
 
