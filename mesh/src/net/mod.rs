@@ -429,7 +429,8 @@ impl Driver {
             }
             PeerEvent::Frame(peer, gen, body) => {
                 if self.sessions.get(&peer).is_some_and(|s| s.gen == gen) {
-                    self.engine.handle(Input::Frame { from: peer, body }, now);
+                    self.engine
+                        .handle(Input::Frame { from: peer, body: body.into() }, now);
                 }
             }
             PeerEvent::Malformed(peer, gen) => {

@@ -14,7 +14,10 @@ use super::PEER_QUEUE;
 
 /// A peer that accepts nothing for this long is cut off.
 const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-use crate::proto::{wire, Input};
+use crate::proto::{
+    wire::{self, Frame},
+    Input,
+};
 
 /// What session tasks tell the driver. Sessions are told apart by
 /// generation, so events of a replaced session are ignored.
@@ -37,7 +40,7 @@ pub(super) struct Session {
     pub(super) gen: u64,
     /// We opened the stream.
     pub(super) outbound: bool,
-    frames: mpsc::Sender<Bytes>,
+    frames: mpsc::Sender<Frame>,
     reader: JoinHandle<()>,
 }
 
@@ -50,7 +53,7 @@ impl Session {
         events: mpsc::Sender<PeerEvent>,
     ) -> Session {
         let (mut rd, mut wr) = stream.split();
-        let (frames, mut queue) = mpsc::channel::<Bytes>(PEER_QUEUE);
+        let (frames, mut queue) = mpsc::channel::<Frame>(PEER_QUEUE);
         let done = events.clone();
         tokio::spawn(async move {
             // Ends when the session is dropped (after writing what was
@@ -58,7 +61,13 @@ impl Session {
             // error, or when the peer stops reading for WRITE_TIMEOUT.
             let stalled = |r: Result<std::io::Result<()>, _>| !matches!(r, Ok(Ok(())));
             while let Some(frame) = queue.recv().await {
-                if stalled(tokio::time::timeout(WRITE_TIMEOUT, wr.write_all(&frame)).await) {
+                // A piece's payload goes out from the buffer it arrived in.
+                let (head, data) = frame.parts();
+                let write = async {
+                    wr.write_all(head).await?;
+                    wr.write_all(data).await
+                };
+                if stalled(tokio::time::timeout(WRITE_TIMEOUT, write).await) {
                     break;
                 }
                 if queue.is_empty()
@@ -102,7 +111,7 @@ impl Session {
     }
 
     /// Queues a frame; `false` when the queue is full (the peer is stuck).
-    pub(super) fn send(&self, frame: Bytes) -> bool {
+    pub(super) fn send(&self, frame: Frame) -> bool {
         !matches!(
             self.frames.try_send(frame),
             Err(mpsc::error::TrySendError::Full(_))

@@ -217,31 +217,196 @@ pub fn check_len(len: u32) -> Result<usize, WireError> {
 
 /// Encodes a message as a whole frame, length prefix included.
 pub fn encode<P: Serialize>(msg: &Message<P>) -> Bytes {
-    let body = bincode::serde::encode_to_vec(msg, config())
-        .expect("messages we build are within the frame limit");
-    let mut out = BytesMut::with_capacity(4 + 1 + body.len());
-    out.put_u32((body.len() + 1) as u32);
-    out.put_u8(FRAME_VERSION);
-    out.extend_from_slice(&body);
-    out.freeze()
+    encode_frame(msg).to_bytes()
 }
 
-/// Decodes a frame body (what follows the length prefix) and checks bounds.
+/// Index of `Message::Piece` in the enum: its varint is this one byte.
+const PIECE_VARIANT: u8 = 5;
+
+/// A frame ready to write: the length prefix and encoded message, and for a
+/// `Piece` its payload kept apart, so a payload is never copied on its way
+/// through a node (the bytes on the wire are `head` then `data`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Frame {
+    head: Bytes,
+    data: Bytes,
+}
+
+impl Frame {
+    /// Bytes on the wire, length prefix included.
+    pub fn len(&self) -> usize {
+        self.head.len() + self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The two parts to write in order (the second is empty but for pieces).
+    pub fn parts(&self) -> (&Bytes, &Bytes) {
+        (&self.head, &self.data)
+    }
+
+    /// The body after the length prefix, as a receiver sees it.
+    pub fn body(&self) -> Body {
+        Body {
+            head: self.head.slice(4..),
+            data: self.data.clone(),
+        }
+    }
+
+    /// The whole frame in one buffer (copies a piece's payload).
+    pub fn to_bytes(&self) -> Bytes {
+        if self.data.is_empty() {
+            return self.head.clone();
+        }
+        let mut out = BytesMut::with_capacity(self.len());
+        out.extend_from_slice(&self.head);
+        out.extend_from_slice(&self.data);
+        out.freeze()
+    }
+}
+
+/// A received frame body (after the length prefix): one buffer as read from
+/// a stream, or the two parts of a [`Frame`] (the simulator hands them over
+/// as sent). Either way a piece's payload is a slice, never a copy.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Body {
+    head: Bytes,
+    data: Bytes,
+}
+
+impl From<Bytes> for Body {
+    fn from(head: Bytes) -> Self {
+        Body {
+            head,
+            data: Bytes::new(),
+        }
+    }
+}
+
+impl Body {
+    pub fn len(&self) -> usize {
+        self.head.len() + self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Encodes a message as a frame; a piece's payload is shared, not copied.
+pub fn encode_frame<P: Serialize>(msg: &Message<P>) -> Frame {
+    let (head, data) = match msg {
+        // The payload is the last field of the last struct, so the encoding
+        // of a piece is that of the same piece with an empty payload, minus
+        // the empty length (one 0 byte), plus the real length and payload.
+        Message::Piece(p) => {
+            let bare = Message::<P>::Piece(Piece {
+                data: Bytes::new(),
+                ..p.clone()
+            });
+            let mut head = bincode::serde::encode_to_vec(&bare, config())
+                .expect("messages we build are within the frame limit");
+            debug_assert_eq!(head.last(), Some(&0));
+            head.pop();
+            bincode::encode_into_std_write(p.data.len() as u64, &mut head, config())
+                .expect("writing to a Vec");
+            (head, p.data.clone())
+        }
+        _ => (
+            bincode::serde::encode_to_vec(msg, config())
+                .expect("messages we build are within the frame limit"),
+            Bytes::new(),
+        ),
+    };
+    let body_len = 1 + head.len() + data.len();
+    let mut out = BytesMut::with_capacity(4 + 1 + head.len());
+    out.put_u32(body_len as u32);
+    out.put_u8(FRAME_VERSION);
+    out.extend_from_slice(&head);
+    Frame {
+        head: out.freeze(),
+        data,
+    }
+}
+
+/// Decodes a frame body held in one buffer (copies a piece's payload; the
+/// engine uses [`decode_body`]).
 pub fn decode<P: DeserializeOwned>(body: &[u8]) -> Result<Message<P>, WireError> {
+    decode_body(&Bytes::copy_from_slice(body).into())
+}
+
+/// Decodes a frame body. A piece's payload is sliced out of the buffer it
+/// arrived in, not copied.
+pub fn decode_body<P: DeserializeOwned>(body: &Body) -> Result<Message<P>, WireError> {
     if body.len() > MAX_FRAME_BYTES {
         return Err(WireError::TooLong(body.len()));
     }
-    let (&version, rest) = body.split_first().ok_or(WireError::Empty)?;
+    let (&version, _) = body.head.split_first().ok_or(WireError::Empty)?;
     if version != FRAME_VERSION {
         return Err(WireError::Version(version));
     }
-    let (msg, used): (Message<P>, usize) = bincode::serde::decode_from_slice(rest, config())
-        .map_err(|e| WireError::Decode(e.to_string()))?;
-    if used != rest.len() {
-        return Err(WireError::Trailing(rest.len() - used));
-    }
+    let rest = &body.head[1..];
+    let msg = if rest.first() == Some(&PIECE_VARIANT) {
+        Message::Piece(decode_piece(body)?)
+    } else {
+        if !body.data.is_empty() {
+            return Err(WireError::Decode(
+                "payload after a message that has none".into(),
+            ));
+        }
+        let (msg, used): (Message<P>, usize) = bincode::serde::decode_from_slice(rest, config())
+            .map_err(|e| WireError::Decode(e.to_string()))?;
+        if used != rest.len() {
+            return Err(WireError::Trailing(rest.len() - used));
+        }
+        msg
+    };
     check_bounds(&msg)?;
     Ok(msg)
+}
+
+/// The fields of a piece before its payload.
+#[derive(Deserialize)]
+struct PieceHead {
+    header: super::piece::PieceHeader,
+    signature: Bytes,
+    len: u64,
+}
+
+/// Decodes `Message::Piece`: the head with bincode, then the payload as the
+/// rest of the body (the head's buffer, or the separate payload part).
+fn decode_piece(body: &Body) -> Result<Piece, WireError> {
+    // Skip the version byte and the variant index.
+    let rest = &body.head[2..];
+    let (head, used): (PieceHead, usize) = bincode::serde::decode_from_slice(rest, config())
+        .map_err(|e| WireError::Decode(e.to_string()))?;
+    let after = 2 + used;
+    let tail = body.head.len() - after;
+    let data = if body.data.is_empty() {
+        body.head.slice(after..)
+    } else if tail == 0 {
+        body.data.clone()
+    } else {
+        return Err(WireError::Decode(
+            "piece head split from its payload".into(),
+        ));
+    };
+    let len = head.len as usize;
+    if data.len() < len {
+        return Err(WireError::Decode(
+            "piece payload shorter than its length".into(),
+        ));
+    }
+    if data.len() > len {
+        return Err(WireError::Trailing(data.len() - len));
+    }
+    Ok(Piece {
+        header: head.header,
+        signature: head.signature,
+        data,
+    })
 }
 
 fn check_bounds<P>(msg: &Message<P>) -> Result<(), WireError> {
@@ -392,8 +557,63 @@ mod tests {
         for m in msgs {
             let frame = encode(&m);
             assert!(frame.len() - 4 <= MAX_FRAME_BYTES);
-            assert_eq!(decode::<u32>(body(&frame)), Ok(m));
+            // The split encoding is plain bincode of the whole message.
+            let plain = bincode::serde::encode_to_vec(&m, config()).unwrap();
+            assert_eq!(&body(&frame)[1..], &plain[..]);
+            assert_eq!(decode::<u32>(body(&frame)), Ok(m.clone()));
+            // As two parts, the way the simulator hands frames over.
+            assert_eq!(decode_body::<u32>(&encode_frame(&m).body()), Ok(m));
         }
+    }
+
+    #[test]
+    fn piece_payloads_are_shared_not_copied() {
+        let signer = Signer::new(&libp2p::identity::Keypair::generate_ed25519()).unwrap();
+        let data = Bytes::from(vec![7u8; 1000]);
+        let piece = signer.sign(3, 0, 1, 42, 0, data.clone()).unwrap();
+        let frame = encode_frame::<u32>(&Message::Piece(piece));
+        assert_eq!(frame.parts().1.as_ptr(), data.as_ptr());
+        let Ok(Message::Piece(p)) = decode_body::<u32>(&frame.body()) else {
+            panic!("a piece");
+        };
+        assert_eq!(p.data.as_ptr(), data.as_ptr());
+        // Read into one buffer, the payload is a slice of that buffer.
+        let whole = frame.to_bytes().slice(4..);
+        let Ok(Message::Piece(p)) = decode_body::<u32>(&whole.clone().into()) else {
+            panic!("a piece");
+        };
+        let start = whole.as_ptr() as usize;
+        let at = p.data.as_ptr() as usize;
+        assert!(at > start && at + p.data.len() == start + whole.len());
+    }
+
+    #[test]
+    fn split_bodies_must_add_up() {
+        let signer = Signer::new(&libp2p::identity::Keypair::generate_ed25519()).unwrap();
+        let piece = signer
+            .sign(3, 0, 1, 42, 0, Bytes::from(vec![7u8; 100]))
+            .unwrap();
+        let frame = encode_frame::<u32>(&Message::Piece(piece));
+        let (head, data) = frame.parts();
+        let head = head.slice(4..);
+        for data in [data.slice(..99), {
+            let mut d = data.to_vec();
+            d.push(1);
+            Bytes::from(d)
+        }] {
+            let body = Body {
+                head: head.clone(),
+                data,
+            };
+            assert!(decode_body::<u32>(&body).is_err());
+        }
+        // A payload part after a message without one.
+        let ping = encode_frame::<u32>(&Message::Cancel { seqs: vec![1] });
+        let body = Body {
+            head: ping.parts().0.slice(4..),
+            data: Bytes::from_static(b"x"),
+        };
+        assert!(decode_body::<u32>(&body).is_err());
     }
 
     #[test]

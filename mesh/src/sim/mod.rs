@@ -385,7 +385,7 @@ impl<'a> Sim<'a> {
                         }
                         None => now,
                     };
-                    let body = frame.slice(4..);
+                    let body = frame.body();
                     let t = depart + self.delay(n, to);
                     self.at(t, Event::Input(to, Input::Frame { from: n, body }));
                 }

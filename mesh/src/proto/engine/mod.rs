@@ -19,7 +19,6 @@ mod session;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use bytes::Bytes;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{de::DeserializeOwned, Serialize};
@@ -139,7 +138,7 @@ pub enum Input<P> {
     DialFailed { peer: P },
     /// A frame body (after the length prefix, already checked by
     /// [`wire::check_len`]).
-    Frame { from: P, body: Bytes },
+    Frame { from: P, body: wire::Body },
     /// The peer broke framing (e.g. a length over the limit): the driver
     /// stopped reading it.
     Malformed { from: P },
@@ -159,7 +158,7 @@ pub enum Input<P> {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Output<P> {
     /// Write this frame (length prefix included) to the peer.
-    Send { to: P, frame: Bytes },
+    Send { to: P, frame: wire::Frame },
     /// Dial this peer; answer with `Connected` or `DialFailed`.
     Connect(PeerInfo<P>),
     /// Close the session.
@@ -388,7 +387,7 @@ impl<P: PeerId> Engine<P> {
 
     /// Queues a frame, counting payload and overhead bytes sent.
     fn send(&mut self, to: &P, msg: &Message<P>) {
-        let frame = wire::encode(msg);
+        let frame = wire::encode_frame(msg);
         let payload = match msg {
             Message::Piece(p) => p.data.len(),
             _ => 0,

@@ -1,7 +1,5 @@
 //! Sessions: handshake, the degree cap, and each message a neighbour sends.
 
-use bytes::Bytes;
-
 use super::{Ask, Engine, PeerId, Selection};
 use crate::proto::{
     coords::Coord,
@@ -85,11 +83,11 @@ impl<P: PeerId> Engine<P> {
         self.inflight.retain(|_, a| a.from.as_ref() != Some(peer));
     }
 
-    pub(super) fn on_frame(&mut self, from: P, body: Bytes, now: u64) {
+    pub(super) fn on_frame(&mut self, from: P, body: wire::Body, now: u64) {
         let Some(phase) = self.neighbors.get(&from).map(|n| n.phase) else {
             return; // Session already closed; late frame.
         };
-        let msg = match wire::decode::<P>(&body) {
+        let msg = match wire::decode_body::<P>(&body) {
             Ok(m) => m,
             Err(_) => return self.violation(&from, "malformed frame", now),
         };

@@ -116,7 +116,14 @@ impl Net {
     }
 
     fn send_raw(&mut self, fake: u32, to: u32, body: Bytes) {
-        self.push(self.now, to, Input::Frame { from: fake, body });
+        self.push(
+            self.now,
+            to,
+            Input::Frame {
+                from: fake,
+                body: body.into(),
+            },
+        );
         self.settle();
     }
 
@@ -178,7 +185,7 @@ impl Net {
             return; // A fake peer: its sent frames are logged already.
         }
         if let Input::Frame { from, body } = &input {
-            if let Ok(msg) = wire::decode::<u32>(body) {
+            if let Ok(msg) = wire::decode_body::<u32>(body) {
                 self.log.push(Ev::Recv {
                     from: *from,
                     to,
@@ -208,13 +215,23 @@ impl Net {
         for out in outs {
             match out {
                 Output::Send { to, frame } => {
+                    // One buffer, as the driver reads it (the simulator
+                    // passes the two parts instead).
+                    let frame = frame.to_bytes();
                     let len = u32::from_be_bytes(frame[..4].try_into().expect("prefix"));
                     assert_eq!(wire::check_len(len), Ok(frame.len() - 4), "bad prefix");
                     let msg = wire::decode::<u32>(&frame[4..]).expect("engines send valid frames");
                     self.log.push(Ev::Sent { from: id, to, msg });
                     if self.engines.contains_key(&to) {
                         let body = frame.slice(4..);
-                        self.push(now + self.delay, to, Input::Frame { from: id, body });
+                        self.push(
+                            now + self.delay,
+                            to,
+                            Input::Frame {
+                                from: id,
+                                body: body.into(),
+                            },
+                        );
                     }
                 }
                 Output::Connect(PeerInfo { peer, .. }) => {
