@@ -7,20 +7,16 @@
 //! departure + one-way delay. Fallback fetches reach an HTTP origin with a
 //! fixed delay. The same seed gives the same run, byte for byte.
 
-use std::{
-    cmp::Reverse,
-    collections::{BinaryHeap, HashMap},
-    sync::Arc,
-};
+use std::{cmp::Ordering, collections::BinaryHeap, sync::Arc};
 
 use bytes::Bytes;
 use libp2p::identity::Keypair;
-use rand::{seq::SliceRandom, Rng, SeedableRng};
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::proto::{
-    piece::flags, Config, Engine, Input, Output, PeerInfo, Piece, Selection, Signer, Stats,
-    Summary, MAX_PIECE_BYTES,
+    piece::flags, Config, Coord, Engine, Input, Locality, Output, PeerInfo, Piece, Selection,
+    Signer, Stats, StreamKey, Summary, MAX_PIECE_BYTES,
 };
 
 /// Node id in the simulator; the seeder is node 0.
@@ -45,6 +41,12 @@ pub struct SimConfig {
     pub join_over_ms: u64,
     /// Candidates handed out per tracker answer.
     pub hints: usize,
+    /// Peers the tracker ranks per answer: a random sample of this many
+    /// joined peers (the real tracker ranks a window of up to 4,096).
+    pub tracker_window: usize,
+    /// Viewers replaced per minute, as a share of all viewers (0.1: 10 %):
+    /// a random viewer leaves and a new one joins in its place.
+    pub churn_per_min: f64,
     pub tracker_interval_ms: u64,
     /// Viewer engine settings (stream id is filled in).
     pub max_degree: usize,
@@ -62,6 +64,8 @@ pub struct Network {
     pub one_way_ms: Arc<dyn Fn(NodeId, NodeId) -> u64 + Send + Sync>,
     /// Upload cap of each node in bits/s (`None`: unlimited), by node id.
     pub upload_bps: Vec<Option<u64>>,
+    /// AS and subnet of each node, by node id (empty: unknown).
+    pub loc: Vec<Locality>,
 }
 
 impl std::fmt::Debug for Network {
@@ -85,6 +89,8 @@ impl Default for SimConfig {
             viewer_upload_bps: None,
             join_over_ms: 2_000,
             hints: 20,
+            tracker_window: 256,
+            churn_per_min: 0.0,
             tracker_interval_ms: 5_000,
             max_degree: 8,
             selection: Selection::Full,
@@ -97,23 +103,61 @@ impl Default for SimConfig {
 #[derive(Clone, Debug)]
 pub struct SimReport {
     pub summary: Summary,
+    /// Every viewer that took part, those that left included.
     pub viewers: Vec<Stats>,
     pub seeder: Stats,
     pub origin_payload: u64,
     pub events: u64,
     /// Mean one-way delay from viewers to their neighbours at the end, and
-    /// to the closest possible set of the same size.
+    /// to the closest possible set of the same size (over a sample of at
+    /// most [`RATIO_SAMPLE`] viewers).
     pub neighbor_delay_ms: f64,
     pub best_delay_ms: f64,
+    /// Median relative error of coordinate-predicted RTTs against true RTTs
+    /// (sampled viewer pairs, at the end), when coordinates are usable.
+    pub coord_error_median: Option<f64>,
+    /// Viewers that left (churn).
+    pub departures: u64,
 }
+
+/// Viewers over which the neighbour RTT ratio is computed, at most.
+pub const RATIO_SAMPLE: usize = 2_000;
+/// Peers each sampled viewer's coordinate is checked against.
+const COORD_PAIRS: usize = 16;
 
 #[derive(Debug)]
 enum Event {
     Join(NodeId),
+    Leave,
     Input(NodeId, Input<NodeId>),
     Timer(NodeId),
     Cut,
     Tracker(NodeId),
+}
+
+/// An event in the queue, ordered by time then by insertion.
+struct Scheduled {
+    t: u64,
+    id: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.t, self.id) == (other.t, other.id)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Scheduled {
+    /// Reversed: the heap pops the earliest first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.t, other.id).cmp(&(self.t, self.id))
+    }
 }
 
 struct Node {
@@ -131,11 +175,20 @@ struct Sim<'a> {
     cfg: &'a SimConfig,
     rng: ChaCha8Rng,
     now: u64,
-    queue: BinaryHeap<Reverse<(u64, u64, usize)>>,
-    events: HashMap<usize, Event>,
-    next_id: usize,
+    queue: BinaryHeap<Scheduled>,
+    next_id: u64,
+    /// By node id; a viewer that joins by churn gets a new id.
     nodes: Vec<Option<Node>>,
+    /// The topology slot of each node id (a newcomer takes the leaver's).
+    slot: Vec<u32>,
+    /// Present viewers, for the tracker and churn to draw from.
+    present: Vec<NodeId>,
+    /// Where each node id is in `present`.
+    present_at: Vec<usize>,
+    /// Stats of viewers that left.
+    departed: Vec<Stats>,
     signer: Signer,
+    key: StreamKey,
     seq: u64,
     segment: u64,
     origin_payload: u64,
@@ -147,15 +200,21 @@ impl<'a> Sim<'a> {
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         let mut secret: [u8; 32] = rng.gen();
         let keypair = Keypair::ed25519_from_bytes(&mut secret).expect("32 bytes");
+        let signer = Signer::new(&keypair).expect("ed25519");
+        let key = StreamKey::shared(signer.stream()).expect("ed25519");
         Sim {
             cfg,
             rng,
             now: 0,
             queue: BinaryHeap::new(),
-            events: HashMap::new(),
             next_id: 0,
             nodes: (0..=cfg.viewers).map(|_| None).collect(),
-            signer: Signer::new(&keypair).expect("ed25519"),
+            slot: (0..=cfg.viewers as u32).collect(),
+            present: Vec::with_capacity(cfg.viewers),
+            present_at: vec![usize::MAX; cfg.viewers + 1],
+            departed: Vec::new(),
+            signer,
+            key,
             seq: 0,
             segment: 0,
             origin_payload: 0,
@@ -163,24 +222,37 @@ impl<'a> Sim<'a> {
         }
     }
 
-    fn at(&mut self, t: u64, e: Event) {
+    fn at(&mut self, t: u64, event: Event) {
         let id = self.next_id;
         self.next_id += 1;
-        self.events.insert(id, e);
-        self.queue.push(Reverse((t, id as u64, id)));
+        self.queue.push(Scheduled { t, id, event });
     }
 
     /// Upload cap of a node, bits/s.
     fn upload_bps(&self, n: NodeId) -> Option<u64> {
+        let slot = self.slot[n as usize];
         match &self.cfg.network {
-            Some(net) => net.upload_bps.get(n as usize).copied().flatten(),
-            None if n == 0 => None,
+            Some(net) => net.upload_bps.get(slot as usize).copied().flatten(),
+            None if slot == 0 => None,
             None => self.cfg.viewer_upload_bps,
         }
     }
 
+    fn loc(&self, n: NodeId) -> Locality {
+        let slot = self.slot[n as usize] as usize;
+        self.cfg
+            .network
+            .as_ref()
+            .and_then(|net| net.loc.get(slot).copied())
+            .unwrap_or_default()
+    }
+
     /// One-way delay of a pair, stable for the run.
     fn delay(&self, a: NodeId, b: NodeId) -> u64 {
+        self.slot_delay(self.slot[a as usize], self.slot[b as usize])
+    }
+
+    fn slot_delay(&self, a: u32, b: u32) -> u64 {
         if let Some(net) = &self.cfg.network {
             return (net.one_way_ms)(a, b);
         }
@@ -197,7 +269,7 @@ impl<'a> Sim<'a> {
 
     fn run(mut self) -> SimReport {
         let stream = self.signer.stream();
-        let seeder = Engine::new(Config::seeder(stream), self.cfg.seed, 0).expect("key");
+        let seeder = Engine::with_key(Config::seeder(stream), self.key.clone(), self.cfg.seed, 0);
         self.nodes[0] = Some(Node {
             engine: seeder,
             timer_at: u64::MAX,
@@ -208,20 +280,25 @@ impl<'a> Sim<'a> {
             let t = self.cfg.join_over_ms * v as u64 / self.cfg.viewers.max(1) as u64;
             self.at(t, Event::Join(v as NodeId));
         }
-        while let Some(Reverse((t, _, id))) = self.queue.pop() {
+        if let Some(gap) = self.churn_gap_ms() {
+            // Churn starts once everyone has joined.
+            self.at(self.cfg.join_over_ms + gap, Event::Leave);
+        }
+        while let Some(Scheduled { t, event, .. }) = self.queue.pop() {
             if t > self.cfg.duration_ms {
                 break;
             }
             self.now = t;
-            let e = self.events.remove(&id).expect("scheduled");
             self.processed += 1;
-            self.step(e);
+            self.step(event);
         }
-        let viewers: Vec<Stats> = self.nodes[1..]
+        let mut viewers: Vec<Stats> = self.nodes[1..]
             .iter()
             .flatten()
             .map(|n| n.engine.stats().clone())
             .collect();
+        let departures = self.departed.len() as u64;
+        viewers.append(&mut self.departed);
         let seeder = self.nodes[0]
             .as_ref()
             .expect("seeder")
@@ -232,75 +309,94 @@ impl<'a> Sim<'a> {
         SimReport {
             neighbor_delay_ms,
             best_delay_ms,
+            coord_error_median: self.coord_error(),
             summary: Summary::new(&viewers, std::slice::from_ref(&seeder), self.origin_payload),
             viewers,
             seeder,
             origin_payload: self.origin_payload,
             events: self.processed,
+            departures,
         }
     }
 
+    /// Time between departures, when there is churn.
+    fn churn_gap_ms(&self) -> Option<u64> {
+        let per_min = self.cfg.churn_per_min * self.cfg.viewers as f64;
+        (per_min > 0.0).then(|| (60_000.0 / per_min).max(1.0) as u64)
+    }
+
+    /// A spread-out, deterministic sample of present viewers.
+    fn sample_viewers(&self, n: usize) -> Vec<NodeId> {
+        let step = self.present.len().div_ceil(n.max(1)).max(1);
+        let mut out: Vec<NodeId> = self.present.iter().step_by(step).copied().collect();
+        out.sort_unstable();
+        out
+    }
+
     fn neighbor_delays(&self) -> (f64, f64) {
-        let ids: Vec<NodeId> = (0..self.nodes.len() as NodeId).collect();
+        let ids: Vec<NodeId> = (0..self.nodes.len() as NodeId)
+            .filter(|&n| self.nodes[n as usize].is_some())
+            .collect();
         let (mut chosen, mut best, mut n) = (0.0, 0.0, 0usize);
-        for (v, node) in self.nodes.iter().enumerate().skip(1) {
-            let Some(node) = node else { continue };
-            let v = v as NodeId;
+        let mut all = Vec::with_capacity(ids.len());
+        for v in self.sample_viewers(RATIO_SAMPLE) {
+            let Some(node) = &self.nodes[v as usize] else {
+                continue;
+            };
             let ds: Vec<u64> = node.engine.neighbors().map(|&p| self.delay(v, p)).collect();
             if ds.is_empty() {
                 continue;
             }
-            let mut all: Vec<u64> = ids
-                .iter()
-                .filter(|&&o| o != v)
-                .map(|&o| self.delay(v, o))
-                .collect();
-            all.sort_unstable();
+            all.clear();
+            all.extend(ids.iter().filter(|&&o| o != v).map(|&o| self.delay(v, o)));
+            let k = ds.len().min(all.len());
+            if k < all.len() {
+                all.select_nth_unstable(k - 1);
+            }
             chosen += ds.iter().sum::<u64>() as f64 / ds.len() as f64;
-            best += all[..ds.len()].iter().sum::<u64>() as f64 / ds.len() as f64;
+            best += all[..k].iter().sum::<u64>() as f64 / k as f64;
             n += 1;
         }
         let n = n.max(1) as f64;
         (chosen / n, best / n)
     }
 
+    /// Median relative error of predicted RTT over sampled viewer pairs.
+    fn coord_error(&self) -> Option<f64> {
+        let sample = self.sample_viewers(RATIO_SAMPLE / 4);
+        let mut rng = ChaCha8Rng::seed_from_u64(self.cfg.seed ^ 0xC0);
+        let mut errors = Vec::new();
+        for &v in &sample {
+            let Some(a) = &self.nodes[v as usize] else {
+                continue;
+            };
+            for _ in 0..COORD_PAIRS {
+                let o = self.present[rng.gen_range(0..self.present.len())];
+                let Some(b) = self.nodes[o as usize].as_ref().filter(|_| o != v) else {
+                    continue;
+                };
+                let truth = 2 * self.delay(v, o);
+                let predicted = a.engine.coord().rtt_ms(&b.engine.coord());
+                errors.push((f64::from(predicted) - truth as f64).abs() / truth.max(1) as f64);
+            }
+        }
+        if errors.is_empty() {
+            return None;
+        }
+        errors.sort_by(f64::total_cmp);
+        Some(errors[errors.len() / 2])
+    }
+
     fn step(&mut self, e: Event) {
         let now = self.now;
         match e {
-            Event::Join(v) => {
-                let mut cfg = Config::viewer(self.signer.stream());
-                cfg.max_degree = self.cfg.max_degree;
-                cfg.selection = self.cfg.selection;
-                // The viewer sets its upload limit a little under its link rate, as
-                // `--upload-limit` asks of a real user, so its link never queues.
-                cfg.upload_limit = self.upload_bps(v).map(|b| b * 9 / 80);
-                cfg.upload_kbps = self.upload_bps(v).map_or(0, |b| (b / 1000) as u32);
-                let seed = self.cfg.seed.wrapping_add(v as u64);
-                let engine = Engine::new(cfg, seed, now).expect("key");
-                self.nodes[v as usize] = Some(Node {
-                    engine,
-                    timer_at: u64::MAX,
-                    upload_free_at: now,
-                });
-                self.at(now, Event::Tracker(v));
-            }
+            Event::Join(v) => self.join(v),
+            Event::Leave => self.churn(),
             Event::Tracker(v) => {
-                let mut joined: Vec<NodeId> = (0..self.nodes.len() as NodeId)
-                    .filter(|&n| n != v && self.nodes[n as usize].is_some())
-                    .collect();
-                joined.shuffle(&mut self.rng);
-                joined.truncate(self.cfg.hints);
-                let hints = joined
-                    .into_iter()
-                    .map(|peer| PeerInfo {
-                        peer,
-                        addrs: vec![],
-                        // The tracker passes on what nodes announce.
-                        coord: self.nodes[peer as usize].as_ref().map(|n| n.engine.coord()),
-                        loc: Default::default(),
-                        free: None,
-                    })
-                    .collect();
+                if self.nodes[v as usize].is_none() {
+                    return; // left
+                }
+                let hints = self.tracker_hints(v);
                 self.input(v, Input::Candidates(hints));
                 self.at(now + self.cfg.tracker_interval_ms, Event::Tracker(v));
             }
@@ -321,6 +417,115 @@ impl<'a> Sim<'a> {
                 self.at(now + self.cfg.segment_ms, Event::Cut);
             }
         }
+    }
+
+    fn join(&mut self, v: NodeId) {
+        let now = self.now;
+        let mut cfg = Config::viewer(self.signer.stream());
+        cfg.max_degree = self.cfg.max_degree;
+        cfg.selection = self.cfg.selection;
+        cfg.loc = self.loc(v);
+        // The viewer sets its upload limit a little under its link rate, as
+        // `--upload-limit` asks of a real user, so its link never queues.
+        cfg.upload_limit = self.upload_bps(v).map(|b| b * 9 / 80);
+        cfg.upload_kbps = self.upload_bps(v).map_or(0, |b| (b / 1000) as u32);
+        let seed = self.cfg.seed.wrapping_add(v as u64);
+        let engine = Engine::with_key(cfg, self.key.clone(), seed, now);
+        self.nodes[v as usize] = Some(Node {
+            engine,
+            timer_at: u64::MAX,
+            upload_free_at: now,
+        });
+        self.present_at[v as usize] = self.present.len();
+        self.present.push(v);
+        self.at(now, Event::Tracker(v));
+    }
+
+    /// A random viewer leaves; a newcomer takes its place in the topology.
+    fn churn(&mut self) {
+        let now = self.now;
+        if let Some(gap) = self.churn_gap_ms() {
+            self.at(now + gap, Event::Leave);
+        }
+        if self.present.is_empty() {
+            return;
+        }
+        let gone = self.present[self.rng.gen_range(0..self.present.len())];
+        let Some(node) = self.nodes[gone as usize].take() else {
+            return;
+        };
+        // Its sessions end: each neighbour notices after the one-way delay.
+        for &p in node.engine.neighbors() {
+            let d = self.delay(gone, p);
+            self.at(now + d, Event::Input(p, Input::Disconnected { peer: gone }));
+        }
+        self.departed.push(node.engine.stats().clone());
+        let at = self.present_at[gone as usize];
+        self.present.swap_remove(at);
+        if let Some(&moved) = self.present.get(at) {
+            self.present_at[moved as usize] = at;
+        }
+        let newcomer = self.nodes.len() as NodeId;
+        self.nodes.push(None);
+        self.slot.push(self.slot[gone as usize]);
+        self.present_at.push(usize::MAX);
+        self.join(newcomer);
+    }
+
+    /// The tracker's answer: a random sample of joined peers ranked as the
+    /// tracker ranks them (free degree, then subnet and AS affinity and
+    /// predicted RTT), best first.
+    fn tracker_hints(&mut self, v: NodeId) -> Vec<PeerInfo<NodeId>> {
+        let me = self.nodes[v as usize].as_ref().expect("present");
+        let (coord, loc) = (me.engine.coord(), self.loc(v));
+        let usable = |c: &Coord| c.error < 1.0;
+        let mut pool: Vec<NodeId> = Vec::with_capacity(self.cfg.tracker_window + 1);
+        pool.push(0); // infrastructure is always listed
+        if self.present.len() <= self.cfg.tracker_window {
+            pool.extend(self.present.iter().copied());
+        } else {
+            for _ in 0..self.cfg.tracker_window {
+                pool.push(self.present[self.rng.gen_range(0..self.present.len())]);
+            }
+            pool.sort_unstable();
+            pool.dedup();
+        }
+        let mut ranked: Vec<(bool, f32, NodeId, PeerInfo<NodeId>)> = pool
+            .into_iter()
+            .filter(|&p| p != v)
+            .filter_map(|p| {
+                let e = &self.nodes[p as usize].as_ref()?.engine;
+                let free = e.config().max_degree.saturating_sub(e.degree()) as u16;
+                let pc = e.coord();
+                let ploc = self.loc(p);
+                let mut key = if usable(&coord) && usable(&pc) {
+                    coord.rtt_ms(&pc)
+                } else {
+                    f32::MAX / 4.0
+                };
+                if loc.same_subnet(&ploc) {
+                    key *= 0.5;
+                } else if loc.same_as(&ploc) {
+                    key *= 0.75;
+                }
+                let info = PeerInfo {
+                    peer: p,
+                    addrs: vec![],
+                    coord: Some(pc),
+                    loc: ploc,
+                    free: Some(free),
+                };
+                Some((free == 0, key, p, info))
+            })
+            .collect();
+        ranked.sort_by(|a, b| {
+            (a.0, a.1)
+                .partial_cmp(&(b.0, b.1))
+                .unwrap_or(Ordering::Equal)
+                .then(a.2.cmp(&b.2))
+        });
+        ranked.truncate(self.cfg.hints);
+        ranked.into_iter().map(|(_, _, _, info)| info).collect()
     }
 
     /// Cuts one segment's pieces, spread evenly over the segment's span.

@@ -235,8 +235,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     .map_or("-".into(), |r| format!("{r:.3}"))
             );
             println!(
-                "wall {:.1} s, {:.0} simulated node-seconds per second, {} events",
-                out.wall_s, out.node_seconds_per_wall_s, out.events
+                "coordinate error median {}  departures {}",
+                out.coord_error_median
+                    .map_or("-".into(), |e| format!("{e:.3}")),
+                out.departures
+            );
+            println!(
+                "wall {:.1} s, {:.0} simulated node-seconds per second, {} events, peak memory {}",
+                out.wall_s,
+                out.node_seconds_per_wall_s,
+                out.events,
+                out.peak_rss_mib.map_or("-".into(), |m| format!("{m} MiB"))
             );
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&out)? + "\n")?;

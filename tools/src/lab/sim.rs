@@ -19,10 +19,16 @@ pub struct SimOutput {
     pub scenario: Scenario,
     pub summary: Summary,
     pub neighbor_rtt_ratio: Option<f64>,
+    /// Median relative error of coordinate-predicted RTTs (sampled pairs).
+    pub coord_error_median: Option<f64>,
+    /// Viewers that left during the run (churn).
+    pub departures: u64,
     pub wall_s: f64,
     /// Simulated viewer-seconds per wall-clock second.
     pub node_seconds_per_wall_s: f64,
     pub events: u64,
+    /// Peak resident memory of this process (Linux), MiB.
+    pub peak_rss_mib: Option<u64>,
 }
 
 /// Runs a scenario in the simulator (shoal or random neighbours).
@@ -31,8 +37,8 @@ pub fn run_sim(sc: &Scenario, system: System) -> anyhow::Result<SimOutput> {
     if !matches!(system, System::Shoal | System::Random) {
         bail!("the simulator runs Shoal's engine only: --system shoal or random");
     }
-    if sc.churn_per_min > 0.0 || !sc.restarts.is_empty() || sc.download_bps.is_some() {
-        bail!("churn, restarts and download caps are not simulated yet: use `shoal-lab run`");
+    if !sc.restarts.is_empty() || sc.download_bps.is_some() {
+        bail!("restarts and download caps are not simulated yet: use `shoal-lab run`");
     }
     let topo = Arc::new(Topology::new(&sc.topology, sc.nodes + 1, sc.seed)?);
     let network = Network {
@@ -40,6 +46,7 @@ pub fn run_sim(sc: &Scenario, system: System) -> anyhow::Result<SimOutput> {
             topo.one_way_ms(a as usize, b as usize).round().max(1.0) as u64
         }),
         upload_bps: upload_caps(sc),
+        loc: Vec::new(),
     };
     let cfg = SimConfig {
         viewers: sc.nodes,
@@ -48,6 +55,7 @@ pub fn run_sim(sc: &Scenario, system: System) -> anyhow::Result<SimOutput> {
         bitrate_bps: sc.bitrate_bps,
         join_over_ms: (sc.join_over_s * 1000.0) as u64,
         max_degree: sc.max_degree,
+        churn_per_min: sc.churn_per_min,
         selection: if system == System::Random {
             Selection::Random
         } else {
@@ -66,10 +74,21 @@ pub fn run_sim(sc: &Scenario, system: System) -> anyhow::Result<SimOutput> {
         scenario: sc.clone(),
         summary: report.summary,
         neighbor_rtt_ratio: ratio,
+        coord_error_median: report.coord_error_median,
+        departures: report.departures,
         wall_s,
         node_seconds_per_wall_s: sc.nodes as f64 * sc.duration_s / wall_s.max(1e-9),
         events: report.events,
+        peak_rss_mib: peak_rss_mib(),
     })
+}
+
+/// The process's peak resident set (`VmHWM` in /proc/self/status), MiB.
+fn peak_rss_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
 }
 
 #[cfg(test)]

@@ -234,8 +234,15 @@ impl<P: PeerId> Engine<P> {
     /// A new engine; `seed` makes every random choice reproducible.
     pub fn new(cfg: Config, seed: u64, now: u64) -> Result<Self, super::PieceError> {
         let key = StreamKey::new(cfg.stream)?;
+        Ok(Self::with_key(cfg, key, seed, now))
+    }
+
+    /// A new engine verifying with `key` (e.g. [`StreamKey::shared`]);
+    /// `key` must be the key of `cfg.stream`.
+    pub fn with_key(cfg: Config, key: StreamKey, seed: u64, now: u64) -> Self {
+        assert_eq!(key.id(), cfg.stream, "the stream's own key");
         let upload = TokenBucket::new(cfg.upload_limit, now);
-        Ok(Engine {
+        Engine {
             key,
             rng: ChaCha8Rng::seed_from_u64(seed),
             joined_at: now,
@@ -262,7 +269,7 @@ impl<P: PeerId> Engine<P> {
             coord: Coord::default(),
             stats: Stats::default(),
             cfg,
-        })
+        }
     }
 
     pub fn config(&self) -> &Config {
