@@ -18,6 +18,8 @@ use std::time::Duration;
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
+use crate::proto::Locality;
+
 /// Length of a stream id in hex characters (a 32-byte key digest).
 pub const STREAM_ID_HEX_LEN: usize = 64;
 /// Longest peer id the tracker accepts, in bytes.
@@ -170,6 +172,9 @@ pub struct PeerHint {
     /// Its network coordinate, when it announced one.
     #[serde(default)]
     pub coord: Option<crate::proto::Coord>,
+    /// Its AS and subnet as the tracker sees them (zero: unknown).
+    #[serde(default)]
+    pub loc: Locality,
 }
 
 /// A seeder or reflector of the stream, to fall back to.
@@ -191,6 +196,10 @@ pub struct Hints {
     pub seeders: Vec<InfraHint>,
     /// Announce again after this many seconds.
     pub interval_s: u32,
+    /// The announcer's own AS and subnet as the tracker sees them (zero:
+    /// unknown), for its engine ([`crate::proto::Input::Located`]).
+    #[serde(default)]
+    pub you: Locality,
 }
 
 /// One live stream, as listed by `GET /v1/streams`.
@@ -358,6 +367,30 @@ mod tests {
         assert_eq!(a.name, None);
         assert_eq!(a.counters, serde_json::Value::Null);
         assert!(serde_json::from_value::<Role>(serde_json::json!("Viewer")).is_err());
+    }
+
+    #[test]
+    fn hints_locality_fields_default_to_unknown() {
+        // An older tracker's answer has neither `you` nor `loc`.
+        let old = serde_json::json!({
+            "candidates": [{"peer_id": "p", "addrs": [], "role": "viewer",
+                            "degree": 1, "max_degree": 8}],
+            "interval_s": 5
+        });
+        let h: Hints = serde_json::from_value(old).unwrap();
+        assert_eq!(h.you, Locality::default());
+        assert_eq!(h.candidates[0].loc, Locality::default());
+
+        let ip = "203.0.113.9".parse().unwrap();
+        let h = Hints {
+            you: Locality::of_ip(ip, 64500),
+            ..h
+        };
+        let v = serde_json::to_value(&h).unwrap();
+        assert_eq!(v["you"]["asn"], 64500);
+        assert_eq!(v["you"]["subnet"], (1u64 << 32) | (0xcb00_7109u64 >> 8));
+        assert_eq!(v["candidates"][0]["loc"]["asn"], 0);
+        assert_eq!(serde_json::from_value::<Hints>(v).unwrap(), h);
     }
 
     #[test]

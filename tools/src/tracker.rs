@@ -11,6 +11,11 @@
 //! [`Registry`] is that soft state with the clock passed in; the axum handlers
 //! around it only parse, lock, and answer.
 //!
+//! Each announcer's [`Locality`] (AS and /24 or /48) comes from the address
+//! the tracker attributes to it and an optional IP → AS table ([`AsnTable`],
+//! `--asn-table`); the answer tells the announcer its own (`Hints::you`) and
+//! every candidate's, and ranks candidates in its subnet and AS first.
+//!
 //! Endpoints: `POST /v1/announce` ([`Announce`] → [`Hints`]), `GET /v1/streams`
 //! ([`StreamList`]), `GET /v1/streams/{stream}` (operators: the live peers and
 //! their counters, [`StreamDetail`]), `GET /healthz`. Errors are JSON
@@ -37,8 +42,12 @@ use shoal_mesh::hints::{
     is_stream_id, Announce, ErrorBody, Hints, InfraHint, InvalidAnnounce, PeerHint, Role,
     StreamInfo, StreamList, MAX_WANT,
 };
-use shoal_mesh::proto::Coord;
+use shoal_mesh::proto::{Coord, Locality};
 use tower_http::cors::{Any, CorsLayer};
+
+mod asn;
+
+pub use asn::{AsnTable, AsnTableError};
 
 /// Most peers ranked for one announce; larger swarms are sampled, which also
 /// spreads newcomers over the swarm instead of piling them on the same few.
@@ -59,6 +68,8 @@ pub struct TrackerConfig {
     pub max_streams: usize,
     /// Bound on all peers of all streams together.
     pub max_peers_total: usize,
+    /// IP → AS numbers for peers' localities (empty: every AS unknown).
+    pub asn_table: Arc<AsnTable>,
 }
 
 impl TrackerConfig {
@@ -73,6 +84,7 @@ impl TrackerConfig {
             max_peers_per_stream: 100_000,
             max_streams: 10_000,
             max_peers_total: 1_000_000,
+            asn_table: Arc::default(),
         }
     }
 }
@@ -104,6 +116,8 @@ pub struct PeerRecord {
     pub http: Option<String>,
     pub name: Option<String>,
     pub counters: serde_json::Value,
+    /// Its AS and subnet as the tracker sees them (zero: unknown).
+    pub loc: Locality,
     /// Time since its last announce.
     pub age_ms: u64,
 }
@@ -229,14 +243,14 @@ struct PeerEntry {
     http: Option<String>,
     name: Option<String>,
     counters: serde_json::Value,
-    subnet: Option<Subnet>,
+    loc: Locality,
     /// Network coordinate, when usable.
     coord: Option<Coord>,
     last_seen: Instant,
 }
 
 impl PeerEntry {
-    fn new(a: Announce, subnet: Option<Subnet>, now: Instant) -> Self {
+    fn new(a: Announce, loc: Locality, now: Instant) -> Self {
         Self {
             peer_id: a.peer_id,
             addrs: a.addrs,
@@ -247,7 +261,7 @@ impl PeerEntry {
             http: a.http,
             name: a.name,
             counters: a.counters,
-            subnet,
+            loc,
             coord: a
                 .coord
                 .filter(|c| c.is_valid() && c.error < MAX_COORD_ERROR),
@@ -274,6 +288,7 @@ impl PeerEntry {
             http: self.http.clone(),
             name: self.name.clone(),
             counters: self.counters.clone(),
+            loc: self.loc,
             age_ms: now
                 .saturating_duration_since(self.last_seen)
                 .as_millis()
@@ -321,7 +336,9 @@ impl Registry {
         let want = a.want.min(MAX_WANT) as usize;
         self.maybe_purge(now);
 
-        let subnet = subnet_of(&a.addrs, remote);
+        let loc = subnet_ip(&a.addrs, remote).map_or_else(Locality::default, |ip| {
+            Locality::of_ip(ip, self.config.asn_table.lookup(ip))
+        });
         let stream = a.stream.clone();
         let me = a.peer_id.clone();
         let role = a.role;
@@ -336,10 +353,10 @@ impl Registry {
         let swarm = self.streams.entry(stream.clone()).or_default();
         let (own, other) = swarm.table_mut(role);
         if let Some(entry) = own.get_mut(&me) {
-            *entry = PeerEntry::new(a, subnet, now);
+            *entry = PeerEntry::new(a, loc, now);
         } else if other.remove(&me) {
             // Same peer, new role: moves between tables, the count is unchanged.
-            own.insert(PeerEntry::new(a, subnet, now));
+            own.insert(PeerEntry::new(a, loc, now));
         } else {
             let full = if swarm.len() >= self.config.max_peers_per_stream {
                 Some("too many peers in this stream")
@@ -355,10 +372,7 @@ impl Registry {
                 tracing::warn!(%stream, peer = %me, "refusing peer: {why}");
                 return Err(AnnounceError::Full(why));
             }
-            swarm
-                .table_mut(role)
-                .0
-                .insert(PeerEntry::new(a, subnet, now));
+            swarm.table_mut(role).0.insert(PeerEntry::new(a, loc, now));
             self.total_peers += 1;
             if new_stream {
                 tracing::info!(%stream, "new stream");
@@ -374,7 +388,7 @@ impl Registry {
         let candidates = infra.filter(|p| p.has_free_degree() && !p.addrs.is_empty());
         let viewers = swarm.viewers.window(&mut self.rng).filter(usable);
         let candidates = candidates.chain(viewers.filter(|p| !p.addrs.is_empty()));
-        let candidates = best(candidates, subnet, coord, want, &mut self.rng)
+        let candidates = best(candidates, loc, coord, want, &mut self.rng)
             .into_iter()
             .map(|p| PeerHint {
                 peer_id: p.peer_id.clone(),
@@ -383,10 +397,11 @@ impl Registry {
                 degree: p.degree,
                 max_degree: p.max_degree,
                 coord: p.coord,
+                loc: p.loc,
             })
             .collect();
         let infra = swarm.infra.window(&mut self.rng).filter(usable);
-        let seeders = best(infra, subnet, coord, MAX_SEEDER_HINTS, &mut self.rng)
+        let seeders = best(infra, loc, coord, MAX_SEEDER_HINTS, &mut self.rng)
             .into_iter()
             .map(|p| InfraHint {
                 peer_id: p.peer_id.clone(),
@@ -398,6 +413,7 @@ impl Registry {
             candidates,
             seeders,
             interval_s: self.config.interval_s,
+            you: loc,
         })
     }
 
@@ -456,13 +472,29 @@ impl Registry {
 /// Coordinates less sure than this are not used for ranking.
 const MAX_COORD_ERROR: f32 = 1.0;
 
-/// The `n` best of `pool`: free degree first, then same subnet as the
-/// announcer, then lowest predicted RTT (network coordinates, when both
-/// sides have one), then fewer neighbours; ties broken at random to spread
-/// load.
+/// A predicted RTT to a peer in the announcer's AS counts for this much of
+/// itself when ranking: the same network is preferred unless another is
+/// clearly closer (a same-AS peer at 40 ms ranks with another AS's at 30 ms).
+pub const SAME_AS_RTT_FACTOR: f32 = 0.75;
+
+/// The `n` best of `pool` for an announcer at `me` / `coord`, by key
+/// ascending (docs/protocol.md §12.3):
+///
+/// 1. no free degree last;
+/// 2. outside the announcer's /24 (IPv6: /48) last;
+/// 3. predicted RTT (network coordinates, when both sides have one) in whole
+///    ms, × [`SAME_AS_RTT_FACTOR`] in the announcer's AS; peers without a
+///    prediction after every peer with one;
+/// 4. outside the announcer's AS last (this orders peers without a
+///    prediction);
+/// 5. fewer neighbours first;
+/// 6. random, to spread load (the registry's seeded rng).
+///
+/// Unknown localities (zero) never match, so without an AS table step 4
+/// is void and steps 2, 3, 5 and 6 are the ranking.
 fn best<'a>(
     pool: impl Iterator<Item = &'a PeerEntry>,
-    subnet: Option<Subnet>,
+    me: Locality,
     coord: Option<Coord>,
     n: usize,
     rng: &mut StdRng,
@@ -472,15 +504,24 @@ fn best<'a>(
     }
     let mut ranked: Vec<_> = pool
         .map(|p| {
-            let near = subnet.is_some() && p.subnet == subnet;
+            let same_subnet = me.same_subnet(&p.loc);
+            let same_as = me.same_as(&p.loc);
             let rtt = match (coord, p.coord) {
-                (Some(a), Some(b)) => a.rtt_ms(&b) as u32,
+                (Some(a), Some(b)) => {
+                    let factor = if same_as { SAME_AS_RTT_FACTOR } else { 1.0 };
+                    (a.rtt_ms(&b) * factor) as u32
+                }
                 _ => u32::MAX,
             };
-            (
-                (!p.has_free_degree(), !near, rtt, p.degree, rng.gen::<u32>()),
-                p,
-            )
+            let key = (
+                !p.has_free_degree(),
+                !same_subnet,
+                rtt,
+                !same_as,
+                p.degree,
+                rng.gen::<u32>(),
+            );
+            (key, p)
         })
         .collect();
     if ranked.len() > n {
@@ -491,43 +532,22 @@ fn best<'a>(
     ranked.into_iter().map(|(_, p)| p).collect()
 }
 
-/// The /24 of an IPv4 address or the /48 of an IPv6 one: a cheap stand-in for
-/// "same network" until peers report coordinates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Subnet {
-    V4([u8; 3]),
-    V6([u16; 3]),
-}
-
-impl Subnet {
-    fn of(ip: IpAddr) -> Option<Self> {
-        match ip.to_canonical() {
-            ip if ip.is_unspecified() => None,
-            IpAddr::V4(v4) => {
-                let [a, b, c, _] = v4.octets();
-                Some(Subnet::V4([a, b, c]))
-            }
-            IpAddr::V6(v6) => {
-                let [a, b, c, ..] = v6.segments();
-                Some(Subnet::V6([a, b, c]))
-            }
-        }
-    }
-}
-
-/// The peer's subnet: the address the tracker saw it at when that is public
-/// (announced private addresses of two homes can collide), else the first
-/// ip4/ip6 address it announced (lab and LAN, where everything is private).
-fn subnet_of(addrs: &[String], remote: Option<IpAddr>) -> Option<Subnet> {
+/// The address a peer's locality is taken from: the one the tracker saw it
+/// at when that is public (announced private addresses of two homes can
+/// collide), else the first ip4/ip6 address it announced (lab and LAN,
+/// where everything is private), else the request's. Never unspecified;
+/// IPv4-mapped IPv6 addresses come back as IPv4.
+fn subnet_ip(addrs: &[String], remote: Option<IpAddr>) -> Option<IpAddr> {
     let remote = remote.map(|ip| ip.to_canonical());
     if let Some(ip) = remote.filter(|ip| is_public(*ip)) {
-        return Subnet::of(ip);
+        return Some(ip);
     }
     let announced = addrs
         .iter()
         .filter_map(|a| multiaddr_ip(a))
+        .map(|ip| ip.to_canonical())
         .find(|ip| !ip.is_unspecified());
-    announced.or(remote).and_then(Subnet::of)
+    announced.or(remote).filter(|ip| !ip.is_unspecified())
 }
 
 /// The ip of the first `/ip4/…` or `/ip6/…` component of a multiaddr string.
@@ -797,6 +817,126 @@ mod tests {
         );
     }
 
+    fn with_asn_table(text: &str) -> Registry {
+        let config = TrackerConfig {
+            asn_table: Arc::new(AsnTable::parse(text, "test").unwrap()),
+            ..TrackerConfig::default()
+        };
+        Registry::new(config, 7)
+    }
+
+    fn loc(ip: &str, asn: u32) -> Locality {
+        Locality::of_ip(ip.parse().unwrap(), asn)
+    }
+
+    #[test]
+    fn answers_localities_and_ranks_subnet_then_as() {
+        let mut r = with_asn_table("10.0.0.0/16,64500\n10.1.0.0/16,64501\n198.51.100.0/24,64502");
+        let t = Instant::now();
+        r.announce(viewer("other-as", "10.1.0.5", 0), None, t)
+            .unwrap();
+        r.announce(viewer("no-as", "192.0.2.1", 1), None, t)
+            .unwrap();
+        r.announce(viewer("same-as", "10.0.7.5", 5), None, t)
+            .unwrap();
+        r.announce(viewer("same-24", "10.0.0.9", 7), None, t)
+            .unwrap();
+        r.announce(viewer("same-24-full", "10.0.0.8", 8), None, t)
+            .unwrap();
+        let hints = r.announce(viewer("me", "10.0.0.1", 0), None, t).unwrap();
+        assert_eq!(hints.you, loc("10.0.0.1", 64500));
+        // Free degree first; then the /24, then the AS, then fewer neighbours.
+        assert_eq!(
+            ids(&hints),
+            ["same-24", "same-as", "other-as", "no-as", "same-24-full"]
+        );
+        let loc_of = |id: &str| {
+            hints
+                .candidates
+                .iter()
+                .find(|c| c.peer_id == id)
+                .unwrap()
+                .loc
+        };
+        assert_eq!(loc_of("same-as"), loc("10.0.7.5", 64500));
+        assert_eq!(loc_of("other-as"), loc("10.1.0.5", 64501));
+        assert_eq!(loc_of("no-as"), loc("192.0.2.1", 0), "not in the table");
+
+        // The AS (like the subnet) is that of a public request address.
+        let hints = r
+            .announce(
+                viewer("me", "10.0.0.1", 0),
+                Some("198.51.100.7".parse().unwrap()),
+                t,
+            )
+            .unwrap();
+        assert_eq!(hints.you, loc("198.51.100.7", 64502));
+        let detail = r.stream_detail(&stream(1), t).unwrap();
+        let me = detail.peers.iter().find(|p| p.peer_id == "me").unwrap();
+        assert_eq!(me.loc, loc("198.51.100.7", 64502));
+
+        // No address at all: unknown.
+        let mut nowhere = viewer("nowhere", "0.0.0.0", 0);
+        nowhere.addrs.clear();
+        let hints = r.announce(nowhere, None, t).unwrap();
+        assert_eq!(hints.you, Locality::default());
+    }
+
+    #[test]
+    fn same_as_discounts_predicted_rtt() {
+        let mut r = with_asn_table("10.0.0.0/16,64500\n10.1.0.0/16,64501");
+        let t = Instant::now();
+        // Predicted RTT = distance + both heights (1 + 1).
+        for (id, ip, x) in [
+            ("far-same-as", "10.0.9.1", 38.0),  // 40 ms × 0.75 = 30
+            ("near-other", "10.1.0.1", 26.0),   // 28 ms
+            ("mid-other", "10.1.0.2", 33.0),    // 35 ms
+            ("same-24-far", "10.0.0.2", 200.0), // the /24 comes first
+        ] {
+            let mut a = viewer(id, ip, 0);
+            a.coord = at(x, 0.0);
+            r.announce(a, None, t).unwrap();
+        }
+        // No coordinate: after every predicted peer, its AS first.
+        r.announce(viewer("unknown-other", "10.1.0.3", 0), None, t)
+            .unwrap();
+        r.announce(viewer("unknown-same-as", "10.0.9.9", 0), None, t)
+            .unwrap();
+        let mut me = viewer("me", "10.0.0.1", 0);
+        me.coord = at(0.0, 0.0);
+        let hints = r.announce(me, None, t).unwrap();
+        assert_eq!(
+            ids(&hints),
+            [
+                "same-24-far",
+                "near-other",
+                "far-same-as",
+                "mid-other",
+                "unknown-same-as",
+                "unknown-other"
+            ]
+        );
+    }
+
+    #[test]
+    fn ranking_is_reproducible_from_the_seed() {
+        let answer = |seed| {
+            let mut r = Registry::new(TrackerConfig::default(), seed);
+            let t = Instant::now();
+            for i in 0..40 {
+                r.announce(viewer(&format!("p{i}"), "10.0.0.1", 0), None, t)
+                    .unwrap();
+            }
+            let hints = r.announce(viewer("me", "10.0.0.1", 0), None, t).unwrap();
+            ids(&hints)
+                .into_iter()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(answer(3), answer(3));
+        assert_ne!(answer(3), answer(4), "ties are broken at random");
+    }
+
     #[test]
     fn ipv6_uses_the_48_and_public_remote_wins() {
         let v6 = |id: &str, ip: &str| {
@@ -834,13 +974,18 @@ mod tests {
         assert_eq!(ip("/ip4"), None);
         let sub = |addrs: &[&str]| {
             let addrs: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
-            subnet_of(&addrs, None)
+            subnet_ip(&addrs, None).map(|ip| ip.to_string())
         };
         assert_eq!(
-            sub(&["/ip4/0.0.0.0/tcp/1", "/ip4/10.1.2.3/tcp/1"]),
-            Some(Subnet::V4([10, 1, 2]))
+            sub(&["/ip4/0.0.0.0/tcp/1", "/ip4/10.1.2.3/tcp/1"]).as_deref(),
+            Some("10.1.2.3")
+        );
+        assert_eq!(
+            sub(&["/ip6/::ffff:10.1.2.3/tcp/1"]).as_deref(),
+            Some("10.1.2.3")
         );
         assert_eq!(sub(&["/dns4/x/tcp/1"]), None);
+        assert_eq!(sub(&["/ip4/0.0.0.0/tcp/1"]), None);
     }
 
     #[test]

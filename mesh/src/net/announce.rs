@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use super::Command;
 use crate::{
     hints::{Announce, Role, TrackerClient},
-    proto::{PeerInfo, Stats, StreamId},
+    proto::{Locality, PeerInfo, Stats, StreamId},
 };
 
 /// What a node says of itself in each announce.
@@ -58,6 +58,9 @@ impl Announcer {
 
     async fn run(self, node: NetHandleParts) {
         let mut warned = false;
+        // What the engine was last told of its own locality (it starts
+        // with unknown, zero).
+        let mut located = Locality::default();
         loop {
             let stats = node.stats.borrow().clone();
             let announce = Announce {
@@ -89,6 +92,12 @@ impl Announcer {
                     if node.commands.send(Command::Origins(origins)).await.is_err() {
                         return;
                     }
+                    if hints.you != located {
+                        located = hints.you;
+                        if node.commands.send(Command::Located(located)).await.is_err() {
+                            return;
+                        }
+                    }
                     if self.use_candidates {
                         let peers = hints
                             .candidates
@@ -98,7 +107,7 @@ impl Announcer {
                                     peer: c.peer_id.parse::<PeerId>().ok()?,
                                     addrs: c.addrs,
                                     coord: c.coord.filter(|c| c.is_valid()),
-                                    loc: Default::default(),
+                                    loc: c.loc,
                                     free: Some(
                                         c.max_degree.saturating_sub(c.degree).min(u16::MAX.into())
                                             as u16,

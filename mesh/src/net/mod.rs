@@ -38,7 +38,7 @@ use libp2p::{
 };
 use tokio::sync::{mpsc, watch, Semaphore};
 
-use crate::proto::{wire, Config, Engine, Input, Output, PeerInfo, Piece, Stats};
+use crate::proto::{wire, Config, Engine, Input, Locality, Output, PeerInfo, Piece, Stats};
 use session::{PeerEvent, Session};
 
 /// Shoal's protocol name on libp2p-stream.
@@ -112,6 +112,8 @@ impl NetConfig {
 pub enum Command {
     /// Peers to consider as neighbours (tracker hints).
     Candidates(Vec<PeerInfo<PeerId>>),
+    /// This node's own AS and subnet, as the tracker sees them.
+    Located(Locality),
     /// Base URLs of infrastructure HTTP origins, for fallback.
     Origins(Vec<String>),
     /// A piece the broadcaster cut (seeders).
@@ -386,6 +388,7 @@ impl Driver {
                 let peers = peers.into_iter().filter(|p| p.peer != me).collect();
                 self.engine.handle(Input::Candidates(peers), now);
             }
+            Command::Located(loc) => self.engine.handle(Input::Located(loc), now),
             Command::Origins(urls) => self.origins = urls,
             Command::Publish(piece) => self.engine.handle(Input::Publish(piece), now),
         }
@@ -429,8 +432,13 @@ impl Driver {
             }
             PeerEvent::Frame(peer, gen, body) => {
                 if self.sessions.get(&peer).is_some_and(|s| s.gen == gen) {
-                    self.engine
-                        .handle(Input::Frame { from: peer, body: body.into() }, now);
+                    self.engine.handle(
+                        Input::Frame {
+                            from: peer,
+                            body: body.into(),
+                        },
+                        now,
+                    );
                 }
             }
             PeerEvent::Malformed(peer, gen) => {

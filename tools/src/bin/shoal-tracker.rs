@@ -1,15 +1,18 @@
-//! `shoal-tracker --listen 127.0.0.1:7070 [--interval 5]`: the hint service.
+//! `shoal-tracker --listen 127.0.0.1:7070 [--interval 5] [--peer-ttl 15s]
+//! [--asn-table FILE]`: the hint service.
 
 use std::{
     io::{IsTerminal, Write},
     net::SocketAddr,
+    path::PathBuf,
     process::ExitCode,
+    sync::Arc,
     time::Duration,
 };
 
 use anyhow::Context;
 use clap::Parser;
-use shoal_tools::tracker::{self, TrackerConfig};
+use shoal_tools::tracker::{self, AsnTable, TrackerConfig};
 
 /// Shoal's tracker: the HTTP/JSON hint service peers announce to.
 #[derive(Debug, Parser)]
@@ -24,6 +27,11 @@ struct Args {
     /// Forget a peer not heard from for this long (default: 3 intervals), e.g. "20s".
     #[arg(long, value_parser = humantime::parse_duration)]
     peer_ttl: Option<Duration>,
+    /// IP → AS table: `prefix/len,asn` lines (IPv4 and IPv6; blank lines
+    /// and `#` comments allowed), longest prefix wins. Peers' AS numbers
+    /// come from it; without it every AS is unknown.
+    #[arg(long, value_name = "FILE")]
+    asn_table: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -50,6 +58,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut config = TrackerConfig::with_interval(args.interval);
     if let Some(ttl) = args.peer_ttl {
         config.peer_ttl = ttl;
+    }
+    if let Some(path) = &args.asn_table {
+        let table = AsnTable::load(path).context("--asn-table")?;
+        tracing::info!(file = %path.display(), prefixes = table.len(), "AS table loaded");
+        config.asn_table = Arc::new(table);
     }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -1,9 +1,14 @@
 //! `shoal-lab demo`: tracker + seeder (bundled clip) + N viewers in one
 //! process on loopback, with a live progress table and a final summary.
+//!
+//! Like `shoal-lab run`, each viewer's mesh listens on its own loopback
+//! address 127.A.B.C, its synthetic /24, and the tracker holds the matching
+//! AS table (a `uniform` topology's: a few ASes by viewer number). The
+//! seeder, the players and the tracker stay on 127.0.0.1.
 
 use std::{
     io::Write,
-    net::SocketAddr,
+    net::{Ipv4Addr, SocketAddr},
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -14,7 +19,8 @@ use shoal_mesh::proto::{Stats, Summary};
 use shoal_node::{Node, NodeConfig};
 use shoal_seeder::{Input, Seeder, SeederConfig};
 
-use crate::tracker::{self, TrackerConfig};
+use super::{run::tracker_config, scenario::TopologySpec, topology::Topology};
+use crate::tracker;
 
 /// What a demo runs.
 #[derive(Clone, Debug)]
@@ -46,9 +52,12 @@ impl Default for DemoConfig {
 
 /// Runs a demo to its end and returns the summary.
 pub async fn run_demo(cfg: &DemoConfig, out: &mut (dyn Write + Send)) -> anyhow::Result<Summary> {
+    // Slot i + 1 is viewer i; no latency is emulated, so only the
+    // localities of the topology are used.
+    let topo = Topology::new(&TopologySpec::Uniform { rtt_ms: 0 }, cfg.nodes + 1, 1)?;
     let (tracker_addr, tracker_task) = tracker::spawn(
         SocketAddr::from(([127, 0, 0, 1], 0)),
-        TrackerConfig::with_interval(2),
+        tracker_config(&topo)?,
     )
     .await
     .context("the tracker failed to start")?;
@@ -73,6 +82,7 @@ pub async fn run_demo(cfg: &DemoConfig, out: &mut (dyn Write + Send)) -> anyhow:
     for i in 0..cfg.nodes {
         let mut node_cfg = NodeConfig::new(&tracker_url, seeder.stream);
         node_cfg.max_degree = cfg.max_degree;
+        node_cfg.listen = listen_on(topo.address(i + 1))?;
         node_cfg.player = Some(if i == 0 {
             cfg.first_player
         } else {
@@ -84,6 +94,7 @@ pub async fn run_demo(cfg: &DemoConfig, out: &mut (dyn Write + Send)) -> anyhow:
             Err(shoal_node::NodeError::Player { .. }) if i == 0 => {
                 let mut retry = NodeConfig::new(&tracker_url, seeder.stream);
                 retry.max_degree = cfg.max_degree;
+                retry.listen = listen_on(topo.address(i + 1))?;
                 retry.player = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
                 Node::start(retry).await
             }
@@ -152,6 +163,14 @@ pub async fn run_demo(cfg: &DemoConfig, out: &mut (dyn Write + Send)) -> anyhow:
     drop(seeder);
     tracker_task.abort();
     Ok(summary)
+}
+
+/// A viewer's mesh addresses: TCP and QUIC on its own loopback address.
+fn listen_on(ip: Ipv4Addr) -> anyhow::Result<Vec<libp2p::Multiaddr>> {
+    Ok(vec![
+        format!("/ip4/{ip}/tcp/0").parse()?,
+        format!("/ip4/{ip}/udp/0/quic-v1").parse()?,
+    ])
 }
 
 fn summarize(nodes: &[Node], seeder: &Seeder) -> Summary {

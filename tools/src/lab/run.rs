@@ -11,11 +11,18 @@
 //! ([`super::worker`]) run the others; each process's [`Population`] does
 //! the joins and churn of its own slots, and this one merges the workers'
 //! snapshots into its samples and results.
+//!
+//! Each Shoal viewer listens on its slot's own loopback address 127.A.B.C
+//! ([`Topology::address`]), whose /24 is its synthetic subnet, and the
+//! in-process tracker holds the topology's AS table, so the tracker tells
+//! every node its synthetic locality as it would on the Internet. The
+//! seeder, its HTTP origin and the tracker stay on 127.0.0.1 (the seeder's
+//! own /24 and AS).
 
 use std::{
     collections::HashMap,
     io::Write,
-    net::SocketAddr,
+    net::{Ipv4Addr, SocketAddr},
     sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
@@ -39,7 +46,7 @@ use super::{
     usage,
     worker::{WorkerSpec, Workers},
 };
-use crate::tracker::{self, TrackerConfig};
+use crate::tracker::{self, AsnTable, TrackerConfig};
 
 /// How a run is watched.
 #[derive(Clone, Debug)]
@@ -299,6 +306,7 @@ impl Population {
             state.upload,
             self.sc.download_bps,
         );
+        let address = self.topo.address(slot);
         let viewer = match self.system {
             System::Shoal | System::Random => {
                 let node = start_shoal_viewer(
@@ -309,6 +317,7 @@ impl Population {
                     state.upload,
                     key,
                     shaping,
+                    address,
                     &self.tracker_url,
                     self.stream,
                 )
@@ -363,7 +372,8 @@ fn owned_slots(nodes: usize, index: usize, processes: usize) -> Vec<usize> {
     (1..=nodes).filter(|s| s % processes == index).collect()
 }
 
-/// Starts a Shoal (or random-neighbour Shoal) viewer in `slot`.
+/// Starts a Shoal (or random-neighbour Shoal) viewer in `slot`, listening
+/// on `address` (the slot's, [`Topology::address`]).
 #[allow(clippy::too_many_arguments)]
 async fn start_shoal_viewer(
     system: System,
@@ -373,11 +383,14 @@ async fn start_shoal_viewer(
     upload: Option<u64>,
     key: Keypair,
     shaping: Shaping,
+    address: Ipv4Addr,
     tracker_url: &str,
     stream: StreamId,
 ) -> anyhow::Result<Node> {
     let mut cfg = NodeConfig::new(tracker_url, stream);
     cfg.player = None;
+    // Shaped nodes speak TCP only (see `NetConfig::lab`).
+    cfg.listen = vec![format!("/ip4/{address}/tcp/0").parse()?];
     cfg.max_degree = sc.max_degree;
     // A viewer sets its upload limit a little under its link, as
     // `--upload-limit` asks of a real user, so its link never queues.
@@ -429,7 +442,8 @@ pub async fn run(
     };
 
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
-    let (tracker_addr, mut tracker_task) = tracker::spawn(any, TrackerConfig::with_interval(2))
+    let tracker_config = tracker_config(&topo)?;
+    let (tracker_addr, mut tracker_task) = tracker::spawn(any, tracker_config.clone())
         .await
         .context("tracker")?;
     let tracker_url = format!("http://{tracker_addr}");
@@ -531,7 +545,7 @@ pub async fn run(
                 *up = true;
                 writeln!(out, "  {:.0}s: {} is back", t, r.role)?;
                 if r.role == "tracker" {
-                    tracker_task = restart_tracker(tracker_addr).await?;
+                    tracker_task = restart_tracker(tracker_addr, &tracker_config).await?;
                 } else {
                     infra
                         .restart()
@@ -622,10 +636,23 @@ fn fmt_opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("-".into(), |v| format!("{v:.digits$}"))
 }
 
-async fn restart_tracker(addr: SocketAddr) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+/// The lab's tracker: a 2 s announce interval, and the topology's AS table
+/// (what `shoal-tracker --asn-table` would load from a file).
+pub(crate) fn tracker_config(topo: &Topology) -> anyhow::Result<TrackerConfig> {
+    let table = AsnTable::parse(&topo.asn_table(), "the lab's AS table")?;
+    Ok(TrackerConfig {
+        asn_table: Arc::new(table),
+        ..TrackerConfig::with_interval(2)
+    })
+}
+
+async fn restart_tracker(
+    addr: SocketAddr,
+    config: &TrackerConfig,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     // The old listener may take a moment to be released.
     for _ in 0..50 {
-        if let Ok((_, task)) = tracker::spawn(addr, TrackerConfig::with_interval(2)).await {
+        if let Ok((_, task)) = tracker::spawn(addr, config.clone()).await {
             return Ok(task);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -746,6 +773,33 @@ fn sample(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lab_tracker_tells_each_slot_its_synthetic_locality() {
+        let topo = Topology::new(&super::super::scenario::TopologySpec::Geo, 41, 9).unwrap();
+        let mut registry = tracker::Registry::new(tracker_config(&topo).unwrap(), 1);
+        let now = Instant::now();
+        let loopback = Some("127.0.0.1".parse().unwrap());
+        for slot in 0..41 {
+            let announce = shoal_mesh::hints::Announce {
+                stream: "ab".repeat(32),
+                peer_id: format!("slot{slot}"),
+                addrs: vec![format!("/ip4/{}/tcp/4001", topo.address(slot))],
+                role: shoal_mesh::hints::Role::Viewer,
+                degree: 0,
+                max_degree: 8,
+                upload_kbps: 0,
+                http: None,
+                name: None,
+                want: 10,
+                counters: serde_json::Value::Null,
+                coord: None,
+            };
+            let hints = registry.announce(announce, loopback, now).unwrap();
+            assert_eq!(hints.you, topo.locality(slot), "slot {slot}");
+            assert_ne!(hints.you.asn, 0);
+        }
+    }
 
     #[test]
     fn slots_are_shared_out_evenly_and_the_full_book_knows_them() {

@@ -3,11 +3,25 @@
 //! Slot 0 is the seeder; slots 1..=N are viewers (a viewer replaced by
 //! churn takes over its slot). RTTs are symmetric and fixed for a run, drawn
 //! from the scenario's seed.
+//!
+//! Each slot also has a synthetic place in the Internet's structure, a
+//! loopback address and an AS ([`Topology::locality`], [`Topology::address`],
+//! [`Topology::asn_table`]): the lab's viewers listen on their address, so
+//! the tracker finds their /24 and, from the lab's AS table, their AS, as it
+//! would on the Internet; the simulator can give its engines the same
+//! localities. Under `geo`, an AS is a compact part of a region and a /24 a
+//! compact part of an AS, so the same /24 means closest.
 
-use std::{collections::HashMap, path::Path};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::{IpAddr, Ipv4Addr},
+    path::Path,
+};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+
+use shoal_mesh::proto::Locality;
 
 use super::scenario::TopologySpec;
 
@@ -60,6 +74,16 @@ pub struct Topology {
     access_ms: Vec<f64>,
     /// Per slot: jitter bound in ms.
     jitter_ms: Vec<f64>,
+    /// Per slot: synthetic AS and loopback address.
+    places: Vec<Place>,
+}
+
+/// Where a slot sits: its AS and its loopback address, whose /24 is its
+/// synthetic subnet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Place {
+    asn: u32,
+    addr: Ipv4Addr,
 }
 
 #[derive(Clone, Debug)]
@@ -134,10 +158,12 @@ impl Topology {
                 (Kind::Matrix(m), vec![0.0; slots], vec![0.0; slots])
             }
         };
+        let places = places(&kind, slots);
         Ok(Topology {
             kind,
             access_ms,
             jitter_ms,
+            places,
         })
     }
 
@@ -177,6 +203,34 @@ impl Topology {
         self.jitter_ms[slot]
     }
 
+    /// The slot's synthetic AS and subnet: `Locality::of_ip` of its
+    /// [`address`](Self::address), with its AS, so the tracker (given
+    /// [`asn_table`](Self::asn_table)) and the simulator agree.
+    pub fn locality(&self, slot: usize) -> Locality {
+        let p = self.places[slot];
+        Locality::of_ip(IpAddr::V4(p.addr), p.asn)
+    }
+
+    /// The loopback address the slot's node listens on: 127.0.0.1 for the
+    /// seeder, 127.A.B.C with A ≥ 1 for viewers, the /24 being the subnet.
+    /// (Linux routes all of 127.0.0.0/8 to the loopback interface.)
+    pub fn address(&self, slot: usize) -> Ipv4Addr {
+        self.places[slot].addr
+    }
+
+    /// The slots' AS table for the tracker (`--asn-table`): one
+    /// `127.A.B.0/24,asn` line per subnet in use, the seeder's included.
+    pub fn asn_table(&self) -> String {
+        let subnets: BTreeMap<Ipv4Addr, u32> = (self.places.iter())
+            .map(|p| (Ipv4Addr::from(u32::from(p.addr) & !0xff), p.asn))
+            .collect();
+        let mut text = String::from("# shoal-lab: synthetic subnets and AS numbers\n");
+        for (net, asn) in subnets {
+            text.push_str(&format!("{net}/24,{asn}\n"));
+        }
+        text
+    }
+
     /// The region of a slot under the geo topology.
     pub fn region(&self, slot: usize) -> Option<&'static str> {
         match &self.kind {
@@ -200,6 +254,121 @@ impl Topology {
         let k = k.min(rtts.len());
         Some(rtts[..k].iter().sum::<f64>() / k as f64)
     }
+}
+
+/// The seeder's AS; viewers' ASes follow. Private-use AS numbers (RFC 6996).
+const SEEDER_ASN: u32 = 64512;
+
+/// Most viewers in one synthetic /24: about √N (at least 8), so a /24 holds
+/// 5–10 viewers at 100 and ~100 at 10,000; at most 250, so hosts fit in a
+/// /24's 254 addresses.
+fn max_subnet_size(viewers: usize) -> usize {
+    ((viewers as f64).sqrt().round() as usize).clamp(8, 250)
+}
+
+/// Every slot's AS and address. Viewers' /24s are numbered from 0 in AS
+/// order and laid out as 127.(1 + g / 256).(g % 256).0/24, hosts from .1 in
+/// slot order; the seeder has 127.0.0.1 and an AS of its own.
+///
+/// - `geo`: each region is bisected (at the median, across its longer
+///   side) into up to 4 ASes, as long as each keeps at least two /24s'
+///   worth of viewers, and each AS is bisected the same way until its
+///   parts fit in a /24 ([`max_subnet_size`]).
+/// - `uniform` and matrices (no geography): `N / (2 × max /24)` ASes, at
+///   least 1 and at most 8, of consecutive slots, each cut into equal
+///   runs of consecutive slots that fit in a /24.
+fn places(kind: &Kind, slots: usize) -> Vec<Place> {
+    let viewers = slots.saturating_sub(1);
+    let t = max_subnet_size(viewers);
+    // ASes, each a list of /24s, each a list of slots.
+    let mut ases: Vec<Vec<Vec<usize>>> = Vec::new();
+    match kind {
+        Kind::Geo { region, pos } => {
+            for r in 0..REGIONS.len() {
+                let members: Vec<usize> = (1..slots).filter(|&s| region[s] == r).collect();
+                if members.is_empty() {
+                    continue;
+                }
+                let mut groups = Vec::new();
+                bisect(members, pos, &mut groups, &|g| g.len() / 2 < 2 * t, 2);
+                for g in groups {
+                    let mut subnets = Vec::new();
+                    bisect(g, pos, &mut subnets, &|g| g.len() <= t, usize::MAX);
+                    ases.push(subnets);
+                }
+            }
+        }
+        Kind::Uniform(_) | Kind::Matrix(_) => {
+            let n_as = (viewers / (2 * t)).clamp(1, 8);
+            let members = |k: usize| (1 + viewers * k / n_as)..(1 + viewers * (k + 1) / n_as);
+            for k in 0..n_as {
+                let m: Vec<usize> = members(k).collect();
+                let n_sub = m.len().div_ceil(t).max(1);
+                let subnets = (0..n_sub)
+                    .map(|j| m[m.len() * j / n_sub..m.len() * (j + 1) / n_sub].to_vec())
+                    .collect();
+                ases.push(subnets);
+            }
+        }
+    }
+    let mut places = vec![
+        Place {
+            asn: SEEDER_ASN,
+            addr: Ipv4Addr::new(127, 0, 0, 1),
+        };
+        slots
+    ];
+    let mut g = 0usize;
+    for (k, subnets) in ases.into_iter().enumerate() {
+        for mut subnet in subnets.into_iter().filter(|s| !s.is_empty()) {
+            subnet.sort_unstable();
+            // 254 × 256 /24s hold millions of viewers: saturating is moot.
+            let (a, b) = ((1 + g / 256).min(255), g % 256);
+            for (i, slot) in subnet.into_iter().enumerate() {
+                places[slot] = Place {
+                    asn: SEEDER_ASN + 1 + k as u32,
+                    addr: Ipv4Addr::new(127, a as u8, b as u8, 1 + i as u8),
+                };
+            }
+            g += 1;
+        }
+    }
+    places
+}
+
+/// Splits `group` in two at the median of the coordinate along which it
+/// spreads most (ties by slot), recursively, at most `depth` levels deep,
+/// and pushes the parts for which `done` holds (or at the depth limit) to
+/// `out`, in order.
+fn bisect(
+    mut group: Vec<usize>,
+    pos: &[(f64, f64)],
+    out: &mut Vec<Vec<usize>>,
+    done: &dyn Fn(&[usize]) -> bool,
+    depth: usize,
+) {
+    if group.len() < 2 || depth == 0 || done(&group) {
+        out.push(group);
+        return;
+    }
+    let extent = |f: fn(&(f64, f64)) -> f64| {
+        let (lo, hi) = group
+            .iter()
+            .map(|&s| f(&pos[s]))
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+                (lo.min(v), hi.max(v))
+            });
+        hi - lo
+    };
+    let along_x = extent(|p| p.0) >= extent(|p| p.1);
+    group.sort_by(|&a, &b| {
+        let (pa, pb) = (pos[a], pos[b]);
+        let (ka, kb) = if along_x { (pa.0, pb.0) } else { (pa.1, pb.1) };
+        ka.total_cmp(&kb).then(a.cmp(&b))
+    });
+    let upper = group.split_off(group.len() / 2);
+    bisect(group, pos, out, done, depth - 1);
+    bisect(upper, pos, out, done, depth - 1);
 }
 
 fn pick_region(x: f64) -> usize {
@@ -297,6 +466,109 @@ mod tests {
             Err(TopologyError::Line { line: 1, .. })
         ));
         std::fs::remove_file(&dir).unwrap();
+    }
+
+    /// Viewers per /24 and per AS.
+    fn groups(t: &Topology) -> (HashMap<u64, Vec<usize>>, HashMap<u32, Vec<usize>>) {
+        let (mut subnets, mut ases) = (HashMap::<_, Vec<_>>::new(), HashMap::<_, Vec<_>>::new());
+        for s in 1..t.slots() {
+            let l = t.locality(s);
+            subnets.entry(l.subnet).or_default().push(s);
+            ases.entry(l.asn).or_default().push(s);
+        }
+        (subnets, ases)
+    }
+
+    #[test]
+    fn localities_are_deterministic_and_match_the_addresses() {
+        for spec in [TopologySpec::Geo, TopologySpec::Uniform { rtt_ms: 50 }] {
+            let a = Topology::new(&spec, 201, 5).unwrap();
+            let b = Topology::new(&spec, 201, 5).unwrap();
+            let locs = |t: &Topology| (0..201).map(|s| t.locality(s)).collect::<Vec<_>>();
+            assert_eq!(locs(&a), locs(&b), "{spec:?}");
+            let table = crate::tracker::AsnTable::parse(&a.asn_table(), "lab").unwrap();
+            let mut addrs = std::collections::HashSet::new();
+            for s in 0..201 {
+                let (ip, loc) = (a.address(s), a.locality(s));
+                assert!(ip.is_loopback() && addrs.insert(ip), "{ip} twice");
+                assert_eq!(loc, Locality::of_ip(IpAddr::V4(ip), loc.asn));
+                // What the tracker will find from the lab's table.
+                assert_eq!(table.lookup(IpAddr::V4(ip)), loc.asn);
+                assert_ne!(loc.asn, 0);
+            }
+            // The seeder has an AS and a /24 of its own, at 127.0.0.1.
+            assert_eq!(a.address(0), Ipv4Addr::LOCALHOST);
+            let seeder = a.locality(0);
+            assert!((1..201).all(|s| {
+                let l = a.locality(s);
+                !l.same_as(&seeder) && !l.same_subnet(&seeder)
+            }));
+        }
+        // The seed moves viewers, and so their places.
+        let (a, b) = (
+            Topology::new(&TopologySpec::Geo, 201, 5).unwrap(),
+            Topology::new(&TopologySpec::Geo, 201, 6).unwrap(),
+        );
+        assert!((1..201).any(|s| a.locality(s) != b.locality(s)));
+    }
+
+    #[test]
+    fn geo_subnets_and_ases_group_close_nodes() {
+        let t = Topology::new(&TopologySpec::Geo, 1001, 3).unwrap();
+        let (subnets, ases) = groups(&t);
+        // ~√1000 = 32 at most per /24, bisected: at least half that.
+        let sizes: Vec<usize> = subnets.values().map(Vec::len).collect();
+        assert!(sizes.iter().all(|&n| (8..=32).contains(&n)), "{sizes:?}");
+        // A few ASes per region, each of several /24s, within one region.
+        assert!((10..=20).contains(&ases.len()), "{} ASes", ases.len());
+        for members in ases.values() {
+            assert!(members.iter().all(|&s| t.region(s) == t.region(members[0])));
+            let n24 = (members.iter())
+                .map(|&s| t.locality(s).subnet)
+                .collect::<std::collections::HashSet<_>>()
+                .len();
+            assert!(n24 >= 2, "an AS of {} in one /24", members.len());
+        }
+        // Closer and closer: same region < same AS < same /24, on average.
+        let (mut sum, mut n) = ([0.0; 3], [0usize; 3]);
+        for a in 1..=1000 {
+            for b in a + 1..=1000 {
+                let (la, lb) = (t.locality(a), t.locality(b));
+                let k = match () {
+                    _ if la.same_subnet(&lb) => 0,
+                    _ if la.same_as(&lb) => 1,
+                    _ if t.region(a) == t.region(b) => 2,
+                    _ => continue,
+                };
+                sum[k] += t.rtt_ms(a, b);
+                n[k] += 1;
+            }
+        }
+        let mean: Vec<f64> = (0..3).map(|k| sum[k] / n[k] as f64).collect();
+        assert!(
+            mean[0] + 3.0 < mean[1] && mean[1] + 3.0 < mean[2],
+            "{mean:?}"
+        );
+
+        // At 100 viewers: /24s of about 5–10, one or more per AS.
+        let (subnets, _) = groups(&Topology::new(&TopologySpec::Geo, 101, 1).unwrap());
+        assert!(subnets.values().all(|m| (4..=10).contains(&m.len())));
+    }
+
+    #[test]
+    fn uniform_ases_go_by_slot() {
+        let t = Topology::new(&TopologySpec::Uniform { rtt_ms: 50 }, 101, 1).unwrap();
+        let (subnets, ases) = groups(&t);
+        assert_eq!(ases.len(), 5);
+        assert!(ases.values().all(|m| m.len() == 20));
+        assert!(subnets.values().all(|m| m.len() == 10));
+        assert!(t.locality(1).same_subnet(&t.locality(10)));
+        assert!(t.locality(1).same_as(&t.locality(20)));
+        assert!(!t.locality(20).same_as(&t.locality(21)));
+        assert_eq!(t.address(1), Ipv4Addr::new(127, 1, 0, 1));
+        assert_eq!(t.address(11), Ipv4Addr::new(127, 1, 1, 1));
+        let tiny = Topology::new(&TopologySpec::Uniform { rtt_ms: 50 }, 3, 1).unwrap();
+        assert!(tiny.locality(1).same_subnet(&tiny.locality(2)));
     }
 
     #[test]
