@@ -31,6 +31,8 @@ pub struct SimConfig {
     pub seed: u64,
     pub bitrate_bps: u64,
     pub segment_ms: u64,
+    /// Largest piece the seeder cuts (pieces of a segment are equal sizes).
+    pub piece_bytes: usize,
     /// One-way delay between two nodes is drawn once per pair from this range.
     pub one_way_ms: (u64, u64),
     /// One-way delay to the HTTP origin used for fallback.
@@ -84,6 +86,7 @@ impl Default for SimConfig {
             seed: 1,
             bitrate_bps: 2_000_000,
             segment_ms: 1_000,
+            piece_bytes: 32 * 1024,
             one_way_ms: (5, 50),
             origin_one_way_ms: 20,
             viewer_upload_bps: None,
@@ -531,7 +534,9 @@ impl<'a> Sim<'a> {
     /// Cuts one segment's pieces, spread evenly over the segment's span.
     fn cut_segment(&mut self) {
         let bytes = (self.cfg.bitrate_bps * self.cfg.segment_ms / 8_000) as usize;
-        let pieces = bytes.div_ceil(MAX_PIECE_BYTES).max(1);
+        let pieces = bytes
+            .div_ceil(self.cfg.piece_bytes.min(MAX_PIECE_BYTES))
+            .max(1);
         let per_piece = bytes / pieces;
         for i in 0..pieces {
             let mut f = 0;

@@ -84,3 +84,20 @@ fn rtt_driven_swaps_find_closer_neighbours_than_chance() {
     assert!(shoal.neighbor_delay_ms < 0.9 * random.neighbor_delay_ms);
     assert_eq!(shoal.summary.continuity.min, 1.0, "{:?}", shoal.summary);
 }
+
+/// With every delay equal, the first viewers and the seeder fill their
+/// slots with each other; later viewers must still get in (eviction for
+/// poorly connected newcomers, starvation replacement).
+#[test]
+fn late_joiners_are_not_shut_out_by_a_full_group() {
+    let cfg = SimConfig {
+        viewers: 20,
+        duration_ms: 20_000,
+        seed: seed(),
+        one_way_ms: (10, 10),
+        ..SimConfig::default()
+    };
+    let s = run(&cfg).summary;
+    assert_eq!(s.not_started, 0, "{s:?}");
+    assert_eq!(s.continuity.min, 1.0, "{s:?}");
+}

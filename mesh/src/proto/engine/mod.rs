@@ -205,6 +205,15 @@ pub struct Engine<P: PeerId> {
     ms_per_piece: Option<f64>,
     /// Dials made so far (every fourth goes to a random candidate).
     dials: u64,
+    /// When a neighbour last announced a piece newer than any we knew of,
+    /// or a new piece arrived.
+    last_news: u64,
+    /// The neighbourhood went quiet: dial the next candidates at random.
+    starved: bool,
+    /// When a neighbour was last dropped to let a newcomer in.
+    last_evict: Option<u64>,
+    /// Something the scheduler acts on changed since it last ran.
+    news: bool,
     /// Where this node is in the RTT map (Vivaldi).
     coord: Coord,
     stats: Stats,
@@ -265,6 +274,10 @@ impl<P: PeerId> Engine<P> {
             next_optimize: now + cfg.optimize_ms,
             next_exchange: now + EXCHANGE_MS,
             dials: 0,
+            last_news: now,
+            starved: false,
+            last_evict: None,
+            news: false,
             ms_per_piece: None,
             coord: Coord::default(),
             stats: Stats::default(),
@@ -354,6 +367,7 @@ impl<P: PeerId> Engine<P> {
             }
             Input::Located(loc) => self.cfg.loc = loc,
             Input::InfraFailed { seq } => {
+                self.news = true;
                 // Not at the origin (yet): ask again after a pause, not at
                 // once, or a piece nobody has becomes a busy loop.
                 if let Some(a) = self.inflight.get_mut(&seq) {
@@ -389,7 +403,11 @@ impl<P: PeerId> Engine<P> {
     fn after_input(&mut self, now: u64) {
         self.drain_upload(now);
         self.playback_check(now);
-        self.schedule(now);
+        // Only news about pieces or neighbours changes what to ask of whom;
+        // the periodic run (`SCHEDULE_MS`) covers timeouts and deadlines.
+        if std::mem::take(&mut self.news) {
+            self.schedule(now);
+        }
     }
 
     /// Queues a frame, counting payload and overhead bytes sent.
@@ -458,12 +476,14 @@ impl<P: PeerId> Engine<P> {
     /// prunes the store to the window.
     fn store_piece(&mut self, piece: Piece, now: u64) {
         let seq = piece.header.seq;
+        self.news = true;
         let first = piece.header.is_first();
         self.heard.remove(&seq);
         if first {
             self.segment_starts.insert(seq);
         }
         self.newest_known = self.newest_known.max(Some(seq));
+        self.last_news = now;
         self.stats.newest_seq = self.stats.newest_seq.max(Some(seq));
         self.store_bytes += piece.data.len();
         self.store.insert(seq, piece);
@@ -578,6 +598,7 @@ impl<P: PeerId> Engine<P> {
         for p in stale {
             self.drop_peer(&p, "handshake timeout", now);
         }
+        self.replace_if_starved(now);
         self.fill_neighbors(now);
         self.update_neighbor_stats();
     }

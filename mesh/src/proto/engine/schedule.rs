@@ -43,11 +43,14 @@ impl<P: PeerId> Engine<P> {
         let hi = newest.min(lo + LOOKAHEAD);
         let margin = self.cfg.fallback_margin_ms;
 
-        // (urgent first, then rarity or deadline, then seq)
-        let mut wanted: Vec<(bool, u64, u64)> = Vec::new();
+        // (urgent first, then rarity or deadline, then seq; and the deadline)
+        let mut wanted: Vec<(bool, u64, u64, Option<u64>)> = Vec::new();
         for seq in lo..=hi {
             if self.store.contains_key(&seq) {
                 continue;
+            }
+            if matches!(self.inflight.get(&seq), Some(Ask { from: None, .. })) {
+                continue; // asked of infrastructure already
             }
             let deadline = self.deadline(seq);
             match self.inflight.get(&seq) {
@@ -68,7 +71,7 @@ impl<P: PeerId> Engine<P> {
             } else {
                 self.holders(seq) as u64
             };
-            wanted.push((!urgent, key, seq));
+            wanted.push((!urgent, key, seq, deadline));
         }
         wanted.sort_unstable();
 
@@ -78,8 +81,8 @@ impl<P: PeerId> Engine<P> {
             .next_back()
             .map_or(MAX_PIECE_BYTES / 2, |p| p.data.len().max(1));
         let mut batches: BTreeMap<P, Vec<u64>> = BTreeMap::new();
-        for (_, _, seq) in wanted {
-            let due_soon = self.deadline(seq).is_some_and(|d| now + margin >= d);
+        for (_, _, seq, deadline) in wanted {
+            let due_soon = deadline.is_some_and(|d| now + margin >= d);
             if !due_soon {
                 if let Some(peer) = self.best_holder(seq, piece_bytes, false) {
                     self.ask(peer, seq, now, &mut batches);

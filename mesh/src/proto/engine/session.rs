@@ -19,6 +19,11 @@ const MAX_PENALTY: u32 = 3;
 const MAX_CANDIDATES: usize = 256;
 /// A refused or failed candidate is not tried again before this.
 const REFUSED_BACKOFF_MS: u64 = 15_000;
+/// A full neighbourhood silent this long is starved (see
+/// `replace_if_starved`).
+const STARVED_MS: u64 = 4_000;
+/// A full node lets a newcomer in by eviction at most this often.
+const EVICT_GAP_MS: u64 = 1_000;
 /// Requests a neighbour may have queued with us before we answer `Missing`.
 const MAX_QUEUED_PER_PEER: usize = 16;
 
@@ -49,6 +54,7 @@ impl<P: PeerId> Engine<P> {
 
     pub(super) fn on_disconnected(&mut self, peer: &P, now: u64) {
         if self.neighbors.remove(peer).is_some() {
+            self.news = true;
             self.forget_requests_to(peer);
             self.upload_queue.retain(|(p, _)| p != peer);
             if let Some(c) = self.candidates.get_mut(peer) {
@@ -133,6 +139,7 @@ impl<P: PeerId> Engine<P> {
             (Phase::Active, Message::Request { seqs }) => self.on_request(from, seqs, now),
             (Phase::Active, Message::Piece(p)) => self.on_piece(from, p, now),
             (Phase::Active, Message::Missing { seqs }) => {
+                self.news = true;
                 if let Some(n) = self.neighbors.get_mut(&from) {
                     for s in &seqs {
                         n.inflight.remove(s);
@@ -225,7 +232,8 @@ impl<P: PeerId> Engine<P> {
             Some(RefuseReason::UnknownStream)
         } else {
             let inbound = self.neighbors.get(&from).is_some_and(|n| !n.outbound);
-            (inbound && self.degree() >= self.cfg.max_degree).then_some(RefuseReason::Full)
+            let full = inbound && self.degree() >= self.cfg.max_degree;
+            (full && !self.evict_for(&hello, now)).then_some(RefuseReason::Full)
         };
         if let Some(reason) = refuse {
             let suggestions = if reason == RefuseReason::Full {
@@ -270,6 +278,31 @@ impl<P: PeerId> Engine<P> {
         self.update_neighbor_stats();
     }
 
+    /// At the cap, a poorly connected newcomer (at most half the cap of
+    /// neighbours: just joined, or starved) is let in by dropping our most
+    /// connected viewer neighbour, which has other paths; otherwise a group
+    /// of full nodes could stay closed to it forever. At most once per
+    /// [`EVICT_GAP_MS`].
+    fn evict_for(&mut self, hello: &Hello, now: u64) -> bool {
+        if usize::from(hello.degree) > self.cfg.max_degree / 2
+            || self.last_evict.is_some_and(|t| now < t + EVICT_GAP_MS)
+        {
+            return false;
+        }
+        let victim = self
+            .neighbors
+            .iter()
+            .filter(|(_, n)| n.is_active() && n.role == crate::proto::Role::Viewer)
+            .min_by_key(|(p, n)| (n.free.unwrap_or(0), n.connected_at, (*p).clone()))
+            .map(|(p, _)| p.clone());
+        let Some(victim) = victim else {
+            return false;
+        };
+        self.last_evict = Some(now);
+        self.drop_peer(&victim, "evicted for a poorly connected newcomer", now);
+        true
+    }
+
     /// Active viewers we know addresses of, for a peer we turn away.
     fn suggestions(&self, except: &P) -> Vec<PeerInfo<P>> {
         self.neighbors
@@ -312,10 +345,14 @@ impl<P: PeerId> Engine<P> {
 
     /// Notes pieces and segment starts a neighbour announced.
     fn learn(&mut self, seqs: &[u64], starts: &[u64], now: u64) {
+        self.news = true;
         let low = self.store.keys().next().copied().unwrap_or(0);
         for &s in seqs {
             if s >= low && !self.store.contains_key(&s) {
                 self.heard.entry(s).or_insert(now);
+            }
+            if self.newest_known.is_none_or(|n| s > n) {
+                self.last_news = now;
             }
             self.newest_known = self.newest_known.max(Some(s));
         }
@@ -445,6 +482,37 @@ impl<P: PeerId> Engine<P> {
         }
     }
 
+    /// A full neighbourhood that has announced nothing new for
+    /// [`STARVED_MS`] may be a group cut off from the source (late joiners
+    /// that filled their slots with each other while everyone else was
+    /// full): one random viewer neighbour is dropped and the next dial goes
+    /// to a random candidate, until news arrives.
+    pub(super) fn replace_if_starved(&mut self, now: u64) {
+        if self.cfg.role != crate::proto::Role::Viewer
+            || now < self.last_news + STARVED_MS
+            || self.degree() + 1 < self.cfg.max_degree
+        {
+            return;
+        }
+        self.last_news = now;
+        self.starved = true;
+        let mut viewers: Vec<P> = self
+            .neighbors
+            .iter()
+            .filter(|(_, n)| n.is_active() && n.role == crate::proto::Role::Viewer)
+            .map(|(p, _)| p.clone())
+            .collect();
+        rand::seq::SliceRandom::shuffle(viewers.as_mut_slice(), &mut self.rng);
+        // Half go, so that full nodes elsewhere let this one in (`evict_for`).
+        let keep = self.cfg.max_degree / 2 - 1;
+        for victim in viewers.into_iter().skip(keep) {
+            if let Some(c) = self.candidates.get_mut(&victim) {
+                c.retry_at = now + 30_000;
+            }
+            self.drop_peer(&victim, "no news from the neighbourhood", now);
+        }
+    }
+
     pub(super) fn add_candidates(&mut self, peers: Vec<PeerInfo<P>>) {
         for info in peers {
             if self.candidates.len() >= MAX_CANDIDATES && !self.candidates.contains_key(&info.peer)
@@ -494,7 +562,8 @@ impl<P: PeerId> Engine<P> {
             .map(|(p, _)| p.clone())
             .collect();
         rand::seq::SliceRandom::shuffle(ready.as_mut_slice(), &mut self.rng);
-        if self.cfg.selection != Selection::Random {
+        let starved = std::mem::take(&mut self.starved);
+        if self.cfg.selection != Selection::Random && !starved {
             // Closest predicted first (a stable sort keeps the shuffle among
             // candidates without a usable coordinate), but every fourth dial
             // goes to a random candidate: long links keep the regions joined

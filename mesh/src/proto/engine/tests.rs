@@ -438,9 +438,14 @@ fn degree_cap_refuses_the_third_inbound_session() {
     let mut cfg = Config::viewer(s.stream());
     cfg.max_degree = 2;
     net.add(1, cfg);
-    for p in 2..=4 {
+    for p in 2..=6 {
         net.add(p, Config::viewer(s.stream()));
     }
+    // 4 is well connected (more than half of 1's cap), so 1 does not make
+    // room for it.
+    net.connect(4, 5);
+    net.connect(4, 6);
+    net.run_for(100);
     // All three dial at once; 4's Hello is handled last.
     for p in 2..=4 {
         net.connect(p, 1);
@@ -452,7 +457,7 @@ fn degree_cap_refuses_the_third_inbound_session() {
     assert_eq!(net.max_degree_seen[&1], 2, "degree never above the cap");
     assert_eq!(net.e(2).degree(), 1);
     assert_eq!(net.e(3).degree(), 1);
-    assert_eq!(net.e(4).degree(), 0);
+    assert_eq!(net.e(4).degree(), 2);
 
     let refuse = net.position(|e| {
         matches!(
@@ -481,15 +486,43 @@ fn degree_cap_refuses_the_third_inbound_session() {
 }
 
 #[test]
+fn a_full_node_makes_room_for_a_poorly_connected_newcomer() {
+    let s = signer();
+    let mut net = Net::new(5);
+    let mut cfg = Config::viewer(s.stream());
+    cfg.max_degree = 2;
+    net.add(1, cfg);
+    for p in 2..=5 {
+        net.add(p, Config::viewer(s.stream()));
+    }
+    // 3 is the better connected of 1's two neighbours.
+    net.connect(3, 5);
+    net.run_for(100);
+    net.connect(2, 1);
+    net.connect(3, 1);
+    net.run_for(100);
+    net.connect(4, 1);
+    net.run_for(100);
+    assert_eq!(net.e(1).neighbors().collect::<Vec<_>>(), vec![&2, &4]);
+    assert_eq!(
+        net.disconnects(1),
+        vec![(3, "evicted for a poorly connected newcomer")]
+    );
+    assert_eq!(net.max_degree_seen[&1], 2, "degree never above the cap");
+}
+
+#[test]
 fn refused_dialler_takes_suggestions_without_a_violation() {
     let s = signer();
     let mut net = Net::new(5);
     let mut cfg = Config::viewer(s.stream());
     cfg.max_degree = 2;
     net.add(1, cfg);
-    for p in 2..=4 {
+    for p in 2..=6 {
         net.add(p, Config::viewer(s.stream()));
     }
+    net.connect(4, 5);
+    net.connect(4, 6);
     net.connect(2, 1);
     net.connect(3, 1);
     net.run_for(100);
