@@ -35,6 +35,28 @@ impl Rtt {
         self.samples.push_back(ms);
     }
 
+    /// Spread of the recent samples (population standard deviation).
+    pub(crate) fn stddev(&self) -> Option<f32> {
+        if self.samples.len() < 2 {
+            return None;
+        }
+        let n = self.samples.len() as f32;
+        let mean = self.samples.iter().sum::<u64>() as f32 / n;
+        let var = self
+            .samples
+            .iter()
+            .map(|&s| (s as f32 - mean).powi(2))
+            .sum::<f32>()
+            / n;
+        Some(var.sqrt())
+    }
+
+    /// The smallest of the last few samples: the path's delay with the
+    /// least queueing, for the coordinate (queues are not distance).
+    pub(crate) fn recent_min(&self, n: usize) -> Option<u64> {
+        self.samples.iter().rev().take(n).min().copied()
+    }
+
     pub(crate) fn median(&self) -> Option<u64> {
         let mut s: Vec<u64> = self.samples.iter().copied().collect();
         s.sort_unstable();

@@ -134,6 +134,9 @@ pub struct Stats {
     /// The node's network coordinate now.
     #[serde(default)]
     pub coord: Option<super::coords::Coord>,
+    /// Neighbours replaced by the periodic optimisation.
+    #[serde(default)]
+    pub neighbor_swaps: u64,
 }
 
 fn ratio(num: u64, den: u64) -> Option<f64> {

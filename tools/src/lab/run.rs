@@ -308,7 +308,7 @@ impl Population {
         );
         let address = self.topo.address(slot);
         let viewer = match self.system {
-            System::Shoal | System::Random => {
+            System::Shoal | System::Rtt | System::Random => {
                 let node = start_shoal_viewer(
                     self.system,
                     &self.sc,
@@ -398,8 +398,10 @@ async fn start_shoal_viewer(
     cfg.seed = Some(sc.seed ^ ((slot as u64) << 8) ^ u64::from(gen));
     cfg.keypair = Some(key);
     cfg.shaping = Some(shaping);
-    if system == System::Random {
-        cfg.tune = Some(|c: &mut Config| c.selection = Selection::Random);
+    match system {
+        System::Random => cfg.tune = Some(|c: &mut Config| c.selection = Selection::Random),
+        System::Rtt => cfg.tune = Some(|c: &mut Config| c.selection = Selection::Rtt),
+        _ => {}
     }
     Node::start(cfg)
         .await
@@ -412,10 +414,10 @@ pub async fn run(
     opts: &RunOptions,
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<RunResult> {
-    sc.validate()?;
+    sc.validate_lab()?;
     let processes = opts.processes.max(1);
     if processes > 1 {
-        if !matches!(opts.system, System::Shoal | System::Random) {
+        if !matches!(opts.system, System::Shoal | System::Rtt | System::Random) {
             bail!(
                 "--processes {processes}: {} runs in one process only (its viewers share \
                  state with the infra side); use --processes 1",

@@ -120,6 +120,11 @@ impl Default for Scenario {
     }
 }
 
+/// Most viewers of a run of real processes.
+pub const MAX_LAB_NODES: usize = 2_000;
+/// Most viewers of a simulated run.
+pub const MAX_SIM_NODES: usize = 200_000;
+
 /// Why a scenario is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
@@ -151,10 +156,23 @@ impl Scenario {
         Ok(s)
     }
 
+    /// Checks a scenario for a run of real processes (`run`, `bench`,
+    /// `demo`): at most [`MAX_LAB_NODES`] viewers on one machine.
+    pub fn validate_lab(&self) -> Result<(), ScenarioError> {
+        self.validate()?;
+        if self.nodes > MAX_LAB_NODES {
+            return Err(ScenarioError::Invalid(format!(
+                "nodes must be 1..={MAX_LAB_NODES} for real processes (the simulator takes up to {MAX_SIM_NODES})"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Checks a scenario (the simulator's bounds).
     pub fn validate(&self) -> Result<(), ScenarioError> {
         let bad = |m: &str| Err(ScenarioError::Invalid(m.to_string()));
-        if self.nodes == 0 || self.nodes > 2_000 {
-            return bad("nodes must be 1..=2000");
+        if self.nodes == 0 || self.nodes > MAX_SIM_NODES {
+            return bad("nodes must be 1..=200000");
         }
         if !(1.0..=86_400.0).contains(&self.duration_s) {
             return bad("duration must be 1 s .. 1 day");

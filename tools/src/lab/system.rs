@@ -57,7 +57,7 @@ use rand::{seq::SliceRandom, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shoal_mesh::{
     net::{Shaping, ShapingCounters},
-    proto::{Piece, Stats, StreamId},
+    proto::{Piece, Selection, Stats, StreamId},
 };
 use shoal_node::Node;
 use shoal_seeder::{Input, PieceHook, Seeder, SeederConfig};
@@ -81,17 +81,31 @@ pub enum System {
     Shoal,
     /// Shoal with neighbours chosen at random (RTT ignored).
     Random,
+    /// Shoal with neighbours chosen by RTT alone (no stability, locality,
+    /// rate or capacity in the score).
+    Rtt,
     Gossipsub,
     ClientServer,
 }
 
 impl System {
-    pub const ALL: [System; 4] = [
+    pub const ALL: [System; 5] = [
         System::ClientServer,
         System::Gossipsub,
         System::Random,
+        System::Rtt,
         System::Shoal,
     ];
+
+    /// The neighbour selection of a Shoal-engine system.
+    pub fn selection(self) -> Option<Selection> {
+        match self {
+            System::Shoal => Some(Selection::Full),
+            System::Rtt => Some(Selection::Rtt),
+            System::Random => Some(Selection::Random),
+            System::Gossipsub | System::ClientServer => None,
+        }
+    }
 }
 
 impl fmt::Display for System {
@@ -99,6 +113,7 @@ impl fmt::Display for System {
         f.write_str(match self {
             System::Shoal => "shoal",
             System::Random => "random",
+            System::Rtt => "rtt",
             System::Gossipsub => "gossipsub",
             System::ClientServer => "client-server",
         })
@@ -113,7 +128,7 @@ impl FromStr for System {
             .into_iter()
             .find(|sys| sys.to_string() == s)
             .ok_or_else(|| {
-                format!("unknown system '{s}': shoal, random, gossipsub or client-server")
+                format!("unknown system '{s}': shoal, rtt, random, gossipsub or client-server")
             })
     }
 }
@@ -417,7 +432,7 @@ impl Infra {
                 .as_ref()
                 .map_or(0, |s| s.origin.payload_served());
         match self.system {
-            System::Shoal | System::Random => {
+            System::Shoal | System::Rtt | System::Random => {
                 let mut stats = self.past.clone();
                 stats.extend(self.seeder.as_ref().map(Seeder::stats));
                 (stats, http)
@@ -486,7 +501,7 @@ impl Infra {
                 .with_context(|| format!("client-server viewer {slot} failed to start"))?;
                 Ok(Viewer::Http(viewer))
             }
-            System::Shoal | System::Random => {
+            System::Shoal | System::Rtt | System::Random => {
                 anyhow::bail!("{} viewers are not baseline viewers", self.system)
             }
         }

@@ -111,11 +111,11 @@ pub async fn main() -> anyhow::Result<()> {
         .context("no spec on stdin (this is run by `shoal-lab run --processes`)")?;
     let spec: WorkerSpec = serde_json::from_slice(&spec).context("bad worker spec")?;
     let system: System = spec.system.parse().map_err(|e: String| anyhow!(e))?;
-    if !matches!(system, System::Shoal | System::Random) {
+    if !matches!(system, System::Shoal | System::Rtt | System::Random) {
         bail!("{system} viewers cannot run in a worker");
     }
     let sc = spec.scenario;
-    sc.validate()?;
+    sc.validate_lab()?;
     let stream: StreamId = spec
         .stream
         .parse()

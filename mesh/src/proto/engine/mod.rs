@@ -99,7 +99,7 @@ impl Config {
             upload_kbps: 0,
             selection: Selection::Full,
             loc: Locality::default(),
-            optimize_ms: 10_000,
+            optimize_ms: 5_000,
         }
     }
 
@@ -214,6 +214,9 @@ pub struct Engine<P: PeerId> {
     last_evict: Option<u64>,
     /// Something the scheduler acts on changed since it last ran.
     news: bool,
+    /// This node keeps one long link (a random dial in four, its slowest
+    /// neighbour never swapped); one node in [`LONG_LINK_ONE_IN`] does.
+    long_link: bool,
     /// Where this node is in the RTT map (Vivaldi).
     coord: Coord,
     stats: Stats,
@@ -227,6 +230,10 @@ struct Ask<P> {
     /// Asked elsewhere if not answered by then.
     until: u64,
 }
+
+/// One node in this many keeps a long link: enough to join the regions
+/// without costing every node a slow neighbour.
+const LONG_LINK_ONE_IN: u32 = 4;
 
 /// Peer exchange interval.
 const EXCHANGE_MS: u64 = 5_000;
@@ -251,9 +258,11 @@ impl<P: PeerId> Engine<P> {
     pub fn with_key(cfg: Config, key: StreamKey, seed: u64, now: u64) -> Self {
         assert_eq!(key.id(), cfg.stream, "the stream's own key");
         let upload = TokenBucket::new(cfg.upload_limit, now);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let long_link = rand::Rng::gen_ratio(&mut rng, 1, LONG_LINK_ONE_IN);
         Engine {
             key,
-            rng: ChaCha8Rng::seed_from_u64(seed),
+            rng,
             joined_at: now,
             store: BTreeMap::new(),
             store_bytes: 0,
@@ -278,6 +287,7 @@ impl<P: PeerId> Engine<P> {
             starved: false,
             last_evict: None,
             news: false,
+            long_link,
             ms_per_piece: None,
             coord: Coord::default(),
             stats: Stats::default(),

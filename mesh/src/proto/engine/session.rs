@@ -5,7 +5,7 @@ use crate::proto::{
     coords::Coord,
     neighbors::{Candidate, Neighbor, Phase},
     piece::Piece,
-    wire::{self, Hello, Message, PeerInfo, RefuseReason, PROTOCOL_VERSION},
+    wire::{self, Hello, Locality, Message, PeerInfo, RefuseReason, PROTOCOL_VERSION},
 };
 
 /// Coordinates with a larger relative error are not used to choose.
@@ -22,6 +22,14 @@ const REFUSED_BACKOFF_MS: u64 = 15_000;
 /// A full neighbourhood silent this long is starved (see
 /// `replace_if_starved`).
 const STARVED_MS: u64 = 4_000;
+/// Added to the score of a candidate last seen with no free slot.
+const FULL_PENALTY_MS: f32 = 100.0;
+/// Added (scaled by the shortfall) to a neighbour delivering slower than
+/// the stream.
+const SLOW_PENALTY_MS: f32 = 100.0;
+/// Hysteresis of a swap: the candidate must score this much better.
+const SWAP_FACTOR: f32 = 1.5;
+const SWAP_MARGIN_MS: f32 = 10.0;
 /// A full node lets a newcomer in by eviction at most this often.
 const EVICT_GAP_MS: u64 = 1_000;
 /// Requests a neighbour may have queued with us before we answer `Missing`.
@@ -189,8 +197,11 @@ impl<P: PeerId> Engine<P> {
         let rtt = now.saturating_sub(at);
         n.rtt.record(rtt);
         n.ping = None;
+        // Queueing behind pieces inflates single samples: the coordinate
+        // learns from the least-queued of the last few.
+        let filtered = n.rtt.recent_min(4).unwrap_or(rtt);
         let jitter = (self.rng_f32(), self.rng_f32());
-        self.coord.observe(&coord, rtt.max(1) as f32, jitter);
+        self.coord.observe(&coord, filtered.max(1) as f32, jitter);
         if let Some(c) = self.candidates.get_mut(from) {
             c.info.coord = Some(coord);
         }
@@ -284,23 +295,53 @@ impl<P: PeerId> Engine<P> {
     /// of full nodes could stay closed to it forever. At most once per
     /// [`EVICT_GAP_MS`].
     fn evict_for(&mut self, hello: &Hello, now: u64) -> bool {
-        if usize::from(hello.degree) > self.cfg.max_degree / 2
-            || self.last_evict.is_some_and(|t| now < t + EVICT_GAP_MS)
-        {
+        if self.last_evict.is_some_and(|t| now < t + EVICT_GAP_MS) {
             return false;
         }
-        let victim = self
-            .neighbors
-            .iter()
-            .filter(|(_, n)| n.is_active() && n.role == crate::proto::Role::Viewer)
-            .min_by_key(|(p, n)| (n.free.unwrap_or(0), n.connected_at, (*p).clone()))
-            .map(|(p, _)| p.clone());
-        let Some(victim) = victim else {
-            return false;
+        let (victim, reason) = if usize::from(hello.degree) <= self.cfg.max_degree / 2 {
+            let most_connected = self
+                .neighbors
+                .iter()
+                .filter(|(_, n)| n.is_active() && n.role == crate::proto::Role::Viewer)
+                .min_by_key(|(p, n)| (n.free.unwrap_or(0), n.connected_at, (*p).clone()))
+                .map(|(p, _)| p.clone());
+            let Some(p) = most_connected else {
+                return false;
+            };
+            (p, "evicted for a poorly connected newcomer")
+        } else {
+            // The dialler is clearly closer than our worst neighbour: the
+            // same swap the periodic optimisation would make, from our side.
+            let Some(score) = self.hello_score(hello) else {
+                return false;
+            };
+            match self.worst_neighbor(now) {
+                Some((worst, p))
+                    if worst > SWAP_FACTOR * score && worst > score + SWAP_MARGIN_MS =>
+                {
+                    self.stats.neighbor_swaps += 1;
+                    (p, "replaced by a closer candidate")
+                }
+                _ => return false,
+            }
         };
+        if let Some(c) = self.candidates.get_mut(&victim) {
+            c.retry_at = c.retry_at.max(now + 30_000);
+        }
         self.last_evict = Some(now);
-        self.drop_peer(&victim, "evicted for a poorly connected newcomer", now);
+        self.drop_peer(&victim, reason, now);
         true
+    }
+
+    /// A dialler's score from its `Hello` (as for a candidate).
+    fn hello_score(&self, hello: &Hello) -> Option<f32> {
+        if self.cfg.selection == Selection::Random
+            || self.coord.error >= USABLE_ERROR
+            || hello.coord.error >= USABLE_ERROR
+        {
+            return None;
+        }
+        Some(self.coord.rtt_ms(&hello.coord) * self.affinity(&hello.loc))
     }
 
     /// Active viewers we know addresses of, for a peer we turn away.
@@ -443,43 +484,116 @@ impl<P: PeerId> Engine<P> {
         (self.coord.error < USABLE_ERROR && c.error < USABLE_ERROR).then(|| self.coord.rtt_ms(&c))
     }
 
-    /// Periodic optimisation: swaps a slow viewer neighbour for a candidate
-    /// predicted to be much closer (hysteresis: 1.5× and 20 ms, at most one
-    /// swap per period). The slowest neighbour is kept as the node's long
-    /// link: meshes of only close neighbours split along regions.
+    /// Proximity discount: same /24 halves a score, same AS takes a
+    /// quarter off (full score only).
+    fn affinity(&self, loc: &Locality) -> f32 {
+        if self.cfg.selection != Selection::Full {
+            1.0
+        } else if self.cfg.loc.same_subnet(loc) {
+            0.5
+        } else if self.cfg.loc.same_as(loc) {
+            0.75
+        } else {
+            1.0
+        }
+    }
+
+    /// A candidate's score in ms (lower is better): predicted RTT; with the
+    /// full score, discounted for proximity and raised when it had no free
+    /// slot (it would likely refuse). `None` without a prediction.
+    pub(super) fn candidate_score(&self, peer: &P) -> Option<f32> {
+        let rtt = self.predicted_rtt(peer)?;
+        let c = &self.candidates.get(peer)?.info;
+        let mut score = rtt * self.affinity(&c.loc);
+        if self.cfg.selection == Selection::Full && c.free == Some(0) {
+            score += FULL_PENALTY_MS;
+        }
+        Some(score)
+    }
+
+    /// A neighbour's score in ms (lower is better): its measured RTT
+    /// median; with the full score, plus its spread (stability), discounted
+    /// for proximity, and raised when it delivers slower than the stream.
+    fn neighbor_score(&self, n: &Neighbor) -> Option<f32> {
+        let median = n.rtt.median()? as f32;
+        if self.cfg.selection != Selection::Full {
+            return Some(median);
+        }
+        let mut score = (median + n.rtt.stddev().unwrap_or(0.0)) * self.affinity(&n.loc);
+        if let Some(stream) = self.stream_rate() {
+            let shortfall = (1.0 - n.rate / stream).clamp(0.0, 1.0) as f32;
+            score += SLOW_PENALTY_MS * shortfall;
+        }
+        Some(score)
+    }
+
+    /// The stream's payload rate in bytes/s, once its pace is known.
+    fn stream_rate(&self) -> Option<f64> {
+        let ms = self.ms_per_piece?;
+        let bytes = self.store.values().next_back()?.data.len() as f64;
+        (ms > 0.0).then(|| bytes * 1000.0 / ms)
+    }
+
+    /// Periodic optimisation: swaps the worst-scored viewer neighbour for
+    /// the best-scored candidate when that is clearly better (hysteresis:
+    /// 1.5× and 10 ms, one swap per period, a replaced peer not retried for
+    /// a minute). A node that keeps a long link never swaps its slowest
+    /// neighbour: meshes of only close neighbours split along regions.
     pub(super) fn optimize_neighbors(&mut self, now: u64) {
-        if (self.cfg.selection == Selection::Random) || self.degree() < self.cfg.max_degree {
+        if self.cfg.selection == Selection::Random || self.degree() + 1 < self.cfg.max_degree {
             return;
         }
         let best = self
             .candidates
             .iter()
-            .filter(|(p, c)| now >= c.retry_at && !self.neighbors.contains_key(p))
-            .filter_map(|(p, _)| Some((self.predicted_rtt(p)?, p.clone())))
-            .min_by(|a, b| a.0.total_cmp(&b.0));
-        let Some((predicted, _)) = best else {
+            .filter(|(p, c)| {
+                now >= c.retry_at && c.dialing_since.is_none() && !self.neighbors.contains_key(p)
+            })
+            .filter_map(|(p, _)| self.candidate_score(p))
+            .min_by(f32::total_cmp);
+        let Some(best) = best else {
             return;
         };
-        let mut rtts: Vec<(u64, P)> = self
+        let Some((worst, peer)) = self.worst_neighbor(now) else {
+            return;
+        };
+        if worst > SWAP_FACTOR * best && worst > best + SWAP_MARGIN_MS {
+            if let Some(c) = self.candidates.get_mut(&peer) {
+                c.retry_at = now + 60_000;
+            }
+            self.stats.neighbor_swaps += 1;
+            self.drop_peer(&peer, "replaced by a closer candidate", now);
+        }
+    }
+
+    /// The viewer neighbour the optimisation would replace first, and its
+    /// score: the worst-scored among those connected for a period, not
+    /// counting the long link.
+    fn worst_neighbor(&self, now: u64) -> Option<(f32, P)> {
+        let mut scored: Vec<(f32, u64, P)> = self
             .neighbors
             .iter()
             .filter(|(_, n)| n.is_active() && n.role == crate::proto::Role::Viewer)
             .filter(|(_, n)| now >= n.connected_at + self.cfg.optimize_ms)
-            .filter_map(|(p, n)| Some((n.rtt.median()?, p.clone())))
+            .filter_map(|(p, n)| {
+                let rtt = n.rtt.median()?;
+                Some((self.neighbor_score(n)?, rtt, p.clone()))
+            })
             .collect();
-        if rtts.len() < 3 {
-            return;
+        if scored.len() < 2 {
+            return None;
         }
-        rtts.sort();
-        rtts.pop(); // the long link stays
-        let (worst, peer) = rtts.pop().expect("two or more");
-        let worst = worst as f32;
-        if worst > 1.5 * predicted && worst > predicted + 20.0 {
-            if let Some(c) = self.candidates.get_mut(&peer) {
-                c.retry_at = now + 60_000;
-            }
-            self.drop_peer(&peer, "replaced by a closer candidate", now);
+        if self.long_link {
+            // The slowest by RTT stays.
+            let slowest = (0..scored.len())
+                .max_by_key(|&i| (scored[i].1, scored[i].2.clone()))
+                .expect("two or more");
+            scored.swap_remove(slowest);
         }
+        scored
+            .into_iter()
+            .max_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.2.cmp(&b.2)))
+            .map(|(score, _, p)| (score, p))
     }
 
     /// A full neighbourhood that has announced nothing new for
@@ -569,14 +683,14 @@ impl<P: PeerId> Engine<P> {
             // goes to a random candidate: long links keep the regions joined
             // and teach the coordinates the far side of the map.
             ready.sort_by(|a, b| {
-                let (a, b) = (self.predicted_rtt(a), self.predicted_rtt(b));
+                let (a, b) = (self.candidate_score(a), self.candidate_score(b));
                 a.unwrap_or(f32::MAX).total_cmp(&b.unwrap_or(f32::MAX))
             });
         }
         let mut picks = Vec::new();
         for i in 0..(self.cfg.max_degree - used).min(ready.len()) {
-            let random_pick =
-                self.cfg.selection != Selection::Random && (self.dials + i as u64) % 4 == 3;
+            let random_pick = self.cfg.selection != Selection::Random
+                && (starved || self.long_link && (self.dials + i as u64) % 4 == 3);
             let idx = if random_pick {
                 rand::Rng::gen_range(&mut self.rng, 0..ready.len())
             } else {
