@@ -6,6 +6,7 @@ pub mod coords;
 pub mod engine;
 mod neighbors;
 pub mod piece;
+mod seqset;
 pub mod stats;
 mod upload;
 pub mod wire;

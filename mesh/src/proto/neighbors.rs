@@ -4,11 +4,14 @@ use std::collections::{BTreeSet, VecDeque};
 
 use super::{
     coords::Coord,
+    seqset::SeqSet,
     wire::{Locality, PeerInfo, Role},
 };
 
 /// RTT samples kept per neighbour (median and spread are taken over them).
 const RTT_SAMPLES: usize = 16;
+/// Samples in the running minimum of [`Rtt::base_median`].
+const QUEUE_FILTER: usize = 8;
 /// Delivery rate assumed before a neighbour has delivered anything, bytes/s.
 const INITIAL_RATE: f64 = 1_000_000.0;
 
@@ -57,6 +60,21 @@ impl Rtt {
         self.samples.iter().rev().take(n).min().copied()
     }
 
+    /// Median of the samples after a running minimum over [`QUEUE_FILTER`]
+    /// samples: the path's typical RTT without the queueing a ping meets
+    /// behind pieces (a loaded neighbour is not a far one; its load shows
+    /// in the spread and the delivery rate instead).
+    pub(crate) fn base_median(&self) -> Option<u64> {
+        let s: Vec<u64> = self.samples.iter().copied().collect();
+        let w = QUEUE_FILTER.min(s.len()).max(1);
+        let mut mins: Vec<u64> = s
+            .windows(w)
+            .map(|win| *win.iter().min().expect("non-empty"))
+            .collect();
+        mins.sort_unstable();
+        mins.get(mins.len() / 2).copied()
+    }
+
     pub(crate) fn median(&self) -> Option<u64> {
         let mut s: Vec<u64> = self.samples.iter().copied().collect();
         s.sort_unstable();
@@ -73,7 +91,7 @@ pub(crate) struct Neighbor {
     pub(crate) role: Role,
     pub(crate) connected_at: u64,
     /// Pieces it holds, as far as its buffer map and haves tell.
-    pub(crate) has: BTreeSet<u64>,
+    pub(crate) has: SeqSet,
     /// Pieces we asked of it and when.
     pub(crate) inflight: BTreeSet<u64>,
     /// Haves not yet sent to it.
@@ -103,7 +121,7 @@ impl Neighbor {
             outbound,
             role: Role::Viewer,
             connected_at: now,
-            has: BTreeSet::new(),
+            has: SeqSet::default(),
             inflight: BTreeSet::new(),
             pending_have: Vec::new(),
             pending_starts: Vec::new(),

@@ -2,12 +2,17 @@
 //! [`crate::proto::Engine`]s in virtual time (after iroh-gossip's `sim.rs`).
 //!
 //! Events sit in a heap ordered by (time, insertion number); virtual time
-//! jumps to the next one. A frame sent at `t` by node `a` leaves after `a`'s
-//! upload queue drains (when an upload cap is set) and arrives at
-//! departure + one-way delay. Fallback fetches reach an HTTP origin with a
+//! jumps to the next one. A piece frame sent at `t` by node `a` leaves after
+//! `a`'s upload queue drains (when an upload cap is set) and arrives at
+//! departure + one-way delay; control frames wait for one packet at most
+//! (streams interleave at packet granularity). Fallback fetches reach an HTTP origin with a
 //! fixed delay. The same seed gives the same run, byte for byte.
 
-use std::{cmp::Ordering, collections::BinaryHeap, sync::Arc};
+use std::{
+    cmp::{Ordering, Reverse},
+    collections::BinaryHeap,
+    sync::Arc,
+};
 
 use bytes::Bytes;
 use libp2p::identity::Keypair;
@@ -123,6 +128,9 @@ pub struct SimReport {
     pub departures: u64,
 }
 
+/// A link's packet: what a control frame waits for behind payload.
+const PACKET_BYTES: u64 = 1_500;
+
 /// Viewers over which the neighbour RTT ratio is computed, at most.
 pub const RATIO_SAMPLE: usize = 2_000;
 /// Peers each sampled viewer's coordinate is checked against.
@@ -138,28 +146,39 @@ enum Event {
     Tracker(NodeId),
 }
 
-/// An event in the queue, ordered by time then by insertion.
-struct Scheduled {
-    t: u64,
-    id: u64,
-    event: Event,
+/// The event queue: small keys (time, insertion number, slab slot) in a
+/// heap, the events themselves in a slab, so the heap moves 24 bytes per
+/// step instead of a whole event.
+#[derive(Default)]
+struct Queue {
+    heap: BinaryHeap<Reverse<(u64, u64, u32)>>,
+    slab: Vec<Option<Event>>,
+    free: Vec<u32>,
+    next_id: u64,
 }
 
-impl PartialEq for Scheduled {
-    fn eq(&self, other: &Self) -> bool {
-        (self.t, self.id) == (other.t, other.id)
+impl Queue {
+    fn push(&mut self, t: u64, event: Event) {
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.slab[s as usize] = Some(event);
+                s
+            }
+            None => {
+                self.slab.push(Some(event));
+                (self.slab.len() - 1) as u32
+            }
+        };
+        self.heap.push(Reverse((t, self.next_id, slot)));
+        self.next_id += 1;
     }
-}
-impl Eq for Scheduled {}
-impl PartialOrd for Scheduled {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Scheduled {
-    /// Reversed: the heap pops the earliest first.
-    fn cmp(&self, other: &Self) -> Ordering {
-        (other.t, other.id).cmp(&(self.t, self.id))
+
+    /// The earliest event (ties: first scheduled first).
+    fn pop(&mut self) -> Option<(u64, Event)> {
+        let Reverse((t, _, slot)) = self.heap.pop()?;
+        let event = self.slab[slot as usize].take().expect("scheduled");
+        self.free.push(slot);
+        Some((t, event))
     }
 }
 
@@ -178,8 +197,7 @@ struct Sim<'a> {
     cfg: &'a SimConfig,
     rng: ChaCha8Rng,
     now: u64,
-    queue: BinaryHeap<Scheduled>,
-    next_id: u64,
+    queue: Queue,
     /// By node id; a viewer that joins by churn gets a new id.
     nodes: Vec<Option<Node>>,
     /// The topology slot of each node id (a newcomer takes the leaver's).
@@ -209,8 +227,7 @@ impl<'a> Sim<'a> {
             cfg,
             rng,
             now: 0,
-            queue: BinaryHeap::new(),
-            next_id: 0,
+            queue: Queue::default(),
             nodes: (0..=cfg.viewers).map(|_| None).collect(),
             slot: (0..=cfg.viewers as u32).collect(),
             present: Vec::with_capacity(cfg.viewers),
@@ -226,9 +243,7 @@ impl<'a> Sim<'a> {
     }
 
     fn at(&mut self, t: u64, event: Event) {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.queue.push(Scheduled { t, id, event });
+        self.queue.push(t, event);
     }
 
     /// Upload cap of a node, bits/s.
@@ -287,7 +302,7 @@ impl<'a> Sim<'a> {
             // Churn starts once everyone has joined.
             self.at(self.cfg.join_over_ms + gap, Event::Leave);
         }
-        while let Some(Scheduled { t, event, .. }) = self.queue.pop() {
+        while let Some((t, event)) = self.queue.pop() {
             if t > self.cfg.duration_ms {
                 break;
             }
@@ -588,6 +603,17 @@ impl<'a> Sim<'a> {
             match out {
                 Output::Send { to, frame } => {
                     let depart = match upload_bps {
+                        // Control frames are interleaved with payload at
+                        // packet granularity (QUIC streams, yamux frames):
+                        // they wait for one packet, not for queued pieces,
+                        // and take their share of the link.
+                        Some(bps) if frame.parts().1.is_empty() => {
+                            let own = frame.len() as u64 * 8_000 / bps.max(1);
+                            node.upload_free_at = node.upload_free_at.max(now) + own;
+                            now + (PACKET_BYTES * 8_000 / bps.max(1))
+                                .min(node.upload_free_at.saturating_sub(now))
+                                + own
+                        }
                         Some(bps) => {
                             let start = node.upload_free_at.max(now);
                             node.upload_free_at = start + frame.len() as u64 * 8_000 / bps.max(1);

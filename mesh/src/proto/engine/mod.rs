@@ -412,7 +412,11 @@ impl<P: PeerId> Engine<P> {
 
     fn after_input(&mut self, now: u64) {
         self.drain_upload(now);
-        self.playback_check(now);
+        // Deadlines move only with news about pieces; otherwise the timer
+        // (`Playback::next_check`) judges them on time.
+        if self.news {
+            self.playback_check(now);
+        }
         // Only news about pieces or neighbours changes what to ask of whom;
         // the periodic run (`SCHEDULE_MS`) covers timeouts and deadlines.
         if std::mem::take(&mut self.news) {
@@ -498,7 +502,7 @@ impl<P: PeerId> Engine<P> {
         self.store_bytes += piece.data.len();
         self.store.insert(seq, piece);
         for n in self.neighbors.values_mut() {
-            if n.is_active() && !n.has.contains(&seq) {
+            if n.is_active() && !n.has.contains(seq) {
                 n.pending_have.push(seq);
                 if first {
                     n.pending_starts.push(seq);
@@ -539,7 +543,7 @@ impl<P: PeerId> Engine<P> {
             self.segment_starts.retain(keep);
             self.heard.retain(|s, _| keep(s));
             for n in self.neighbors.values_mut() {
-                n.has = n.has.split_off(&low);
+                n.has.retain_from(low);
             }
         }
     }

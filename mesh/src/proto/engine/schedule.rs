@@ -45,10 +45,7 @@ impl<P: PeerId> Engine<P> {
 
         // (urgent first, then rarity or deadline, then seq; and the deadline)
         let mut wanted: Vec<(bool, u64, u64, Option<u64>)> = Vec::new();
-        for seq in lo..=hi {
-            if self.store.contains_key(&seq) {
-                continue;
-            }
+        for seq in self.missing_in(lo, hi) {
             if matches!(self.inflight.get(&seq), Some(Ask { from: None, .. })) {
                 continue; // asked of infrastructure already
             }
@@ -109,6 +106,24 @@ impl<P: PeerId> Engine<P> {
         for (peer, seqs) in batches {
             self.send(&peer, &Message::Request { seqs });
         }
+    }
+
+    /// Seqs in `lo..=hi` not in the store, found from the gaps between held
+    /// pieces (most of the range is usually held).
+    fn missing_in(&self, lo: u64, hi: u64) -> Vec<u64> {
+        let mut missing = Vec::new();
+        if lo > hi {
+            return missing;
+        }
+        let mut next = lo;
+        for &held in self.store.range(lo..=hi).map(|(s, _)| s) {
+            missing.extend(next..held);
+            next = held + 1;
+        }
+        if next <= hi {
+            missing.extend(next..=hi);
+        }
+        missing
     }
 
     /// Pieces the broadcaster must have cut by now, from the rate seen in
@@ -181,7 +196,7 @@ impl<P: PeerId> Engine<P> {
     fn holders(&self, seq: u64) -> usize {
         self.neighbors
             .values()
-            .filter(|n| n.is_active() && n.has.contains(&seq))
+            .filter(|n| n.is_active() && n.has.contains(seq))
             .count()
     }
 
@@ -197,7 +212,7 @@ impl<P: PeerId> Engine<P> {
             .filter(|(_, n)| {
                 n.is_active()
                     && n.role.is_infra() == infra
-                    && n.has.contains(&seq)
+                    && n.has.contains(seq)
                     && n.inflight.len() < self.cfg.max_inflight_per_peer
             })
             .map(|(p, n)| {
@@ -223,7 +238,7 @@ impl<P: PeerId> Engine<P> {
             let Some(peer) = peer else { continue };
             if let Some(n) = self.neighbors.get_mut(&peer) {
                 n.inflight.remove(&seq);
-                n.has.remove(&seq);
+                n.has.remove(seq);
                 cancels.entry(peer).or_default().push(seq);
             }
         }

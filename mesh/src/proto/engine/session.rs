@@ -151,7 +151,7 @@ impl<P: PeerId> Engine<P> {
                 if let Some(n) = self.neighbors.get_mut(&from) {
                     for s in &seqs {
                         n.inflight.remove(s);
-                        n.has.remove(s);
+                        n.has.remove(*s);
                     }
                 }
                 for s in seqs {
@@ -386,14 +386,19 @@ impl<P: PeerId> Engine<P> {
 
     /// Notes pieces and segment starts a neighbour announced.
     fn learn(&mut self, seqs: &[u64], starts: &[u64], now: u64) {
-        self.news = true;
+        // News for the scheduler: a segment start, or a piece we neither
+        // hold nor have asked for (a new holder of a piece in flight
+        // changes nothing until the request times out).
+        self.news |= !starts.is_empty();
         let low = self.store.keys().next().copied().unwrap_or(0);
         for &s in seqs {
             if s >= low && !self.store.contains_key(&s) {
                 self.heard.entry(s).or_insert(now);
+                self.news |= !self.inflight.contains_key(&s);
             }
             if self.newest_known.is_none_or(|n| s > n) {
                 self.last_news = now;
+                self.news = true;
             }
             self.newest_known = self.newest_known.max(Some(s));
         }
@@ -515,11 +520,14 @@ impl<P: PeerId> Engine<P> {
     /// median; with the full score, plus its spread (stability), discounted
     /// for proximity, and raised when it delivers slower than the stream.
     fn neighbor_score(&self, n: &Neighbor) -> Option<f32> {
-        let median = n.rtt.median()? as f32;
+        let median = n.rtt.base_median()? as f32;
         if self.cfg.selection != Selection::Full {
             return Some(median);
         }
-        let mut score = (median + n.rtt.stddev().unwrap_or(0.0)) * self.affinity(&n.loc);
+        // Half the spread: stability counts, but a loaded link's queueing
+        // already shows in the delivery rate.
+        let spread = 0.5 * n.rtt.stddev().unwrap_or(0.0);
+        let mut score = (median + spread) * self.affinity(&n.loc);
         if let Some(stream) = self.stream_rate() {
             let shortfall = (1.0 - n.rate / stream).clamp(0.0, 1.0) as f32;
             score += SLOW_PENALTY_MS * shortfall;
@@ -576,7 +584,7 @@ impl<P: PeerId> Engine<P> {
             .filter(|(_, n)| n.is_active() && n.role == crate::proto::Role::Viewer)
             .filter(|(_, n)| now >= n.connected_at + self.cfg.optimize_ms)
             .filter_map(|(p, n)| {
-                let rtt = n.rtt.median()?;
+                let rtt = n.rtt.base_median()?;
                 Some((self.neighbor_score(n)?, rtt, p.clone()))
             })
             .collect();

@@ -1,0 +1,174 @@
+//! A set of piece numbers near the live edge: a sliding bitmap.
+//!
+//! What a neighbour holds spans a window of a few hundred pieces, so a bit
+//! per seq from a moving base is both smaller and faster than a tree. The
+//! span is bounded: a seq too far ahead moves the base up (forgetting the
+//! oldest), so nothing a peer announces can make the set grow past
+//! [`MAX_SPAN`] bits.
+
+use std::collections::VecDeque;
+
+/// Most seqs a set spans, in bits (the buffer map's bound, 32,768).
+pub(crate) const MAX_SPAN: u64 = (super::wire::MAX_BITMAP_BYTES * 8) as u64;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct SeqSet {
+    /// Seq of bit 0 of `words[0]`; a multiple of 64.
+    base: u64,
+    words: VecDeque<u64>,
+}
+
+impl SeqSet {
+    pub(crate) fn contains(&self, seq: u64) -> bool {
+        let Some(i) = seq.checked_sub(self.base) else {
+            return false;
+        };
+        self.words
+            .get((i / 64) as usize)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    pub(crate) fn insert(&mut self, seq: u64) {
+        if seq > u64::MAX - 2 * MAX_SPAN {
+            return; // no stream gets there; keeps the arithmetic in range
+        }
+        if self.words.is_empty() {
+            self.base = seq - seq % 64;
+        }
+        if seq < self.base {
+            // Older than what we track: grow down only within the span.
+            let new_base = seq - seq % 64;
+            let top = self.base + 64 * self.words.len() as u64;
+            if top - new_base > MAX_SPAN {
+                return;
+            }
+            for _ in 0..(self.base - new_base) / 64 {
+                self.words.push_front(0);
+            }
+            self.base = new_base;
+        }
+        let top = seq - seq % 64 + 64;
+        if top - self.base > MAX_SPAN {
+            self.retain_from(top - MAX_SPAN);
+            if self.words.is_empty() {
+                self.base = top - 64;
+            }
+        }
+        let i = seq - self.base;
+        let w = (i / 64) as usize;
+        if w >= self.words.len() {
+            self.words.resize(w + 1, 0);
+        }
+        self.words[w] |= 1 << (i % 64);
+    }
+
+    pub(crate) fn remove(&mut self, seq: u64) {
+        let Some(i) = seq.checked_sub(self.base) else {
+            return;
+        };
+        if let Some(w) = self.words.get_mut((i / 64) as usize) {
+            *w &= !(1 << (i % 64));
+        }
+    }
+
+    /// Forgets every seq below `low`.
+    pub(crate) fn retain_from(&mut self, low: u64) {
+        while self.base + 64 <= low {
+            if self.words.pop_front().is_none() {
+                break;
+            }
+            self.base += 64;
+        }
+        if let Some(first) = self.words.front_mut() {
+            if low > self.base {
+                *first &= !((1u64 << (low - self.base)) - 1);
+            }
+        }
+        if self.words.is_empty() {
+            self.base = 0;
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.words.iter().map(|w| w.count_ones() as usize).sum()
+    }
+}
+
+impl Extend<u64> for SeqSet {
+    fn extend<I: IntoIterator<Item = u64>>(&mut self, iter: I) {
+        for s in iter {
+            self.insert(s);
+        }
+    }
+}
+
+impl FromIterator<u64> for SeqSet {
+    fn from_iter<I: IntoIterator<Item = u64>>(iter: I) -> Self {
+        let mut s = SeqSet::default();
+        s.extend(iter);
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+
+    /// Behaves as a `BTreeSet` restricted to the last `MAX_SPAN` seqs.
+    #[test]
+    fn matches_a_tree_within_the_span() {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let mut set = SeqSet::default();
+        let mut tree = BTreeSet::new();
+        let mut edge = 1_000u64;
+        for _ in 0..20_000 {
+            edge += rng.gen_range(0..3);
+            let s = edge - rng.gen_range(0..300);
+            match rng.gen_range(0..10) {
+                0 => {
+                    set.remove(s);
+                    tree.remove(&s);
+                }
+                1 => {
+                    let low = edge - 250;
+                    set.retain_from(low);
+                    tree = tree.split_off(&low);
+                }
+                _ => {
+                    set.insert(s);
+                    tree.insert(s);
+                }
+            }
+            let low = tree.iter().next().copied().unwrap_or(0);
+            for q in low.saturating_sub(70)..edge + 70 {
+                assert_eq!(set.contains(q), tree.contains(&q), "seq {q}");
+            }
+        }
+        assert_eq!(set.len(), tree.len());
+    }
+
+    #[test]
+    fn a_far_seq_moves_the_base_and_stays_bounded() {
+        let mut set: SeqSet = (100..200).collect();
+        set.insert(u64::MAX / 2);
+        assert!(set.contains(u64::MAX / 2));
+        set.insert(u64::MAX);
+        assert!(!set.contains(u64::MAX));
+        assert!(!set.contains(150));
+        assert!(set.words.len() as u64 * 64 <= MAX_SPAN);
+        // Far below the span: ignored.
+        set.insert(3);
+        assert!(!set.contains(3));
+        assert!(set.words.len() as u64 * 64 <= MAX_SPAN);
+        set.insert(0);
+        let mut low = SeqSet::default();
+        low.insert(0);
+        assert!(low.contains(0) && !low.contains(1));
+    }
+}
