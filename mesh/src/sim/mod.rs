@@ -59,6 +59,8 @@ pub struct SimConfig {
     pub max_degree: usize,
     /// How viewers choose neighbours (the full score or an ablation).
     pub selection: Selection,
+    /// Called every 5 s of simulated time with (simulated ms, events so far).
+    pub progress: Option<fn(u64, u64)>,
     /// A network model in place of `one_way_ms` and `viewer_upload_bps`
     /// (the lab's topologies and capacity spreads).
     pub network: Option<Network>,
@@ -103,6 +105,7 @@ impl Default for SimConfig {
             max_degree: 8,
             selection: Selection::Full,
             network: None,
+            progress: None,
         }
     }
 }
@@ -127,6 +130,9 @@ pub struct SimReport {
     /// Viewers that left (churn).
     pub departures: u64,
 }
+
+/// Simulated time between progress reports.
+const PROGRESS_MS: u64 = 5_000;
 
 /// A link's packet: what a control frame waits for behind payload.
 const PACKET_BYTES: u64 = 1_500;
@@ -302,9 +308,16 @@ impl<'a> Sim<'a> {
             // Churn starts once everyone has joined.
             self.at(self.cfg.join_over_ms + gap, Event::Leave);
         }
+        let mut next_report = PROGRESS_MS;
         while let Some((t, event)) = self.queue.pop() {
             if t > self.cfg.duration_ms {
                 break;
+            }
+            if t >= next_report {
+                if let Some(report) = self.cfg.progress {
+                    report(next_report, self.processed);
+                }
+                next_report += PROGRESS_MS;
             }
             self.now = t;
             self.processed += 1;

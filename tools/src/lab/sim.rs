@@ -59,9 +59,11 @@ pub fn run_sim(sc: &Scenario, system: System) -> anyhow::Result<SimOutput> {
         churn_per_min: sc.churn_per_min,
         selection: system.selection().expect("a Shoal-engine system"),
         network: Some(network),
+        progress: Some(print_progress),
         ..SimConfig::default()
     };
     let wall = Instant::now();
+    *STARTED.lock().unwrap_or_else(|e| e.into_inner()) = Some(wall);
     let report = sim::run(&cfg);
     let wall_s = wall.elapsed().as_secs_f64();
     let ratio =
@@ -78,6 +80,18 @@ pub fn run_sim(sc: &Scenario, system: System) -> anyhow::Result<SimOutput> {
         events: report.events,
         peak_rss_mib: peak_rss_mib(),
     })
+}
+
+/// Wall-clock start of the current simulation, for progress lines.
+static STARTED: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+
+fn print_progress(sim_ms: u64, events: u64) {
+    let started = *STARTED.lock().unwrap_or_else(|e| e.into_inner());
+    let wall = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    eprintln!(
+        "  simulated {:.0} s in {wall:.0} s wall, {events} events",
+        sim_ms as f64 / 1000.0
+    );
 }
 
 /// The process's peak resident set (`VmHWM` in /proc/self/status), MiB.
