@@ -68,6 +68,9 @@ pub struct Config {
     /// New pieces pushed eagerly to this many neighbours (seeders: 1, so each
     /// piece leaves the origin about once).
     pub push_fanout: usize,
+    /// A piece pushed by infrastructure is relayed at once to this many
+    /// viewer neighbours (best provisioned first) that lack it.
+    pub relay_push: usize,
     /// Upload kbit/s advertised in the handshake.
     pub upload_kbps: u32,
     /// How neighbours are chosen (the full score, or an ablation).
@@ -96,6 +99,7 @@ impl Config {
             tick_ms: 1_000,
             request_timeout_ms: 1_500,
             push_fanout: 0,
+            relay_push: 2,
             upload_kbps: 0,
             selection: Selection::Full,
             loc: Locality::default(),

@@ -463,6 +463,7 @@ impl<P: PeerId> Engine<P> {
             }
             return;
         }
+        let requested = self.inflight.contains_key(&seq);
         if let Some(Ask {
             from: Some(p),
             at: asked_at,
@@ -480,7 +481,41 @@ impl<P: PeerId> Engine<P> {
             }
         }
         let infra = self.neighbors.get(&from).is_some_and(|n| n.role.is_infra());
+        let fresh = !self.store.contains_key(&seq);
         self.accept(piece, Some(&from), infra, now);
+        if infra && !requested && fresh {
+            self.relay_push(seq, &from, now);
+        }
+    }
+
+    /// A piece the seeder pushed (its first copies in the mesh) goes on at
+    /// once to our `relay_push` best-provisioned viewer neighbours that lack
+    /// it, through the upload queue: the stream fans out a tree level
+    /// before any `Have` round trip, from the viewers the seeder chose for
+    /// their upload (DESIGN.md "Push for latency").
+    fn relay_push(&mut self, seq: u64, from: &P, now: u64) {
+        let mut targets: Vec<(u32, P)> = self
+            .neighbors
+            .iter()
+            .filter(|(p, n)| {
+                *p != from
+                    && n.is_active()
+                    && n.role == crate::proto::Role::Viewer
+                    && !n.has.contains(seq)
+            })
+            .map(|(p, n)| (n.capacity(), p.clone()))
+            .collect();
+        targets.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        for (_, to) in targets.into_iter().take(self.cfg.relay_push) {
+            if self.upload_queue.len() >= super::UPLOAD_QUEUE {
+                break;
+            }
+            if let Some(n) = self.neighbors.get_mut(&to) {
+                n.has.insert(seq);
+            }
+            self.upload_queue.push_back((to, seq));
+        }
+        self.drain_upload(now);
     }
 
     /// Predicted RTT to a candidate, when both coordinates are usable.

@@ -765,6 +765,47 @@ fn pieces_flow_from_seeder_through_a_viewer_to_a_viewer() {
 }
 
 #[test]
+fn a_seeder_push_is_relayed_to_the_best_provisioned_neighbours() {
+    let s = signer();
+    const SEEDER: u32 = 100;
+    let mut net = Net::new(10);
+    net.add(SEEDER, Config::seeder(s.stream()));
+    net.add(1, Config::viewer(s.stream()));
+    // Upload advertised by 2, 3 and 4: 4 and 2 are the best provisioned.
+    for (v, kbps) in [(2, 5_000), (3, 1_000), (4, 20_000)] {
+        let mut cfg = Config::viewer(s.stream());
+        cfg.upload_kbps = kbps;
+        net.add(v, cfg);
+        net.connect(v, 1);
+    }
+    net.connect(1, SEEDER);
+    net.run_for(200);
+    net.input(
+        SEEDER,
+        Input::Publish(piece(&s, 0, 0, flags::FIRST, net.now, 8_000)),
+    );
+    net.run_for(500);
+    let asked = |v: u32| {
+        net.sent(v, 1)
+            .iter()
+            .any(|m| matches!(m, Message::Request { seqs } if seqs.contains(&0)))
+    };
+    let pieces = |v: u32| {
+        net.received(v, 1)
+            .iter()
+            .filter(|m| matches!(m, Message::Piece(_)))
+            .count()
+    };
+    // 4 and 2 got it pushed, unasked; 3 had to ask after the Have.
+    assert_eq!((pieces(4), asked(4)), (1, false));
+    assert_eq!((pieces(2), asked(2)), (1, false));
+    assert_eq!((pieces(3), asked(3)), (1, true));
+    for v in [2, 3, 4] {
+        assert_eq!(net.e(v).stats().payload_duplicate, 0, "viewer {v}");
+    }
+}
+
+#[test]
 fn missing_piece_falls_back_to_infra_at_deadline_minus_margin() {
     let s = signer();
     let mut net = Net::new(0);
