@@ -93,7 +93,7 @@ enum Cmd {
         #[arg(
             long,
             value_delimiter = ',',
-            default_value = "client-server,gossipsub,random,shoal"
+            default_value = "client-server,gossipsub,random,rtt,shoal"
         )]
         systems: Vec<System>,
         /// Write `{"scenario", "systems": {...}}` as JSON.
