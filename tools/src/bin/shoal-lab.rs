@@ -79,7 +79,7 @@ enum Cmd {
     Sim {
         #[command(flatten)]
         scenario: ScenarioArgs,
-        /// shoal or random.
+        /// shoal, rtt or random.
         #[arg(long, default_value = "shoal")]
         system: System,
         /// Write the measures as JSON.

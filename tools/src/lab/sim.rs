@@ -31,7 +31,7 @@ pub struct SimOutput {
     pub peak_rss_mib: Option<u64>,
 }
 
-/// Runs a scenario in the simulator (shoal or random neighbours).
+/// Runs a scenario in the simulator (full score, RTT-only or random neighbours).
 pub fn run_sim(sc: &Scenario, system: System) -> anyhow::Result<SimOutput> {
     sc.validate()?;
     if !matches!(system, System::Shoal | System::Rtt | System::Random) {

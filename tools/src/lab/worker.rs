@@ -64,7 +64,7 @@ const REPORT_LEAD_S: f64 = 0.25;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct WorkerSpec {
     pub(crate) scenario: Scenario,
-    /// `shoal` or `random`.
+    /// `shoal`, `rtt` or `random`.
     pub(crate) system: String,
     /// This worker's index, 1..processes (0 is the main process).
     pub(crate) index: usize,
