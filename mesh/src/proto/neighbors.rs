@@ -185,6 +185,9 @@ pub(crate) struct Candidate<P> {
     pub(crate) dialing_since: Option<u64>,
     /// We dialled it at least once.
     pub(crate) tried: bool,
+    /// Its RTT (queue-filtered median) as measured while it was our
+    /// neighbour: once known, it replaces the coordinate's prediction.
+    pub(crate) measured_ms: Option<u32>,
 }
 
 impl<P> Candidate<P> {
@@ -195,6 +198,7 @@ impl<P> Candidate<P> {
             failures: 0,
             dialing_since: None,
             tried: false,
+            measured_ms: None,
         }
     }
 

@@ -427,6 +427,8 @@ impl<'a> Sim<'a> {
                 if self.nodes[v as usize].is_none() {
                     return; // left
                 }
+                let viewers = u32::try_from(self.present.len()).unwrap_or(u32::MAX);
+                self.input(v, Input::Swarm { viewers });
                 let hints = self.tracker_hints(v);
                 self.input(v, Input::Candidates(hints));
                 self.at(now + self.cfg.tracker_interval_ms, Event::Tracker(v));

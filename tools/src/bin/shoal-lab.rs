@@ -235,10 +235,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     .map_or("-".into(), |r| format!("{r:.3}"))
             );
             println!(
-                "coordinate error median {}  departures {}",
+                "coordinate error median {}  departures {}  neighbour swaps per viewer {:.1}",
                 out.coord_error_median
                     .map_or("-".into(), |e| format!("{e:.3}")),
-                out.departures
+                out.departures,
+                out.swaps_per_viewer
             );
             println!(
                 "wall {:.1} s, {:.0} simulated node-seconds per second, {} events, peak memory {}",

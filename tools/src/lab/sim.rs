@@ -23,6 +23,8 @@ pub struct SimOutput {
     pub coord_error_median: Option<f64>,
     /// Viewers that left during the run (churn).
     pub departures: u64,
+    /// Neighbours swapped for better ones, per viewer (mesh churn).
+    pub swaps_per_viewer: f64,
     pub wall_s: f64,
     /// Simulated viewer-seconds per wall-clock second.
     pub node_seconds_per_wall_s: f64,
@@ -75,6 +77,8 @@ pub fn run_sim(sc: &Scenario, system: System) -> anyhow::Result<SimOutput> {
         neighbor_rtt_ratio: ratio,
         coord_error_median: report.coord_error_median,
         departures: report.departures,
+        swaps_per_viewer: report.viewers.iter().map(|v| v.neighbor_swaps).sum::<u64>() as f64
+            / report.viewers.len().max(1) as f64,
         wall_s,
         node_seconds_per_wall_s: sc.nodes as f64 * sc.duration_s / wall_s.max(1e-9),
         events: report.events,

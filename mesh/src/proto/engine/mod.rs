@@ -156,6 +156,8 @@ pub enum Input<P> {
     InfraFailed { seq: u64 },
     /// The tracker told this node its AS and subnet.
     Located(Locality),
+    /// The tracker told this node how many viewers the stream has.
+    Swarm { viewers: u32 },
 }
 
 /// Something the engine wants done.
@@ -216,14 +218,32 @@ pub struct Engine<P: PeerId> {
     starved: bool,
     /// When a neighbour was last dropped to let a newcomer in.
     last_evict: Option<u64>,
+    /// A swap under way: the closer candidate is dialled first, and the
+    /// neighbour it replaces goes only once it has accepted.
+    swap: Option<Swap<P>>,
+    /// The candidate being probed for an RTT sample (see `probe`).
+    probe: Option<P>,
+    next_probe: u64,
     /// Something the scheduler acts on changed since it last ran.
     news: bool,
-    /// This node keeps one long link (a random dial in four, its slowest
-    /// neighbour never swapped); one node in [`LONG_LINK_ONE_IN`] does.
-    long_link: bool,
+    /// A uniform draw in [0, 1) made once: this node keeps one long link
+    /// (a random dial in four, its slowest neighbour never swapped) while
+    /// the draw is under [`long_link_share`] of the swarm's size.
+    long_link_draw: f32,
+    /// Viewers in the swarm, as the tracker last said.
+    swarm_viewers: Option<u32>,
     /// Where this node is in the RTT map (Vivaldi).
     coord: Coord,
     stats: Stats,
+}
+
+/// A neighbour swap in progress (see `optimize_neighbors`).
+#[derive(Clone, Debug)]
+struct Swap<P> {
+    /// The candidate dialled.
+    to: P,
+    /// The neighbour it replaces once it accepts.
+    victim: P,
 }
 
 /// A piece asked of a neighbour (`from: None`: of infrastructure over HTTP).
@@ -235,12 +255,30 @@ struct Ask<P> {
     until: u64,
 }
 
-/// One node in this many keeps a long link: enough to join the regions
-/// without costing every node a slow neighbour.
-const LONG_LINK_ONE_IN: u32 = 4;
+/// Below this many viewers every node keeps a long link: a small swarm's
+/// regions hold too few peers to carry the stream on their own (at 100
+/// viewers over five regions, one node in four keeping one costs 5–10 %
+/// of offload to fallback).
+const LONG_LINK_ALL_BELOW: f32 = 100.0;
+/// The share of nodes that keep a long link in a large swarm: enough to
+/// join the regions and to teach the coordinates the far side of the map.
+const LONG_LINK_SHARE: f32 = 0.25;
+
+/// The share of nodes that keep a long link in a swarm of `viewers`:
+/// all of them up to [`LONG_LINK_ALL_BELOW`], then falling as the regions
+/// fill, to [`LONG_LINK_SHARE`] (also when the size is unknown).
+fn long_link_share(viewers: Option<u32>) -> f32 {
+    match viewers {
+        Some(n) if n > 0 => (LONG_LINK_ALL_BELOW / n as f32).clamp(LONG_LINK_SHARE, 1.0),
+        _ => LONG_LINK_SHARE,
+    }
+}
 
 /// Peer exchange interval.
 const EXCHANGE_MS: u64 = 5_000;
+
+/// How often a viewer probes a random candidate for an RTT sample.
+const PROBE_MS: u64 = 1_000;
 
 /// Pause before asking infrastructure again for a piece it did not have.
 const INFRA_RETRY_MS: u64 = 250;
@@ -263,7 +301,7 @@ impl<P: PeerId> Engine<P> {
         assert_eq!(key.id(), cfg.stream, "the stream's own key");
         let upload = TokenBucket::new(cfg.upload_limit, now);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let long_link = rand::Rng::gen_ratio(&mut rng, 1, LONG_LINK_ONE_IN);
+        let long_link_draw = rand::Rng::gen::<f32>(&mut rng);
         Engine {
             key,
             rng,
@@ -290,8 +328,12 @@ impl<P: PeerId> Engine<P> {
             last_news: now,
             starved: false,
             last_evict: None,
+            swap: None,
+            probe: None,
+            next_probe: now + PROBE_MS,
             news: false,
-            long_link,
+            long_link_draw,
+            swarm_viewers: None,
             ms_per_piece: None,
             coord: Coord::default(),
             stats: Stats::default(),
@@ -323,6 +365,11 @@ impl<P: PeerId> Engine<P> {
             .iter()
             .filter(|(_, n)| n.is_active())
             .map(|(p, _)| p)
+    }
+
+    /// Whether this node keeps a long link (see [`long_link_share`]).
+    fn long_link(&self) -> bool {
+        self.long_link_draw < long_link_share(self.swarm_viewers)
     }
 
     /// Active neighbours now.
@@ -359,6 +406,12 @@ impl<P: PeerId> Engine<P> {
                 if let Some(c) = self.candidates.get_mut(&peer) {
                     c.back_off(now);
                 }
+                if self.swap.as_ref().is_some_and(|s| s.to == peer) {
+                    self.swap = None;
+                }
+                if self.probe.as_ref() == Some(&peer) {
+                    self.probe = None;
+                }
             }
             Input::Frame { from, body } => self.on_frame(from, body, now),
             Input::Malformed { from } => {
@@ -380,6 +433,7 @@ impl<P: PeerId> Engine<P> {
                 }
             }
             Input::Located(loc) => self.cfg.loc = loc,
+            Input::Swarm { viewers } => self.swarm_viewers = Some(viewers),
             Input::InfraFailed { seq } => {
                 self.news = true;
                 // Not at the origin (yet): ask again after a pause, not at
@@ -618,6 +672,10 @@ impl<P: PeerId> Engine<P> {
         }
         self.replace_if_starved(now);
         self.fill_neighbors(now);
+        if now >= self.next_probe {
+            self.next_probe = now + PROBE_MS;
+            self.probe(now);
+        }
         self.update_neighbor_stats();
     }
 

@@ -30,8 +30,15 @@ const SLOW_PENALTY_MS: f32 = 100.0;
 /// Hysteresis of a swap: the candidate must score this much better.
 const SWAP_FACTOR: f32 = 1.5;
 const SWAP_MARGIN_MS: f32 = 10.0;
+/// The same for a candidate whose RTT was measured (an earlier neighbour):
+/// no prediction error to allow for.
+const SWAP_FACTOR_MEASURED: f32 = 1.25;
+const SWAP_MARGIN_MEASURED_MS: f32 = 3.0;
 /// A full node lets a newcomer in by eviction at most this often.
 const EVICT_GAP_MS: u64 = 1_000;
+/// A node with half its cap of neighbours or more dials candidates scoring
+/// up to this many times its neighbours' median proximity.
+const DIAL_FACTOR: f32 = 2.0;
 /// Requests a neighbour may have queued with us before we answer `Missing`.
 const MAX_QUEUED_PER_PEER: usize = 16;
 
@@ -52,7 +59,12 @@ impl<P: PeerId> Engine<P> {
             stream: self.cfg.stream,
             role: self.cfg.role,
             degree: self.degree() as u16,
-            max_degree: self.cfg.max_degree as u16,
+            // A probe asks for no slot (docs/protocol.md §6.7).
+            max_degree: if self.probe.as_ref() == Some(&peer) {
+                0
+            } else {
+                self.cfg.max_degree as u16
+            },
             upload_kbps: self.cfg.upload_kbps,
             coord: self.coord,
             loc: self.cfg.loc,
@@ -61,17 +73,26 @@ impl<P: PeerId> Engine<P> {
     }
 
     pub(super) fn on_disconnected(&mut self, peer: &P, now: u64) {
-        if self.neighbors.remove(peer).is_some() {
+        if let Some(n) = self.neighbors.remove(peer) {
             self.news = true;
             self.forget_requests_to(peer);
             self.upload_queue.retain(|(p, _)| p != peer);
             if let Some(c) = self.candidates.get_mut(peer) {
                 c.retry_at = c.retry_at.max(now + 2_000);
+                if let Some(rtt) = n.rtt.base_median() {
+                    c.measured_ms = Some(u32::try_from(rtt).unwrap_or(u32::MAX));
+                }
             }
             self.update_neighbor_stats();
         }
         if let Some(c) = self.candidates.get_mut(peer) {
             c.dialing_since = None;
+        }
+        if self.swap.as_ref().is_some_and(|s| &s.to == peer) {
+            self.swap = None;
+        }
+        if self.probe.as_ref() == Some(peer) {
+            self.probe = None;
         }
     }
 
@@ -109,6 +130,14 @@ impl<P: PeerId> Engine<P> {
             (Phase::Greeting, Message::Hello(h)) => self.on_hello(from, h, now),
             // Both sides greet at once, so a refusal can follow the
             // refuser's own Hello: it is a refusal in either phase.
+            // Our probe's answer to our Hello (a Refuse as asked, or
+            // whatever a peer that let us in sends first): one RTT.
+            (Phase::Greeting, msg) if self.probe.as_ref() == Some(&from) => {
+                if let Message::Refuse { suggestions, .. } = msg {
+                    self.add_candidates(suggestions);
+                }
+                self.probe_answered(&from, now);
+            }
             (_, Message::Refuse { suggestions, .. }) => {
                 self.add_candidates(suggestions);
                 if let Some(c) = self.candidates.get_mut(&from) {
@@ -188,6 +217,12 @@ impl<P: PeerId> Engine<P> {
             return;
         };
         n.coord = Some(coord);
+        if let Some(c) = self.candidates.get_mut(from) {
+            c.info.coord = Some(coord);
+        }
+        let Some(n) = self.neighbors.get_mut(from) else {
+            return;
+        };
         let Some((sent_nonce, at)) = n.ping else {
             return;
         };
@@ -202,9 +237,6 @@ impl<P: PeerId> Engine<P> {
         let filtered = n.rtt.recent_min(4).unwrap_or(rtt);
         let jitter = (self.rng_f32(), self.rng_f32());
         self.coord.observe(&coord, filtered.max(1) as f32, jitter);
-        if let Some(c) = self.candidates.get_mut(from) {
-            c.info.coord = Some(coord);
-        }
     }
 
     /// Sends each neighbour a sample of our other neighbours (peer exchange).
@@ -237,6 +269,15 @@ impl<P: PeerId> Engine<P> {
     }
 
     fn on_hello(&mut self, from: P, hello: Hello, now: u64) {
+        if self.probe.as_ref() == Some(&from) {
+            // Our probe's target greets us first, then refuses: keep its
+            // coordinate for the sample.
+            if let Some(n) = self.neighbors.get_mut(&from) {
+                n.coord = Some(hello.coord);
+            }
+            return;
+        }
+        let probed = hello.max_degree == 0;
         let refuse = if hello.version != PROTOCOL_VERSION {
             Some(RefuseReason::Version)
         } else if hello.stream != self.cfg.stream {
@@ -244,7 +285,7 @@ impl<P: PeerId> Engine<P> {
         } else {
             let inbound = self.neighbors.get(&from).is_some_and(|n| !n.outbound);
             let full = inbound && self.degree() >= self.cfg.max_degree;
-            (full && !self.evict_for(&hello, now)).then_some(RefuseReason::Full)
+            (probed || full && !self.evict_for(&from, &hello, now)).then_some(RefuseReason::Full)
         };
         if let Some(reason) = refuse {
             let suggestions = if reason == RefuseReason::Full {
@@ -260,6 +301,17 @@ impl<P: PeerId> Engine<P> {
                 },
             );
             return self.drop_peer(&from, "refused", now);
+        }
+        // The closer candidate of a swap accepted: the neighbour it
+        // replaces goes now, so the cap holds.
+        if let Some(swap) = self.swap.take_if(|s| s.to == from) {
+            if self.neighbors.contains_key(&swap.victim) {
+                if let Some(c) = self.candidates.get_mut(&swap.victim) {
+                    c.retry_at = c.retry_at.max(now + 60_000);
+                }
+                self.stats.neighbor_swaps += 1;
+                self.drop_peer(&swap.victim, "replaced by a closer candidate", now);
+            }
         }
         // An outbound session over the cap (several dials completed at once)
         // is closed too: the cap is never exceeded.
@@ -294,7 +346,7 @@ impl<P: PeerId> Engine<P> {
     /// connected viewer neighbour, which has other paths; otherwise a group
     /// of full nodes could stay closed to it forever. At most once per
     /// [`EVICT_GAP_MS`].
-    fn evict_for(&mut self, hello: &Hello, now: u64) -> bool {
+    fn evict_for(&mut self, from: &P, hello: &Hello, now: u64) -> bool {
         if self.last_evict.is_some_and(|t| now < t + EVICT_GAP_MS) {
             return false;
         }
@@ -312,18 +364,14 @@ impl<P: PeerId> Engine<P> {
         } else {
             // The dialler is clearly closer than our worst neighbour: the
             // same swap the periodic optimisation would make, from our side.
-            let Some(score) = self.hello_score(hello) else {
+            let Some(score) = self.hello_score(from, hello) else {
                 return false;
             };
-            match self.worst_neighbor(now) {
-                Some((worst, p))
-                    if worst > SWAP_FACTOR * score && worst > score + SWAP_MARGIN_MS =>
-                {
-                    self.stats.neighbor_swaps += 1;
-                    (p, "replaced by a closer candidate")
-                }
-                _ => return false,
-            }
+            let Some(p) = self.victim_for(&[score], now) else {
+                return false;
+            };
+            self.stats.neighbor_swaps += 1;
+            (p, "replaced by a closer candidate")
         };
         if let Some(c) = self.candidates.get_mut(&victim) {
             c.retry_at = c.retry_at.max(now + 30_000);
@@ -333,15 +381,22 @@ impl<P: PeerId> Engine<P> {
         true
     }
 
-    /// A dialler's score from its `Hello` (as for a candidate).
-    fn hello_score(&self, hello: &Hello) -> Option<f32> {
-        if self.cfg.selection == Selection::Random
-            || self.coord.error >= USABLE_ERROR
-            || hello.coord.error >= USABLE_ERROR
-        {
+    /// A dialler's score (as for a candidate): its RTT as measured in an
+    /// earlier session, else as predicted from the coordinate in its `Hello`.
+    fn hello_score(&self, from: &P, hello: &Hello) -> Option<Score> {
+        if self.cfg.selection == Selection::Random {
             return None;
         }
-        Some(self.coord.rtt_ms(&hello.coord) * self.affinity(&hello.loc))
+        let measured = self.candidates.get(from).and_then(|c| c.measured_ms);
+        let (rtt, measured) = match measured {
+            Some(ms) => (ms as f32, true),
+            None if self.coord.error < USABLE_ERROR && hello.coord.error < USABLE_ERROR => {
+                (self.coord.rtt_ms(&hello.coord), false)
+            }
+            None => return None,
+        };
+        let ms = rtt * self.affinity(&hello.loc);
+        Some(Score { ms, measured })
     }
 
     /// Active viewers we know addresses of, for a peer we turn away.
@@ -518,10 +573,16 @@ impl<P: PeerId> Engine<P> {
         self.drain_upload(now);
     }
 
-    /// Predicted RTT to a candidate, when both coordinates are usable.
-    fn predicted_rtt(&self, peer: &P) -> Option<f32> {
-        let c = self.candidates.get(peer)?.info.coord?;
-        (self.coord.error < USABLE_ERROR && c.error < USABLE_ERROR).then(|| self.coord.rtt_ms(&c))
+    /// RTT to a candidate: as measured while it was our neighbour, else as
+    /// predicted from coordinates when both are usable.
+    fn candidate_rtt(&self, peer: &P) -> Option<(f32, bool)> {
+        let c = self.candidates.get(peer)?;
+        if let Some(ms) = c.measured_ms {
+            return Some((ms as f32, true));
+        }
+        let coord = c.info.coord?;
+        (self.coord.error < USABLE_ERROR && coord.error < USABLE_ERROR)
+            .then(|| (self.coord.rtt_ms(&coord), false))
     }
 
     /// Proximity discount: same /24 halves a score, same AS takes a
@@ -538,17 +599,27 @@ impl<P: PeerId> Engine<P> {
         }
     }
 
-    /// A candidate's score in ms (lower is better): predicted RTT; with the
-    /// full score, discounted for proximity and raised when it had no free
-    /// slot (it would likely refuse). `None` without a prediction.
-    pub(super) fn candidate_score(&self, peer: &P) -> Option<f32> {
-        let rtt = self.predicted_rtt(peer)?;
-        let c = &self.candidates.get(peer)?.info;
-        let mut score = rtt * self.affinity(&c.loc);
-        if self.cfg.selection == Selection::Full && c.free == Some(0) {
-            score += FULL_PENALTY_MS;
+    /// A candidate's score in ms (lower is better): its RTT (measured or
+    /// predicted); with the full score, discounted for proximity and raised
+    /// when it had no free slot (it would likely refuse). `None` without an
+    /// RTT.
+    pub(super) fn candidate_score(&self, peer: &P) -> Option<Score> {
+        let (rtt, measured) = self.candidate_rtt(peer)?;
+        if self.cfg.selection != Selection::Full {
+            return Some(Score { ms: rtt, measured });
         }
-        Some(score)
+        let c = &self.candidates.get(peer)?.info;
+        let mut ms = rtt * self.affinity(&c.loc);
+        if c.free == Some(0) {
+            ms += FULL_PENALTY_MS;
+        }
+        Some(Score { ms, measured })
+    }
+
+    /// A neighbour's proximity in ms, comparable with a candidate's score:
+    /// its measured RTT median, discounted for proximity (full score).
+    fn neighbor_proximity(&self, n: &Neighbor) -> Option<f32> {
+        Some(n.rtt.base_median()? as f32 * self.affinity(&n.loc))
     }
 
     /// A neighbour's score in ms (lower is better): its measured RTT
@@ -562,12 +633,18 @@ impl<P: PeerId> Engine<P> {
         // Half the spread: stability counts, but a loaded link's queueing
         // already shows in the delivery rate.
         let spread = 0.5 * n.rtt.stddev().unwrap_or(0.0);
-        let mut score = (median + spread) * self.affinity(&n.loc);
-        if let Some(stream) = self.stream_rate() {
-            let shortfall = (1.0 - n.rate / stream).clamp(0.0, 1.0) as f32;
-            score += SLOW_PENALTY_MS * shortfall;
+        Some((median + spread) * self.affinity(&n.loc) + self.slow_penalty(n))
+    }
+
+    /// What a neighbour's score pays for delivering slower than the stream
+    /// (full score only): up to [`SLOW_PENALTY_MS`].
+    fn slow_penalty(&self, n: &Neighbor) -> f32 {
+        match self.stream_rate() {
+            Some(stream) if self.cfg.selection == Selection::Full => {
+                SLOW_PENALTY_MS * (1.0 - n.rate / stream).clamp(0.0, 1.0) as f32
+            }
+            _ => 0.0,
         }
-        Some(score)
     }
 
     /// The stream's payload rate in bytes/s, once its pace is known.
@@ -577,66 +654,155 @@ impl<P: PeerId> Engine<P> {
         (ms > 0.0).then(|| bytes * 1000.0 / ms)
     }
 
-    /// Periodic optimisation: swaps the worst-scored viewer neighbour for
-    /// the best-scored candidate when that is clearly better (hysteresis:
-    /// 1.5× and 10 ms, one swap per period, a replaced peer not retried for
-    /// a minute). A node that keeps a long link never swaps its slowest
-    /// neighbour: meshes of only close neighbours split along regions.
+    /// Probes a random candidate: dials it and greets it asking for no
+    /// slot (`max_degree` 0), which it answers with its `Hello` and a
+    /// `Refuse` with suggestions, changing nothing on its side. The time
+    /// from our `Hello` to its `Refuse` is one RTT: a sample for the
+    /// coordinate from beyond the neighbourhood (Vivaldi needs far samples
+    /// to place the regions, and a neighbourhood of close peers gives
+    /// none), and it is remembered as the candidate's measured RTT.
+    pub(super) fn probe(&mut self, now: u64) {
+        if self.cfg.role != crate::proto::Role::Viewer
+            || self.cfg.selection == Selection::Random
+            || self.probe.is_some()
+        {
+            return;
+        }
+        let ready: Vec<&P> = self
+            .candidates
+            .iter()
+            .filter(|(p, c)| {
+                c.dialing_since.is_none() && now >= c.retry_at && !self.neighbors.contains_key(p)
+            })
+            .map(|(p, _)| p)
+            .collect();
+        if ready.is_empty() {
+            return;
+        }
+        let pick = ready[rand::Rng::gen_range(&mut self.rng, 0..ready.len())].clone();
+        if let Some(c) = self.candidates.get_mut(&pick) {
+            c.dialing_since = Some(now);
+            self.outputs.push_back(Output::Connect(c.info.clone()));
+            self.probe = Some(pick);
+        }
+    }
+
+    /// The probed candidate refused as asked: one RTT since our `Hello`.
+    fn probe_answered(&mut self, from: &P, now: u64) {
+        self.probe = None;
+        let Some(n) = self.neighbors.get(from) else {
+            return;
+        };
+        let rtt = now.saturating_sub(n.connected_at).max(1);
+        if let Some(coord) = n.coord {
+            let jitter = (self.rng_f32(), self.rng_f32());
+            self.coord.observe(&coord, rtt as f32, jitter);
+        }
+        if let Some(c) = self.candidates.get_mut(from) {
+            c.measured_ms = Some(u32::try_from(rtt).unwrap_or(u32::MAX));
+        }
+        self.drop_peer(from, "probe answered", now);
+    }
+
+    /// The worst score a node with enough neighbours still dials:
+    /// [`DIAL_FACTOR`] × the median proximity of its viewer neighbours.
+    fn dial_limit(&self) -> Option<f32> {
+        let mut prox: Vec<f32> = self
+            .neighbors
+            .values()
+            .filter(|n| n.is_active() && n.role == crate::proto::Role::Viewer)
+            .filter_map(|n| self.neighbor_proximity(n))
+            .collect();
+        if prox.is_empty() {
+            return None;
+        }
+        prox.sort_by(f32::total_cmp);
+        Some(DIAL_FACTOR * prox[prox.len() / 2])
+    }
+
+    /// Periodic optimisation: replaces one viewer neighbour when a
+    /// candidate is clearly closer (see [`clearly_better`]: hysteresis, so
+    /// that the mesh does not churn itself). The candidate is dialled first
+    /// and the neighbour dropped only when it accepts (`on_hello`): a
+    /// refusal costs nothing. One swap at a time, at most one per period;
+    /// a replaced peer is not retried for a minute.
     pub(super) fn optimize_neighbors(&mut self, now: u64) {
         if self.cfg.selection == Selection::Random || self.degree() + 1 < self.cfg.max_degree {
             return;
         }
-        let best = self
+        if let Some(swap) = &self.swap {
+            // Still dialling (a dial that never answers is backed off and
+            // forgotten after 10 s by `fill_neighbors`).
+            if self
+                .candidates
+                .get(&swap.to)
+                .is_some_and(|c| c.dialing_since.is_some())
+                || self.neighbors.contains_key(&swap.to)
+            {
+                return;
+            }
+            self.swap = None;
+        }
+        let mut offers: Vec<(Score, P)> = self
             .candidates
             .iter()
             .filter(|(p, c)| {
                 now >= c.retry_at && c.dialing_since.is_none() && !self.neighbors.contains_key(p)
             })
-            .filter_map(|(p, _)| self.candidate_score(p))
-            .min_by(f32::total_cmp);
-        let Some(best) = best else {
+            .filter_map(|(p, _)| Some((self.candidate_score(p)?, p.clone())))
+            .collect();
+        offers.sort_by(|a, b| a.0.ms.total_cmp(&b.0.ms).then_with(|| a.1.cmp(&b.1)));
+        // The best measured and the best predicted: their margins differ.
+        let best_measured = offers.iter().find(|(s, _)| s.measured);
+        let best_predicted = offers.iter().find(|(s, _)| !s.measured);
+        let Some((to, victim)) = [best_measured, best_predicted]
+            .into_iter()
+            .flatten()
+            .find_map(|(score, p)| Some((p.clone(), self.victim_for(&[*score], now)?)))
+        else {
             return;
         };
-        let Some((worst, peer)) = self.worst_neighbor(now) else {
+        let Some(c) = self.candidates.get_mut(&to) else {
             return;
         };
-        if worst > SWAP_FACTOR * best && worst > best + SWAP_MARGIN_MS {
-            if let Some(c) = self.candidates.get_mut(&peer) {
-                c.retry_at = now + 60_000;
-            }
-            self.stats.neighbor_swaps += 1;
-            self.drop_peer(&peer, "replaced by a closer candidate", now);
-        }
+        c.dialing_since = Some(now);
+        c.tried = true;
+        self.outputs.push_back(Output::Connect(c.info.clone()));
+        self.swap = Some(super::Swap { to, victim });
     }
 
-    /// The viewer neighbour the optimisation would replace first, and its
-    /// score: the worst-scored among those connected for a period, not
-    /// counting the long link.
-    fn worst_neighbor(&self, now: u64) -> Option<(f32, P)> {
-        let mut scored: Vec<(f32, u64, P)> = self
+    /// The viewer neighbour to replace for one of `offers`: among those
+    /// connected for a period (the long link excepted), the ones some offer
+    /// is clearly closer than; of them the worst by the full score, so that
+    /// spread and a slow delivery rate choose which goes. Rate alone never
+    /// causes a swap: a slow viewer has to be somebody's neighbour.
+    fn victim_for(&self, offers: &[Score], now: u64) -> Option<P> {
+        let mut scored: Vec<(u64, f32, f32, P)> = self
             .neighbors
             .iter()
             .filter(|(_, n)| n.is_active() && n.role == crate::proto::Role::Viewer)
             .filter(|(_, n)| now >= n.connected_at + self.cfg.optimize_ms)
             .filter_map(|(p, n)| {
                 let rtt = n.rtt.base_median()?;
-                Some((self.neighbor_score(n)?, rtt, p.clone()))
+                let proximity = self.neighbor_proximity(n)?;
+                Some((rtt, proximity, self.neighbor_score(n)?, p.clone()))
             })
             .collect();
         if scored.len() < 2 {
             return None;
         }
-        if self.long_link {
+        if self.long_link() {
             // The slowest by RTT stays.
             let slowest = (0..scored.len())
-                .max_by_key(|&i| (scored[i].1, scored[i].2.clone()))
+                .max_by_key(|&i| (scored[i].0, scored[i].3.clone()))
                 .expect("two or more");
             scored.swap_remove(slowest);
         }
         scored
             .into_iter()
-            .max_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.2.cmp(&b.2)))
-            .map(|(score, _, p)| (score, p))
+            .filter(|(_, proximity, _, _)| offers.iter().any(|o| clearly_better(*o, *proximity)))
+            .max_by(|a, b| a.2.total_cmp(&b.2).then_with(|| a.3.cmp(&b.3)))
+            .map(|(_, _, _, p)| p)
     }
 
     /// A full neighbourhood that has announced nothing new for
@@ -703,8 +869,8 @@ impl<P: PeerId> Engine<P> {
         }
         let dialing = self
             .candidates
-            .values()
-            .filter(|c| c.dialing_since.is_some())
+            .iter()
+            .filter(|(p, c)| c.dialing_since.is_some() && self.probe.as_ref() != Some(*p))
             .count();
         let used = self.neighbors.len() + dialing;
         if used >= self.cfg.max_degree {
@@ -720,22 +886,38 @@ impl<P: PeerId> Engine<P> {
             .collect();
         rand::seq::SliceRandom::shuffle(ready.as_mut_slice(), &mut self.rng);
         let starved = std::mem::take(&mut self.starved);
-        if self.cfg.selection != Selection::Random && !starved {
-            // Closest predicted first (a stable sort keeps the shuffle among
-            // candidates without a usable coordinate), but every fourth dial
-            // goes to a random candidate: long links keep the regions joined
-            // and teach the coordinates the far side of the map.
-            ready.sort_by(|a, b| {
-                let (a, b) = (self.candidate_score(a), self.candidate_score(b));
-                a.unwrap_or(f32::MAX).total_cmp(&b.unwrap_or(f32::MAX))
-            });
+        let ranked = self.cfg.selection != Selection::Random && !starved;
+        // Scores are finite and non-negative: their bits sort as they
+        // compare; no score sorts last.
+        let key = |e: &Self, p: &P| {
+            e.candidate_score(p)
+                .map_or(u32::MAX, |s| s.ms.max(0.0).to_bits())
+        };
+        if ranked {
+            // Best scored first (a stable sort keeps the shuffle among
+            // candidates without an RTT), but a node that keeps a long link
+            // sends every fourth dial to a random candidate: long links keep
+            // the regions joined and teach the coordinates the far side of
+            // the map.
+            ready.sort_by_cached_key(|p| key(self, p));
         }
+        // A node with half its cap or more dials only candidates about as
+        // close as its neighbours: in a full mesh the free slots are far
+        // away, and a far neighbour is worse than an empty slot.
+        let limit = (ranked && self.degree() >= self.cfg.max_degree / 2)
+            .then(|| self.dial_limit())
+            .flatten();
         let mut picks = Vec::new();
         for i in 0..(self.cfg.max_degree - used).min(ready.len()) {
+            if ready.is_empty() {
+                break;
+            }
             let random_pick = self.cfg.selection != Selection::Random
-                && (starved || self.long_link && (self.dials + i as u64) % 4 == 3);
+                && (starved || self.long_link() && (self.dials + i as u64) % 4 == 3);
             let idx = if random_pick {
                 rand::Rng::gen_range(&mut self.rng, 0..ready.len())
+            } else if limit.is_some_and(|l| key(self, &ready[0]) > l.to_bits()) {
+                continue;
             } else {
                 0
             };
@@ -753,3 +935,22 @@ impl<P: PeerId> Engine<P> {
 }
 
 use super::Output;
+
+/// A candidate's or dialler's score, and whether its RTT was measured.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Score {
+    pub(super) ms: f32,
+    pub(super) measured: bool,
+}
+
+/// Whether swapping a neighbour whose proximity is `worst` (ms) for
+/// `candidate` is worth a session (hysteresis, so that the mesh does not churn itself): 1.5× and
+/// 10 ms better on a prediction, 1.25× and 3 ms on a measurement.
+fn clearly_better(candidate: Score, worst: f32) -> bool {
+    let (factor, margin) = if candidate.measured {
+        (SWAP_FACTOR_MEASURED, SWAP_MARGIN_MEASURED_MS)
+    } else {
+        (SWAP_FACTOR, SWAP_MARGIN_MS)
+    };
+    worst > factor * candidate.ms && worst > candidate.ms + margin
+}
