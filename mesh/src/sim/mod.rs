@@ -8,11 +8,7 @@
 //! (streams interleave at packet granularity). Fallback fetches reach an HTTP origin with a
 //! fixed delay. The same seed gives the same run, byte for byte.
 
-use std::{
-    cmp::{Ordering, Reverse},
-    collections::BinaryHeap,
-    sync::Arc,
-};
+use std::{cmp::Ordering, collections::BTreeMap, sync::Arc};
 
 use bytes::Bytes;
 use libp2p::identity::Keypair;
@@ -20,8 +16,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::proto::{
-    piece::flags, Config, Coord, Engine, Input, Locality, Output, PeerInfo, Piece, Selection,
-    Signer, Stats, StreamKey, Summary, MAX_PIECE_BYTES,
+    piece::flags, wire::Body, Config, Coord, Engine, Input, Locality, Output, PeerInfo, Piece,
+    Selection, Signer, Stats, StreamKey, Summary, MAX_PIECE_BYTES,
 };
 
 /// Node id in the simulator; the seeder is node 0.
@@ -142,49 +138,124 @@ pub const RATIO_SAMPLE: usize = 2_000;
 /// Peers each sampled viewer's coordinate is checked against.
 const COORD_PAIRS: usize = 16;
 
+/// Kept small (a frame is most events): rarer inputs are boxed.
 #[derive(Debug)]
 enum Event {
     Join(NodeId),
     Leave,
-    Input(NodeId, Input<NodeId>),
+    Frame {
+        to: NodeId,
+        from: NodeId,
+        body: Body,
+    },
+    Input(NodeId, Box<Input<NodeId>>),
     Timer(NodeId),
     Cut,
     Tracker(NodeId),
 }
 
-/// The event queue: small keys (time, insertion number, slab slot) in a
-/// heap, the events themselves in a slab, so the heap moves 24 bytes per
-/// step instead of a whole event.
-#[derive(Default)]
+/// Buckets of the calendar: one per ms over this span (a power of two).
+const CALENDAR_MS: u64 = 1 << 13;
+/// End of a bucket's list.
+const NIL: u32 = u32::MAX;
+
+/// The event queue: a calendar of one bucket per ms, each a FIFO list
+/// threaded through a slab, so events of the same ms come out in the order
+/// they were scheduled: the order of (time, insertion number), without a
+/// heap. Events further ahead than the calendar wait in `later`, keyed by
+/// (time, insertion number), and move into their bucket before any event
+/// of their ms can be scheduled directly, which keeps that order.
 struct Queue {
-    heap: BinaryHeap<Reverse<(u64, u64, u32)>>,
-    slab: Vec<Option<Event>>,
+    /// The ms being drained.
+    now: u64,
+    /// (first, last) slab slot of each ms's list, by ms modulo the span.
+    buckets: Vec<(u32, u32)>,
+    slab: Vec<(Option<Event>, u32)>,
     free: Vec<u32>,
+    /// Events in `buckets`.
+    queued: usize,
+    later: BTreeMap<(u64, u64), Event>,
     next_id: u64,
 }
 
+impl Default for Queue {
+    fn default() -> Self {
+        Queue {
+            now: 0,
+            buckets: vec![(NIL, NIL); CALENDAR_MS as usize],
+            slab: Vec::new(),
+            free: Vec::new(),
+            queued: 0,
+            later: BTreeMap::new(),
+            next_id: 0,
+        }
+    }
+}
+
 impl Queue {
+    /// Schedules `event` at `t` (not before the ms being drained).
     fn push(&mut self, t: u64, event: Event) {
+        debug_assert!(t >= self.now, "no event in the past");
+        let t = t.max(self.now);
+        if t >= self.now + CALENDAR_MS {
+            self.later.insert((t, self.next_id), event);
+            self.next_id += 1;
+            return;
+        }
+        self.append(t, event);
+    }
+
+    fn append(&mut self, t: u64, event: Event) {
         let slot = match self.free.pop() {
             Some(s) => {
-                self.slab[s as usize] = Some(event);
+                self.slab[s as usize] = (Some(event), NIL);
                 s
             }
             None => {
-                self.slab.push(Some(event));
+                self.slab.push((Some(event), NIL));
                 (self.slab.len() - 1) as u32
             }
         };
-        self.heap.push(Reverse((t, self.next_id, slot)));
-        self.next_id += 1;
+        let bucket = &mut self.buckets[(t % CALENDAR_MS) as usize];
+        if bucket.0 == NIL {
+            bucket.0 = slot;
+        } else {
+            self.slab[bucket.1 as usize].1 = slot;
+        }
+        bucket.1 = slot;
+        self.queued += 1;
     }
 
     /// The earliest event (ties: first scheduled first).
     fn pop(&mut self) -> Option<(u64, Event)> {
-        let Reverse((t, _, slot)) = self.heap.pop()?;
-        let event = self.slab[slot as usize].take().expect("scheduled");
-        self.free.push(slot);
-        Some((t, event))
+        loop {
+            let b = (self.now % CALENDAR_MS) as usize;
+            let (first, last) = self.buckets[b];
+            if first != NIL {
+                let (event, next) = std::mem::replace(&mut self.slab[first as usize], (None, NIL));
+                self.buckets[b] = if first == last {
+                    (NIL, NIL)
+                } else {
+                    (next, last)
+                };
+                self.free.push(first);
+                self.queued -= 1;
+                return Some((self.now, event.expect("scheduled")));
+            }
+            // Next ms; over an empty calendar, straight to the next event.
+            self.now += 1;
+            if self.queued == 0 {
+                let (&(t, _), _) = self.later.first_key_value()?;
+                self.now = self.now.max(t);
+            }
+            while let Some(entry) = self.later.first_entry() {
+                if entry.key().0 >= self.now + CALENDAR_MS {
+                    break;
+                }
+                let ((t, _), event) = entry.remove_entry();
+                self.append(t, event);
+            }
+        }
     }
 }
 
@@ -431,7 +502,8 @@ impl<'a> Sim<'a> {
                 self.input(v, Input::Candidates(hints));
                 self.at(now + self.cfg.tracker_interval_ms, Event::Tracker(v));
             }
-            Event::Input(n, input) => self.input(n, input),
+            Event::Frame { to, from, body } => self.input(to, Input::Frame { from, body }),
+            Event::Input(n, input) => self.input(n, *input),
             Event::Timer(n) => {
                 let Some(node) = self.nodes[n as usize].as_mut() else {
                     return;
@@ -488,7 +560,10 @@ impl<'a> Sim<'a> {
         // Its sessions end: each neighbour notices after the one-way delay.
         for &p in node.engine.neighbors() {
             let d = self.delay(gone, p);
-            self.at(now + d, Event::Input(p, Input::Disconnected { peer: gone }));
+            self.at(
+                now + d,
+                Event::Input(p, Box::new(Input::Disconnected { peer: gone })),
+            );
         }
         self.departed.push(node.engine.stats().clone());
         let at = self.present_at[gone as usize];
@@ -584,7 +659,7 @@ impl<'a> Sim<'a> {
                 .sign(self.seq, self.segment, f, t, duration, data)
                 .expect("piece within limit");
             self.seq += 1;
-            self.at(t, Event::Input(0, Input::Publish(piece)));
+            self.at(t, Event::Input(0, Box::new(Input::Publish(piece))));
         }
         self.segment += 1;
     }
@@ -636,7 +711,7 @@ impl<'a> Sim<'a> {
                     };
                     let body = frame.body();
                     let t = depart + self.delay(n, to);
-                    self.at(t, Event::Input(to, Input::Frame { from: n, body }));
+                    self.at(t, Event::Frame { to, from: n, body });
                 }
                 Output::Connect(info) => {
                     let to = info.peer;
@@ -646,29 +721,35 @@ impl<'a> Sim<'a> {
                             now + d,
                             Event::Input(
                                 to,
-                                Input::Connected {
+                                Box::new(Input::Connected {
                                     peer: n,
                                     outbound: false,
-                                },
+                                }),
                             ),
                         );
                         self.at(
                             now + 2 * d,
                             Event::Input(
                                 n,
-                                Input::Connected {
+                                Box::new(Input::Connected {
                                     peer: to,
                                     outbound: true,
-                                },
+                                }),
                             ),
                         );
                     } else {
-                        self.at(now + 2 * d, Event::Input(n, Input::DialFailed { peer: to }));
+                        self.at(
+                            now + 2 * d,
+                            Event::Input(n, Box::new(Input::DialFailed { peer: to })),
+                        );
                     }
                 }
                 Output::Disconnect { peer, .. } => {
                     let d = self.delay(n, peer);
-                    self.at(now + d, Event::Input(peer, Input::Disconnected { peer: n }));
+                    self.at(
+                        now + d,
+                        Event::Input(peer, Box::new(Input::Disconnected { peer: n })),
+                    );
                 }
                 Output::FetchInfra { seq } => {
                     let rtt = 2 * self.cfg.origin_one_way_ms;
@@ -682,7 +763,7 @@ impl<'a> Sim<'a> {
                         }
                         None => Input::InfraFailed { seq },
                     };
-                    self.at(now + rtt, Event::Input(n, input));
+                    self.at(now + rtt, Event::Input(n, Box::new(input)));
                 }
                 Output::Deliver(_) => {}
             }
