@@ -155,7 +155,7 @@ pub struct StreamKey {
 /// Recently verified pieces, each holding its payload buffer.
 #[derive(Default)]
 struct Verified {
-    by_seq: HashMap<u64, Piece>,
+    by_seq: HashMap<u64, Arc<Piece>>,
     order: VecDeque<u64>,
 }
 
@@ -218,7 +218,7 @@ impl StreamKey {
             return Ok(());
         }
         self.verify_fully(piece)?;
-        if memo.by_seq.insert(h.seq, piece.clone()).is_none() {
+        if memo.by_seq.insert(h.seq, Arc::new(piece.clone())).is_none() {
             memo.order.push_back(h.seq);
         }
         while memo.order.len() > VERIFIED_MEMO {
@@ -227,6 +227,26 @@ impl StreamKey {
             }
         }
         Ok(())
+    }
+
+    /// The piece to keep: with a shared key, the one copy all engines keep
+    /// of a verified piece when `piece` is that piece (same header,
+    /// signature and payload buffer), so a run holds one header and
+    /// signature per piece rather than one per node.
+    pub fn intern(&self, piece: Piece) -> Arc<Piece> {
+        if let Some(memo) = &self.memo {
+            let memo = memo.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(m) = memo.by_seq.get(&piece.header.seq) {
+                if m.data.as_ptr() == piece.data.as_ptr()
+                    && m.data.len() == piece.data.len()
+                    && m.header == piece.header
+                    && m.signature == piece.signature
+                {
+                    return m.clone();
+                }
+            }
+        }
+        Arc::new(piece)
     }
 
     fn verify_fully(&self, piece: &Piece) -> Result<(), PieceError> {

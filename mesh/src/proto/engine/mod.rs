@@ -16,6 +16,7 @@
 mod playback;
 mod schedule;
 mod session;
+mod store;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -32,6 +33,7 @@ use super::{
     wire::{self, Locality, Message, PeerInfo, Role},
 };
 use playback::Playback;
+use store::Store;
 
 /// What a peer id must offer: the driver's `PeerId`, or a small integer in
 /// the simulator. `Ord` keeps iteration deterministic.
@@ -183,8 +185,7 @@ pub struct Engine<P: PeerId> {
     key: StreamKey,
     rng: ChaCha8Rng,
     joined_at: u64,
-    store: BTreeMap<u64, Piece>,
-    store_bytes: usize,
+    store: Store,
     /// Segment starts heard of (from buffer maps/haves) or held.
     segment_starts: BTreeSet<u64>,
     /// When each piece not yet held was first heard of: stands in for its
@@ -306,8 +307,7 @@ impl<P: PeerId> Engine<P> {
             key,
             rng,
             joined_at: now,
-            store: BTreeMap::new(),
-            store_bytes: 0,
+            store: Store::default(),
             segment_starts: BTreeSet::new(),
             heard: BTreeMap::new(),
             newest_known: None,
@@ -557,8 +557,7 @@ impl<P: PeerId> Engine<P> {
         self.newest_known = self.newest_known.max(Some(seq));
         self.last_news = now;
         self.stats.newest_seq = self.stats.newest_seq.max(Some(seq));
-        self.store_bytes += piece.data.len();
-        self.store.insert(seq, piece);
+        self.store.insert(self.key.intern(piece));
         for n in self.neighbors.values_mut() {
             if n.is_active() && !n.has.contains(seq) {
                 n.pending_have.push(seq);
@@ -584,22 +583,25 @@ impl<P: PeerId> Engine<P> {
 
     /// Drops pieces that fell out of the window or over the byte bound.
     fn prune(&mut self) {
-        let newest_at = match self.store.values().next_back() {
+        let newest_at = match self.store.last() {
             Some(p) => p.header.produced_at,
             None => return,
         };
-        while let Some((&seq, oldest)) = self.store.iter().next() {
+        while let Some(oldest) = self.store.first() {
             let expired = oldest.header.produced_at + self.cfg.window_ms < newest_at;
-            if !expired && self.store_bytes <= self.cfg.max_store_bytes {
+            if !expired && self.store.bytes() <= self.cfg.max_store_bytes {
                 break;
             }
-            self.store_bytes -= oldest.data.len();
-            self.store.remove(&seq);
+            self.store.pop_first();
         }
-        if let Some(&low) = self.store.keys().next() {
-            let keep = |s: &u64| *s >= low;
-            self.segment_starts.retain(keep);
-            self.heard.retain(|s, _| keep(s));
+        if let Some(low) = self.store.first().map(|p| p.header.seq) {
+            // Both are ordered: forgetting what is below `low` is popping.
+            while self.segment_starts.first().is_some_and(|&s| s < low) {
+                self.segment_starts.pop_first();
+            }
+            while self.heard.first_key_value().is_some_and(|(&s, _)| s < low) {
+                self.heard.pop_first();
+            }
             for n in self.neighbors.values_mut() {
                 n.has.retain_from(low);
             }

@@ -7,10 +7,8 @@
 //! then. Only differences of the broadcaster's produced-at times matter, plus
 //! one reading of `now` at start-up, so no clock sync is assumed beyond that.
 
-use std::collections::BTreeMap;
-
-use super::{Engine, PeerId};
-use crate::proto::{piece::Piece, stats::Stats};
+use super::{store::Store, Engine, PeerId};
+use crate::proto::stats::Stats;
 
 #[derive(Debug)]
 pub(super) struct Playback {
@@ -52,7 +50,7 @@ impl Playback {
     /// are all held.
     pub(super) fn check_startup(
         &mut self,
-        store: &BTreeMap<u64, Piece>,
+        store: &Store,
         now: u64,
         joined_at: u64,
         playout_delay: u64,
@@ -108,16 +106,12 @@ impl<P: PeerId> Engine<P> {
         if let Some(p) = self.store.get(&seq) {
             return Some(p.header.produced_at);
         }
-        let next_held = self
-            .store
-            .range(seq..)
-            .next()
-            .map(|(_, p)| p.header.produced_at);
+        let next_held = self.store.at_or_after(seq).map(|p| p.header.produced_at);
         // From the stream's pace after the previous held piece: being heard
         // of can lag production by seconds when the neighbourhood lags.
         let paced = self.ms_per_piece.and_then(|ms| {
-            let (&prev, p) = self.store.range(..seq).next_back()?;
-            Some(p.header.produced_at + ((seq - prev) as f64 * ms) as u64)
+            let p = self.store.before(seq)?;
+            Some(p.header.produced_at + ((seq - p.header.seq) as f64 * ms) as u64)
         });
         [self.heard.get(&seq).copied(), next_held, paced]
             .into_iter()

@@ -116,7 +116,7 @@ impl<P: PeerId> Engine<P> {
             return missing;
         }
         let mut next = lo;
-        for &held in self.store.range(lo..=hi).map(|(s, _)| s) {
+        for held in self.store.seqs_in(lo, hi) {
             missing.extend(next..held);
             next = held + 1;
         }
@@ -131,11 +131,10 @@ impl<P: PeerId> Engine<P> {
     /// them yet: when the whole neighbourhood lags, those pieces still reach
     /// their deadline and fall back to infrastructure instead of stalling.
     fn extrapolate_edge(&mut self, now: u64) {
-        let (Some((&s0, p0)), Some((&s1, p1))) =
-            (self.store.iter().next(), self.store.iter().next_back())
-        else {
+        let (Some(p0), Some(p1)) = (self.store.first(), self.store.last()) else {
             return;
         };
+        let (s0, s1) = (p0.header.seq, p1.header.seq);
         // The rate is only trusted over a long enough run of pieces: pieces
         // cut together share a produced-at, so a short run can make the
         // stream look a thousand times faster than it is.
