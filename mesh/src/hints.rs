@@ -200,6 +200,10 @@ pub struct Hints {
     /// unknown), for its engine ([`crate::proto::Input::Located`]).
     #[serde(default)]
     pub you: Locality,
+    /// Viewers the tracker knows in this stream, about (0: not said): a
+    /// node sizes its share of long links by it.
+    #[serde(default)]
+    pub viewers: u32,
 }
 
 /// One live stream, as listed by `GET /v1/streams`.
@@ -379,6 +383,7 @@ mod tests {
         });
         let h: Hints = serde_json::from_value(old).unwrap();
         assert_eq!(h.you, Locality::default());
+        assert_eq!(h.viewers, 0, "an older tracker does not say");
         assert_eq!(h.candidates[0].loc, Locality::default());
 
         let ip = "203.0.113.9".parse().unwrap();

@@ -414,6 +414,8 @@ impl Registry {
             seeders,
             interval_s: self.config.interval_s,
             you: loc,
+            // Expired peers count until the next purge: an estimate.
+            viewers: swarm.viewers.entries.len().try_into().unwrap_or(u32::MAX),
         })
     }
 
@@ -792,9 +794,11 @@ mod tests {
         let first = r.announce(viewer("a", "10.0.0.1", 0), None, t).unwrap();
         assert!(first.candidates.is_empty());
         assert_eq!(first.interval_s, 5);
+        assert_eq!(first.viewers, 1, "the announcer counts");
         r.announce(viewer("b", "10.0.0.2", 0), None, t).unwrap();
         let again = r.announce(viewer("a", "10.0.0.1", 0), None, t).unwrap();
         assert_eq!(ids(&again), ["b"]);
+        assert_eq!(again.viewers, 2);
         assert_eq!(r.peer_count(), 2, "re-announce updates, never duplicates");
     }
 

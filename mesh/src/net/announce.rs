@@ -61,6 +61,7 @@ impl Announcer {
         // What the engine was last told of its own locality (it starts
         // with unknown, zero).
         let mut located = Locality::default();
+        let mut viewers = 0u32;
         loop {
             let stats = node.stats.borrow().clone();
             let announce = Announce {
@@ -91,6 +92,12 @@ impl Announcer {
                         .collect();
                     if node.commands.send(Command::Origins(origins)).await.is_err() {
                         return;
+                    }
+                    if hints.viewers > 0 && hints.viewers != viewers {
+                        viewers = hints.viewers;
+                        if node.commands.send(Command::Swarm(viewers)).await.is_err() {
+                            return;
+                        }
                     }
                     if hints.you != located {
                         located = hints.you;

@@ -114,6 +114,8 @@ pub enum Command {
     Candidates(Vec<PeerInfo<PeerId>>),
     /// This node's own AS and subnet, as the tracker sees them.
     Located(Locality),
+    /// Viewers in the stream, as the tracker counts them.
+    Swarm(u32),
     /// Base URLs of infrastructure HTTP origins, for fallback.
     Origins(Vec<String>),
     /// A piece the broadcaster cut (seeders).
@@ -389,6 +391,7 @@ impl Driver {
                 self.engine.handle(Input::Candidates(peers), now);
             }
             Command::Located(loc) => self.engine.handle(Input::Located(loc), now),
+            Command::Swarm(viewers) => self.engine.handle(Input::Swarm { viewers }, now),
             Command::Origins(urls) => self.origins = urls,
             Command::Publish(piece) => self.engine.handle(Input::Publish(piece), now),
         }

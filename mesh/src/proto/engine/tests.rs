@@ -1079,3 +1079,59 @@ fn ping_pong_measures_rtt() {
         .count();
     assert!(pongs >= 1);
 }
+
+#[test]
+fn a_probe_is_refused_and_changes_nothing_at_the_target() {
+    let s = signer();
+    let mut net = Net::new(20);
+    let mut cfg = Config::viewer(s.stream());
+    cfg.max_degree = 2;
+    net.add(1, cfg);
+    net.add(2, Config::viewer(s.stream()));
+    net.add(3, Config::viewer(s.stream()));
+    net.connect(2, 1);
+    net.connect(3, 1);
+    net.run_for(100);
+    // 4 has no slot to fill: it only probes. Its Hello says degree 0,
+    // which from a dialler would make 1 evict a neighbour for it.
+    let mut prober = Config::viewer(s.stream());
+    prober.max_degree = 0;
+    net.add(4, prober);
+    let target = PeerInfo {
+        peer: 1,
+        addrs: vec![],
+        coord: Some(net.e(1).coord()),
+        loc: Default::default(),
+        free: Some(0),
+    };
+    net.input(4, Input::Candidates(vec![target]));
+    net.run_for(1_500);
+
+    assert!(
+        matches!(net.sent(4, 1).first(), Some(Message::Hello(h)) if h.max_degree == 0),
+        "a probe asks for no slot"
+    );
+    assert!(net.sent(1, 4).iter().any(|m| matches!(
+        m,
+        Message::Refuse {
+            reason: RefuseReason::Full,
+            ..
+        }
+    )));
+    assert_eq!(net.e(1).neighbors().collect::<Vec<_>>(), vec![&2, &3]);
+    assert_eq!(net.disconnects(1), vec![(4, "refused")]);
+    assert_eq!(net.disconnects(4), vec![(1, "probe answered")]);
+    assert_eq!(net.e(4).degree(), 0);
+    assert_eq!(net.e(4).stats().protocol_violations, 0);
+    assert_ne!(net.e(4).coord(), Coord::default(), "the sample moved it");
+}
+
+#[test]
+fn every_node_keeps_a_long_link_in_a_small_swarm_and_one_in_four_in_a_large_one() {
+    use super::long_link_share;
+    assert_eq!(long_link_share(Some(60)), 1.0);
+    assert_eq!(long_link_share(Some(200)), 0.5);
+    assert_eq!(long_link_share(Some(100_000)), 0.25);
+    assert_eq!(long_link_share(Some(0)), 0.25, "not said");
+    assert_eq!(long_link_share(None), 0.25);
+}
