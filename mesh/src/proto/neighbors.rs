@@ -183,8 +183,6 @@ pub(crate) struct Candidate<P> {
     pub(crate) failures: u32,
     /// When we dialled it, while the dial is pending.
     pub(crate) dialing_since: Option<u64>,
-    /// We dialled it at least once.
-    pub(crate) tried: bool,
     /// Its RTT (queue-filtered median) as measured while it was our
     /// neighbour: once known, it replaces the coordinate's prediction.
     pub(crate) measured_ms: Option<u32>,
@@ -197,7 +195,6 @@ impl<P> Candidate<P> {
             retry_at: 0,
             failures: 0,
             dialing_since: None,
-            tried: false,
             measured_ms: None,
         }
     }

@@ -367,7 +367,7 @@ impl<P: PeerId> Engine<P> {
             let Some(score) = self.hello_score(from, hello) else {
                 return false;
             };
-            let Some(p) = self.victim_for(&[score], now) else {
+            let Some(p) = self.victim_for(score, now) else {
                 return false;
             };
             self.stats.neighbor_swaps += 1;
@@ -388,13 +388,7 @@ impl<P: PeerId> Engine<P> {
             return None;
         }
         let measured = self.candidates.get(from).and_then(|c| c.measured_ms);
-        let (rtt, measured) = match measured {
-            Some(ms) => (ms as f32, true),
-            None if self.coord.error < USABLE_ERROR && hello.coord.error < USABLE_ERROR => {
-                (self.coord.rtt_ms(&hello.coord), false)
-            }
-            None => return None,
-        };
+        let (rtt, measured) = self.rtt_estimate(measured, Some(&hello.coord))?;
         let ms = rtt * self.affinity(&hello.loc);
         Some(Score { ms, measured })
     }
@@ -577,12 +571,18 @@ impl<P: PeerId> Engine<P> {
     /// predicted from coordinates when both are usable.
     fn candidate_rtt(&self, peer: &P) -> Option<(f32, bool)> {
         let c = self.candidates.get(peer)?;
-        if let Some(ms) = c.measured_ms {
+        self.rtt_estimate(c.measured_ms, c.info.coord.as_ref())
+    }
+
+    /// RTT to a peer: `measured` if known (`true`), else predicted from its
+    /// coordinate when both ours and its are usable (`false`).
+    fn rtt_estimate(&self, measured: Option<u32>, coord: Option<&Coord>) -> Option<(f32, bool)> {
+        if let Some(ms) = measured {
             return Some((ms as f32, true));
         }
-        let coord = c.info.coord?;
+        let coord = coord?;
         (self.coord.error < USABLE_ERROR && coord.error < USABLE_ERROR)
-            .then(|| (self.coord.rtt_ms(&coord), false))
+            .then(|| (self.coord.rtt_ms(coord), false))
     }
 
     /// Proximity discount: same /24 halves a score, same AS takes a
@@ -671,18 +671,14 @@ impl<P: PeerId> Engine<P> {
         let ready: Vec<&P> = self
             .candidates
             .iter()
-            .filter(|(p, c)| {
-                c.dialing_since.is_none() && now >= c.retry_at && !self.neighbors.contains_key(p)
-            })
+            .filter(|(p, c)| self.is_ready(p, c, now))
             .map(|(p, _)| p)
             .collect();
         if ready.is_empty() {
             return;
         }
         let pick = ready[rand::Rng::gen_range(&mut self.rng, 0..ready.len())].clone();
-        if let Some(c) = self.candidates.get_mut(&pick) {
-            c.dialing_since = Some(now);
-            self.outputs.push_back(Output::Connect(c.info.clone()));
+        if self.dial(&pick, now) {
             self.probe = Some(pick);
         }
     }
@@ -743,40 +739,44 @@ impl<P: PeerId> Engine<P> {
             }
             self.swap = None;
         }
-        let mut offers: Vec<(Score, P)> = self
-            .candidates
-            .iter()
-            .filter(|(p, c)| {
-                now >= c.retry_at && c.dialing_since.is_none() && !self.neighbors.contains_key(p)
-            })
-            .filter_map(|(p, _)| Some((self.candidate_score(p)?, p.clone())))
-            .collect();
-        offers.sort_by(|a, b| a.0.ms.total_cmp(&b.0.ms).then_with(|| a.1.cmp(&b.1)));
-        // The best measured and the best predicted: their margins differ.
-        let best_measured = offers.iter().find(|(s, _)| s.measured);
-        let best_predicted = offers.iter().find(|(s, _)| !s.measured);
-        let Some((to, victim)) = [best_measured, best_predicted]
+        // The best measured and the best predicted offer (ties: lowest
+        // id): their margins differ, the measured one is tried first.
+        let mut measured: Option<(Score, &P)> = None;
+        let mut predicted: Option<(Score, &P)> = None;
+        for (p, c) in &self.candidates {
+            if !self.is_ready(p, c, now) {
+                continue;
+            }
+            let Some(score) = self.candidate_score(p) else {
+                continue;
+            };
+            let best = if score.measured {
+                &mut measured
+            } else {
+                &mut predicted
+            };
+            if best.is_none_or(|(b, _)| score.ms < b.ms) {
+                *best = Some((score, p));
+            }
+        }
+        let Some((to, victim)) = [measured, predicted]
             .into_iter()
             .flatten()
-            .find_map(|(score, p)| Some((p.clone(), self.victim_for(&[*score], now)?)))
+            .find_map(|(score, p)| Some((p.clone(), self.victim_for(score, now)?)))
         else {
             return;
         };
-        let Some(c) = self.candidates.get_mut(&to) else {
-            return;
-        };
-        c.dialing_since = Some(now);
-        c.tried = true;
-        self.outputs.push_back(Output::Connect(c.info.clone()));
-        self.swap = Some(super::Swap { to, victim });
+        if self.dial(&to, now) {
+            self.swap = Some(super::Swap { to, victim });
+        }
     }
 
-    /// The viewer neighbour to replace for one of `offers`: among those
-    /// connected for a period (the long link excepted), the ones some offer
-    /// is clearly closer than; of them the worst by the full score, so that
-    /// spread and a slow delivery rate choose which goes. Rate alone never
-    /// causes a swap: a slow viewer has to be somebody's neighbour.
-    fn victim_for(&self, offers: &[Score], now: u64) -> Option<P> {
+    /// The viewer neighbour to replace for `offer`: among those connected
+    /// for a period (the long link excepted), the ones the offer is clearly
+    /// closer than; of them the worst by the full score, so that spread and
+    /// a slow delivery rate choose which goes. Rate alone never causes a
+    /// swap: a slow viewer has to be somebody's neighbour.
+    fn victim_for(&self, offer: Score, now: u64) -> Option<P> {
         let mut scored: Vec<(u64, f32, f32, P)> = self
             .neighbors
             .iter()
@@ -784,7 +784,7 @@ impl<P: PeerId> Engine<P> {
             .filter(|(_, n)| now >= n.connected_at + self.cfg.optimize_ms)
             .filter_map(|(p, n)| {
                 let rtt = n.rtt.base_median()?;
-                let proximity = self.neighbor_proximity(n)?;
+                let proximity = rtt as f32 * self.affinity(&n.loc);
                 Some((rtt, proximity, self.neighbor_score(n)?, p.clone()))
             })
             .collect();
@@ -800,7 +800,7 @@ impl<P: PeerId> Engine<P> {
         }
         scored
             .into_iter()
-            .filter(|(_, proximity, _, _)| offers.iter().any(|o| clearly_better(*o, *proximity)))
+            .filter(|(_, proximity, _, _)| clearly_better(offer, *proximity))
             .max_by(|a, b| a.2.total_cmp(&b.2).then_with(|| a.3.cmp(&b.3)))
             .map(|(_, _, _, p)| p)
     }
@@ -879,9 +879,7 @@ impl<P: PeerId> Engine<P> {
         let mut ready: Vec<P> = self
             .candidates
             .iter()
-            .filter(|(p, c)| {
-                c.dialing_since.is_none() && now >= c.retry_at && !self.neighbors.contains_key(p)
-            })
+            .filter(|(p, c)| self.is_ready(p, c, now))
             .map(|(p, _)| p.clone())
             .collect();
         rand::seq::SliceRandom::shuffle(ready.as_mut_slice(), &mut self.rng);
@@ -925,12 +923,24 @@ impl<P: PeerId> Engine<P> {
         }
         self.dials += picks.len() as u64;
         for p in picks {
-            if let Some(c) = self.candidates.get_mut(&p) {
-                c.dialing_since = Some(now);
-                c.tried = true;
-                self.outputs.push_back(Output::Connect(c.info.clone()));
-            }
+            self.dial(&p, now);
         }
+    }
+
+    /// A candidate we may dial now: no session, no dial pending, retry
+    /// time passed.
+    fn is_ready(&self, peer: &P, c: &Candidate<P>, now: u64) -> bool {
+        now >= c.retry_at && c.dialing_since.is_none() && !self.neighbors.contains_key(peer)
+    }
+
+    /// Asks the driver to dial a candidate; `false` if it is unknown.
+    fn dial(&mut self, peer: &P, now: u64) -> bool {
+        let Some(c) = self.candidates.get_mut(peer) else {
+            return false;
+        };
+        c.dialing_since = Some(now);
+        self.outputs.push_back(Output::Connect(c.info.clone()));
+        true
     }
 }
 
