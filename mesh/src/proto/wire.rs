@@ -8,6 +8,7 @@
 //! bytes or with lists over their bounds is a protocol violation and the peer
 //! is disconnected. `docs/protocol.md` is the normative description.
 
+use bincode::enc::write::{SizeWriter, Writer};
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
@@ -296,38 +297,61 @@ impl Body {
 }
 
 /// Encodes a message as a frame; a piece's payload is shared, not copied.
+///
+/// The frame is written once into a buffer of its exact size (measured by a
+/// first, allocation-free pass): frames are the engine's most frequent
+/// allocation, and growing a buffer while encoding reallocates it several
+/// times.
 pub fn encode_frame<P: Serialize>(msg: &Message<P>) -> Frame {
-    let (head, data) = match msg {
-        // The payload is the last field of the last struct, so the encoding
-        // of a piece is that of the same piece with an empty payload, minus
-        // the empty length (one 0 byte), plus the real length and payload.
+    // The payload is the last field of the last struct, so the encoding of
+    // a piece is that of the same piece with an empty payload, minus the
+    // empty length (one 0 byte), plus the real length and payload.
+    let bare;
+    let (encoded, data, payload_len) = match msg {
         Message::Piece(p) => {
-            let bare = Message::<P>::Piece(Piece {
+            bare = Message::<P>::Piece(Piece {
+                header: p.header.clone(),
+                signature: p.signature.clone(),
                 data: Bytes::new(),
-                ..p.clone()
             });
-            let mut head = bincode::serde::encode_to_vec(&bare, config())
-                .expect("messages we build are within the frame limit");
-            debug_assert_eq!(head.last(), Some(&0));
-            head.pop();
-            bincode::encode_into_std_write(p.data.len() as u64, &mut head, config())
-                .expect("writing to a Vec");
-            (head, p.data.clone())
+            (&bare, p.data.clone(), Some(p.data.len() as u64))
         }
-        _ => (
-            bincode::serde::encode_to_vec(msg, config())
-                .expect("messages we build are within the frame limit"),
-            Bytes::new(),
-        ),
+        _ => (msg, Bytes::new(), None),
     };
-    let body_len = 1 + head.len() + data.len();
-    let mut out = BytesMut::with_capacity(4 + 1 + head.len());
+    let mut size = SizeWriter::default();
+    bincode::serde::encode_into_writer(encoded, &mut size, config())
+        .expect("messages we build are within the frame limit");
+    let mut head_len = size.bytes_written;
+    if let Some(len) = payload_len {
+        let mut varint = SizeWriter::default();
+        bincode::encode_into_writer(len, &mut varint, config()).expect("a u64 encodes");
+        head_len = head_len - 1 + varint.bytes_written;
+    }
+    let body_len = 1 + head_len + data.len();
+    let mut out = BytesMut::with_capacity(4 + 1 + head_len);
     out.put_u32(body_len as u32);
     out.put_u8(FRAME_VERSION);
-    out.extend_from_slice(&head);
+    bincode::serde::encode_into_writer(encoded, BytesWriter(&mut out), config())
+        .expect("messages we build are within the frame limit");
+    if let Some(len) = payload_len {
+        debug_assert_eq!(out.last(), Some(&0));
+        out.truncate(out.len() - 1);
+        bincode::encode_into_writer(len, BytesWriter(&mut out), config()).expect("a u64 encodes");
+    }
+    debug_assert_eq!(out.len(), 4 + 1 + head_len);
     Frame {
         head: out.freeze(),
         data,
+    }
+}
+
+/// Appends what bincode writes to a buffer.
+struct BytesWriter<'a>(&'a mut BytesMut);
+
+impl Writer for BytesWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
     }
 }
 
@@ -534,6 +558,13 @@ mod tests {
             },
             Message::Request { seqs: vec![5] },
             Message::Piece(piece),
+            // Payload lengths of one- and two-byte varints.
+            Message::Piece(signer.sign(4, 0, 0, 43, 0, Bytes::new()).unwrap()),
+            Message::Piece(
+                signer
+                    .sign(5, 0, 0, 44, 0, Bytes::from(vec![1u8; 100]))
+                    .unwrap(),
+            ),
             Message::Missing { seqs: vec![5] },
             Message::Ping {
                 nonce: 1,
