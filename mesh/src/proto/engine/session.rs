@@ -74,6 +74,9 @@ impl<P: PeerId> Engine<P> {
 
     pub(super) fn on_disconnected(&mut self, peer: &P, now: u64) {
         if let Some(n) = self.neighbors.remove(peer) {
+            if n.is_active() {
+                self.active -= 1;
+            }
             self.news = true;
             self.forget_requests_to(peer);
             self.upload_queue.retain(|(p, _)| p != peer);
@@ -331,6 +334,7 @@ impl<P: PeerId> Engine<P> {
             // Until it has delivered, expect what it says it can upload.
             n.rate = f64::from(hello.upload_kbps) * 1000.0 / 8.0;
         }
+        self.active += 1;
         if let Some(c) = self.candidates.get_mut(&from) {
             c.failures = 0;
             c.info.coord = Some(hello.coord);
