@@ -443,7 +443,7 @@ impl<P: PeerId> Engine<P> {
         // hold nor have asked for (a new holder of a piece in flight
         // changes nothing until the request times out).
         self.news |= !starts.is_empty();
-        let low = self.store.keys().next().copied().unwrap_or(0);
+        let low = self.store.first_seq().unwrap_or(0);
         for &s in seqs {
             if s >= low && !self.store.contains_key(&s) {
                 self.heard.entry(s).or_insert(now);

@@ -42,6 +42,12 @@ impl Store {
         self.slots.front()?.as_deref()
     }
 
+    /// Seq of the oldest piece, without reading the piece (it is the
+    /// first slot's, which is always held).
+    pub(super) fn first_seq(&self) -> Option<u64> {
+        (!self.slots.is_empty()).then_some(self.base)
+    }
+
     pub(super) fn last(&self) -> Option<&Piece> {
         self.slots.back()?.as_deref()
     }
@@ -184,7 +190,9 @@ mod tests {
         assert_eq!(s.seqs_in(0, 100).count(), 5);
         assert_eq!(s.seqs_in(16, 100).count(), 0);
         assert_eq!(s.seqs_in(0, 7).count(), 0);
+        assert_eq!(s.first_seq(), Some(8));
         assert_eq!(s.pop_first().map(|p| p.header.seq), Some(8));
+        assert_eq!(s.first_seq(), Some(10));
         assert_eq!(s.first().map(|p| p.header.seq), Some(10));
         assert_eq!(s.last().map(|p| p.header.seq), Some(15));
         assert_eq!(s.keys().count(), 4);
