@@ -113,10 +113,9 @@ impl<P: PeerId> Engine<P> {
             let p = self.store.before(seq)?;
             Some(p.header.produced_at + ((seq - p.header.seq) as f64 * ms) as u64)
         });
-        [self.heard.get(&seq).copied(), next_held, paced]
-            .into_iter()
-            .flatten()
-            .min()
+        // Written out rather than as an iterator over an array: this runs
+        // for every missing piece in every scheduling run.
+        min_known(min_known(self.heard.get(&seq).copied(), next_held), paced)
     }
 
     /// Playback deadline of a piece, as far as it can be told.
@@ -151,5 +150,14 @@ impl<P: PeerId> Engine<P> {
             next += 1;
         }
         self.playback.started = Some((delay, next));
+    }
+}
+
+/// The smaller of two values, either of which may be unknown.
+fn min_known(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
     }
 }

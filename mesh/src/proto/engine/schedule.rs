@@ -9,7 +9,7 @@
 //! which spreads the load over neighbours. Infrastructure is asked only when
 //! no viewer offers the piece and its deadline is within the fallback margin.
 
-use std::collections::BTreeMap;
+use std::{cell::Cell, collections::BTreeMap};
 
 use super::{Ask, Engine, Output, PeerId, SCHEDULE_MS};
 use crate::proto::{
@@ -24,6 +24,19 @@ const MIN_RATE_PIECES: u64 = 2;
 const MIN_RATE_SPAN_MS: u64 = 200;
 /// Infrastructure requests over HTTP are given this long.
 const INFRA_TIMEOUT_MS: u64 = 3_000;
+
+/// A wanted piece: (not urgent, rarity or deadline, seq, deadline), in the
+/// order pieces are asked for.
+type Want = (bool, u64, u64, Option<u64>);
+
+thread_local! {
+    /// The scheduler's lists, empty between runs and shared by the engines
+    /// of a thread: a run neither allocates them nor reads memory of its
+    /// own engine that has gone cold (a simulator runs thousands of
+    /// engines per thread).
+    static MISSING: Cell<Vec<u64>> = const { Cell::new(Vec::new()) };
+    static WANTED: Cell<Vec<Want>> = const { Cell::new(Vec::new()) };
+}
 
 impl<P: PeerId> Engine<P> {
     pub(super) fn schedule(&mut self, now: u64) {
@@ -43,9 +56,10 @@ impl<P: PeerId> Engine<P> {
         let hi = newest.min(lo + LOOKAHEAD);
         let margin = self.cfg.fallback_margin_ms;
 
-        // (urgent first, then rarity or deadline, then seq; and the deadline)
-        let mut wanted: Vec<(bool, u64, u64, Option<u64>)> = Vec::new();
-        for seq in self.missing_in(lo, hi) {
+        let mut missing = MISSING.take();
+        let mut wanted = WANTED.take();
+        self.missing_in(lo, hi, &mut missing);
+        for &seq in &missing {
             if matches!(self.inflight.get(&seq), Some(Ask { from: None, .. })) {
                 continue; // asked of infrastructure already
             }
@@ -70,6 +84,8 @@ impl<P: PeerId> Engine<P> {
             };
             wanted.push((!urgent, key, seq, deadline));
         }
+        missing.clear();
+        MISSING.set(missing);
         wanted.sort_unstable();
 
         let piece_bytes = self
@@ -77,8 +93,8 @@ impl<P: PeerId> Engine<P> {
             .values()
             .next_back()
             .map_or(MAX_PIECE_BYTES / 2, |p| p.data.len().max(1));
-        let mut batches: BTreeMap<P, Vec<u64>> = BTreeMap::new();
-        for (_, _, seq, deadline) in wanted {
+        let mut batches = Batches::new();
+        for &(_, _, seq, deadline) in &wanted {
             let due_soon = deadline.is_some_and(|d| now + margin >= d);
             if !due_soon {
                 if let Some(peer) = self.best_holder(seq, piece_bytes, false) {
@@ -103,17 +119,18 @@ impl<P: PeerId> Engine<P> {
                 self.stats.fallback_requests -= 1;
             }
         }
-        for (peer, seqs) in batches {
+        wanted.clear();
+        WANTED.set(wanted);
+        for (peer, seqs) in batches.into_sorted() {
             self.send(&peer, &Message::Request { seqs });
         }
     }
 
     /// Seqs in `lo..=hi` not in the store, found from the gaps between held
-    /// pieces (most of the range is usually held).
-    fn missing_in(&self, lo: u64, hi: u64) -> Vec<u64> {
-        let mut missing = Vec::new();
+    /// pieces (most of the range is usually held), appended to `missing`.
+    fn missing_in(&self, lo: u64, hi: u64, missing: &mut Vec<u64>) {
         if lo > hi {
-            return missing;
+            return;
         }
         let mut next = lo;
         for held in self.store.seqs_in(lo, hi) {
@@ -123,7 +140,6 @@ impl<P: PeerId> Engine<P> {
         if next <= hi {
             missing.extend(next..=hi);
         }
-        missing
     }
 
     /// Pieces the broadcaster must have cut by now, from the rate seen in
@@ -155,7 +171,7 @@ impl<P: PeerId> Engine<P> {
         self.newest_known = self.newest_known.max(Some(edge));
     }
 
-    fn ask(&mut self, peer: P, seq: u64, now: u64, batches: &mut BTreeMap<P, Vec<u64>>) {
+    fn ask(&mut self, peer: P, seq: u64, now: u64, batches: &mut Batches<P>) {
         // Wait for an answer twice as long as the neighbour should take
         // (RTT + its queue at its delivery rate), and never less than the
         // configured timeout.
@@ -178,7 +194,7 @@ impl<P: PeerId> Engine<P> {
                 until,
             },
         );
-        batches.entry(peer).or_default().push(seq);
+        batches.push(peer, seq);
     }
 
     /// Withdraws a request from a neighbour, telling it so that a piece
@@ -244,5 +260,33 @@ impl<P: PeerId> Engine<P> {
         for (peer, seqs) in cancels {
             self.send(&peer, &Message::Cancel { seqs });
         }
+    }
+}
+
+/// Requests of one run, per neighbour. A run asks a few neighbours, so a
+/// list searched in turn does better than a tree; it is sent in peer order,
+/// as a tree would iterate.
+struct Batches<P>(Vec<(P, Vec<u64>)>);
+
+impl<P: PeerId> Batches<P> {
+    fn new() -> Self {
+        Batches(Vec::new())
+    }
+
+    fn push(&mut self, peer: P, seq: u64) {
+        match self.0.iter_mut().find(|(p, _)| *p == peer) {
+            Some((_, seqs)) => seqs.push(seq),
+            None => {
+                let mut seqs = Vec::with_capacity(4);
+                seqs.push(seq);
+                self.0.push((peer, seqs));
+            }
+        }
+    }
+
+    /// The batches by peer (each peer once, so the order is total).
+    fn into_sorted(mut self) -> Vec<(P, Vec<u64>)> {
+        self.0.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        self.0
     }
 }
