@@ -303,42 +303,39 @@ impl Body {
 /// allocation, and growing a buffer while encoding reallocates it several
 /// times.
 pub fn encode_frame<P: Serialize>(msg: &Message<P>) -> Frame {
-    // The payload is the last field of the last struct, so the encoding of
-    // a piece is that of the same piece with an empty payload, minus the
-    // empty length (one 0 byte), plus the real length and payload.
-    let bare;
-    let (encoded, data, payload_len) = match msg {
-        Message::Piece(p) => {
-            bare = Message::<P>::Piece(Piece {
-                header: p.header.clone(),
-                signature: p.signature.clone(),
-                data: Bytes::new(),
-            });
-            (&bare, p.data.clone(), Some(p.data.len() as u64))
-        }
-        _ => (msg, Bytes::new(), None),
-    };
-    let mut size = SizeWriter::default();
-    bincode::serde::encode_into_writer(encoded, &mut size, config())
-        .expect("messages we build are within the frame limit");
-    let mut head_len = size.bytes_written;
-    if let Some(len) = payload_len {
-        let mut varint = SizeWriter::default();
-        bincode::encode_into_writer(len, &mut varint, config()).expect("a u64 encodes");
-        head_len = head_len - 1 + varint.bytes_written;
+    match msg {
+        Message::Piece(p) => encode_piece_frame(p),
+        _ => encode_head(msg, Bytes::new()),
     }
+}
+
+/// Encodes `Message::Piece(piece)` as a frame, from a borrowed piece (the
+/// engine sends pieces straight from its store).
+pub fn encode_piece_frame(piece: &Piece) -> Frame {
+    // The payload is the last field of the last struct: the message is the
+    // variant's index, the header, the signature and the payload's length,
+    // then the payload, which travels as the frame's second part.
+    let head = (
+        u32::from(PIECE_VARIANT),
+        &piece.header,
+        &piece.signature,
+        piece.data.len() as u64,
+    );
+    encode_head(&head, piece.data.clone())
+}
+
+/// A frame of the encoded `head` followed by `data`.
+fn encode_head<T: Serialize>(head: &T, data: Bytes) -> Frame {
+    let mut size = SizeWriter::default();
+    bincode::serde::encode_into_writer(head, &mut size, config())
+        .expect("messages we build are within the frame limit");
+    let head_len = size.bytes_written;
     let body_len = 1 + head_len + data.len();
     let mut out = BytesMut::with_capacity(4 + 1 + head_len);
     out.put_u32(body_len as u32);
     out.put_u8(FRAME_VERSION);
-    bincode::serde::encode_into_writer(encoded, BytesWriter(&mut out), config())
+    bincode::serde::encode_into_writer(head, BytesWriter(&mut out), config())
         .expect("messages we build are within the frame limit");
-    if let Some(len) = payload_len {
-        debug_assert_eq!(out.last(), Some(&0));
-        out.truncate(out.len() - 1);
-        bincode::encode_into_writer(len, BytesWriter(&mut out), config()).expect("a u64 encodes");
-    }
-    debug_assert_eq!(out.len(), 4 + 1 + head_len);
     Frame {
         head: out.freeze(),
         data,

@@ -501,6 +501,11 @@ impl<P: PeerId> Engine<P> {
             Message::Piece(p) => p.data.len(),
             _ => 0,
         };
+        self.send_frame(to, frame, payload);
+    }
+
+    /// Queues an encoded frame carrying `payload` bytes of piece data.
+    fn send_frame(&mut self, to: &P, frame: wire::Frame, payload: usize) {
         self.stats.payload_sent += payload as u64;
         self.stats.overhead_sent += (frame.len() - payload) as u64;
         self.outputs.push_back(Output::Send {
@@ -694,18 +699,18 @@ impl<P: PeerId> Engine<P> {
     }
 
     fn update_neighbor_stats(&mut self) {
-        let rtts: Vec<u64> = self
+        let (sum, count) = self
             .neighbors
             .values()
             .filter(|n| n.is_active())
             .filter_map(|n| n.rtt.median())
-            .collect();
+            .fold((0u64, 0usize), |(sum, count), rtt| (sum + rtt, count + 1));
         self.stats.neighbors = self.degree() as u32;
         self.stats.coord = Some(self.coord);
-        self.stats.neighbor_rtt_ms = if rtts.is_empty() {
+        self.stats.neighbor_rtt_ms = if count == 0 {
             0.0
         } else {
-            rtts.iter().sum::<u64>() as f64 / rtts.len() as f64
+            sum as f64 / count as f64
         };
     }
 
@@ -726,7 +731,7 @@ impl<P: PeerId> Engine<P> {
     /// Serves queued requests as the upload budget allows.
     fn drain_upload(&mut self, now: u64) {
         while let Some((peer, seq)) = self.upload_queue.front().cloned() {
-            let Some(piece) = self.store.get(&seq).cloned() else {
+            let Some(piece) = self.store.get(&seq) else {
                 self.upload_queue.pop_front();
                 self.send(&peer, &Message::Missing { seqs: vec![seq] });
                 continue;
@@ -736,7 +741,9 @@ impl<P: PeerId> Engine<P> {
             }
             self.upload_queue.pop_front();
             if self.neighbors.get(&peer).is_some_and(|n| n.is_active()) {
-                self.send(&peer, &Message::Piece(piece));
+                // Encoded from the store: the piece is not cloned to be sent.
+                let (frame, payload) = (wire::encode_piece_frame(piece), piece.data.len());
+                self.send_frame(&peer, frame, payload);
             }
         }
     }
