@@ -44,6 +44,37 @@ fn same_seed_same_run() {
     assert_eq!(a.events, b.events);
 }
 
+/// Partitions run the same events in the same order whether one thread
+/// runs them or two (churn and fallback fetches included).
+#[test]
+fn one_thread_or_two_same_run() {
+    let cfg = SimConfig {
+        viewers: 200,
+        duration_ms: 15_000,
+        seed: seed(),
+        viewer_upload_bps: Some(1_500_000),
+        join_over_ms: 3_000,
+        churn_per_min: 0.2,
+        ..SimConfig::default()
+    };
+    let one = run(&SimConfig {
+        threads: 1,
+        ..cfg.clone()
+    });
+    let two = run(&SimConfig { threads: 2, ..cfg });
+    assert!(
+        one.departures > 0 && one.origin_payload > 0,
+        "{:?}",
+        one.summary
+    );
+    assert_eq!(one.viewers, two.viewers);
+    assert_eq!(one.seeder, two.seeder);
+    assert_eq!(one.events, two.events);
+    assert_eq!(one.origin_payload, two.origin_payload);
+    assert_eq!(one.neighbor_delay_ms, two.neighbor_delay_ms);
+    assert_eq!(one.coord_error_median, two.coord_error_median);
+}
+
 #[test]
 fn upload_caps_below_bitrate_fall_back_without_stalls() {
     // Viewers can upload only half the bitrate: the mesh cannot carry the
