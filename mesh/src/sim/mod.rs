@@ -38,7 +38,14 @@
 mod partition;
 mod queue;
 
-use std::{cmp::Ordering, sync::Arc};
+use std::{
+    cmp::Ordering,
+    sync::{
+        mpsc::{sync_channel, Receiver, SyncSender},
+        Arc,
+    },
+    thread::Scope,
+};
 
 use bytes::Bytes;
 use libp2p::identity::Keypair;
@@ -255,18 +262,65 @@ impl World<'_> {
     }
 }
 
+/// A thread that runs partition 1's ms while the simulator's thread runs
+/// partition 0's. It lives as long as the run (a thread per ms would cost
+/// tens of µs each, and start with a cold allocator cache); the partition
+/// and the world travel to it and back by bounded channels.
+struct Worker<'a> {
+    jobs: SyncSender<(Partition, Arc<World<'a>>, u64)>,
+    done: Receiver<Partition>,
+}
+
+impl<'a> Worker<'a> {
+    /// Starts the thread in `scope`; it ends when the worker is dropped.
+    fn spawn<'scope>(scope: &'scope Scope<'scope, '_>) -> Self
+    where
+        'a: 'scope,
+    {
+        let (jobs, inbox) = sync_channel::<(Partition, Arc<World<'a>>, u64)>(1);
+        let (outbox, done) = sync_channel(1);
+        scope.spawn(move || {
+            for (mut part, world, now) in inbox {
+                part.run_ms(&world, now);
+                // Let go of the world first: the serial phase changes it
+                // once the partition is back.
+                drop(world);
+                if outbox.send(part).is_err() {
+                    break;
+                }
+            }
+        });
+        Worker { jobs, done }
+    }
+
+    fn start(&self, part: Partition, world: Arc<World<'a>>, now: u64) {
+        self.jobs
+            .send((part, world, now))
+            .expect("the worker runs until dropped (or panicked)");
+    }
+
+    fn finish(&self) -> Partition {
+        self.done
+            .recv()
+            .expect("the worker runs until dropped (or panicked)")
+    }
+}
+
 /// Runs a simulation to its end.
 pub fn run(cfg: &SimConfig) -> SimReport {
     Sim::new(cfg).run()
 }
 
 struct Sim<'a> {
-    world: World<'a>,
+    /// Shared with the worker thread while it runs a ms, changed (through
+    /// [`Sim::world_mut`]) only between.
+    world: Arc<World<'a>>,
     rng: ChaCha8Rng,
     /// The ms being run.
     now: u64,
     serial: Queue<Serial>,
-    parts: [Partition; PARTS],
+    /// By id; partition 1 is lent to the worker thread while it runs.
+    parts: Vec<Partition>,
     /// Present viewers, for the tracker and churn to draw from.
     present: Vec<NodeId>,
     /// Where each node id is in `present`.
@@ -290,15 +344,15 @@ impl<'a> Sim<'a> {
         let signer = Signer::new(&keypair).expect("ed25519");
         let key = StreamKey::shared(signer.stream()).expect("ed25519");
         Sim {
-            world: World {
+            world: Arc::new(World {
                 cfg,
                 slot: (0..=cfg.viewers as u32).collect(),
                 running: vec![false; cfg.viewers + 1],
-            },
+            }),
             rng,
             now: 0,
             serial: Queue::default(),
-            parts: std::array::from_fn(Partition::new),
+            parts: (0..PARTS).map(Partition::new).collect(),
             present: Vec::with_capacity(cfg.viewers),
             present_at: vec![usize::MAX; cfg.viewers + 1],
             departed: Vec::new(),
@@ -315,6 +369,11 @@ impl<'a> Sim<'a> {
         self.world.cfg
     }
 
+    /// The world, between ms (no partition runs, so no one else holds it).
+    fn world_mut(&mut self) -> &mut World<'a> {
+        Arc::get_mut(&mut self.world).expect("no partition runs between ms")
+    }
+
     fn node(&self, n: NodeId) -> Option<&Node> {
         self.parts[part_of(n)].node(n)
     }
@@ -329,7 +388,7 @@ impl<'a> Sim<'a> {
         let stream = self.signer.stream();
         let seeder = Engine::with_key(Config::seeder(stream), self.key.clone(), cfg.seed, 0);
         self.parts[0].set(0, Some(Node::new(seeder, 0)));
-        self.world.running[0] = true;
+        self.world_mut().running[0] = true;
         self.serial.push(0, Serial::Cut);
         for v in 1..=cfg.viewers {
             let t = cfg.join_over_ms * v as u64 / cfg.viewers.max(1) as u64;
@@ -339,29 +398,11 @@ impl<'a> Sim<'a> {
             // Churn starts once everyone has joined.
             self.serial.push(cfg.join_over_ms + gap, Serial::Leave);
         }
-        let mut next_report = PROGRESS_MS;
-        while let Some(t) = self.next_time() {
-            if t > cfg.duration_ms {
-                break;
-            }
-            if t >= next_report {
-                if let Some(report) = cfg.progress {
-                    report(next_report, self.events());
-                }
-                next_report += PROGRESS_MS;
-            }
-            self.now = t;
-            self.serial.advance_to(t);
-            for p in &mut self.parts {
-                p.advance_to(t);
-            }
-            while let Some(event) = self.serial.pop_now() {
-                self.processed += 1;
-                self.step(event);
-            }
-            self.run_partitions();
-            self.barrier();
-        }
+        std::thread::scope(|s| {
+            let worker = (cfg.threads > 1).then(|| Worker::spawn(s));
+            self.run_until(cfg.duration_ms, worker.as_ref());
+            // Dropping `worker` ends its thread, which the scope joins.
+        });
         let events = self.events();
         let mut viewers: Vec<Stats> = (1..self.world.ids())
             .filter_map(|n| self.node(n))
@@ -384,6 +425,34 @@ impl<'a> Sim<'a> {
         }
     }
 
+    /// Runs every ms up to `end_ms`, partition 1 on `worker` if there is
+    /// one.
+    fn run_until(&mut self, end_ms: u64, worker: Option<&Worker<'a>>) {
+        let mut next_report = PROGRESS_MS;
+        while let Some(t) = self.next_time() {
+            if t > end_ms {
+                break;
+            }
+            if t >= next_report {
+                if let Some(report) = self.cfg().progress {
+                    report(next_report, self.events());
+                }
+                next_report += PROGRESS_MS;
+            }
+            self.now = t;
+            self.serial.advance_to(t);
+            for p in &mut self.parts {
+                p.advance_to(t);
+            }
+            while let Some(event) = self.serial.pop_now() {
+                self.processed += 1;
+                self.step(event);
+            }
+            self.run_partitions(worker);
+            self.barrier();
+        }
+    }
+
     /// The next ms with an event anywhere.
     fn next_time(&mut self) -> Option<u64> {
         let serial = self.serial.next_time();
@@ -394,22 +463,23 @@ impl<'a> Sim<'a> {
             .min()
     }
 
-    /// Phase 2: every partition runs the ms, side by side when there are
-    /// threads for it and work on both sides.
-    fn run_partitions(&mut self) {
-        let (world, now) = (&self.world, self.now);
-        let [a, b] = &mut self.parts;
+    /// Phase 2: every partition runs the ms, partition 1 on the worker
+    /// when there is one and work on both sides.
+    fn run_partitions(&mut self, worker: Option<&Worker<'a>>) {
+        let now = self.now;
         let busy = |p: &mut Partition| p.next_time() == Some(now);
-        if world.cfg.threads > 1 && busy(a) && busy(b) {
-            // A scoped thread per ms: spawning costs some µs, a large
-            // run's ms takes ms. (A panic in it resurfaces here.)
-            std::thread::scope(|s| {
-                s.spawn(|| b.run_ms(world, now));
-                a.run_ms(world, now);
-            });
-        } else {
-            a.run_ms(world, now);
-            b.run_ms(world, now);
+        match worker {
+            Some(worker) if self.parts.iter_mut().all(busy) => {
+                let theirs = self.parts.pop().expect("partition 1");
+                worker.start(theirs, Arc::clone(&self.world), now);
+                self.parts[0].run_ms(&self.world, now);
+                self.parts.push(worker.finish());
+            }
+            _ => {
+                for p in &mut self.parts {
+                    p.run_ms(&self.world, now);
+                }
+            }
         }
     }
 
@@ -566,7 +636,7 @@ impl<'a> Sim<'a> {
         let seed = sim.seed.wrapping_add(v as u64);
         let engine = Engine::with_key(cfg, self.key.clone(), seed, now);
         self.parts[part_of(v)].set(v, Some(Node::new(engine, now)));
-        self.world.running[v as usize] = true;
+        self.world_mut().running[v as usize] = true;
         self.present_at[v as usize] = self.present.len();
         self.present.push(v);
         self.serial.push(now, Serial::Tracker(v));
@@ -585,7 +655,7 @@ impl<'a> Sim<'a> {
         let Some(node) = self.parts[part_of(gone)].set(gone, None) else {
             return;
         };
-        self.world.running[gone as usize] = false;
+        self.world_mut().running[gone as usize] = false;
         // Its sessions end: each neighbour notices after the one-way delay.
         for &p in node.engine.neighbors() {
             let d = self.world.delay(gone, p);
@@ -599,8 +669,9 @@ impl<'a> Sim<'a> {
             self.present_at[moved as usize] = at;
         }
         let newcomer = self.world.ids();
-        self.world.slot.push(self.world.slot[gone as usize]);
-        self.world.running.push(false);
+        let world = self.world_mut();
+        world.slot.push(world.slot[gone as usize]);
+        world.running.push(false);
         self.present_at.push(usize::MAX);
         self.join(newcomer);
     }
