@@ -11,7 +11,7 @@
 //! # Two partitions, one ms at a time
 //!
 //! The run is a conservative parallel simulation. Nodes are split into
-//! [`partition::PARTS`] fixed partitions (by id), each with its own event
+//! two fixed partitions (by id parity), each with its own event
 //! queue; every one-way delay between two nodes is at least 1 ms (shorter
 //! ones are rounded up), so nothing a node does at ms `t` reaches another
 //! node before `t + 1`. Each ms then runs in three phases:
@@ -30,10 +30,12 @@
 //!    fetches are answered from the seeder's store (the HTTP origin holds
 //!    what the seeder published), in the same order.
 //!
-//! A partition reads only its own nodes and the [`World`] (delays, upload
+//! A partition reads only its own nodes and the `World` (delays, upload
 //! caps, who is present), which only the serial phase changes, so each
 //! queue receives the same events in the same order however many threads
-//! run: the run is the same with one thread or two.
+//! run: the run is the same with one thread or two. (The engines also
+//! share the stream key's verification memo, behind a lock: which thread
+//! checks a piece first changes who hashes it, not what anyone sees.)
 
 mod partition;
 mod queue;
@@ -216,7 +218,7 @@ impl World<'_> {
         self.slot.len() as NodeId
     }
 
-    fn is_present(&self, n: NodeId) -> bool {
+    fn is_running(&self, n: NodeId) -> bool {
         self.running.get(n as usize).copied().unwrap_or(false)
     }
 
@@ -604,7 +606,7 @@ impl<'a> Sim<'a> {
             Serial::Join(v) => self.join(v),
             Serial::Leave => self.churn(),
             Serial::Tracker(v) => {
-                if !self.world.is_present(v) {
+                if !self.world.is_running(v) {
                     return; // left
                 }
                 let viewers = u32::try_from(self.present.len()).unwrap_or(u32::MAX);

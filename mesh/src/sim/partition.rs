@@ -2,10 +2,10 @@
 //! what they send to the other partition.
 //!
 //! A partition only ever touches its own nodes. Everything it needs from
-//! the rest of the run is in the [`World`] (delays, upload caps, who is
+//! the rest of the run is in the `World` (delays, upload caps, who is
 //! present), which does not change while partitions run; what it does to
 //! other nodes leaves through its outbox, which the simulator delivers
-//! between ms (see the crate-level notes in [`super`]).
+//! between ms (see the notes of the `sim` module).
 
 use std::collections::VecDeque;
 
@@ -228,7 +228,7 @@ impl Partition {
                 Output::Connect(info) => {
                     let to = info.peer;
                     let d = world.delay(n, to);
-                    if world.is_present(to) {
+                    if world.is_running(to) {
                         let accepted = Input::Connected {
                             peer: n,
                             outbound: false,
