@@ -1,17 +1,52 @@
 //! A deterministic discrete-event simulator that runs the real
 //! [`crate::proto::Engine`]s in virtual time (after iroh-gossip's `sim.rs`).
 //!
-//! Events sit in a heap ordered by (time, insertion number); virtual time
-//! jumps to the next one. A piece frame sent at `t` by node `a` leaves after
-//! `a`'s upload queue drains (when an upload cap is set) and arrives at
-//! departure + one-way delay; control frames wait for one packet at most
-//! (streams interleave at packet granularity). Fallback fetches reach an HTTP origin with a
-//! fixed delay. The same seed gives the same run, byte for byte.
+//! Virtual time advances in steps of 1 ms, jumping over ms without events.
+//! A piece frame sent at `t` by node `a` leaves after `a`'s upload queue
+//! drains (when an upload cap is set) and arrives at departure + one-way
+//! delay; control frames wait for one packet at most (streams interleave at
+//! packet granularity). Fallback fetches reach an HTTP origin with a fixed
+//! delay. The same seed gives the same run, byte for byte.
+//!
+//! # Two partitions, one ms at a time
+//!
+//! The run is a conservative parallel simulation. Nodes are split into
+//! two fixed partitions (by id parity), each with its own event
+//! queue; every one-way delay between two nodes is at least 1 ms (shorter
+//! ones are rounded up), so nothing a node does at ms `t` reaches another
+//! node before `t + 1`. Each ms then runs in three phases:
+//!
+//! 1. **Serial**: whatever reads or changes more than one node or the
+//!    run's shared state — joins, departures (churn draws from the run's
+//!    rng), tracker answers (they rank other engines) and the seeder's
+//!    segment cuts (the signer).
+//! 2. **Partitions**, side by side on up to [`SimConfig::threads`] threads:
+//!    each runs all its events of the ms, those it schedules for the same
+//!    ms on its own nodes included (a timer due now). Frames and session
+//!    events for the other partition wait in an outbox, fallback fetches
+//!    in a list.
+//! 3. **Barrier**: partition 0's outbox, then partition 1's, each in the
+//!    order it was filled, go into their destination queues, and the
+//!    fetches are answered from the seeder's store (the HTTP origin holds
+//!    what the seeder published), in the same order.
+//!
+//! A partition reads only its own nodes and the `World` (delays, upload
+//! caps, who is present), which only the serial phase changes, so each
+//! queue receives the same events in the same order however many threads
+//! run: the run is the same with one thread or two. (The engines also
+//! share the stream key's verification memo, behind a lock: which thread
+//! checks a piece first changes who hashes it, not what anyone sees.)
+
+mod partition;
+mod queue;
 
 use std::{
     cmp::Ordering,
-    collections::{BTreeMap, VecDeque},
-    sync::Arc,
+    sync::{
+        mpsc::{sync_channel, Receiver, SyncSender},
+        Arc,
+    },
+    thread::Scope,
 };
 
 use bytes::Bytes;
@@ -19,9 +54,13 @@ use libp2p::identity::Keypair;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use self::{
+    partition::{part_of, Event, Node, Partition, PARTS},
+    queue::Queue,
+};
 use crate::proto::{
-    piece::flags, wire::Frame, Config, Coord, Engine, Input, Locality, Output, PeerInfo, Piece,
-    Selection, Signer, Stats, StreamKey, Summary, MAX_PIECE_BYTES,
+    piece::flags, Config, Coord, Engine, Input, Locality, PeerInfo, Piece, Selection, Signer,
+    Stats, StreamKey, Summary, MAX_PIECE_BYTES,
 };
 
 /// Node id in the simulator; the seeder is node 0.
@@ -38,7 +77,8 @@ pub struct SimConfig {
     pub segment_ms: u64,
     /// Largest piece the seeder cuts (pieces of a segment are equal sizes).
     pub piece_bytes: usize,
-    /// One-way delay between two nodes is drawn once per pair from this range.
+    /// One-way delay between two nodes is drawn once per pair from this
+    /// range (at least 1 ms: see the module notes).
     pub one_way_ms: (u64, u64),
     /// One-way delay to the HTTP origin used for fallback.
     pub origin_one_way_ms: u64,
@@ -64,12 +104,16 @@ pub struct SimConfig {
     /// A network model in place of `one_way_ms` and `viewer_upload_bps`
     /// (the lab's topologies and capacity spreads).
     pub network: Option<Network>,
+    /// Threads that run the partitions (1 or 2; 0 counts as 1). The run
+    /// is the same whatever this is.
+    pub threads: usize,
 }
 
 /// A network model: one-way delay per pair and upload per node.
 #[derive(Clone)]
 pub struct Network {
-    /// One-way delay in ms from the first node to the second.
+    /// One-way delay in ms from the first node to the second (the
+    /// simulator rounds 0 up to 1).
     pub one_way_ms: Arc<dyn Fn(NodeId, NodeId) -> u64 + Send + Sync>,
     /// Upload cap of each node in bits/s (`None`: unlimited), by node id.
     pub upload_bps: Vec<Option<u64>>,
@@ -106,8 +150,15 @@ impl Default for SimConfig {
             selection: Selection::Full,
             network: None,
             progress: None,
+            threads: default_threads(),
         }
     }
+}
+
+/// The threads a run uses unless told: one per core, at most one per
+/// partition.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(PARTS))
 }
 
 /// What a run measured.
@@ -142,216 +193,33 @@ pub const RATIO_SAMPLE: usize = 2_000;
 /// Peers each sampled viewer's coordinate is checked against.
 const COORD_PAIRS: usize = 16;
 
-/// Kept small (a frame is most events): rarer inputs are boxed.
+/// Something that runs in the serial phase of its ms (see the module notes).
 #[derive(Debug)]
-enum Event {
+enum Serial {
     Join(NodeId),
     Leave,
-    Frame {
-        to: NodeId,
-        from: NodeId,
-        frame: Frame,
-    },
-    Input(NodeId, Box<Input<NodeId>>),
-    Timer(NodeId),
-    Cut,
     Tracker(NodeId),
+    Cut,
 }
 
-/// Buckets of the calendar: one per ms over this span (a power of two).
-const CALENDAR_MS: u64 = 1 << 13;
-/// Events per chunk of a bucket.
-const CHUNK: usize = 32;
-
-/// The event queue: a calendar of one bucket per ms, each a FIFO of
-/// fixed-size chunks, so events of the same ms come out in the order they
-/// were scheduled: the order of (time, insertion number), without a heap,
-/// and the next events lie side by side (see [`warm`]). Events further
-/// ahead than the calendar wait in `later`, keyed by (time, insertion
-/// number), and move into their bucket before any event of their ms can
-/// be scheduled directly, which keeps that order.
-struct Queue {
-    /// The ms being drained.
-    now: u64,
-    /// Chunks of each ms, by ms modulo the span.
-    buckets: Vec<VecDeque<VecDeque<Event>>>,
-    /// The chunk being drained (taken from the front of `now`'s bucket).
-    current: VecDeque<Event>,
-    /// `current` was just refilled.
-    loaded: bool,
-    /// Empty chunks, to reuse.
-    spare: Vec<VecDeque<Event>>,
-    /// Events in `buckets` and `current`.
-    queued: usize,
-    later: BTreeMap<(u64, u64), Event>,
-    next_id: u64,
-}
-
-impl Default for Queue {
-    fn default() -> Self {
-        Queue {
-            now: 0,
-            buckets: (0..CALENDAR_MS).map(|_| VecDeque::new()).collect(),
-            current: VecDeque::new(),
-            loaded: false,
-            spare: Vec::new(),
-            queued: 0,
-            later: BTreeMap::new(),
-            next_id: 0,
-        }
-    }
-}
-
-impl Queue {
-    /// Schedules `event` at `t` (not before the ms being drained).
-    fn push(&mut self, t: u64, event: Event) {
-        debug_assert!(t >= self.now, "no event in the past");
-        let t = t.max(self.now);
-        if t >= self.now + CALENDAR_MS {
-            self.later.insert((t, self.next_id), event);
-            self.next_id += 1;
-            return;
-        }
-        self.append(t, event);
-    }
-
-    fn append(&mut self, t: u64, event: Event) {
-        let bucket = &mut self.buckets[(t % CALENDAR_MS) as usize];
-        if bucket.back().is_none_or(|c| c.len() == CHUNK) {
-            let chunk = self
-                .spare
-                .pop()
-                .unwrap_or_else(|| VecDeque::with_capacity(CHUNK));
-            bucket.push_back(chunk);
-        }
-        bucket.back_mut().expect("a chunk").push_back(event);
-        self.queued += 1;
-    }
-
-    /// The earliest event (ties: first scheduled first).
-    fn pop(&mut self) -> Option<(u64, Event)> {
-        loop {
-            if let Some(event) = self.current.pop_front() {
-                self.queued -= 1;
-                return Some((self.now, event));
-            }
-            let b = (self.now % CALENDAR_MS) as usize;
-            if let Some(chunk) = self.buckets[b].pop_front() {
-                self.spare.push(std::mem::replace(&mut self.current, chunk));
-                self.loaded = true;
-                continue;
-            }
-            // Next ms; over an empty calendar, straight to the next event.
-            self.now += 1;
-            if self.queued == 0 {
-                let (&(t, _), _) = self.later.first_key_value()?;
-                self.now = self.now.max(t);
-            }
-            while let Some(entry) = self.later.first_entry() {
-                if entry.key().0 >= self.now + CALENDAR_MS {
-                    break;
-                }
-                let ((t, _), event) = entry.remove_entry();
-                self.append(t, event);
-            }
-        }
-    }
-
-    /// The events `pop` returns next, once per chunk: `Some` when a chunk
-    /// was loaded since the last call.
-    fn loaded(&mut self) -> Option<&VecDeque<Event>> {
-        std::mem::take(&mut self.loaded).then_some(&self.current)
-    }
-}
-
-struct Node {
-    engine: Engine<NodeId>,
-    timer_at: u64,
-    upload_free_at: u64,
-}
-
-/// Reads what the next events will touch first (their node, its
-/// neighbours and timers, a frame's bytes), all at once: the cache misses
-/// of a chunk of events overlap instead of stalling one event at a time.
-/// (A large run's nodes do not fit in any cache, and `unsafe` prefetch
-/// hints are not allowed here.)
-fn warm(nodes: &[Option<Node>], next: &VecDeque<Event>) {
-    let mut sum = 0u64;
-    for event in next {
-        let (n, frame) = match event {
-            Event::Frame { to, frame, .. } => (*to, Some(frame)),
-            Event::Input(n, _) | Event::Timer(n) => (*n, None),
-            _ => continue,
-        };
-        if let Some(node) = nodes.get(n as usize).and_then(Option::as_ref) {
-            sum = sum
-                .wrapping_add(node.timer_at)
-                .wrapping_add(node.engine.degree() as u64)
-                .wrapping_add(node.engine.poll_timeout());
-        }
-        if let Some(&b) = frame.and_then(|f| f.parts().0.get(4)) {
-            sum = sum.wrapping_add(u64::from(b));
-        }
-    }
-    std::hint::black_box(sum);
-}
-
-/// Runs a simulation to its end.
-pub fn run(cfg: &SimConfig) -> SimReport {
-    Sim::new(cfg).run()
-}
-
-struct Sim<'a> {
+/// What partitions read of the rest of the run; only the serial phase
+/// changes it.
+struct World<'a> {
     cfg: &'a SimConfig,
-    rng: ChaCha8Rng,
-    now: u64,
-    queue: Queue,
-    /// By node id; a viewer that joins by churn gets a new id.
-    nodes: Vec<Option<Node>>,
     /// The topology slot of each node id (a newcomer takes the leaver's).
     slot: Vec<u32>,
-    /// Present viewers, for the tracker and churn to draw from.
-    present: Vec<NodeId>,
-    /// Where each node id is in `present`.
-    present_at: Vec<usize>,
-    /// Stats of viewers that left.
-    departed: Vec<Stats>,
-    signer: Signer,
-    key: StreamKey,
-    seq: u64,
-    segment: u64,
-    origin_payload: u64,
-    processed: u64,
+    /// Whether each node id is in the run (joined and not left).
+    running: Vec<bool>,
 }
 
-impl<'a> Sim<'a> {
-    fn new(cfg: &'a SimConfig) -> Self {
-        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-        let mut secret: [u8; 32] = rng.gen();
-        let keypair = Keypair::ed25519_from_bytes(&mut secret).expect("32 bytes");
-        let signer = Signer::new(&keypair).expect("ed25519");
-        let key = StreamKey::shared(signer.stream()).expect("ed25519");
-        Sim {
-            cfg,
-            rng,
-            now: 0,
-            queue: Queue::default(),
-            nodes: (0..=cfg.viewers).map(|_| None).collect(),
-            slot: (0..=cfg.viewers as u32).collect(),
-            present: Vec::with_capacity(cfg.viewers),
-            present_at: vec![usize::MAX; cfg.viewers + 1],
-            departed: Vec::new(),
-            signer,
-            key,
-            seq: 0,
-            segment: 0,
-            origin_payload: 0,
-            processed: 0,
-        }
+impl World<'_> {
+    /// Node ids handed out so far.
+    fn ids(&self) -> NodeId {
+        self.slot.len() as NodeId
     }
 
-    fn at(&mut self, t: u64, event: Event) {
-        self.queue.push(t, event);
+    fn is_running(&self, n: NodeId) -> bool {
+        self.running.get(n as usize).copied().unwrap_or(false)
     }
 
     /// Upload cap of a node, bits/s.
@@ -373,9 +241,11 @@ impl<'a> Sim<'a> {
             .unwrap_or_default()
     }
 
-    /// One-way delay of a pair, stable for the run.
+    /// One-way delay of a pair, stable for the run; at least 1 ms, the
+    /// lookahead that lets partitions run a ms side by side.
     fn delay(&self, a: NodeId, b: NodeId) -> u64 {
         self.slot_delay(self.slot[a as usize], self.slot[b as usize])
+            .max(1)
     }
 
     fn slot_delay(&self, a: u32, b: u32) -> u64 {
@@ -390,57 +260,159 @@ impl<'a> Sim<'a> {
         h ^= h >> 29;
         h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);
         h ^= h >> 32;
-        lo + h % (hi - lo + 1)
+        lo + h % (hi.saturating_sub(lo) + 1)
+    }
+}
+
+/// A thread that runs partition 1's ms while the simulator's thread runs
+/// partition 0's. It lives as long as the run (a thread per ms would cost
+/// tens of µs each, and start with a cold allocator cache); the partition
+/// and the world travel to it and back by bounded channels.
+struct Worker<'a> {
+    jobs: SyncSender<(Partition, Arc<World<'a>>, u64)>,
+    done: Receiver<Partition>,
+}
+
+impl<'a> Worker<'a> {
+    /// Starts the thread in `scope`; it ends when the worker is dropped.
+    fn spawn<'scope>(scope: &'scope Scope<'scope, '_>) -> Self
+    where
+        'a: 'scope,
+    {
+        let (jobs, inbox) = sync_channel::<(Partition, Arc<World<'a>>, u64)>(1);
+        let (outbox, done) = sync_channel(1);
+        scope.spawn(move || {
+            for (mut part, world, now) in inbox {
+                part.run_ms(&world, now);
+                // Let go of the world first: the serial phase changes it
+                // once the partition is back.
+                drop(world);
+                if outbox.send(part).is_err() {
+                    break;
+                }
+            }
+        });
+        Worker { jobs, done }
+    }
+
+    fn start(&self, part: Partition, world: Arc<World<'a>>, now: u64) {
+        self.jobs
+            .send((part, world, now))
+            .expect("the worker runs until dropped (or panicked)");
+    }
+
+    fn finish(&self) -> Partition {
+        self.done
+            .recv()
+            .expect("the worker runs until dropped (or panicked)")
+    }
+}
+
+/// Runs a simulation to its end.
+pub fn run(cfg: &SimConfig) -> SimReport {
+    Sim::new(cfg).run()
+}
+
+struct Sim<'a> {
+    /// Shared with the worker thread while it runs a ms, changed (through
+    /// [`Sim::world_mut`]) only between.
+    world: Arc<World<'a>>,
+    rng: ChaCha8Rng,
+    /// The ms being run.
+    now: u64,
+    serial: Queue<Serial>,
+    /// By id; partition 1 is lent to the worker thread while it runs.
+    parts: Vec<Partition>,
+    /// Present viewers, for the tracker and churn to draw from.
+    present: Vec<NodeId>,
+    /// Where each node id is in `present`.
+    present_at: Vec<usize>,
+    /// Stats of viewers that left.
+    departed: Vec<Stats>,
+    signer: Signer,
+    key: StreamKey,
+    seq: u64,
+    segment: u64,
+    origin_payload: u64,
+    /// Serial events run (the partitions count theirs).
+    processed: u64,
+}
+
+impl<'a> Sim<'a> {
+    fn new(cfg: &'a SimConfig) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
+        let mut secret: [u8; 32] = rng.gen();
+        let keypair = Keypair::ed25519_from_bytes(&mut secret).expect("32 bytes");
+        let signer = Signer::new(&keypair).expect("ed25519");
+        let key = StreamKey::shared(signer.stream()).expect("ed25519");
+        Sim {
+            world: Arc::new(World {
+                cfg,
+                slot: (0..=cfg.viewers as u32).collect(),
+                running: vec![false; cfg.viewers + 1],
+            }),
+            rng,
+            now: 0,
+            serial: Queue::default(),
+            parts: (0..PARTS).map(Partition::new).collect(),
+            present: Vec::with_capacity(cfg.viewers),
+            present_at: vec![usize::MAX; cfg.viewers + 1],
+            departed: Vec::new(),
+            signer,
+            key,
+            seq: 0,
+            segment: 0,
+            origin_payload: 0,
+            processed: 0,
+        }
+    }
+
+    fn cfg(&self) -> &'a SimConfig {
+        self.world.cfg
+    }
+
+    /// The world, between ms (no partition runs, so no one else holds it).
+    fn world_mut(&mut self) -> &mut World<'a> {
+        Arc::get_mut(&mut self.world).expect("no partition runs between ms")
+    }
+
+    fn node(&self, n: NodeId) -> Option<&Node> {
+        self.parts[part_of(n)].node(n)
+    }
+
+    /// Events run so far.
+    fn events(&self) -> u64 {
+        self.processed + self.parts.iter().map(|p| p.processed).sum::<u64>()
     }
 
     fn run(mut self) -> SimReport {
+        let cfg = self.cfg();
         let stream = self.signer.stream();
-        let seeder = Engine::with_key(Config::seeder(stream), self.key.clone(), self.cfg.seed, 0);
-        self.nodes[0] = Some(Node {
-            engine: seeder,
-            timer_at: u64::MAX,
-            upload_free_at: 0,
-        });
-        self.at(0, Event::Cut);
-        for v in 1..=self.cfg.viewers {
-            let t = self.cfg.join_over_ms * v as u64 / self.cfg.viewers.max(1) as u64;
-            self.at(t, Event::Join(v as NodeId));
+        let seeder = Engine::with_key(Config::seeder(stream), self.key.clone(), cfg.seed, 0);
+        self.parts[0].set(0, Some(Node::new(seeder, 0)));
+        self.world_mut().running[0] = true;
+        self.serial.push(0, Serial::Cut);
+        for v in 1..=cfg.viewers {
+            let t = cfg.join_over_ms * v as u64 / cfg.viewers.max(1) as u64;
+            self.serial.push(t, Serial::Join(v as NodeId));
         }
         if let Some(gap) = self.churn_gap_ms() {
             // Churn starts once everyone has joined.
-            self.at(self.cfg.join_over_ms + gap, Event::Leave);
+            self.serial.push(cfg.join_over_ms + gap, Serial::Leave);
         }
-        let mut next_report = PROGRESS_MS;
-        while let Some((t, event)) = self.queue.pop() {
-            if let Some(next) = self.queue.loaded() {
-                warm(&self.nodes, next);
-            }
-            if t > self.cfg.duration_ms {
-                break;
-            }
-            if t >= next_report {
-                if let Some(report) = self.cfg.progress {
-                    report(next_report, self.processed);
-                }
-                next_report += PROGRESS_MS;
-            }
-            self.now = t;
-            self.processed += 1;
-            self.step(event);
-        }
-        let mut viewers: Vec<Stats> = self.nodes[1..]
-            .iter()
-            .flatten()
+        std::thread::scope(|s| {
+            let worker = (cfg.threads > 1).then(|| Worker::spawn(s));
+            self.run_until(cfg.duration_ms, worker.as_ref());
+            // Dropping `worker` ends its thread, which the scope joins.
+        });
+        let events = self.events();
+        let mut viewers: Vec<Stats> = (1..self.world.ids())
+            .filter_map(|n| self.node(n))
             .map(|n| n.engine.stats().clone())
             .collect();
         let departures = self.departed.len() as u64;
         viewers.append(&mut self.departed);
-        let seeder = self.nodes[0]
-            .as_ref()
-            .expect("seeder")
-            .engine
-            .stats()
-            .clone();
+        let seeder = self.node(0).expect("seeder").engine.stats().clone();
         let (neighbor_delay_ms, best_delay_ms) = self.neighbor_delays();
         SimReport {
             neighbor_delay_ms,
@@ -450,14 +422,109 @@ impl<'a> Sim<'a> {
             viewers,
             seeder,
             origin_payload: self.origin_payload,
-            events: self.processed,
+            events,
             departures,
         }
     }
 
+    /// Runs every ms up to `end_ms`, partition 1 on `worker` if there is
+    /// one.
+    fn run_until(&mut self, end_ms: u64, worker: Option<&Worker<'a>>) {
+        let mut next_report = PROGRESS_MS;
+        while let Some(t) = self.next_time() {
+            if t > end_ms {
+                break;
+            }
+            if t >= next_report {
+                if let Some(report) = self.cfg().progress {
+                    report(next_report, self.events());
+                }
+                next_report += PROGRESS_MS;
+            }
+            self.now = t;
+            self.serial.advance_to(t);
+            for p in &mut self.parts {
+                p.advance_to(t);
+            }
+            while let Some(event) = self.serial.pop_now() {
+                self.processed += 1;
+                self.step(event);
+            }
+            self.run_partitions(worker);
+            self.barrier();
+        }
+    }
+
+    /// The next ms with an event anywhere.
+    fn next_time(&mut self) -> Option<u64> {
+        let serial = self.serial.next_time();
+        self.parts
+            .iter_mut()
+            .filter_map(Partition::next_time)
+            .chain(serial)
+            .min()
+    }
+
+    /// Phase 2: every partition runs the ms, partition 1 on the worker
+    /// when there is one and work on both sides.
+    fn run_partitions(&mut self, worker: Option<&Worker<'a>>) {
+        let now = self.now;
+        let busy = |p: &mut Partition| p.next_time() == Some(now);
+        match worker {
+            Some(worker) if self.parts.iter_mut().all(busy) => {
+                let theirs = self.parts.pop().expect("partition 1");
+                worker.start(theirs, Arc::clone(&self.world), now);
+                self.parts[0].run_ms(&self.world, now);
+                self.parts.push(worker.finish());
+            }
+            _ => {
+                for p in &mut self.parts {
+                    p.run_ms(&self.world, now);
+                }
+            }
+        }
+    }
+
+    /// Phase 3: events cross partitions and fetches are answered, in
+    /// partition order.
+    fn barrier(&mut self) {
+        let now = self.now;
+        for i in 0..PARTS {
+            let mut outbox = std::mem::take(&mut self.parts[i].outbox);
+            for (t, event) in outbox.drain(..) {
+                debug_assert!(t > now, "at least 1 ms between nodes");
+                self.parts[part_of(event.node())].push(t, event);
+            }
+            self.parts[i].outbox = outbox; // keeps its capacity
+        }
+        // At least 1 ms, like any delay, so the answer lands in a later ms.
+        let rtt = (2 * self.cfg().origin_one_way_ms).max(1);
+        for i in 0..PARTS {
+            let mut fetches = std::mem::take(&mut self.parts[i].fetches);
+            for f in fetches.drain(..) {
+                let piece: Option<Piece> =
+                    self.node(0).and_then(|s| s.engine.piece(f.seq).cloned());
+                let input = match piece {
+                    Some(p) => {
+                        self.origin_payload += p.data.len() as u64;
+                        Input::InfraPiece(p)
+                    }
+                    None => Input::InfraFailed { seq: f.seq },
+                };
+                self.parts[part_of(f.node)].push(now + rtt, Event::Input(f.node, Box::new(input)));
+            }
+            self.parts[i].fetches = fetches;
+        }
+    }
+
+    /// Hands `input` to node `n` from the serial phase.
+    fn input(&mut self, n: NodeId, input: Input<NodeId>) {
+        self.parts[part_of(n)].input(&self.world, self.now, n, input);
+    }
+
     /// Time between departures, when there is churn.
     fn churn_gap_ms(&self) -> Option<u64> {
-        let per_min = self.cfg.churn_per_min * self.cfg.viewers as f64;
+        let per_min = self.cfg().churn_per_min * self.cfg().viewers as f64;
         (per_min > 0.0).then(|| (60_000.0 / per_min).max(1.0) as u64)
     }
 
@@ -470,21 +537,29 @@ impl<'a> Sim<'a> {
     }
 
     fn neighbor_delays(&self) -> (f64, f64) {
-        let ids: Vec<NodeId> = (0..self.nodes.len() as NodeId)
-            .filter(|&n| self.nodes[n as usize].is_some())
+        let ids: Vec<NodeId> = (0..self.world.ids())
+            .filter(|&n| self.node(n).is_some())
             .collect();
         let (mut chosen, mut best, mut n) = (0.0, 0.0, 0usize);
         let mut all = Vec::with_capacity(ids.len());
         for v in self.sample_viewers(RATIO_SAMPLE) {
-            let Some(node) = &self.nodes[v as usize] else {
+            let Some(node) = &self.node(v) else {
                 continue;
             };
-            let ds: Vec<u64> = node.engine.neighbors().map(|&p| self.delay(v, p)).collect();
+            let ds: Vec<u64> = node
+                .engine
+                .neighbors()
+                .map(|&p| self.world.delay(v, p))
+                .collect();
             if ds.is_empty() {
                 continue;
             }
             all.clear();
-            all.extend(ids.iter().filter(|&&o| o != v).map(|&o| self.delay(v, o)));
+            all.extend(
+                ids.iter()
+                    .filter(|&&o| o != v)
+                    .map(|&o| self.world.delay(v, o)),
+            );
             let k = ds.len().min(all.len());
             if k < all.len() {
                 all.select_nth_unstable(k - 1);
@@ -500,18 +575,18 @@ impl<'a> Sim<'a> {
     /// Median relative error of predicted RTT over sampled viewer pairs.
     fn coord_error(&self) -> Option<f64> {
         let sample = self.sample_viewers(RATIO_SAMPLE / 4);
-        let mut rng = ChaCha8Rng::seed_from_u64(self.cfg.seed ^ 0xC0);
+        let mut rng = ChaCha8Rng::seed_from_u64(self.cfg().seed ^ 0xC0);
         let mut errors = Vec::new();
         for &v in &sample {
-            let Some(a) = &self.nodes[v as usize] else {
+            let Some(a) = &self.node(v) else {
                 continue;
             };
             for _ in 0..COORD_PAIRS {
                 let o = self.present[rng.gen_range(0..self.present.len())];
-                let Some(b) = self.nodes[o as usize].as_ref().filter(|_| o != v) else {
+                let Some(b) = self.node(o).filter(|_| o != v) else {
                     continue;
                 };
-                let truth = 2 * self.delay(v, o);
+                let truth = 2 * self.world.delay(v, o);
                 let predicted = a.engine.coord().rtt_ms(&b.engine.coord());
                 errors.push((f64::from(predicted) - truth as f64).abs() / truth.max(1) as f64);
             }
@@ -523,95 +598,71 @@ impl<'a> Sim<'a> {
         Some(errors[errors.len() / 2])
     }
 
-    fn step(&mut self, e: Event) {
+    /// Phase 1: one serial event.
+    fn step(&mut self, event: Serial) {
         let now = self.now;
-        match e {
-            Event::Join(v) => self.join(v),
-            Event::Leave => self.churn(),
-            Event::Tracker(v) => {
-                if self.nodes[v as usize].is_none() {
+        let cfg = self.cfg();
+        match event {
+            Serial::Join(v) => self.join(v),
+            Serial::Leave => self.churn(),
+            Serial::Tracker(v) => {
+                if !self.world.is_running(v) {
                     return; // left
                 }
                 let viewers = u32::try_from(self.present.len()).unwrap_or(u32::MAX);
                 self.input(v, Input::Swarm { viewers });
                 let hints = self.tracker_hints(v);
                 self.input(v, Input::Candidates(hints));
-                self.at(now + self.cfg.tracker_interval_ms, Event::Tracker(v));
+                self.serial
+                    .push(now + cfg.tracker_interval_ms, Serial::Tracker(v));
             }
-            Event::Frame { to, from, frame } => {
-                let body = frame.body();
-                self.input(to, Input::Frame { from, body })
-            }
-            Event::Input(n, input) => self.input(n, *input),
-            Event::Timer(n) => {
-                let Some(node) = self.nodes[n as usize].as_mut() else {
-                    return;
-                };
-                if node.timer_at != now {
-                    return; // superseded
-                }
-                node.timer_at = u64::MAX;
-                // Inputs since this was armed may have put it off: a
-                // driver re-reads `poll_timeout` after every input (as
-                // `net` does), so it would not wake now.
-                let due = node.engine.poll_timeout();
-                if due > now {
-                    node.timer_at = due;
-                    self.at(due, Event::Timer(n));
-                    return;
-                }
-                node.engine.handle_timeout(now);
-                self.drain(n);
-            }
-            Event::Cut => {
+            Serial::Cut => {
                 self.cut_segment();
-                self.at(now + self.cfg.segment_ms, Event::Cut);
+                self.serial.push(now + cfg.segment_ms, Serial::Cut);
             }
         }
     }
 
     fn join(&mut self, v: NodeId) {
         let now = self.now;
+        let sim = self.cfg();
         let mut cfg = Config::viewer(self.signer.stream());
-        cfg.max_degree = self.cfg.max_degree;
-        cfg.selection = self.cfg.selection;
-        cfg.loc = self.loc(v);
+        cfg.max_degree = sim.max_degree;
+        cfg.selection = sim.selection;
+        cfg.loc = self.world.loc(v);
         // The viewer sets its upload limit a little under its link rate, as
         // `--upload-limit` asks of a real user, so its link never queues.
-        cfg.upload_limit = self.upload_bps(v).map(|b| b * 9 / 80);
-        cfg.upload_kbps = self.upload_bps(v).map_or(0, |b| (b / 1000) as u32);
-        let seed = self.cfg.seed.wrapping_add(v as u64);
+        let upload = self.world.upload_bps(v);
+        cfg.upload_limit = upload.map(|b| b * 9 / 80);
+        cfg.upload_kbps = upload.map_or(0, |b| (b / 1000) as u32);
+        let seed = sim.seed.wrapping_add(v as u64);
         let engine = Engine::with_key(cfg, self.key.clone(), seed, now);
-        self.nodes[v as usize] = Some(Node {
-            engine,
-            timer_at: u64::MAX,
-            upload_free_at: now,
-        });
+        self.parts[part_of(v)].set(v, Some(Node::new(engine, now)));
+        self.world_mut().running[v as usize] = true;
         self.present_at[v as usize] = self.present.len();
         self.present.push(v);
-        self.at(now, Event::Tracker(v));
+        self.serial.push(now, Serial::Tracker(v));
     }
 
     /// A random viewer leaves; a newcomer takes its place in the topology.
     fn churn(&mut self) {
         let now = self.now;
         if let Some(gap) = self.churn_gap_ms() {
-            self.at(now + gap, Event::Leave);
+            self.serial.push(now + gap, Serial::Leave);
         }
         if self.present.is_empty() {
             return;
         }
         let gone = self.present[self.rng.gen_range(0..self.present.len())];
-        let Some(node) = self.nodes[gone as usize].take() else {
+        let Some(node) = self.parts[part_of(gone)].set(gone, None) else {
             return;
         };
+        self.world_mut().running[gone as usize] = false;
         // Its sessions end: each neighbour notices after the one-way delay.
         for &p in node.engine.neighbors() {
-            let d = self.delay(gone, p);
-            self.at(
-                now + d,
-                Event::Input(p, Box::new(Input::Disconnected { peer: gone })),
-            );
+            let d = self.world.delay(gone, p);
+            let input = Input::Disconnected { peer: gone };
+            self.parts[part_of(p)].push(now + d, Event::Input(p, Box::new(input)));
         }
         self.departed.push(node.engine.stats().clone());
         let at = self.present_at[gone as usize];
@@ -619,9 +670,10 @@ impl<'a> Sim<'a> {
         if let Some(&moved) = self.present.get(at) {
             self.present_at[moved as usize] = at;
         }
-        let newcomer = self.nodes.len() as NodeId;
-        self.nodes.push(None);
-        self.slot.push(self.slot[gone as usize]);
+        let newcomer = self.world.ids();
+        let world = self.world_mut();
+        world.slot.push(world.slot[gone as usize]);
+        world.running.push(false);
         self.present_at.push(usize::MAX);
         self.join(newcomer);
     }
@@ -630,15 +682,15 @@ impl<'a> Sim<'a> {
     /// tracker ranks them (free degree, then subnet and AS affinity and
     /// predicted RTT), best first.
     fn tracker_hints(&mut self, v: NodeId) -> Vec<PeerInfo<NodeId>> {
-        let me = self.nodes[v as usize].as_ref().expect("present");
-        let (coord, loc) = (me.engine.coord(), self.loc(v));
+        let me = self.node(v).expect("present");
+        let (coord, loc) = (me.engine.coord(), self.world.loc(v));
         let usable = |c: &Coord| c.error < 1.0;
-        let mut pool: Vec<NodeId> = Vec::with_capacity(self.cfg.tracker_window + 1);
+        let mut pool: Vec<NodeId> = Vec::with_capacity(self.cfg().tracker_window + 1);
         pool.push(0); // infrastructure is always listed
-        if self.present.len() <= self.cfg.tracker_window {
+        if self.present.len() <= self.cfg().tracker_window {
             pool.extend(self.present.iter().copied());
         } else {
-            for _ in 0..self.cfg.tracker_window {
+            for _ in 0..self.cfg().tracker_window {
                 pool.push(self.present[self.rng.gen_range(0..self.present.len())]);
             }
             pool.sort_unstable();
@@ -648,10 +700,10 @@ impl<'a> Sim<'a> {
             .into_iter()
             .filter(|&p| p != v)
             .filter_map(|p| {
-                let e = &self.nodes[p as usize].as_ref()?.engine;
+                let e = &self.node(p)?.engine;
                 let free = e.config().max_degree.saturating_sub(e.degree()) as u16;
                 let pc = e.coord();
-                let ploc = self.loc(p);
+                let ploc = self.world.loc(p);
                 let mut key = if usable(&coord) && usable(&pc) {
                     coord.rtt_ms(&pc)
                 } else {
@@ -678,15 +730,15 @@ impl<'a> Sim<'a> {
                 .unwrap_or(Ordering::Equal)
                 .then(a.2.cmp(&b.2))
         });
-        ranked.truncate(self.cfg.hints);
+        ranked.truncate(self.cfg().hints);
         ranked.into_iter().map(|(_, _, _, info)| info).collect()
     }
 
     /// Cuts one segment's pieces, spread evenly over the segment's span.
     fn cut_segment(&mut self) {
-        let bytes = (self.cfg.bitrate_bps * self.cfg.segment_ms / 8_000) as usize;
+        let bytes = (self.cfg().bitrate_bps * self.cfg().segment_ms / 8_000) as usize;
         let pieces = bytes
-            .div_ceil(self.cfg.piece_bytes.min(MAX_PIECE_BYTES))
+            .div_ceil(self.cfg().piece_bytes.min(MAX_PIECE_BYTES))
             .max(1);
         let per_piece = bytes / pieces;
         for i in 0..pieces {
@@ -696,125 +748,20 @@ impl<'a> Sim<'a> {
             }
             let duration = if i + 1 == pieces {
                 f |= flags::LAST;
-                self.cfg.segment_ms as u32
+                self.cfg().segment_ms as u32
             } else {
                 0
             };
-            let t = self.now + self.cfg.segment_ms * i as u64 / pieces as u64;
+            let t = self.now + self.cfg().segment_ms * i as u64 / pieces as u64;
             let data = Bytes::from(vec![(self.seq % 251) as u8; per_piece]);
             let piece = self
                 .signer
                 .sign(self.seq, self.segment, f, t, duration, data)
                 .expect("piece within limit");
             self.seq += 1;
-            self.at(t, Event::Input(0, Box::new(Input::Publish(piece))));
+            self.parts[0].push(t, Event::Input(0, Box::new(Input::Publish(piece))));
         }
         self.segment += 1;
-    }
-
-    fn input(&mut self, n: NodeId, input: Input<NodeId>) {
-        let Some(node) = self.nodes[n as usize].as_mut() else {
-            return;
-        };
-        node.engine.handle(input, self.now);
-        self.drain(n);
-    }
-
-    /// Carries out a node's outputs and re-arms its timer.
-    fn drain(&mut self, n: NodeId) {
-        let now = self.now;
-        let upload_bps = self.upload_bps(n);
-        loop {
-            let Some(node) = self.nodes[n as usize].as_mut() else {
-                return;
-            };
-            let Some(out) = node.engine.poll_output() else {
-                let t = node.engine.poll_timeout().max(now);
-                if t < node.timer_at {
-                    node.timer_at = t;
-                    self.at(t, Event::Timer(n));
-                }
-                return;
-            };
-            match out {
-                Output::Send { to, frame } => {
-                    let depart = match upload_bps {
-                        // Control frames are interleaved with payload at
-                        // packet granularity (QUIC streams, yamux frames):
-                        // they wait for one packet, not for queued pieces,
-                        // and take their share of the link.
-                        Some(bps) if frame.parts().1.is_empty() => {
-                            let own = frame.len() as u64 * 8_000 / bps.max(1);
-                            node.upload_free_at = node.upload_free_at.max(now) + own;
-                            now + (PACKET_BYTES * 8_000 / bps.max(1))
-                                .min(node.upload_free_at.saturating_sub(now))
-                                + own
-                        }
-                        Some(bps) => {
-                            let start = node.upload_free_at.max(now);
-                            node.upload_free_at = start + frame.len() as u64 * 8_000 / bps.max(1);
-                            node.upload_free_at
-                        }
-                        None => now,
-                    };
-                    let t = depart + self.delay(n, to);
-                    self.at(t, Event::Frame { to, from: n, frame });
-                }
-                Output::Connect(info) => {
-                    let to = info.peer;
-                    let d = self.delay(n, to);
-                    if self.nodes[to as usize].is_some() {
-                        self.at(
-                            now + d,
-                            Event::Input(
-                                to,
-                                Box::new(Input::Connected {
-                                    peer: n,
-                                    outbound: false,
-                                }),
-                            ),
-                        );
-                        self.at(
-                            now + 2 * d,
-                            Event::Input(
-                                n,
-                                Box::new(Input::Connected {
-                                    peer: to,
-                                    outbound: true,
-                                }),
-                            ),
-                        );
-                    } else {
-                        self.at(
-                            now + 2 * d,
-                            Event::Input(n, Box::new(Input::DialFailed { peer: to })),
-                        );
-                    }
-                }
-                Output::Disconnect { peer, .. } => {
-                    let d = self.delay(n, peer);
-                    self.at(
-                        now + d,
-                        Event::Input(peer, Box::new(Input::Disconnected { peer: n })),
-                    );
-                }
-                Output::FetchInfra { seq } => {
-                    let rtt = 2 * self.cfg.origin_one_way_ms;
-                    let piece: Option<Piece> = self.nodes[0]
-                        .as_ref()
-                        .and_then(|s| s.engine.piece(seq).cloned());
-                    let input = match piece {
-                        Some(p) => {
-                            self.origin_payload += p.data.len() as u64;
-                            Input::InfraPiece(p)
-                        }
-                        None => Input::InfraFailed { seq },
-                    };
-                    self.at(now + rtt, Event::Input(n, Box::new(input)));
-                }
-                Output::Deliver(_) => {}
-            }
-        }
     }
 }
 

@@ -85,6 +85,11 @@ enum Cmd {
         /// Write the measures as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Threads (the simulator runs two partitions side by side; the
+        /// result is the same with 1 or 2). Default: 2 on a multi-core
+        /// machine.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=2))]
+        threads: Option<u16>,
     },
     Bench {
         #[command(flatten)]
@@ -209,13 +214,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
             scenario,
             system,
             json,
+            threads,
         } => {
             let sc = scenario.scenario()?;
             println!(
                 "simulating {system}: {} viewers, {} s, seed {}...",
                 sc.nodes, sc.duration_s, sc.seed
             );
-            let out = tokio::task::spawn_blocking(move || run_sim(&sc, system)).await??;
+            let out = tokio::task::spawn_blocking(move || run_sim(&sc, system, threads)).await??;
             let s = &out.summary;
             println!(
                 "offload {:.4}  continuity {:.4}/{:.4}  lag p50/p95 {}/{} ms  startup p50 {} ms",
@@ -242,8 +248,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 out.swaps_per_viewer
             );
             println!(
-                "wall {:.1} s, {:.0} simulated node-seconds per second, {} events, peak memory {}",
+                "wall {:.1} s, threads {}, {:.0} simulated node-seconds per second, {} events, peak memory {}",
                 out.wall_s,
+                out.threads,
                 out.node_seconds_per_wall_s,
                 out.events,
                 out.peak_rss_mib.map_or("-".into(), |m| format!("{m} MiB"))

@@ -29,12 +29,15 @@ pub struct SimOutput {
     /// Simulated viewer-seconds per wall-clock second.
     pub node_seconds_per_wall_s: f64,
     pub events: u64,
+    /// Threads that ran the partitions.
+    pub threads: usize,
     /// Peak resident memory of this process (Linux), MiB.
     pub peak_rss_mib: Option<u64>,
 }
 
-/// Runs a scenario in the simulator (full score, RTT-only or random neighbours).
-pub fn run_sim(sc: &Scenario, system: System) -> anyhow::Result<SimOutput> {
+/// Runs a scenario in the simulator (full score, RTT-only or random
+/// neighbours) on `threads` threads (default: [`sim::default_threads`]).
+pub fn run_sim(sc: &Scenario, system: System, threads: Option<u16>) -> anyhow::Result<SimOutput> {
     sc.validate()?;
     if !matches!(system, System::Shoal | System::Rtt | System::Random) {
         bail!("the simulator runs Shoal's engine only: --system shoal, rtt or random");
@@ -62,6 +65,7 @@ pub fn run_sim(sc: &Scenario, system: System) -> anyhow::Result<SimOutput> {
         selection: system.selection().expect("a Shoal-engine system"),
         network: Some(network),
         progress: Some(print_progress),
+        threads: threads.map_or_else(sim::default_threads, usize::from),
         ..SimConfig::default()
     };
     let wall = Instant::now();
@@ -82,6 +86,7 @@ pub fn run_sim(sc: &Scenario, system: System) -> anyhow::Result<SimOutput> {
         wall_s,
         node_seconds_per_wall_s: sc.nodes as f64 * sc.duration_s / wall_s.max(1e-9),
         events: report.events,
+        threads: cfg.threads,
         peak_rss_mib: peak_rss_mib(),
     })
 }
@@ -122,12 +127,34 @@ mod tests {
             churn_per_min: 0.1,
             ..Scenario::default()
         };
-        let a = run_sim(&sc, System::Shoal).unwrap();
-        let b = run_sim(&sc, System::Shoal).unwrap();
+        let a = run_sim(&sc, System::Shoal, None).unwrap();
+        let b = run_sim(&sc, System::Shoal, None).unwrap();
         assert_eq!(a.summary, b.summary);
         assert_eq!(a.events, b.events);
         assert_eq!(a.neighbor_rtt_ratio, b.neighbor_rtt_ratio);
         assert!(a.departures > 0, "churn happened");
+    }
+
+    /// The partitions give the same run on one thread as on two.
+    #[test]
+    fn one_thread_or_two_same_summary() {
+        let sc = Scenario {
+            nodes: 200,
+            duration_s: 15.0,
+            topology: TopologySpec::Geo,
+            upload: UploadSpec::Mixed,
+            join_over_s: 5.0,
+            churn_per_min: 0.2,
+            ..Scenario::default()
+        };
+        let one = run_sim(&sc, System::Shoal, Some(1)).unwrap();
+        let two = run_sim(&sc, System::Shoal, Some(2)).unwrap();
+        assert_eq!((one.threads, two.threads), (1, 2));
+        assert_eq!(one.summary, two.summary);
+        assert_eq!(one.events, two.events);
+        assert_eq!(one.neighbor_rtt_ratio, two.neighbor_rtt_ratio);
+        assert_eq!(one.coord_error_median, two.coord_error_median);
+        assert_eq!(one.swaps_per_viewer, two.swaps_per_viewer);
     }
 
     /// 500 viewers across the geo regions with the realistic upload spread:
@@ -143,8 +170,8 @@ mod tests {
             join_over_s: 10.0,
             ..Scenario::default()
         };
-        let full = run_sim(&sc, System::Shoal).unwrap();
-        let random = run_sim(&sc, System::Random).unwrap();
+        let full = run_sim(&sc, System::Shoal, None).unwrap();
+        let random = run_sim(&sc, System::Random, None).unwrap();
         let s = &full.summary;
         eprintln!(
             "full: {s:?} ratio {:?} coord error {:?}; random ratio {:?}",
@@ -177,7 +204,7 @@ mod tests {
             churn_per_min: 0.2,
             ..Scenario::default()
         };
-        let out = run_sim(&sc, System::Shoal).unwrap();
+        let out = run_sim(&sc, System::Shoal, None).unwrap();
         let s = &out.summary;
         eprintln!("{s:?} departures {}", out.departures);
         // 20 %/min of 300 over the 35 s after everyone joined.

@@ -1,0 +1,280 @@
+//! One partition of the simulated nodes: their engines, their events and
+//! what they send to the other partition.
+//!
+//! A partition only ever touches its own nodes. Everything it needs from
+//! the rest of the run is in the `World` (delays, upload caps, who is
+//! present), which does not change while partitions run; what it does to
+//! other nodes leaves through its outbox, which the simulator delivers
+//! between ms (see the notes of the `sim` module).
+
+use std::collections::VecDeque;
+
+use crate::proto::{wire::Frame, Engine, Input, Output};
+
+use super::{queue::Queue, NodeId, World, PACKET_BYTES};
+
+/// Partitions of a run, fixed so that a run does not depend on how many
+/// threads run them.
+pub(super) const PARTS: usize = 2;
+
+/// The partition holding node `n`.
+pub(super) fn part_of(n: NodeId) -> usize {
+    n as usize % PARTS
+}
+
+/// Where node `n` sits in its partition's `nodes`.
+fn index(n: NodeId) -> usize {
+    n as usize / PARTS
+}
+
+/// An event at one node. Kept small (a frame is most events): rarer
+/// inputs are boxed.
+#[derive(Debug)]
+pub(super) enum Event {
+    Frame {
+        to: NodeId,
+        from: NodeId,
+        frame: Frame,
+    },
+    Input(NodeId, Box<Input<NodeId>>),
+    Timer(NodeId),
+}
+
+impl Event {
+    /// The node the event happens at.
+    pub(super) fn node(&self) -> NodeId {
+        match self {
+            Event::Frame { to, .. } => *to,
+            Event::Input(n, _) | Event::Timer(n) => *n,
+        }
+    }
+}
+
+pub(super) struct Node {
+    pub(super) engine: Engine<NodeId>,
+    timer_at: u64,
+    upload_free_at: u64,
+}
+
+impl Node {
+    pub(super) fn new(engine: Engine<NodeId>, now: u64) -> Self {
+        Node {
+            engine,
+            timer_at: u64::MAX,
+            upload_free_at: now,
+        }
+    }
+}
+
+/// A fallback fetch of this ms, answered between ms: the origin's copy is
+/// the seeder's store, in partition 0.
+#[derive(Debug)]
+pub(super) struct Fetch {
+    pub(super) node: NodeId,
+    pub(super) seq: u64,
+}
+
+#[derive(Default)]
+pub(super) struct Partition {
+    /// Which partition this is.
+    id: usize,
+    /// By [`index`]; `None`: not joined yet, or left.
+    nodes: Vec<Option<Node>>,
+    queue: Queue<Event>,
+    /// Events for the other partition, in the order they were made; all
+    /// at least 1 ms ahead (every delay between two nodes is).
+    pub(super) outbox: Vec<(u64, Event)>,
+    /// Fallback fetches asked for this ms.
+    pub(super) fetches: Vec<Fetch>,
+    /// Events run.
+    pub(super) processed: u64,
+}
+
+impl Partition {
+    pub(super) fn new(id: usize) -> Self {
+        Partition {
+            id,
+            ..Partition::default()
+        }
+    }
+
+    pub(super) fn node(&self, n: NodeId) -> Option<&Node> {
+        self.nodes.get(index(n))?.as_ref()
+    }
+
+    /// Puts node `n` (of this partition) in or out of the run.
+    pub(super) fn set(&mut self, n: NodeId, node: Option<Node>) -> Option<Node> {
+        debug_assert_eq!(part_of(n), self.id);
+        let i = index(n);
+        if i >= self.nodes.len() {
+            self.nodes.resize_with(i + 1, || None);
+        }
+        std::mem::replace(&mut self.nodes[i], node)
+    }
+
+    /// Schedules an event at one of this partition's nodes.
+    pub(super) fn push(&mut self, t: u64, event: Event) {
+        debug_assert_eq!(part_of(event.node()), self.id);
+        self.queue.push(t, event);
+    }
+
+    /// Schedules an event at any node: the other partition's wait in the
+    /// outbox.
+    fn send(&mut self, t: u64, event: Event) {
+        if part_of(event.node()) == self.id {
+            self.queue.push(t, event);
+        } else {
+            self.outbox.push((t, event));
+        }
+    }
+
+    pub(super) fn next_time(&mut self) -> Option<u64> {
+        self.queue.next_time()
+    }
+
+    pub(super) fn advance_to(&mut self, t: u64) {
+        self.queue.advance_to(t);
+    }
+
+    /// Runs every event of ms `now`, those it schedules for `now` included.
+    pub(super) fn run_ms(&mut self, world: &World<'_>, now: u64) {
+        while let Some(event) = self.queue.pop_now() {
+            if let Some(next) = self.queue.loaded() {
+                warm(&self.nodes, next);
+            }
+            self.processed += 1;
+            self.step(world, now, event);
+        }
+    }
+
+    fn step(&mut self, world: &World<'_>, now: u64, event: Event) {
+        match event {
+            Event::Frame { to, from, frame } => {
+                let body = frame.body();
+                self.input(world, now, to, Input::Frame { from, body })
+            }
+            Event::Input(n, input) => self.input(world, now, n, *input),
+            Event::Timer(n) => {
+                let Some(node) = self.nodes[index(n)].as_mut() else {
+                    return;
+                };
+                if node.timer_at != now {
+                    return; // superseded
+                }
+                node.timer_at = u64::MAX;
+                // Inputs since this was armed may have put it off: a
+                // driver re-reads `poll_timeout` after every input (as
+                // `net` does), so it would not wake now.
+                let due = node.engine.poll_timeout();
+                if due > now {
+                    node.timer_at = due;
+                    self.queue.push(due, Event::Timer(n));
+                    return;
+                }
+                node.engine.handle_timeout(now);
+                self.drain(world, now, n);
+            }
+        }
+    }
+
+    /// Hands `input` to node `n` (if present) and carries out its outputs.
+    pub(super) fn input(&mut self, world: &World<'_>, now: u64, n: NodeId, input: Input<NodeId>) {
+        let Some(node) = self.nodes.get_mut(index(n)).and_then(Option::as_mut) else {
+            return;
+        };
+        node.engine.handle(input, now);
+        self.drain(world, now, n);
+    }
+
+    /// Carries out a node's outputs and re-arms its timer.
+    fn drain(&mut self, world: &World<'_>, now: u64, n: NodeId) {
+        let upload_bps = world.upload_bps(n);
+        loop {
+            let Some(node) = self.nodes[index(n)].as_mut() else {
+                return;
+            };
+            let Some(out) = node.engine.poll_output() else {
+                let t = node.engine.poll_timeout().max(now);
+                if t < node.timer_at {
+                    node.timer_at = t;
+                    self.queue.push(t, Event::Timer(n));
+                }
+                return;
+            };
+            match out {
+                Output::Send { to, frame } => {
+                    let depart = match upload_bps {
+                        // Control frames are interleaved with payload at
+                        // packet granularity (QUIC streams, yamux frames):
+                        // they wait for one packet, not for queued pieces,
+                        // and take their share of the link.
+                        Some(bps) if frame.parts().1.is_empty() => {
+                            let own = frame.len() as u64 * 8_000 / bps.max(1);
+                            node.upload_free_at = node.upload_free_at.max(now) + own;
+                            now + (PACKET_BYTES * 8_000 / bps.max(1))
+                                .min(node.upload_free_at.saturating_sub(now))
+                                + own
+                        }
+                        Some(bps) => {
+                            let start = node.upload_free_at.max(now);
+                            node.upload_free_at = start + frame.len() as u64 * 8_000 / bps.max(1);
+                            node.upload_free_at
+                        }
+                        None => now,
+                    };
+                    let t = depart + world.delay(n, to);
+                    self.send(t, Event::Frame { to, from: n, frame });
+                }
+                Output::Connect(info) => {
+                    let to = info.peer;
+                    let d = world.delay(n, to);
+                    if world.is_running(to) {
+                        let accepted = Input::Connected {
+                            peer: n,
+                            outbound: false,
+                        };
+                        self.send(now + d, Event::Input(to, Box::new(accepted)));
+                        let up = Input::Connected {
+                            peer: to,
+                            outbound: true,
+                        };
+                        self.send(now + 2 * d, Event::Input(n, Box::new(up)));
+                    } else {
+                        let failed = Input::DialFailed { peer: to };
+                        self.send(now + 2 * d, Event::Input(n, Box::new(failed)));
+                    }
+                }
+                Output::Disconnect { peer, .. } => {
+                    let d = world.delay(n, peer);
+                    let gone = Input::Disconnected { peer: n };
+                    self.send(now + d, Event::Input(peer, Box::new(gone)));
+                }
+                Output::FetchInfra { seq } => self.fetches.push(Fetch { node: n, seq }),
+                Output::Deliver(_) => {}
+            }
+        }
+    }
+}
+
+/// Reads what the next events will touch first (their node, its
+/// neighbours and timers, a frame's bytes), all at once: the cache misses
+/// of a chunk of events overlap instead of stalling one event at a time.
+/// (A large run's nodes do not fit in any cache, and `unsafe` prefetch
+/// hints are not allowed here.)
+fn warm(nodes: &[Option<Node>], next: &VecDeque<Event>) {
+    let mut sum = 0u64;
+    for event in next {
+        if let Some(node) = nodes.get(index(event.node())).and_then(Option::as_ref) {
+            sum = sum
+                .wrapping_add(node.timer_at)
+                .wrapping_add(node.engine.degree() as u64)
+                .wrapping_add(node.engine.poll_timeout());
+        }
+        if let Event::Frame { frame, .. } = event {
+            if let Some(&b) = frame.parts().0.get(4) {
+                sum = sum.wrapping_add(u64::from(b));
+            }
+        }
+    }
+    std::hint::black_box(sum);
+}
