@@ -716,7 +716,9 @@ impl<'a> Sim<'a> {
                 }
                 let info = PeerInfo {
                     peer: p,
-                    addrs: vec![],
+                    // An address, as the real tracker gives: engines pass
+                    // on in peer exchange only peers a driver can dial.
+                    addrs: vec![String::new()],
                     coord: Some(pc),
                     loc: ploc,
                     free: Some(free),
