@@ -54,13 +54,25 @@ impl<P: PeerId> Engine<P> {
         }
         self.neighbors
             .insert(peer.clone(), Neighbor::new(outbound, now));
-        let hello = Message::Hello(Hello {
+        // The dialled side sends its `Hello` only once it accepts the
+        // dialler's (docs/protocol.md §6.2): to the dialler, the peer's
+        // `Hello` means a slot, which a swap waits for before it drops the
+        // neighbour it replaces.
+        if outbound {
+            let hello = self.hello_for(&peer);
+            self.send(&peer, &hello);
+        }
+    }
+
+    /// Our `Hello` to `peer`.
+    fn hello_for(&self, peer: &P) -> Message<P> {
+        Message::Hello(Hello {
             version: PROTOCOL_VERSION,
             stream: self.cfg.stream,
             role: self.cfg.role,
             degree: self.degree() as u16,
-            // A probe asks for no slot (docs/protocol.md §6.7).
-            max_degree: if self.probe.as_ref() == Some(&peer) {
+            // A probe asks for no slot (docs/protocol.md §6.9).
+            max_degree: if self.probe.as_ref() == Some(peer) {
                 0
             } else {
                 self.cfg.max_degree as u16
@@ -68,8 +80,7 @@ impl<P: PeerId> Engine<P> {
             upload_kbps: self.cfg.upload_kbps,
             coord: self.coord,
             loc: self.cfg.loc,
-        });
-        self.send(&peer, &hello);
+        })
     }
 
     pub(super) fn on_disconnected(&mut self, peer: &P, now: u64) {
@@ -281,16 +292,22 @@ impl<P: PeerId> Engine<P> {
             return;
         }
         let probed = hello.max_degree == 0;
+        let inbound = self.neighbors.get(&from).is_some_and(|n| !n.outbound);
         let refuse = if hello.version != PROTOCOL_VERSION {
             Some(RefuseReason::Version)
         } else if hello.stream != self.cfg.stream {
             Some(RefuseReason::UnknownStream)
         } else {
-            let inbound = self.neighbors.get(&from).is_some_and(|n| !n.outbound);
             let full = inbound && self.degree() >= self.cfg.max_degree;
             (probed || full && !self.evict_for(&from, &hello, now)).then_some(RefuseReason::Full)
         };
         if let Some(reason) = refuse {
+            if probed && inbound && reason == RefuseReason::Full {
+                // A probe gets our `Hello` before the refusal: our
+                // coordinate, for its sample.
+                let ours = self.hello_for(&from);
+                self.send(&from, &ours);
+            }
             let suggestions = if reason == RefuseReason::Full {
                 self.suggestions(&from)
             } else {
@@ -339,6 +356,10 @@ impl<P: PeerId> Engine<P> {
             c.failures = 0;
             c.info.coord = Some(hello.coord);
             c.info.loc = hello.loc;
+        }
+        if inbound {
+            let ours = self.hello_for(&from);
+            self.send(&from, &ours);
         }
         let map = self.buffer_map();
         self.send(&from, &map);
@@ -608,15 +629,22 @@ impl<P: PeerId> Engine<P> {
     /// when it had no free slot (it would likely refuse). `None` without an
     /// RTT.
     pub(super) fn candidate_score(&self, peer: &P) -> Option<Score> {
+        let mut score = self.candidate_proximity(peer)?;
+        if self.cfg.selection == Selection::Full && self.candidates.get(peer)?.info.free == Some(0)
+        {
+            score.ms += FULL_PENALTY_MS;
+        }
+        Some(score)
+    }
+
+    /// A candidate's proximity in ms: its RTT (measured or predicted),
+    /// discounted for proximity with the full score. This is what a swap
+    /// weighs: a full candidate may still take us in place of a farther
+    /// neighbour (docs/protocol.md §6.2, 3b), and a refusal costs a swap
+    /// nothing.
+    fn candidate_proximity(&self, peer: &P) -> Option<Score> {
         let (rtt, measured) = self.candidate_rtt(peer)?;
-        if self.cfg.selection != Selection::Full {
-            return Some(Score { ms: rtt, measured });
-        }
-        let c = &self.candidates.get(peer)?.info;
-        let mut ms = rtt * self.affinity(&c.loc);
-        if c.free == Some(0) {
-            ms += FULL_PENALTY_MS;
-        }
+        let ms = rtt * self.affinity(&self.candidates.get(peer)?.info.loc);
         Some(Score { ms, measured })
     }
 
@@ -751,7 +779,7 @@ impl<P: PeerId> Engine<P> {
             if !self.is_ready(p, c, now) {
                 continue;
             }
-            let Some(score) = self.candidate_score(p) else {
+            let Some(score) = self.candidate_proximity(p) else {
                 continue;
             };
             let best = if score.measured {

@@ -562,10 +562,11 @@ fn unknown_stream_is_refused_and_disconnected() {
     net.connect(2, 1);
     net.run_for(100);
 
+    // The dialled side's `Hello` would mean a slot: a refusal comes alone.
     let to_2 = net.sent(1, 2);
-    assert!(matches!(to_2[0], Message::Hello(_)), "{to_2:?}");
+    assert_eq!(to_2.len(), 1, "{to_2:?}");
     assert!(
-        matches!(to_2[1], Message::Refuse { reason: RefuseReason::UnknownStream, suggestions } if suggestions.is_empty()),
+        matches!(&to_2[0], Message::Refuse { reason: RefuseReason::UnknownStream, suggestions } if suggestions.is_empty()),
         "{to_2:?}"
     );
     assert_eq!(net.disconnects(1), vec![(2, "refused")]);
@@ -1134,4 +1135,40 @@ fn every_node_keeps_a_long_link_in_a_small_swarm_and_one_in_four_in_a_large_one(
     assert_eq!(long_link_share(Some(100_000)), 0.25);
     assert_eq!(long_link_share(Some(0)), 0.25, "not said");
     assert_eq!(long_link_share(None), 0.25);
+}
+
+/// The dialled side sends its `Hello` only when it takes the dialler: a
+/// dialler (a swap's, say) reads the peer's `Hello` as a slot, so a full
+/// node that refuses must not send one first.
+#[test]
+fn the_dialled_side_greets_only_when_it_accepts() {
+    let mut net = Net::new(9);
+    let mut full = Config::viewer(signer().stream());
+    full.max_degree = 1;
+    net.add(1, full);
+    net.add(2, Config::viewer(signer().stream()));
+    net.add(3, Config::viewer(signer().stream()));
+    net.connect(2, 1);
+    net.run_for(100);
+    let to_2 = net.sent(1, 2);
+    assert!(matches!(to_2[0], Message::Hello(_)), "{to_2:?}");
+    assert!(matches!(to_2[1], Message::BufferMap { .. }), "{to_2:?}");
+    assert_eq!(net.e(1).degree(), 1);
+
+    // Full, 1 takes the poorly connected 3 in place of 2 (§6.2, 3a) and
+    // greets it...
+    net.connect(3, 1);
+    net.run_for(100);
+    let to_3 = net.sent(1, 3);
+    assert!(matches!(to_3[0], Message::Hello(_)), "{to_3:?}");
+    assert_eq!(net.e(1).neighbors().copied().collect::<Vec<_>>(), [3]);
+    // ...but within a second of that eviction it refuses 4, without a
+    // `Hello` before or with the refusal.
+    net.add(4, Config::viewer(signer().stream()));
+    net.connect(4, 1);
+    net.run_for(100);
+    let to_4 = net.sent(1, 4);
+    assert_eq!(to_4.len(), 1, "{to_4:?}");
+    assert!(matches!(to_4[0], Message::Refuse { .. }), "{to_4:?}");
+    assert_eq!(net.e(1).neighbors().copied().collect::<Vec<_>>(), [3]);
 }
