@@ -61,7 +61,8 @@ pub struct Config {
     pub max_infra_inflight: usize,
     /// Payload upload limit in bytes/s (`None`: unlimited).
     pub upload_limit: Option<u64>,
-    /// Haves are batched over this interval.
+    /// Haves are batched over this interval; 0 (the default): each input's
+    /// new pieces are announced as soon as it is handled.
     pub have_interval_ms: u64,
     /// Ping and neighbour upkeep interval.
     pub tick_ms: u64,
@@ -97,7 +98,7 @@ impl Config {
             max_inflight_per_peer: 8,
             max_infra_inflight: 16,
             upload_limit: None,
-            have_interval_ms: 40,
+            have_interval_ms: 0,
             tick_ms: 1_000,
             request_timeout_ms: 1_500,
             push_fanout: 0,
@@ -481,6 +482,11 @@ impl<P: PeerId> Engine<P> {
     }
 
     fn after_input(&mut self, now: u64) {
+        // Without a batching interval, the pieces this input brought are
+        // announced at once, before anything else it causes.
+        if self.next_have.is_some_and(|t| now >= t) {
+            self.flush_haves(now);
+        }
         self.drain_upload(now);
         // Deadlines move only with news about pieces; otherwise the timer
         // (`Playback::next_check`) judges them on time.
