@@ -682,8 +682,8 @@ impl<'a> Sim<'a> {
     /// tracker ranks them (free degree, then subnet and AS affinity and
     /// predicted RTT), best first.
     fn tracker_hints(&mut self, v: NodeId) -> Vec<PeerInfo<NodeId>> {
-        let me = self.node(v).expect("present");
-        let (coord, loc) = (me.engine.coord(), self.world.loc(v));
+        let me = self.parts[part_of(v)].soft(v).expect("present");
+        let (coord, loc) = (me.coord, self.world.loc(v));
         let usable = |c: &Coord| c.error < 1.0;
         let mut pool: Vec<NodeId> = Vec::with_capacity(self.cfg().tracker_window + 1);
         pool.push(0); // infrastructure is always listed
@@ -696,13 +696,14 @@ impl<'a> Sim<'a> {
             pool.sort_unstable();
             pool.dedup();
         }
-        let mut ranked: Vec<(bool, f32, NodeId, PeerInfo<NodeId>)> = pool
+        // Ranked from each peer's soft state (`partition::Soft`, the
+        // engine's own figures); only the hints handed out are built.
+        let mut ranked: Vec<(bool, f32, NodeId, Coord, u16)> = pool
             .into_iter()
             .filter(|&p| p != v)
             .filter_map(|p| {
-                let e = &self.node(p)?.engine;
-                let free = e.config().max_degree.saturating_sub(e.degree()) as u16;
-                let pc = e.coord();
+                let soft = self.parts[part_of(p)].soft(p)?;
+                let (free, pc) = (soft.free, soft.coord);
                 let ploc = self.world.loc(p);
                 let mut key = if usable(&coord) && usable(&pc) {
                     coord.rtt_ms(&pc)
@@ -714,16 +715,7 @@ impl<'a> Sim<'a> {
                 } else if loc.same_as(&ploc) {
                     key *= 0.75;
                 }
-                let info = PeerInfo {
-                    peer: p,
-                    // An address, as the real tracker gives: engines pass
-                    // on in peer exchange only peers a driver can dial.
-                    addrs: vec![String::new()],
-                    coord: Some(pc),
-                    loc: ploc,
-                    free: Some(free),
-                };
-                Some((free == 0, key, p, info))
+                Some((free == 0, key, p, pc, free))
             })
             .collect();
         ranked.sort_by(|a, b| {
@@ -733,7 +725,18 @@ impl<'a> Sim<'a> {
                 .then(a.2.cmp(&b.2))
         });
         ranked.truncate(self.cfg().hints);
-        ranked.into_iter().map(|(_, _, _, info)| info).collect()
+        ranked
+            .into_iter()
+            .map(|(_, _, p, pc, free)| PeerInfo {
+                peer: p,
+                // An address, as the real tracker gives: engines pass on
+                // in peer exchange only peers a driver can dial.
+                addrs: vec![String::new()],
+                coord: Some(pc),
+                loc: self.world.loc(p),
+                free: Some(free),
+            })
+            .collect()
     }
 
     /// Cuts one segment's pieces, spread evenly over the segment's span.

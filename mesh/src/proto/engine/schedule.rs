@@ -60,30 +60,33 @@ impl<P: PeerId> Engine<P> {
         let mut wanted = WANTED.take();
         self.missing_in(lo, hi, &mut missing);
         for &seq in &missing {
-            if matches!(self.inflight.get(&seq), Some(Ask { from: None, .. })) {
+            // Who it was asked of, if anyone: `Some(None)` is infrastructure.
+            let asked = self.inflight.get(&seq).map(|a| a.from.as_ref());
+            if asked == Some(None) {
                 continue; // asked of infrastructure already
             }
             let deadline = self.deadline(seq);
-            match self.inflight.get(&seq) {
-                None => {}
+            let cancel = match asked {
+                None => false,
                 // Asked of a viewer that has not delivered with the deadline
                 // close: ask infrastructure too, rather than risk a stall.
-                Some(Ask { from: Some(p), .. })
+                Some(Some(p))
                     if deadline.is_some_and(|d| now + margin >= d)
                         && self.neighbors.get(p).is_some_and(|n| !n.role.is_infra()) =>
                 {
-                    self.cancel_request(seq);
+                    true
                 }
                 Some(_) => continue,
+            };
+            if cancel {
+                self.cancel_request(seq);
             }
             let urgent = deadline.is_some_and(|d| now + 2 * margin >= d);
-            let key = if urgent {
-                deadline.unwrap_or(0)
-            } else {
-                self.holders(seq) as u64
-            };
+            // The rest are ranked by holders, counted below.
+            let key = if urgent { deadline.unwrap_or(0) } else { 0 };
             wanted.push((!urgent, key, seq, deadline));
         }
+        self.count_holders(&mut wanted);
         missing.clear();
         MISSING.set(missing);
         wanted.sort_unstable();
@@ -208,11 +211,20 @@ impl<P: PeerId> Engine<P> {
         }
     }
 
-    fn holders(&self, seq: u64) -> usize {
-        self.neighbors
-            .values()
-            .filter(|n| n.is_active() && n.has.contains(seq))
-            .count()
+    /// Sets the key of each wanted piece that is not urgent to the number
+    /// of active neighbours holding it: one pass over the neighbours, each
+    /// asked about every such piece while its record is at hand.
+    fn count_holders(&self, wanted: &mut [Want]) {
+        if !wanted.iter().any(|w| w.0) {
+            return;
+        }
+        for n in self.neighbors.values().filter(|n| n.is_active()) {
+            for w in wanted.iter_mut().filter(|w| w.0) {
+                if n.has.contains(w.2) {
+                    w.1 += 1;
+                }
+            }
+        }
     }
 
     fn infra_inflight(&self) -> usize {
