@@ -498,6 +498,7 @@ impl<P: PeerId> Engine<P> {
         if now >= self.next_tick {
             if now >= self.next_optimize {
                 self.next_optimize = now + self.cfg.optimize_ms;
+                self.prune_candidates();
                 self.optimize_neighbors(now);
             }
             self.tick(now);

@@ -15,8 +15,12 @@ const USABLE_ERROR: f32 = 0.75;
 const MAX_BACKLOG_MS: u64 = 250;
 /// Bad pieces a neighbour may send before it is disconnected.
 const MAX_PENALTY: u32 = 3;
-/// Candidates remembered, at most.
-const MAX_CANDIDATES: usize = 256;
+/// Candidates remembered, at most: new ones beyond it wait for a prune.
+pub(super) const MAX_CANDIDATES: usize = 160;
+/// Candidates kept by each prune (see `prune_candidates`), and how many of
+/// them are drawn at random rather than the closest.
+pub(super) const KEEP_CANDIDATES: usize = 128;
+pub(super) const KEEP_RANDOM: usize = 24;
 /// A refused or failed candidate is not tried again before this.
 const REFUSED_BACKOFF_MS: u64 = 15_000;
 /// A full neighbourhood silent this long is starved (see
@@ -865,6 +869,50 @@ impl<P: PeerId> Engine<P> {
                 c.retry_at = now + 30_000;
             }
             self.drop_peer(&victim, "no news from the neighbourhood", now);
+        }
+    }
+
+    /// Every `optimize_ms`, cuts the candidate table back to
+    /// [`KEEP_CANDIDATES`]: peers with a session or a dial under way stay
+    /// (a probe or a swap is one or the other),
+    /// then the closest by proximity, then [`KEEP_RANDOM`] drawn at random
+    /// from the rest (long links and probes need far peers too); with
+    /// `Random` selection, all at random. Without it the table filled in
+    /// the first seconds, while coordinates were still poor, and froze:
+    /// the closer peers the tracker and peer exchange named later were
+    /// ignored.
+    pub(super) fn prune_candidates(&mut self) {
+        if self.candidates.len() <= KEEP_CANDIDATES {
+            return;
+        }
+        let ranked = self.cfg.selection != Selection::Random;
+        let mut open: Vec<(u32, P)> = self
+            .candidates
+            .iter()
+            .filter(|(p, c)| c.dialing_since.is_none() && !self.neighbors.contains_key(*p))
+            .map(|(p, _)| {
+                // Finite, non-negative scores sort by their bits; none last.
+                let key = match self.candidate_proximity(p) {
+                    Some(s) if ranked => s.ms.max(0.0).to_bits(),
+                    _ => u32::MAX,
+                };
+                (key, p.clone())
+            })
+            .collect();
+        let keep = KEEP_CANDIDATES.saturating_sub(self.candidates.len() - open.len());
+        if open.len() <= keep {
+            return;
+        }
+        let closest = if ranked {
+            keep.saturating_sub(KEEP_RANDOM)
+        } else {
+            0
+        };
+        open.sort_unstable();
+        let mut rest = open.split_off(closest);
+        rand::seq::SliceRandom::shuffle(rest.as_mut_slice(), &mut self.rng);
+        for (_, p) in rest.into_iter().skip(keep - closest) {
+            self.candidates.remove(&p);
         }
     }
 

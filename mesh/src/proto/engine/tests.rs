@@ -1172,3 +1172,69 @@ fn the_dialled_side_greets_only_when_it_accepts() {
     assert!(matches!(to_4[0], Message::Refuse { .. }), "{to_4:?}");
     assert_eq!(net.e(1).neighbors().copied().collect::<Vec<_>>(), [3]);
 }
+
+/// The candidate table does not freeze once full: each optimisation period
+/// prunes it back, keeping peers in session or being dialled and the
+/// closest others, and a closer peer named later finds room.
+#[test]
+fn a_full_candidate_table_is_pruned_to_the_closest() {
+    let s = signer();
+    let mut e: Engine<u32> = Engine::new(Config::viewer(s.stream()), 7, 0).unwrap();
+    e.coord = Coord {
+        x: 0.0,
+        y: 0.0,
+        height: 1.0,
+        error: 0.1,
+    };
+    // Peer p sits p ms away (plus heights): ids over 1,000 are the far ones.
+    let at = |p: u32| PeerInfo {
+        coord: Some(Coord {
+            x: p as f32,
+            y: 0.0,
+            height: 1.0,
+            error: 0.1,
+        }),
+        ..PeerInfo::new(p, vec![format!("/memory/{p}")])
+    };
+    // Far peers first, as a newcomer's first, unranked hints are.
+    e.handle(Input::Candidates((1_001..1_300).map(at).collect()), 0);
+    e.handle(Input::Candidates((1..=100).map(at).collect()), 0);
+    assert_eq!(e.candidates.len(), super::session::MAX_CANDIDATES);
+    assert!(
+        !e.candidates.contains_key(&1),
+        "a full table ignores newcomers"
+    );
+    e.handle_timeout(0);
+    let dialled: Vec<u32> = std::iter::from_fn(|| e.poll_output())
+        .filter_map(|o| match o {
+            Output::Connect(info) => Some(info.peer),
+            _ => None,
+        })
+        .collect();
+    assert!(!dialled.is_empty());
+
+    e.handle_timeout(e.cfg.optimize_ms);
+    assert_eq!(e.candidates.len(), super::session::KEEP_CANDIDATES);
+    for p in &dialled {
+        assert!(e.candidates.contains_key(p), "dial to {p} under way");
+    }
+    // All but `KEEP_RANDOM` of the places went to the closest.
+    let far: Vec<u32> = e
+        .candidates
+        .keys()
+        .copied()
+        .filter(|&p| p > 1_000)
+        .collect();
+    let closest = super::session::KEEP_CANDIDATES - super::session::KEEP_RANDOM - dialled.len();
+    for p in 1_001..1_001 + closest as u32 {
+        assert!(far.contains(&p), "{p} is among the closest");
+    }
+    e.handle(
+        Input::Candidates((1..=10).map(at).collect()),
+        e.cfg.optimize_ms,
+    );
+    assert!(
+        (1..=10).all(|p| e.candidates.contains_key(&p)),
+        "room again"
+    );
+}
