@@ -630,6 +630,8 @@ impl<'a> Sim<'a> {
         cfg.max_degree = sim.max_degree;
         cfg.selection = sim.selection;
         cfg.loc = self.world.loc(v);
+        // No player to hand pieces to.
+        cfg.deliver = false;
         // The viewer sets its upload limit a little under its link rate, as
         // `--upload-limit` asks of a real user, so its link never queues.
         let upload = self.world.upload_bps(v);
@@ -718,13 +720,19 @@ impl<'a> Sim<'a> {
                 Some((free == 0, key, p, pc, free))
             })
             .collect();
-        ranked.sort_by(|a, b| {
+        let order = |a: &(bool, f32, NodeId, Coord, u16), b: &(bool, f32, NodeId, Coord, u16)| {
             (a.0, a.1)
                 .partial_cmp(&(b.0, b.1))
                 .unwrap_or(Ordering::Equal)
                 .then(a.2.cmp(&b.2))
-        });
-        ranked.truncate(self.cfg().hints);
+        };
+        // Only the best `hints` are handed out: pick them, then sort them.
+        let hints = self.cfg().hints;
+        if hints > 0 && ranked.len() > hints {
+            ranked.select_nth_unstable_by(hints - 1, order);
+        }
+        ranked.truncate(hints);
+        ranked.sort_by(order);
         ranked
             .into_iter()
             .map(|(_, _, p, pc, free)| PeerInfo {

@@ -82,6 +82,9 @@ pub struct Config {
     pub loc: Locality,
     /// How often the neighbour set is reconsidered.
     pub optimize_ms: u64,
+    /// Hand each new verified piece to the player as [`Output::Deliver`]
+    /// (the default). The simulator, which has no player, turns it off.
+    pub deliver: bool,
 }
 
 impl Config {
@@ -107,6 +110,7 @@ impl Config {
             selection: Selection::Full,
             loc: Locality::default(),
             optimize_ms: 5_000,
+            deliver: true,
         }
     }
 
@@ -596,7 +600,9 @@ impl<P: PeerId> Engine<P> {
                 n.has.insert(seq);
             }
         }
-        self.outputs.push_back(Output::Deliver(piece.clone()));
+        if self.cfg.deliver {
+            self.outputs.push_back(Output::Deliver(piece.clone()));
+        }
         self.store_piece(piece, now);
     }
 
