@@ -235,6 +235,8 @@ pub struct Engine<P: PeerId> {
     /// The candidate being probed for an RTT sample (see `probe`).
     probe: Option<P>,
     next_probe: u64,
+    /// Probes made so far (every other one is biased to far candidates).
+    probes: u64,
     /// Something the scheduler acts on changed since it last ran.
     news: bool,
     /// A uniform draw in [0, 1) made once: this node keeps one long link
@@ -280,16 +282,27 @@ fn take_batch(pending: &mut Vec<u64>) -> Vec<u64> {
 /// viewers over five regions, one node in four keeping one costs 5–10 %
 /// of offload to fallback).
 const LONG_LINK_ALL_BELOW: f32 = 100.0;
-/// The share of nodes that keep a long link in a large swarm: enough to
-/// join the regions and to teach the coordinates the far side of the map.
+/// The share of nodes that keep a long link in a mid-size swarm (400 to
+/// 1,600 viewers), and while the swarm's size is unknown.
 const LONG_LINK_SHARE: f32 = 0.25;
+/// The share never falls below this (at 40,000 viewers and more).
+const LONG_LINK_FLOOR: f32 = 0.05;
 
 /// The share of nodes that keep a long link in a swarm of `viewers`:
-/// all of them up to [`LONG_LINK_ALL_BELOW`], then falling as the regions
-/// fill, to [`LONG_LINK_SHARE`] (also when the size is unknown).
+/// all of them up to [`LONG_LINK_ALL_BELOW`], then `100 / viewers` down
+/// to [`LONG_LINK_SHARE`]; past 1,600 viewers `√(100 / viewers)` (0.22 at
+/// 2,000, 0.1 at 10,000), down to [`LONG_LINK_FLOOR`]. The links a swarm
+/// needs to join its regions, and to teach the coordinates the far side
+/// of the map, grow with it, but slower than it: at 10,000 viewers one in
+/// four keeping a far neighbour cost 0.05 of `neighbor_rtt_ratio` over
+/// one in ten, for no offload.
 fn long_link_share(viewers: Option<u32>) -> f32 {
     match viewers {
-        Some(n) if n > 0 => (LONG_LINK_ALL_BELOW / n as f32).clamp(LONG_LINK_SHARE, 1.0),
+        Some(n) if n > 0 => {
+            let all = LONG_LINK_ALL_BELOW / n as f32;
+            all.max(all.sqrt().min(LONG_LINK_SHARE))
+                .clamp(LONG_LINK_FLOOR, 1.0)
+        }
         _ => LONG_LINK_SHARE,
     }
 }
@@ -350,6 +363,7 @@ impl<P: PeerId> Engine<P> {
             last_evict: None,
             swap: None,
             probe: None,
+            probes: 0,
             next_probe: now + PROBE_MS,
             news: false,
             long_link_draw,

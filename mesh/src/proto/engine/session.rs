@@ -21,6 +21,8 @@ pub(super) const MAX_CANDIDATES: usize = 160;
 /// them are drawn at random rather than the closest.
 pub(super) const KEEP_CANDIDATES: usize = 128;
 pub(super) const KEEP_RANDOM: usize = 24;
+/// Random draws of which every other probe takes the farthest.
+const FAR_PROBE_DRAWS: usize = 8;
 /// A refused or failed candidate is not tried again before this.
 const REFUSED_BACKOFF_MS: u64 = 15_000;
 /// A full neighbourhood silent this long is starved (see
@@ -713,7 +715,28 @@ impl<P: PeerId> Engine<P> {
         if ready.is_empty() {
             return;
         }
-        let pick = ready[rand::Rng::gen_range(&mut self.rng, 0..ready.len())].clone();
+        // Every other probe goes to the farthest of a few random draws
+        // (by RTT estimate, none counting as farthest): after pruning
+        // (`prune_candidates`) most candidates are close, and the
+        // coordinate still needs far samples.
+        self.probes += 1;
+        let draws = if self.probes.is_multiple_of(2) {
+            FAR_PROBE_DRAWS
+        } else {
+            1
+        };
+        let mut pick: Option<(f32, &P)> = None;
+        for _ in 0..draws {
+            let p = ready[rand::Rng::gen_range(&mut self.rng, 0..ready.len())];
+            let d = self.candidate_rtt(p).map_or(f32::MAX, |(rtt, _)| rtt);
+            if pick.is_none_or(|(best, _)| d > best) {
+                pick = Some((d, p));
+            }
+        }
+        let Some((_, pick)) = pick else {
+            return;
+        };
+        let pick = pick.clone();
         if self.dial(&pick, now) {
             self.probe = Some(pick);
         }

@@ -1128,11 +1128,14 @@ fn a_probe_is_refused_and_changes_nothing_at_the_target() {
 }
 
 #[test]
-fn every_node_keeps_a_long_link_in_a_small_swarm_and_one_in_four_in_a_large_one() {
+fn every_node_keeps_a_long_link_in_a_small_swarm_and_fewer_in_larger_ones() {
     use super::long_link_share;
     assert_eq!(long_link_share(Some(60)), 1.0);
     assert_eq!(long_link_share(Some(200)), 0.5);
-    assert_eq!(long_link_share(Some(100_000)), 0.25);
+    assert_eq!(long_link_share(Some(400)), 0.25);
+    assert_eq!(long_link_share(Some(1_000)), 0.25);
+    assert!((long_link_share(Some(10_000)) - 0.1).abs() < 1e-6);
+    assert_eq!(long_link_share(Some(100_000)), 0.05, "the floor");
     assert_eq!(long_link_share(Some(0)), 0.25, "not said");
     assert_eq!(long_link_share(None), 0.25);
 }
