@@ -720,22 +720,18 @@ impl<P: PeerId> Engine<P> {
         // (`prune_candidates`) most candidates are close, and the
         // coordinate still needs far samples.
         self.probes += 1;
-        let draws = if self.probes.is_multiple_of(2) {
-            FAR_PROBE_DRAWS
-        } else {
-            1
-        };
-        let mut pick: Option<(f32, &P)> = None;
-        for _ in 0..draws {
-            let p = ready[rand::Rng::gen_range(&mut self.rng, 0..ready.len())];
-            let d = self.candidate_rtt(p).map_or(f32::MAX, |(rtt, _)| rtt);
-            if pick.is_none_or(|(best, _)| d > best) {
-                pick = Some((d, p));
+        let mut pick = ready[rand::Rng::gen_range(&mut self.rng, 0..ready.len())];
+        if self.probes.is_multiple_of(2) {
+            let rtt = |e: &Self, p: &P| e.candidate_rtt(p).map_or(f32::MAX, |(ms, _)| ms);
+            let mut farthest = rtt(self, pick);
+            for _ in 1..FAR_PROBE_DRAWS {
+                let p = ready[rand::Rng::gen_range(&mut self.rng, 0..ready.len())];
+                let d = rtt(self, p);
+                if d > farthest {
+                    (pick, farthest) = (p, d);
+                }
             }
         }
-        let Some((_, pick)) = pick else {
-            return;
-        };
         let pick = pick.clone();
         if self.dial(&pick, now) {
             self.probe = Some(pick);
@@ -897,10 +893,10 @@ impl<P: PeerId> Engine<P> {
 
     /// Every `optimize_ms`, cuts the candidate table back to
     /// [`KEEP_CANDIDATES`]: peers with a session or a dial under way stay
-    /// (a probe or a swap is one or the other),
-    /// then the closest by proximity, then [`KEEP_RANDOM`] drawn at random
-    /// from the rest (long links and probes need far peers too); with
-    /// `Random` selection, all at random. Without it the table filled in
+    /// (a probe or a swap is one or the other), then the closest by
+    /// proximity, then [`KEEP_RANDOM`] drawn at random from the rest (long
+    /// links and probes need far peers too); with `Random` selection, all
+    /// at random. Without it the table filled in
     /// the first seconds, while coordinates were still poor, and froze:
     /// the closer peers the tracker and peer exchange named later were
     /// ignored.
@@ -915,10 +911,8 @@ impl<P: PeerId> Engine<P> {
             .filter(|(p, c)| c.dialing_since.is_none() && !self.neighbors.contains_key(*p))
             .map(|(p, _)| {
                 // Finite, non-negative scores sort by their bits; none last.
-                let key = match self.candidate_proximity(p) {
-                    Some(s) if ranked => s.ms.max(0.0).to_bits(),
-                    _ => u32::MAX,
-                };
+                let score = ranked.then(|| self.candidate_proximity(p)).flatten();
+                let key = score.map_or(u32::MAX, |s| s.ms.max(0.0).to_bits());
                 (key, p.clone())
             })
             .collect();
