@@ -167,7 +167,8 @@ impl Seeder {
                 upload_kbps: 0,
                 http: Some(format!("http://{http_addr}")),
                 name: Some(cfg.name.clone()),
-                use_candidates: false,
+                // Viewers to spread its pushes over (see `engine::spread`).
+                use_candidates: true,
             };
             tasks.push(announcer.spawn(&net));
         }

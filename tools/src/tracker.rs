@@ -36,7 +36,7 @@ use axum::{
     routing::{get, post},
     Extension, Json, Router,
 };
-use rand::{rngs::StdRng, Rng, SeedableRng};
+use rand::{rngs::StdRng, seq::IteratorRandom, Rng, SeedableRng};
 use serde::Serialize;
 use shoal_mesh::hints::{
     is_stream_id, Announce, ErrorBody, Hints, InfraHint, InvalidAnnounce, PeerHint, Role,
@@ -388,7 +388,14 @@ impl Registry {
         let candidates = infra.filter(|p| p.has_free_degree() && !p.addrs.is_empty());
         let viewers = swarm.viewers.window(&mut self.rng).filter(usable);
         let candidates = candidates.chain(viewers.filter(|p| !p.addrs.is_empty()));
-        let candidates = best(candidates, loc, coord, want, &mut self.rng)
+        let candidates = if role.is_infra() {
+            // Infrastructure spreads its pushes over the map, choosing by
+            // coordinates itself: it gets a fair sample of the swarm.
+            candidates.choose_multiple(&mut self.rng, want)
+        } else {
+            best(candidates, loc, coord, want, &mut self.rng)
+        };
+        let candidates = candidates
             .into_iter()
             .map(|p| PeerHint {
                 peer_id: p.peer_id.clone(),
@@ -770,6 +777,37 @@ mod tests {
         assert_eq!(hints.candidates[0].coord, at(10.0, 0.0));
         // A coordinate its owner is unsure of is not used to rank.
         assert!(reg.announce(unsure, None, now).is_ok());
+    }
+
+    /// A seeder spreads its pushes over the map itself: it is handed a
+    /// sample of the swarm, not the viewers closest to it.
+    #[test]
+    fn infrastructure_gets_a_sample_not_the_nearest() {
+        let mut reg = Registry::new(TrackerConfig::default(), 1);
+        let now = Instant::now();
+        for i in 0..40u8 {
+            let mut a = peer(&format!("v{i}"), "10.0.0.1", Role::Viewer, 1, 8);
+            // Half near the seeder, half 300 ms away.
+            a.coord = at(if i % 2 == 0 { 1.0 } else { 300.0 }, f32::from(i));
+            reg.announce(a, None, now).unwrap();
+        }
+        let mut seeder = peer("seeder", "10.0.0.1", Role::Seeder, 0, 8);
+        seeder.coord = at(0.0, 0.0);
+        seeder.want = 10;
+        let hints = reg.announce(seeder, None, now).unwrap();
+        assert_eq!(hints.candidates.len(), 10);
+        let far = hints
+            .candidates
+            .iter()
+            .filter(|c| c.coord.is_some_and(|c| c.x > 100.0))
+            .count();
+        assert!((1..10).contains(&far), "{far} of 10 far");
+        // A viewer in the same place gets the nearest.
+        let mut me = peer("me", "10.0.0.1", Role::Viewer, 0, 8);
+        me.coord = at(0.0, 0.0);
+        me.want = 10;
+        let hints = reg.announce(me, None, now).unwrap();
+        assert!(hints.candidates.iter().all(|c| c.coord.unwrap().x < 100.0));
     }
 
     fn viewer(id: &str, ip: &str, degree: u32) -> Announce {

@@ -392,6 +392,9 @@ impl<'a> Sim<'a> {
         self.parts[0].set(0, Some(Node::new(seeder, 0)));
         self.world_mut().running[0] = true;
         self.serial.push(0, Serial::Cut);
+        // The seeder announces too: the tracker tells it the swarm's size
+        // and hands it viewers to spread its pushes over.
+        self.serial.push(0, Serial::Tracker(0));
         for v in 1..=cfg.viewers {
             let t = cfg.join_over_ms * v as u64 / cfg.viewers.max(1) as u64;
             self.serial.push(t, Serial::Join(v as NodeId));
@@ -684,6 +687,9 @@ impl<'a> Sim<'a> {
     /// tracker ranks them (free degree, then subnet and AS affinity and
     /// predicted RTT), best first.
     fn tracker_hints(&mut self, v: NodeId) -> Vec<PeerInfo<NodeId>> {
+        if v == 0 {
+            return self.random_hints();
+        }
         let me = self.parts[part_of(v)].soft(v).expect("present");
         let (coord, loc) = (me.coord, self.world.loc(v));
         let usable = |c: &Coord| c.error < 1.0;
@@ -735,16 +741,40 @@ impl<'a> Sim<'a> {
         ranked.sort_by(order);
         ranked
             .into_iter()
-            .map(|(_, _, p, pc, free)| PeerInfo {
-                peer: p,
-                // An address, as the real tracker gives: engines pass on
-                // in peer exchange only peers a driver can dial.
-                addrs: vec![String::new()],
-                coord: Some(pc),
-                loc: self.world.loc(p),
-                free: Some(free),
+            .map(|(_, _, p, pc, free)| self.hint(p, pc, free))
+            .collect()
+    }
+
+    /// The tracker's answer to infrastructure: a random sample of viewers
+    /// (infrastructure spreads its neighbours over the map itself).
+    fn random_hints(&mut self) -> Vec<PeerInfo<NodeId>> {
+        let n = self.cfg().hints.min(self.present.len());
+        let mut picked = Vec::with_capacity(n);
+        for _ in 0..n {
+            picked.push(self.present[self.rng.gen_range(0..self.present.len())]);
+        }
+        picked.sort_unstable();
+        picked.dedup();
+        picked
+            .into_iter()
+            .filter_map(|p| {
+                let soft = *self.parts[part_of(p)].soft(p)?;
+                Some(self.hint(p, soft.coord, soft.free))
             })
             .collect()
+    }
+
+    /// A hint naming `p`.
+    fn hint(&self, p: NodeId, coord: Coord, free: u16) -> PeerInfo<NodeId> {
+        PeerInfo {
+            peer: p,
+            // An address, as the real tracker gives: engines pass on in
+            // peer exchange only peers a driver can dial.
+            addrs: vec![String::new()],
+            coord: Some(coord),
+            loc: self.world.loc(p),
+            free: Some(free),
+        }
     }
 
     /// Cuts one segment's pieces, spread evenly over the segment's span.

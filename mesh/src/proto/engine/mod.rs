@@ -16,6 +16,7 @@
 mod playback;
 mod schedule;
 mod session;
+mod spread;
 mod store;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -283,25 +284,27 @@ fn take_batch(pending: &mut Vec<u64>) -> Vec<u64> {
 /// of offload to fallback).
 const LONG_LINK_ALL_BELOW: f32 = 100.0;
 /// The share of nodes that keep a long link in a mid-size swarm (400 to
-/// 1,600 viewers), and while the swarm's size is unknown.
+/// 800 viewers), and while the swarm's size is unknown.
 const LONG_LINK_SHARE: f32 = 0.25;
-/// The share never falls below this (at 40,000 viewers and more).
-const LONG_LINK_FLOOR: f32 = 0.05;
+/// Long links a swarm of more than 800 viewers keeps, about: there the
+/// seeder's spread (see `spread`) carries the stream into every region.
+const LONG_LINKS: f32 = 200.0;
 
 /// The share of nodes that keep a long link in a swarm of `viewers`:
 /// all of them up to [`LONG_LINK_ALL_BELOW`], then `100 / viewers` down
-/// to [`LONG_LINK_SHARE`]; past 1,600 viewers `√(100 / viewers)` (0.22 at
-/// 2,000, 0.1 at 10,000), down to [`LONG_LINK_FLOOR`]. The links a swarm
-/// needs to join its regions, and to teach the coordinates the far side
-/// of the map, grow with it, but slower than it: at 10,000 viewers one in
-/// four keeping a far neighbour cost 0.05 of `neighbor_rtt_ratio` over
-/// one in ten, for no offload.
+/// to [`LONG_LINK_SHARE`]; past 800 viewers, [`LONG_LINKS`] in all
+/// (0.1 at 2,000, 0.02 at 10,000). Long links once joined the regions;
+/// in a large swarm the seeder's pushes enter every region at once, and
+/// what is left for long links is to teach the coordinates the far side
+/// of the map. At 10,000 viewers one in ten keeping a far neighbour cost
+/// 0.1 of `neighbor_rtt_ratio` over one in fifty, for no offload.
 fn long_link_share(viewers: Option<u32>) -> f32 {
     match viewers {
         Some(n) if n > 0 => {
-            let all = LONG_LINK_ALL_BELOW / n as f32;
-            all.max(all.sqrt().min(LONG_LINK_SHARE))
-                .clamp(LONG_LINK_FLOOR, 1.0)
+            let n = n as f32;
+            (LONG_LINK_ALL_BELOW / n)
+                .max(LONG_LINK_SHARE.min(LONG_LINKS / n))
+                .min(1.0)
         }
         _ => LONG_LINK_SHARE,
     }
@@ -577,19 +580,24 @@ impl<P: PeerId> Engine<P> {
         if self.key.verify(&piece).is_err() || self.store.contains_key(&piece.header.seq) {
             return;
         }
-        // Push to the better-provisioned half of the viewers, in turn: the
-        // first copy should land where it can be passed on quickly.
+        self.learn_pace();
+        // Push to `spread` viewers: all of them when there are no more (they
+        // were chosen to cover the map), else the better-provisioned half
+        // in turn, where the first copies can be passed on quickly.
         let mut viewers: Vec<(u32, P)> = self
             .neighbors
             .iter()
             .filter(|(_, n)| n.is_active() && n.role == Role::Viewer)
             .map(|(p, n)| (n.capacity(), p.clone()))
             .collect();
-        viewers.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-        viewers.truncate(viewers.len().div_ceil(2));
+        let fanout = self.spread();
+        if fanout < viewers.len() {
+            viewers.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+            viewers.truncate(viewers.len().div_ceil(2));
+        }
         let viewers: Vec<P> = viewers.into_iter().map(|(_, p)| p).collect();
         let seq = piece.header.seq;
-        for i in 0..self.cfg.push_fanout.min(viewers.len()) {
+        for i in 0..fanout.min(viewers.len()) {
             let to = viewers[(self.push_next + i) % viewers.len()].clone();
             if let Some(n) = self.neighbors.get_mut(&to) {
                 n.has.insert(seq);

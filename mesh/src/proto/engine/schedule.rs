@@ -150,19 +150,13 @@ impl<P: PeerId> Engine<P> {
     /// them yet: when the whole neighbourhood lags, those pieces still reach
     /// their deadline and fall back to infrastructure instead of stalling.
     fn extrapolate_edge(&mut self, now: u64) {
-        let (Some(p0), Some(p1)) = (self.store.first(), self.store.last()) else {
+        let Some(ms_per_piece) = self.learn_pace() else {
             return;
         };
-        let (s0, s1) = (p0.header.seq, p1.header.seq);
-        // The rate is only trusted over a long enough run of pieces: pieces
-        // cut together share a produced-at, so a short run can make the
-        // stream look a thousand times faster than it is.
-        let span = p1.header.produced_at.saturating_sub(p0.header.produced_at);
-        if s1 < s0 + MIN_RATE_PIECES || span < MIN_RATE_SPAN_MS {
+        let Some(p1) = self.store.last() else {
             return;
-        }
-        let ms_per_piece = span as f64 / (s1 - s0) as f64;
-        self.ms_per_piece = Some(ms_per_piece);
+        };
+        let s1 = p1.header.seq;
         let behind = now.saturating_sub(p1.header.produced_at) as f64;
         // One piece of slack: the newest piece may be in flight.
         let expected = (behind / ms_per_piece).floor() as u64;
@@ -172,6 +166,23 @@ impl<P: PeerId> Engine<P> {
             self.heard.entry(seq).or_insert(produced);
         }
         self.newest_known = self.newest_known.max(Some(edge));
+    }
+
+    /// The stream's pace in ms per piece, from the held pieces (kept in
+    /// `ms_per_piece`), once they span enough to be trusted.
+    pub(super) fn learn_pace(&mut self) -> Option<f64> {
+        let (p0, p1) = (self.store.first()?, self.store.last()?);
+        let (s0, s1) = (p0.header.seq, p1.header.seq);
+        // The rate is only trusted over a long enough run of pieces: pieces
+        // cut together share a produced-at, so a short run can make the
+        // stream look a thousand times faster than it is.
+        let span = p1.header.produced_at.saturating_sub(p0.header.produced_at);
+        if s1 < s0 + MIN_RATE_PIECES || span < MIN_RATE_SPAN_MS {
+            return None;
+        }
+        let ms_per_piece = span as f64 / (s1 - s0) as f64;
+        self.ms_per_piece = Some(ms_per_piece);
+        Some(ms_per_piece)
     }
 
     fn ask(&mut self, peer: P, seq: u64, now: u64, batches: &mut Batches<P>) {

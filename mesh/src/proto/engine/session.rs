@@ -305,7 +305,18 @@ impl<P: PeerId> Engine<P> {
             Some(RefuseReason::UnknownStream)
         } else {
             let full = inbound && self.degree() >= self.cfg.max_degree;
-            (probed || full && !self.evict_for(&from, &hello, now)).then_some(RefuseReason::Full)
+            // Infrastructure always gets a slot: its pushes are the
+            // stream's way into this part of the mesh (see `spread`).
+            // Infrastructure itself takes no newcomer by eviction: its
+            // neighbours are chosen to cover the map.
+            let admitted = !probed
+                && (!full
+                    || hello.role.is_infra()
+                    || (!self.cfg.role.is_infra() && self.evict_for(&from, &hello, now)));
+            if full && admitted && hello.role.is_infra() {
+                self.make_room_for_infra(now);
+            }
+            (!admitted).then_some(RefuseReason::Full)
         };
         if let Some(reason) = refuse {
             if probed && inbound && reason == RefuseReason::Full {
@@ -328,6 +339,12 @@ impl<P: PeerId> Engine<P> {
             );
             return self.drop_peer(&from, "refused", now);
         }
+        if self.cfg.role.is_infra() && !inbound && !self.relays(&hello) {
+            if let Some(c) = self.candidates.get_mut(&from) {
+                c.retry_at = now + 60_000;
+            }
+            return self.drop_peer(&from, "too little upload to relay pushes", now);
+        }
         // The closer candidate of a swap accepted: the neighbour it
         // replaces goes now, so the cap holds.
         if let Some(swap) = self.swap.take_if(|s| s.to == from) {
@@ -341,7 +358,7 @@ impl<P: PeerId> Engine<P> {
         }
         // An outbound session over the cap (several dials completed at once)
         // is closed too: the cap is never exceeded.
-        if self.degree() >= self.cfg.max_degree {
+        if self.degree() >= self.degree_cap() {
             return self.drop_peer(&from, "degree cap", now);
         }
         let Some(n) = self.neighbors.get_mut(&from) else {
@@ -663,7 +680,7 @@ impl<P: PeerId> Engine<P> {
     /// A neighbour's score in ms (lower is better): its measured RTT
     /// median; with the full score, plus its spread (stability), discounted
     /// for proximity, and raised when it delivers slower than the stream.
-    fn neighbor_score(&self, n: &Neighbor) -> Option<f32> {
+    pub(super) fn neighbor_score(&self, n: &Neighbor) -> Option<f32> {
         let median = n.rtt.base_median()? as f32;
         if self.cfg.selection != Selection::Full {
             return Some(median);
@@ -686,7 +703,7 @@ impl<P: PeerId> Engine<P> {
     }
 
     /// The stream's payload rate in bytes/s, once its pace is known.
-    fn stream_rate(&self) -> Option<f64> {
+    pub(super) fn stream_rate(&self) -> Option<f64> {
         let ms = self.ms_per_piece?;
         let bytes = self.store.values().next_back()?.data.len() as f64;
         (ms > 0.0).then(|| bytes * 1000.0 / ms)
@@ -778,21 +795,14 @@ impl<P: PeerId> Engine<P> {
     /// refusal costs nothing. One swap at a time, at most one per period;
     /// a replaced peer is not retried for a minute.
     pub(super) fn optimize_neighbors(&mut self, now: u64) {
-        if self.cfg.selection == Selection::Random || self.degree() + 1 < self.cfg.max_degree {
-            return;
+        if self.cfg.role.is_infra() {
+            return self.optimize_spread(now);
         }
-        if let Some(swap) = &self.swap {
-            // Still dialling (a dial that never answers is backed off and
-            // forgotten after 10 s by `fill_neighbors`).
-            if self
-                .candidates
-                .get(&swap.to)
-                .is_some_and(|c| c.dialing_since.is_some())
-                || self.neighbors.contains_key(&swap.to)
-            {
-                return;
-            }
-            self.swap = None;
+        if self.cfg.selection == Selection::Random
+            || self.degree() + 1 < self.cfg.max_degree
+            || !self.swap_done()
+        {
+            return;
         }
         // The best measured and the best predicted offer (ties: lowest
         // id): their margins differ, the measured one is tried first.
@@ -824,6 +834,24 @@ impl<P: PeerId> Engine<P> {
         if self.dial(&to, now) {
             self.swap = Some(super::Swap { to, victim });
         }
+    }
+
+    /// Whether no swap is under way: a finished one is forgotten (a dial
+    /// that never answers is backed off and forgotten after 10 s by
+    /// `fill_neighbors`).
+    pub(super) fn swap_done(&mut self) -> bool {
+        if let Some(swap) = &self.swap {
+            if self
+                .candidates
+                .get(&swap.to)
+                .is_some_and(|c| c.dialing_since.is_some())
+                || self.neighbors.contains_key(&swap.to)
+            {
+                return false;
+            }
+            self.swap = None;
+        }
+        true
     }
 
     /// The viewer neighbour to replace for `offer`: among those connected
@@ -904,7 +932,8 @@ impl<P: PeerId> Engine<P> {
         if self.candidates.len() <= KEEP_CANDIDATES {
             return;
         }
-        let ranked = self.cfg.selection != Selection::Random;
+        // Infrastructure wants candidates all over the map, not the closest.
+        let ranked = self.cfg.selection != Selection::Random && !self.cfg.role.is_infra();
         let mut open: Vec<(u32, P)> = self
             .candidates
             .iter()
@@ -969,6 +998,9 @@ impl<P: PeerId> Engine<P> {
             .iter()
             .filter(|(p, c)| c.dialing_since.is_some() && self.probe.as_ref() != Some(*p))
             .count();
+        if self.cfg.role.is_infra() {
+            return self.fill_spread(now);
+        }
         let used = self.neighbors.len() + dialing;
         if used >= self.cfg.max_degree {
             return;
@@ -1026,12 +1058,12 @@ impl<P: PeerId> Engine<P> {
 
     /// A candidate we may dial now: no session, no dial pending, retry
     /// time passed.
-    fn is_ready(&self, peer: &P, c: &Candidate<P>, now: u64) -> bool {
+    pub(super) fn is_ready(&self, peer: &P, c: &Candidate<P>, now: u64) -> bool {
         now >= c.retry_at && c.dialing_since.is_none() && !self.neighbors.contains_key(peer)
     }
 
     /// Asks the driver to dial a candidate; `false` if it is unknown.
-    fn dial(&mut self, peer: &P, now: u64) -> bool {
+    pub(super) fn dial(&mut self, peer: &P, now: u64) -> bool {
         let Some(c) = self.candidates.get_mut(peer) else {
             return false;
         };

@@ -1133,9 +1133,10 @@ fn every_node_keeps_a_long_link_in_a_small_swarm_and_fewer_in_larger_ones() {
     assert_eq!(long_link_share(Some(60)), 1.0);
     assert_eq!(long_link_share(Some(200)), 0.5);
     assert_eq!(long_link_share(Some(400)), 0.25);
-    assert_eq!(long_link_share(Some(1_000)), 0.25);
-    assert!((long_link_share(Some(10_000)) - 0.1).abs() < 1e-6);
-    assert_eq!(long_link_share(Some(100_000)), 0.05, "the floor");
+    assert_eq!(long_link_share(Some(800)), 0.25);
+    assert_eq!(long_link_share(Some(2_000)), 0.1);
+    assert_eq!(long_link_share(Some(10_000)), 0.02);
+    assert_eq!(long_link_share(Some(100_000)), 0.002, "200 in all");
     assert_eq!(long_link_share(Some(0)), 0.25, "not said");
     assert_eq!(long_link_share(None), 0.25);
 }
@@ -1241,3 +1242,5 @@ fn a_full_candidate_table_is_pruned_to_the_closest() {
         "room again"
     );
 }
+
+mod spread;

@@ -1,0 +1,213 @@
+//! Infrastructure's neighbours: spread over the map.
+//!
+//! A seeder pushes each new piece to [`Engine::spread`] viewer neighbours at
+//! once, one per [`VIEWERS_PER_PUSH`] viewers in the swarm: in a large swarm
+//! the stream enters the mesh at many points, so each piece needs fewer hops
+//! to reach everyone. Those points only help if they are apart: copies that
+//! all enter in one region reach the others through a few long links, late.
+//! So infrastructure chooses its neighbours to cover the map, by network
+//! coordinates: it dials the candidate farthest from itself and its
+//! neighbours (greedy k-center, Gonzalez 1985), and every optimisation period
+//! replaces its most redundant neighbour (the one closest to another) with a
+//! candidate that covers clearly more. Viewers always make room for an
+//! infrastructure dial. This is the fan-out of Akamai's reflectors and of the
+//! CDN in ByteDance's Swarm: infrastructure feeds several entry points, peers
+//! do the rest. It also frees viewers from carrying the stream between
+//! regions over long links (see `long_link_share`).
+
+use super::{Engine, PeerId, Swap};
+use crate::proto::neighbors::Candidate;
+use crate::proto::{
+    coords::Coord,
+    wire::{Hello, Role},
+};
+
+/// A seeder pushes each piece to one viewer per this many in the swarm.
+const VIEWERS_PER_PUSH: u32 = 250;
+/// It never pushes more copies than this.
+const MAX_SPREAD: usize = 64;
+/// What a viewer's upload must carry, in streams, for a seeder to push to
+/// it (see `relays`).
+const RELAY_UPLOAD: f64 = 3.0;
+/// A candidate replaces a neighbour when it shortens the sampled viewers'
+/// way by this factor more than the neighbour's loss lengthens it, and by
+/// this many ms per ten sampled viewers (hysteresis, as for viewers' swaps).
+const COVER_FACTOR: f32 = 1.5;
+const COVER_MARGIN_MS: f32 = 10.0;
+/// The distance of a viewer with no entry point at all.
+const FAR_MS: f32 = 1_000.0;
+
+impl<P: PeerId> Engine<P> {
+    /// Copies of each new piece infrastructure pushes into the mesh: the
+    /// configured `push_fanout`, or one per [`VIEWERS_PER_PUSH`] viewers
+    /// when the swarm is larger, up to [`MAX_SPREAD`].
+    pub(super) fn spread(&self) -> usize {
+        let by_swarm = self
+            .swarm_viewers
+            .map_or(0, |n| (n / VIEWERS_PER_PUSH) as usize);
+        by_swarm.min(MAX_SPREAD).max(self.cfg.push_fanout)
+    }
+
+    /// Neighbours never exceed this: a viewer's `max_degree`; infrastructure
+    /// takes inbound sessions up to `max_degree` and dials up to its spread.
+    pub(super) fn degree_cap(&self) -> usize {
+        if self.cfg.role.is_infra() {
+            self.cfg.max_degree.max(self.spread())
+        } else {
+            self.cfg.max_degree
+        }
+    }
+
+    /// A viewer at its cap greeted by infrastructure drops its worst viewer
+    /// neighbour (by the full score; one without a score first).
+    pub(super) fn make_room_for_infra(&mut self, now: u64) {
+        let worst = self
+            .neighbors
+            .iter()
+            .filter(|(_, n)| n.is_active() && n.role == Role::Viewer)
+            .map(|(p, n)| (self.neighbor_score(n).unwrap_or(f32::MAX), p))
+            .max_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(b.1)))
+            .map(|(_, p)| p.clone());
+        if let Some(p) = worst {
+            self.drop_peer(&p, "room for infrastructure", now);
+        }
+    }
+
+    /// Infrastructure below its cap dials, one after another, the
+    /// candidates that most shorten the way from the viewers it knows of to
+    /// their nearest entry point (its neighbours and pending dials).
+    pub(super) fn fill_spread(&mut self, now: u64) {
+        let pending = |c: &Candidate<P>| c.dialing_since.is_some();
+        let used = self.neighbors.len() + self.candidates.values().filter(|c| pending(c)).count();
+        let cap = self.degree_cap();
+        if used >= cap {
+            return;
+        }
+        let sample = self.sample();
+        let mut entries: Vec<Coord> = self.neighbors.values().filter_map(|n| n.coord).collect();
+        entries.extend(
+            self.candidates
+                .values()
+                .filter(|c| pending(c))
+                .filter_map(|c| c.info.coord),
+        );
+        let mut nearest: Vec<f32> = sample.iter().map(|s| nearest_ms(s, &entries)).collect();
+        for _ in used..cap {
+            let Some((p, coord, _)) = self.best_entry(&sample, &nearest, now) else {
+                break;
+            };
+            self.dial(&p, now);
+            for (d, s) in nearest.iter_mut().zip(&sample) {
+                *d = d.min(s.rtt_ms(&coord));
+            }
+        }
+    }
+
+    /// Every optimisation period, one local-search step of k-median
+    /// (Arya et al., "Local search heuristics for k-median", 2004): the
+    /// neighbour whose loss lengthens the viewers' way least is replaced
+    /// by the candidate that shortens it most, when the trade is clearly
+    /// worth it; a neighbour with too little upload to relay our pushes
+    /// goes first. Dialled first, as a viewer's swap.
+    pub(super) fn optimize_spread(&mut self, now: u64) {
+        if self.degree() < self.degree_cap() || !self.swap_done() {
+            return;
+        }
+        let mut entries: Vec<(P, Coord, bool)> = self
+            .neighbors
+            .iter()
+            .filter(|(_, n)| n.is_active() && n.role == Role::Viewer)
+            .filter(|(_, n)| now >= n.connected_at + self.cfg.optimize_ms)
+            .filter_map(|(p, n)| Some((p.clone(), n.coord?, self.relays_upload(n.upload_kbps))))
+            .collect();
+        if entries.is_empty() {
+            return;
+        }
+        let sample = self.sample();
+        // Per sampled viewer: its nearest and second-nearest entry.
+        let mut loss = vec![0.0f32; entries.len()];
+        let mut nearest = Vec::with_capacity(sample.len());
+        for s in &sample {
+            let (mut d1, mut d2, mut i1) = (FAR_MS, FAR_MS, 0);
+            for (i, (_, e, _)) in entries.iter().enumerate() {
+                let d = s.rtt_ms(e);
+                if d < d1 {
+                    (d2, d1, i1) = (d1, d, i);
+                } else if d < d2 {
+                    d2 = d;
+                }
+            }
+            loss[i1] += d2 - d1;
+            nearest.push(d1);
+        }
+        let victim = match entries.iter().position(|e| !e.2) {
+            Some(weak) => weak,
+            None => (0..entries.len())
+                .min_by(|&a, &b| {
+                    loss[a]
+                        .total_cmp(&loss[b])
+                        .then_with(|| entries[a].0.cmp(&entries[b].0))
+                })
+                .expect("not empty"),
+        };
+        let Some((to, _, gain)) = self.best_entry(&sample, &nearest, now) else {
+            return;
+        };
+        let weak = !entries[victim].2;
+        let worth =
+            gain > COVER_FACTOR * loss[victim] + COVER_MARGIN_MS * sample.len() as f32 / 10.0;
+        if (weak || worth) && self.dial(&to, now) {
+            let victim = entries.swap_remove(victim).0;
+            self.swap = Some(Swap { to, victim });
+        }
+    }
+
+    /// Where the viewers are, as far as we know: our candidates' and
+    /// neighbours' coordinates (the tracker hands infrastructure a random
+    /// sample of the swarm, so this is a sample of the map).
+    fn sample(&self) -> Vec<Coord> {
+        let candidates = self.candidates.values().filter_map(|c| c.info.coord);
+        let neighbors = self.neighbors.values().filter_map(|n| n.coord);
+        candidates.chain(neighbors).collect()
+    }
+
+    /// The ready candidate that most shortens the sampled viewers' way to
+    /// their nearest entry (`nearest`, per sampled viewer), with its
+    /// coordinate and the total shortening (ties: lowest id).
+    fn best_entry(&self, sample: &[Coord], nearest: &[f32], now: u64) -> Option<(P, Coord, f32)> {
+        self.candidates
+            .iter()
+            .filter(|(p, c)| self.is_ready(p, c, now))
+            .filter_map(|(p, c)| {
+                let coord = c.info.coord?;
+                let gain: f32 = sample
+                    .iter()
+                    .zip(nearest)
+                    .map(|(s, &d)| (d - s.rtt_ms(&coord)).max(0.0))
+                    .sum();
+                Some((p, coord, gain))
+            })
+            .max_by(|a, b| a.2.total_cmp(&b.2).then_with(|| b.0.cmp(a.0)))
+            .map(|(p, c, g)| (p.clone(), c, g))
+    }
+
+    /// Whether a viewer that greeted with `hello` can pass our pushes on:
+    /// its advertised upload (none: unlimited) carries [`RELAY_UPLOAD`]
+    /// times the stream (its relays, and its share of its neighbours'
+    /// requests, since it is their first holder).
+    pub(super) fn relays(&self, hello: &Hello) -> bool {
+        hello.role != Role::Viewer || self.relays_upload(hello.upload_kbps)
+    }
+
+    fn relays_upload(&self, kbps: u32) -> bool {
+        kbps == 0
+            || self
+                .stream_rate()
+                .is_none_or(|rate| f64::from(kbps) * 125.0 >= RELAY_UPLOAD * rate)
+    }
+}
+
+/// Distance to the nearest of `entries`, [`FAR_MS`] if there are none.
+fn nearest_ms(c: &Coord, entries: &[Coord]) -> f32 {
+    entries.iter().map(|e| c.rtt_ms(e)).fold(FAR_MS, f32::min)
+}

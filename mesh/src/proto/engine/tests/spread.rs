@@ -1,0 +1,118 @@
+//! Infrastructure spreads its neighbours over the map (`engine::spread`).
+
+use super::*;
+
+const SEEDER: u32 = 100;
+
+/// A coordinate `x` ms east of the origin, trusted.
+fn at(x: f32) -> Coord {
+    Coord {
+        x,
+        y: 0.0,
+        height: 1.0,
+        error: 0.1,
+    }
+}
+
+fn hint(peer: u32, coord: Coord) -> PeerInfo<u32> {
+    PeerInfo {
+        coord: Some(coord),
+        ..PeerInfo::new(peer, vec![format!("/memory/{peer}")])
+    }
+}
+
+/// A seeder told of 2,000 viewers pushes to eight (one per 250), so it
+/// dials eight; told of three clusters of candidates, all close together
+/// within each, it dials into every cluster rather than into the first.
+#[test]
+fn a_seeder_dials_viewers_all_over_the_map() {
+    let s = signer();
+    let mut net = Net::new(5);
+    net.add(SEEDER, Config::seeder(s.stream()));
+    // Engines 1..=30: ten at 0 ms, ten at 300 ms, ten at 600 ms.
+    let mut hints = Vec::new();
+    for v in 1..=30u32 {
+        net.add(v, Config::viewer(s.stream()));
+        hints.push(hint(v, at(300.0 * ((v - 1) / 10) as f32 + v as f32 / 10.0)));
+    }
+    net.input(SEEDER, Input::Swarm { viewers: 2_000 });
+    net.input(SEEDER, Input::Candidates(hints));
+    net.run_for(1_500);
+
+    let picked: Vec<u32> = net.e(SEEDER).neighbors().copied().collect();
+    assert_eq!(picked.len(), 8, "{picked:?}");
+    for cluster in 0..3 {
+        let range = 1 + 10 * cluster..=10 + 10 * cluster;
+        assert!(
+            picked.iter().any(|v| range.contains(v)),
+            "no entry point in cluster {cluster}: {picked:?}"
+        );
+    }
+}
+
+/// A viewer at its cap greeted by infrastructure drops a viewer neighbour
+/// and takes it: the seeder's pushes must reach every region.
+#[test]
+fn a_full_viewer_makes_room_for_infrastructure() {
+    let s = signer();
+    let mut net = Net::new(5);
+    let mut cfg = Config::viewer(s.stream());
+    cfg.max_degree = 2;
+    net.add(1, cfg);
+    net.add(2, Config::viewer(s.stream()));
+    net.add(3, Config::viewer(s.stream()));
+    net.connect(2, 1);
+    net.connect(3, 1);
+    net.run_for(100);
+    assert_eq!(net.e(1).degree(), 2);
+
+    net.add(SEEDER, Config::seeder(s.stream()));
+    net.connect(SEEDER, 1);
+    net.run_for(100);
+    let neighbors: Vec<u32> = net.e(1).neighbors().copied().collect();
+    assert!(neighbors.contains(&SEEDER), "{neighbors:?}");
+    assert_eq!(neighbors.len(), 2, "the cap holds: {neighbors:?}");
+    assert_eq!(net.disconnects(1).len(), 1, "one viewer made room");
+    assert!(net.e(SEEDER).neighbors().any(|&p| p == 1));
+}
+
+/// Once the stream's pace is known, the seeder keeps no viewer it dialled
+/// whose upload cannot pass its pushes on, and pushes every new piece to
+/// each of the viewers it keeps when it has no more than its spread.
+#[test]
+fn a_seeder_pushes_to_viewers_that_can_relay() {
+    let s = signer();
+    let mut net = Net::new(5);
+    net.add(SEEDER, Config::seeder(s.stream()));
+    // 250 kB/s of pieces: 2 Mbit/s.
+    for seq in 0..8 {
+        let fl = if seq == 0 { flags::FIRST } else { 0 };
+        net.input(
+            SEEDER,
+            Input::Publish(piece(&s, seq, 0, fl, net.now, 31_250)),
+        );
+        net.run_for(125);
+    }
+    // 1 uploads 20 Mbit/s, 2 only 1 Mbit/s (less than the stream).
+    for (v, kbps) in [(1, 20_000), (2, 1_000)] {
+        let mut cfg = Config::viewer(s.stream());
+        cfg.upload_kbps = kbps;
+        net.add(v, cfg);
+    }
+    let hints = vec![hint(1, at(10.0)), hint(2, at(200.0))];
+    net.input(SEEDER, Input::Candidates(hints));
+    net.run_for(1_500);
+    assert_eq!(net.e(SEEDER).neighbors().collect::<Vec<_>>(), vec![&1]);
+    assert!(net
+        .disconnects(SEEDER)
+        .contains(&(2, "too little upload to relay pushes")));
+
+    let seq = 8;
+    let next = piece(&s, seq, 1, flags::FIRST, net.now, 31_250);
+    net.input(SEEDER, Input::Publish(next));
+    net.run_for(100);
+    assert!(net
+        .received(1, SEEDER)
+        .iter()
+        .any(|m| matches!(m, Message::Piece(p) if p.header.seq == seq)));
+}
