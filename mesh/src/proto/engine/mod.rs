@@ -457,9 +457,6 @@ impl<P: PeerId> Engine<P> {
         if let Some(u) = self.upload_ready_at() {
             t = t.min(u);
         }
-        if let Some(p) = self.playback.next_check() {
-            t = t.min(p);
-        }
         t
     }
 
@@ -542,8 +539,8 @@ impl<P: PeerId> Engine<P> {
             self.flush_haves(now);
         }
         self.drain_upload(now);
-        // Deadlines move only with news about pieces; otherwise the timer
-        // (`Playback::next_check`) judges them on time.
+        // Deadlines move only with news about pieces; otherwise the next
+        // timer run judges them (`Playback::arrived` keeps that exact).
         if self.news {
             self.playback_check(now);
         }
@@ -634,6 +631,7 @@ impl<P: PeerId> Engine<P> {
         let seq = piece.header.seq;
         self.news = true;
         let first = piece.header.is_first();
+        let piece_produced_at = piece.header.produced_at;
         self.heard.remove(&seq);
         if first {
             self.segment_starts.insert(seq);
@@ -653,6 +651,7 @@ impl<P: PeerId> Engine<P> {
         if self.next_have.is_none() {
             self.next_have = Some(now + self.cfg.have_interval_ms);
         }
+        self.playback.arrived(seq, piece_produced_at, now);
         let (delay, margin) = (self.cfg.playout_delay_ms, self.cfg.fallback_margin_ms);
         self.playback.check_startup(
             &self.store,

@@ -6,6 +6,12 @@
 //! piece `s` is due at `produced_at(s) + delay`: it counts as on time if held
 //! then. Only differences of the broadcaster's produced-at times matter, plus
 //! one reading of `now` at start-up, so no clock sync is assumed beyond that.
+//!
+//! Pieces are judged whenever the engine runs (at least every scheduling
+//! period), not at each deadline: a timer per piece would wake a viewer
+//! eight times a second for nothing else. Judging late stays exact, because
+//! a piece that arrives after its deadline but before it is judged is
+//! remembered as late.
 
 use super::{store::Store, Engine, PeerId};
 use crate::proto::stats::Stats;
@@ -17,11 +23,12 @@ pub(super) struct Playback {
     pub(super) start: Option<u64>,
     /// Set once the first segment is complete: (delay, next piece due).
     started: Option<(u64, u64)>,
-    next_check: Option<u64>,
+    /// Pieces not judged yet that arrived after their deadline.
+    late: Vec<u64>,
 }
 
-/// How often due pieces are checked when no deadline is known yet.
-const RECHECK_MS: u64 = 100;
+/// Pieces judged per run at most.
+const MAX_JUDGED_PER_RUN: usize = 100_000;
 
 impl Playback {
     pub(super) fn new(enabled: bool) -> Self {
@@ -29,12 +36,18 @@ impl Playback {
             enabled,
             start: None,
             started: None,
-            next_check: None,
+            late: Vec::new(),
         }
     }
 
-    pub(super) fn next_check(&self) -> Option<u64> {
-        self.next_check
+    /// Piece `seq`, produced at `produced_at`, arrived `now`: if that is
+    /// after its deadline and it is not judged yet, it will be judged late.
+    pub(super) fn arrived(&mut self, seq: u64, produced_at: u64, now: u64) {
+        if let Some((delay, next)) = self.started {
+            if seq >= next && now > produced_at + delay {
+                self.late.push(seq);
+            }
+        }
     }
 
     /// First piece not yet judged, once playing.
@@ -77,7 +90,6 @@ impl Playback {
         let elapsed = now.saturating_sub(first.header.produced_at);
         let delay = playout_delay.max(elapsed + margin);
         self.started = Some((delay, start));
-        self.next_check = Some(now);
         stats.startup_ms = Some(now.saturating_sub(joined_at));
     }
 }
@@ -124,31 +136,31 @@ impl<P: PeerId> Engine<P> {
         Some(self.produced_estimate(seq)? + delay)
     }
 
-    /// Judges every piece whose deadline has passed.
+    /// Judges every piece whose deadline has passed: on time if it arrived
+    /// by then.
     pub(super) fn playback_check(&mut self, now: u64) {
         let Some((delay, mut next)) = self.playback.started else {
             return;
         };
-        self.playback.next_check = None;
-        for _ in 0..100_000 {
+        // Bounded like every loop on what peers announce; the rest waits
+        // for the next run.
+        for _ in 0..MAX_JUDGED_PER_RUN {
             if self.newest_known.is_none_or(|n| next > n) {
-                self.playback.next_check = Some(now + RECHECK_MS);
                 break;
             }
             let Some(produced) = self.produced_estimate(next) else {
-                self.playback.next_check = Some(now + RECHECK_MS);
                 break;
             };
             if now < produced + delay {
-                self.playback.next_check = Some(produced + delay);
                 break;
             }
             self.stats.pieces_due += 1;
-            if self.store.contains_key(&next) {
+            if self.store.contains_key(&next) && !self.playback.late.contains(&next) {
                 self.stats.pieces_on_time += 1;
             }
             next += 1;
         }
+        self.playback.late.retain(|&s| s >= next);
         self.playback.started = Some((delay, next));
     }
 }

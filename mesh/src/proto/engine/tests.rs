@@ -860,6 +860,35 @@ fn missing_piece_falls_back_to_infra_at_deadline_minus_margin() {
 }
 
 #[test]
+fn a_piece_stored_after_its_deadline_is_late_even_if_judged_later() {
+    let s = signer();
+    let mut net = Net::new(0);
+    let cfg = Config::viewer(s.stream());
+    let delay = cfg.playout_delay_ms;
+    viewer_with_fake(&mut net, cfg, 9);
+    net.run_for(100);
+
+    // Two segments produced now; all but the last piece arrive at once.
+    let at = net.now;
+    let mut pieces = segment(&s, 0, 0, 4, at, 1_000);
+    pieces.extend(segment(&s, 4, 1, 4, at, 1_000));
+    let last = pieces.pop().expect("piece 7");
+    for p in pieces {
+        net.send_as(9, 1, &Message::Piece(p));
+    }
+    assert!(net.e(1).stats().startup_ms.is_some(), "playing");
+
+    // The engine sleeps past the deadline (no timer runs in between), then
+    // the last piece arrives: judged afterwards, it still counts late.
+    net.now = at + delay + 1;
+    net.send_as(9, 1, &Message::Piece(last));
+    net.run_for(200);
+    let st = net.e(1).stats();
+    assert_eq!(st.pieces_due, 8);
+    assert_eq!(st.pieces_on_time, 7);
+}
+
+#[test]
 fn scheduler_spreads_requests_under_the_inflight_bound() {
     let s = signer();
     let mut net = Net::new(20);
