@@ -197,6 +197,7 @@ fn hello(stream: StreamId) -> Msg {
         upload_kbps: 0,
         coord: Coord::default(),
         loc: Default::default(),
+        rtt_ms: 0,
     })
 }
 

@@ -18,7 +18,7 @@ use super::{
 };
 
 /// Version of the handshake and message set.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Version byte that opens every frame body.
 pub const FRAME_VERSION: u8 = 1;
 /// Largest frame body (after the length prefix): one full piece plus headers.
@@ -122,6 +122,9 @@ pub struct Hello {
     pub coord: Coord,
     /// The sender's AS and subnet, as its tracker told it (zero: unknown).
     pub loc: Locality,
+    /// The RTT the sender measured to the receiver, ms (0: none): a full
+    /// receiver weighs a dialler on it (docs/protocol.md §6.2).
+    pub rtt_ms: u32,
 }
 
 /// Why a session was refused.
@@ -539,6 +542,7 @@ mod tests {
                     asn: 64512,
                     subnet: 7,
                 },
+                rtt_ms: 23,
             }),
             Message::Refuse {
                 reason: RefuseReason::Full,

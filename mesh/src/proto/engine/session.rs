@@ -86,7 +86,16 @@ impl<P: PeerId> Engine<P> {
             upload_kbps: self.cfg.upload_kbps,
             coord: self.coord,
             loc: self.cfg.loc,
+            rtt_ms: self.measured_rtt(peer).unwrap_or(0),
         })
+    }
+
+    /// The RTT we measured to `peer`, if any: in a session now, else in
+    /// an earlier session or probe.
+    fn measured_rtt(&self, peer: &P) -> Option<u32> {
+        let now = self.neighbors.get(peer).and_then(|n| n.rtt.base_median());
+        now.and_then(|ms| u32::try_from(ms).ok())
+            .or_else(|| self.candidates.get(peer)?.measured_ms)
     }
 
     pub(super) fn on_disconnected(&mut self, peer: &P, now: u64) {
@@ -435,8 +444,13 @@ impl<P: PeerId> Engine<P> {
         if self.cfg.selection == Selection::Random {
             return None;
         }
+        // RTT is symmetric: the dialler's measurement (a probe of us, or
+        // an earlier session) is as good as ours. A peer that lies about it
+        // gets a slot it would lose at our next optimisation, once our own
+        // pings measure it.
         let measured = self.candidates.get(from).and_then(|c| c.measured_ms);
-        let (rtt, measured) = self.rtt_estimate(measured, Some(&hello.coord))?;
+        let theirs = (hello.rtt_ms > 0).then_some(hello.rtt_ms);
+        let (rtt, measured) = self.rtt_estimate(measured.or(theirs), Some(&hello.coord))?;
         let ms = rtt * self.affinity(&hello.loc);
         Some(Score { ms, measured })
     }
@@ -709,13 +723,14 @@ impl<P: PeerId> Engine<P> {
         (ms > 0.0).then(|| bytes * 1000.0 / ms)
     }
 
-    /// Probes a random candidate: dials it and greets it asking for no
+    /// Probes a candidate (far, random or close, see below): dials it and greets it asking for no
     /// slot (`max_degree` 0), which it answers with its `Hello` and a
     /// `Refuse` with suggestions, changing nothing on its side. The time
     /// from our `Hello` to its `Refuse` is one RTT: a sample for the
     /// coordinate from beyond the neighbourhood (Vivaldi needs far samples
     /// to place the regions, and a neighbourhood of close peers gives
-    /// none), and it is remembered as the candidate's measured RTT.
+    /// none), and it is remembered as the candidate's measured RTT (which
+    /// our `Hello` carries if we dial it again, §6.2).
     pub(super) fn probe(&mut self, now: u64) {
         if self.cfg.role != crate::proto::Role::Viewer
             || self.cfg.selection == Selection::Random
@@ -732,10 +747,11 @@ impl<P: PeerId> Engine<P> {
         if ready.is_empty() {
             return;
         }
-        // Every other probe goes to the farthest of a few random draws
+        // Of four probes, two go to the farthest of a few random draws
         // (by RTT estimate, none counting as farthest): after pruning
         // (`prune_candidates`) most candidates are close, and the
-        // coordinate still needs far samples.
+        // coordinate still needs far samples. One goes to a random
+        // candidate, one to the closest never measured (below).
         self.probes += 1;
         let mut pick = ready[rand::Rng::gen_range(&mut self.rng, 0..ready.len())];
         if self.probes.is_multiple_of(2) {
@@ -747,6 +763,23 @@ impl<P: PeerId> Engine<P> {
                 if d > farthest {
                     (pick, farthest) = (p, d);
                 }
+            }
+        }
+        // One probe in four goes to the closest candidate by prediction
+        // that was never measured: near predictions are the least precise,
+        // and a measured offer is swapped on a finer margin.
+        if self.probes % 4 == 1 {
+            let near = ready
+                .iter()
+                .filter(|p| {
+                    self.candidates
+                        .get(**p)
+                        .is_some_and(|c| c.measured_ms.is_none())
+                })
+                .filter_map(|p| Some((self.candidate_proximity(p)?.ms, *p)))
+                .min_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+            if let Some((_, p)) = near {
+                pick = p;
             }
         }
         let pick = pick.clone();

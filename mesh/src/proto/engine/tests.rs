@@ -386,6 +386,7 @@ fn hello(stream: StreamId, role: Role) -> Message<u32> {
         upload_kbps: 0,
         coord: Coord::default(),
         loc: Default::default(),
+        rtt_ms: 0,
     })
 }
 
@@ -508,6 +509,44 @@ fn a_full_node_makes_room_for_a_poorly_connected_newcomer() {
         net.disconnects(1),
         vec![(3, "evicted for a poorly connected newcomer")]
     );
+    assert_eq!(net.max_degree_seen[&1], 2, "degree never above the cap");
+}
+
+#[test]
+fn a_full_node_weighs_a_dialler_on_the_rtt_the_dialler_measured() {
+    let s = signer();
+    let mut net = Net::new(20);
+    let mut cfg = Config::viewer(s.stream());
+    cfg.max_degree = 2;
+    cfg.optimize_ms = 1_000;
+    net.add(1, cfg);
+    for p in [2, 3] {
+        net.add(p, Config::viewer(s.stream()));
+        net.connect(p, 1);
+    }
+    // Both neighbours measured (40 ms) and in place for a period.
+    net.run_for(2_100);
+    assert_eq!(net.e(1).degree(), 2);
+    let dial = |net: &mut Net, fake: u32, rtt_ms: u32| {
+        net.connect(fake, 1);
+        let Message::Hello(mut h) = hello(s.stream(), Role::Viewer) else {
+            unreachable!()
+        };
+        h.degree = 4; // well connected: no room is made for a newcomer
+        h.rtt_ms = rtt_ms;
+        net.send_as(fake, 1, &Message::Hello(h));
+    };
+    // A fresh coordinate predicts nothing, and nothing was measured.
+    dial(&mut net, 8, 0);
+    assert_eq!(net.e(1).neighbors().collect::<Vec<_>>(), vec![&2, &3]);
+    assert_eq!(net.disconnects(1), vec![(8, "refused")]);
+    // The dialler measured 5 ms (a probe of us): clearly closer.
+    dial(&mut net, 9, 5);
+    assert_eq!(net.e(1).degree(), 2);
+    assert!(net.e(1).neighbors().any(|&p| p == 9), "9 let in");
+    let replaced = net.disconnects(1)[1];
+    assert!([2, 3].contains(&replaced.0));
+    assert_eq!(replaced.1, "replaced by a closer candidate");
     assert_eq!(net.max_degree_seen[&1], 2, "degree never above the cap");
 }
 
