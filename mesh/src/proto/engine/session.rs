@@ -803,6 +803,11 @@ impl<P: PeerId> Engine<P> {
             c.measured_ms = Some(u32::try_from(rtt).unwrap_or(u32::MAX));
         }
         self.drop_peer(from, "probe answered", now);
+        // The next probe of this tick's run, if any, at once.
+        if self.probe_budget > 0 {
+            self.probe_budget -= 1;
+            self.probe(now);
+        }
     }
 
     /// The worst score a node with enough neighbours still dials:

@@ -1196,6 +1196,57 @@ fn a_probe_is_refused_and_changes_nothing_at_the_target() {
 }
 
 #[test]
+fn a_tick_starts_three_probes_one_after_the_other() {
+    let s = signer();
+    let mut net = Net::new(20);
+    let targets: Vec<u32> = (10..16).collect();
+    for &t in &targets {
+        net.add(t, Config::viewer(s.stream()));
+    }
+    let mut prober = Config::viewer(s.stream());
+    prober.max_degree = 0; // probes only
+    let tick = prober.tick_ms;
+    net.add(4, prober);
+    let infos = targets
+        .iter()
+        .map(|&t| PeerInfo {
+            peer: t,
+            addrs: vec![],
+            coord: Some(net.e(t).coord()),
+            loc: Default::default(),
+            free: Some(8),
+        })
+        .collect();
+    net.input(4, Input::Candidates(infos));
+    // One tick's run, well before the next tick.
+    net.run_for(tick + tick / 2);
+    let answered = net.disconnects(4);
+    assert_eq!(answered.len(), 3, "{answered:?}");
+    assert!(answered.iter().all(|(_, why)| *why == "probe answered"));
+    let mut probed: Vec<u32> = answered.iter().map(|(p, _)| *p).collect();
+    probed.dedup();
+    assert_eq!(probed.len(), 3, "three different candidates");
+    // One at a time: each probe's Hello goes out after the previous answer.
+    let hellos: Vec<usize> = probed
+        .iter()
+        .map(|&t| {
+            net.position(
+                |e| matches!(e, Ev::Sent { from: 4, to, msg: Message::Hello(_) } if *to == t),
+            )
+            .expect("probe hello")
+        })
+        .collect();
+    let answers: Vec<usize> = probed
+        .iter()
+        .map(|&t| {
+            net.position(|e| matches!(e, Ev::Disconnect { by: 4, peer, .. } if *peer == t))
+                .expect("answer")
+        })
+        .collect();
+    assert!(answers[0] < hellos[1] && answers[1] < hellos[2]);
+}
+
+#[test]
 fn every_node_keeps_a_long_link_in_a_small_swarm_and_fewer_in_larger_ones() {
     use super::long_link_share;
     assert_eq!(long_link_share(Some(60)), 1.0);
