@@ -236,7 +236,8 @@ pub struct Engine<P: PeerId> {
     /// The candidate being probed for an RTT sample (see `probe`).
     probe: Option<P>,
     next_probe: u64,
-    /// Probes made so far (every other one is biased to far candidates).
+    /// Probes made so far (which one it is picks far, random or close
+    /// candidates, `probe`).
     probes: u64,
     /// Probes still to start in this tick's run (`PROBES_PER_TICK`).
     probe_budget: u32,
@@ -640,7 +641,7 @@ impl<P: PeerId> Engine<P> {
         let seq = piece.header.seq;
         self.news = true;
         let first = piece.header.is_first();
-        let piece_produced_at = piece.header.produced_at;
+        self.playback.arrived(seq, piece.header.produced_at, now);
         self.heard.remove(&seq);
         if first {
             self.segment_starts.insert(seq);
@@ -660,7 +661,6 @@ impl<P: PeerId> Engine<P> {
         if self.next_have.is_none() {
             self.next_have = Some(now + self.cfg.have_interval_ms);
         }
-        self.playback.arrived(seq, piece_produced_at, now);
         let (delay, margin) = (self.cfg.playout_delay_ms, self.cfg.fallback_margin_ms);
         self.playback.check_startup(
             &self.store,

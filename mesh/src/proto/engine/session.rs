@@ -93,8 +93,9 @@ impl<P: PeerId> Engine<P> {
     /// The RTT we measured to `peer`, if any: in a session now, else in
     /// an earlier session or probe.
     fn measured_rtt(&self, peer: &P) -> Option<u32> {
-        let now = self.neighbors.get(peer).and_then(|n| n.rtt.base_median());
-        now.and_then(|ms| u32::try_from(ms).ok())
+        let in_session = self.neighbors.get(peer).and_then(|n| n.rtt.base_median());
+        in_session
+            .and_then(|ms| u32::try_from(ms).ok())
             .or_else(|| self.candidates.get(peer)?.measured_ms)
     }
 
@@ -723,14 +724,14 @@ impl<P: PeerId> Engine<P> {
         (ms > 0.0).then(|| bytes * 1000.0 / ms)
     }
 
-    /// Probes a candidate (far, random or close, see below): dials it and greets it asking for no
-    /// slot (`max_degree` 0), which it answers with its `Hello` and a
-    /// `Refuse` with suggestions, changing nothing on its side. The time
-    /// from our `Hello` to its `Refuse` is one RTT: a sample for the
-    /// coordinate from beyond the neighbourhood (Vivaldi needs far samples
-    /// to place the regions, and a neighbourhood of close peers gives
-    /// none), and it is remembered as the candidate's measured RTT (which
-    /// our `Hello` carries if we dial it again, §6.2).
+    /// Probes a candidate (far, random or close, see below): dials it and
+    /// greets it asking for no slot (`max_degree` 0), which it answers
+    /// with its `Hello` and a `Refuse` with suggestions, changing nothing
+    /// on its side. The time from our `Hello` to its `Refuse` is one RTT:
+    /// a sample for the coordinate from beyond the neighbourhood (Vivaldi
+    /// needs far samples to place the regions, and a neighbourhood of
+    /// close peers gives none), and it is remembered as the candidate's
+    /// measured RTT (which our `Hello` carries if we dial it again, §6.2).
     pub(super) fn probe(&mut self, now: u64) {
         if self.cfg.role != crate::proto::Role::Viewer
             || self.cfg.selection == Selection::Random
@@ -1031,14 +1032,14 @@ impl<P: PeerId> Engine<P> {
                 c.back_off(now);
             }
         }
+        if self.cfg.role.is_infra() {
+            return self.fill_spread(now);
+        }
         let dialing = self
             .candidates
             .iter()
             .filter(|(p, c)| c.dialing_since.is_some() && self.probe.as_ref() != Some(*p))
             .count();
-        if self.cfg.role.is_infra() {
-            return self.fill_spread(now);
-        }
         let used = self.neighbors.len() + dialing;
         if used >= self.cfg.max_degree {
             return;

@@ -402,6 +402,18 @@ fn viewer_with_fake(net: &mut Net, cfg: Config, fake: u32) {
     add_fake(net, fake, stream);
 }
 
+/// Viewer 1 (`cfg` at a cap of 2), dialled by viewers 2 and 3: full.
+fn full_with_two(net: &mut Net, mut cfg: Config) {
+    let stream = cfg.stream;
+    cfg.max_degree = 2;
+    net.add(1, cfg);
+    for p in [2, 3] {
+        net.add(p, Config::viewer(stream));
+    }
+    net.connect(2, 1);
+    net.connect(3, 1);
+}
+
 /// Fake viewer `fake` dials engine 1 and completes the handshake.
 fn add_fake(net: &mut Net, fake: u32, stream: StreamId) {
     let degree = net.e(1).degree();
@@ -517,13 +529,8 @@ fn a_full_node_weighs_a_dialler_on_the_rtt_the_dialler_measured() {
     let s = signer();
     let mut net = Net::new(20);
     let mut cfg = Config::viewer(s.stream());
-    cfg.max_degree = 2;
     cfg.optimize_ms = 1_000;
-    net.add(1, cfg);
-    for p in [2, 3] {
-        net.add(p, Config::viewer(s.stream()));
-        net.connect(p, 1);
-    }
+    full_with_two(&mut net, cfg);
     // Both neighbours measured (40 ms) and in place for a period.
     net.run_for(2_100);
     assert_eq!(net.e(1).degree(), 2);
@@ -1153,13 +1160,7 @@ fn ping_pong_measures_rtt() {
 fn a_probe_is_refused_and_changes_nothing_at_the_target() {
     let s = signer();
     let mut net = Net::new(20);
-    let mut cfg = Config::viewer(s.stream());
-    cfg.max_degree = 2;
-    net.add(1, cfg);
-    net.add(2, Config::viewer(s.stream()));
-    net.add(3, Config::viewer(s.stream()));
-    net.connect(2, 1);
-    net.connect(3, 1);
+    full_with_two(&mut net, Config::viewer(s.stream()));
     net.run_for(100);
     // 4 has no slot to fill: it only probes. Its Hello says degree 0,
     // which from a dialler would make 1 evict a neighbour for it.

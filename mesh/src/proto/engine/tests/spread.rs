@@ -56,13 +56,7 @@ fn a_seeder_dials_viewers_all_over_the_map() {
 fn a_full_viewer_makes_room_for_infrastructure() {
     let s = signer();
     let mut net = Net::new(5);
-    let mut cfg = Config::viewer(s.stream());
-    cfg.max_degree = 2;
-    net.add(1, cfg);
-    net.add(2, Config::viewer(s.stream()));
-    net.add(3, Config::viewer(s.stream()));
-    net.connect(2, 1);
-    net.connect(3, 1);
+    full_with_two(&mut net, Config::viewer(s.stream()));
     net.run_for(100);
     assert_eq!(net.e(1).degree(), 2);
 
