@@ -632,8 +632,7 @@ impl<P: PeerId> Engine<P> {
 
     /// RTT to a candidate: as measured while it was our neighbour, else as
     /// predicted from coordinates when both are usable.
-    fn candidate_rtt(&self, peer: &P) -> Option<(f32, bool)> {
-        let c = self.candidates.get(peer)?;
+    fn candidate_rtt(&self, c: &Candidate<P>) -> Option<(f32, bool)> {
         self.rtt_estimate(c.measured_ms, c.info.coord.as_ref())
     }
 
@@ -666,10 +665,9 @@ impl<P: PeerId> Engine<P> {
     /// predicted); with the full score, discounted for proximity and raised
     /// when it had no free slot (it would likely refuse). `None` without an
     /// RTT.
-    pub(super) fn candidate_score(&self, peer: &P) -> Option<Score> {
-        let mut score = self.candidate_proximity(peer)?;
-        if self.cfg.selection == Selection::Full && self.candidates.get(peer)?.info.free == Some(0)
-        {
+    pub(super) fn candidate_score(&self, c: &Candidate<P>) -> Option<Score> {
+        let mut score = self.candidate_proximity(c)?;
+        if self.cfg.selection == Selection::Full && c.info.free == Some(0) {
             score.ms += FULL_PENALTY_MS;
         }
         Some(score)
@@ -680,9 +678,9 @@ impl<P: PeerId> Engine<P> {
     /// weighs: a full candidate may still take us in place of a farther
     /// neighbour (docs/protocol.md §6.2, 3b), and a refusal costs a swap
     /// nothing.
-    fn candidate_proximity(&self, peer: &P) -> Option<Score> {
-        let (rtt, measured) = self.candidate_rtt(peer)?;
-        let ms = rtt * self.affinity(&self.candidates.get(peer)?.info.loc);
+    fn candidate_proximity(&self, c: &Candidate<P>) -> Option<Score> {
+        let (rtt, measured) = self.candidate_rtt(c)?;
+        let ms = rtt * self.affinity(&c.info.loc);
         Some(Score { ms, measured })
     }
 
@@ -739,11 +737,10 @@ impl<P: PeerId> Engine<P> {
         {
             return;
         }
-        let ready: Vec<&P> = self
+        let ready: Vec<(&P, &Candidate<P>)> = self
             .candidates
             .iter()
             .filter(|(p, c)| self.is_ready(p, c, now))
-            .map(|(p, _)| p)
             .collect();
         if ready.is_empty() {
             return;
@@ -756,13 +753,14 @@ impl<P: PeerId> Engine<P> {
         self.probes += 1;
         let mut pick = ready[rand::Rng::gen_range(&mut self.rng, 0..ready.len())];
         if self.probes.is_multiple_of(2) {
-            let rtt = |e: &Self, p: &P| e.candidate_rtt(p).map_or(f32::MAX, |(ms, _)| ms);
-            let mut farthest = rtt(self, pick);
+            let rtt =
+                |e: &Self, c: &Candidate<P>| e.candidate_rtt(c).map_or(f32::MAX, |(ms, _)| ms);
+            let mut farthest = rtt(self, pick.1);
             for _ in 1..FAR_PROBE_DRAWS {
-                let p = ready[rand::Rng::gen_range(&mut self.rng, 0..ready.len())];
-                let d = rtt(self, p);
+                let draw = ready[rand::Rng::gen_range(&mut self.rng, 0..ready.len())];
+                let d = rtt(self, draw.1);
                 if d > farthest {
-                    (pick, farthest) = (p, d);
+                    (pick, farthest) = (draw, d);
                 }
             }
         }
@@ -772,18 +770,14 @@ impl<P: PeerId> Engine<P> {
         if self.probes % 4 == 1 {
             let near = ready
                 .iter()
-                .filter(|p| {
-                    self.candidates
-                        .get(**p)
-                        .is_some_and(|c| c.measured_ms.is_none())
-                })
-                .filter_map(|p| Some((self.candidate_proximity(p)?.ms, *p)))
-                .min_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+                .filter(|(_, c)| c.measured_ms.is_none())
+                .filter_map(|&(p, c)| Some((self.candidate_proximity(c)?.ms, (p, c))))
+                .min_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1 .0.cmp(b.1 .0)));
             if let Some((_, p)) = near {
                 pick = p;
             }
         }
-        let pick = pick.clone();
+        let pick = pick.0.clone();
         if self.dial(&pick, now) {
             self.probe = Some(pick);
         }
@@ -851,7 +845,7 @@ impl<P: PeerId> Engine<P> {
             if !self.is_ready(p, c, now) {
                 continue;
             }
-            let Some(score) = self.candidate_proximity(p) else {
+            let Some(score) = self.candidate_proximity(c) else {
                 continue;
             };
             let best = if score.measured {
@@ -977,9 +971,9 @@ impl<P: PeerId> Engine<P> {
             .candidates
             .iter()
             .filter(|(p, c)| c.dialing_since.is_none() && !self.neighbors.contains_key(*p))
-            .map(|(p, _)| {
+            .map(|(p, c)| {
                 // Finite, non-negative scores sort by their bits; none last.
-                let score = ranked.then(|| self.candidate_proximity(p)).flatten();
+                let score = ranked.then(|| self.candidate_proximity(c)).flatten();
                 let key = score.map_or(u32::MAX, |s| s.ms.max(0.0).to_bits());
                 (key, p.clone())
             })
@@ -1056,7 +1050,9 @@ impl<P: PeerId> Engine<P> {
         // Scores are finite and non-negative: their bits sort as they
         // compare; no score sorts last.
         let key = |e: &Self, p: &P| {
-            e.candidate_score(p)
+            e.candidates
+                .get(p)
+                .and_then(|c| e.candidate_score(c))
                 .map_or(u32::MAX, |s| s.ms.max(0.0).to_bits())
         };
         if ranked {
