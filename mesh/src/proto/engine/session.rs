@@ -33,13 +33,10 @@ const FULL_PENALTY_MS: f32 = 100.0;
 /// Added (scaled by the shortfall) to a neighbour delivering slower than
 /// the stream.
 const SLOW_PENALTY_MS: f32 = 100.0;
-/// Hysteresis of a swap: the candidate must score this much better.
-const SWAP_FACTOR: f32 = 1.5;
-const SWAP_MARGIN_MS: f32 = 10.0;
-/// The same for a candidate whose RTT was measured (an earlier neighbour):
-/// no prediction error to allow for.
-const SWAP_FACTOR_MEASURED: f32 = 1.25;
-const SWAP_MARGIN_MEASURED_MS: f32 = 3.0;
+/// Hysteresis of a swap: the candidate must be this many times closer,
+/// and this many ms of RTT (see [`clearly_better`]).
+const SWAP_FACTOR: f32 = 1.25;
+const SWAP_MARGIN_MS: f32 = 3.0;
 /// A full node lets a newcomer in by eviction at most this often.
 const EVICT_GAP_MS: u64 = 1_000;
 /// A node with half its cap of neighbours or more dials candidates scoring
@@ -451,9 +448,8 @@ impl<P: PeerId> Engine<P> {
         // pings measure it.
         let measured = self.candidates.get(from).and_then(|c| c.measured_ms);
         let theirs = (hello.rtt_ms > 0).then_some(hello.rtt_ms);
-        let (rtt, measured) = self.rtt_estimate(measured.or(theirs), Some(&hello.coord))?;
-        let ms = rtt * self.affinity(&hello.loc);
-        Some(Score { ms, measured })
+        let score = self.rtt_estimate(measured.or(theirs), Some(&hello.coord))?;
+        Some(score.discounted(self.affinity(&hello.loc)))
     }
 
     /// Active viewers we know addresses of, for a peer we turn away.
@@ -632,19 +628,28 @@ impl<P: PeerId> Engine<P> {
 
     /// RTT to a candidate: as measured while it was our neighbour, else as
     /// predicted from coordinates when both are usable.
-    fn candidate_rtt(&self, c: &Candidate<P>) -> Option<(f32, bool)> {
+    fn candidate_rtt(&self, c: &Candidate<P>) -> Option<Score> {
         self.rtt_estimate(c.measured_ms, c.info.coord.as_ref())
     }
 
-    /// RTT to a peer: `measured` if known (`true`), else predicted from its
-    /// coordinate when both ours and its are usable (`false`).
-    fn rtt_estimate(&self, measured: Option<u32>, coord: Option<&Coord>) -> Option<(f32, bool)> {
+    /// RTT to a peer: `measured` if known, else predicted from its
+    /// coordinate when both ours and its are usable (affinity 1).
+    fn rtt_estimate(&self, measured: Option<u32>, coord: Option<&Coord>) -> Option<Score> {
         if let Some(ms) = measured {
-            return Some((ms as f32, true));
+            return Some(Score {
+                ms: ms as f32,
+                measured: true,
+                error: 0.0,
+                affinity: 1.0,
+            });
         }
         let coord = coord?;
-        (self.coord.error < USABLE_ERROR && coord.error < USABLE_ERROR)
-            .then(|| (self.coord.rtt_ms(coord), false))
+        (self.coord.error < USABLE_ERROR && coord.error < USABLE_ERROR).then(|| Score {
+            ms: self.coord.rtt_ms(coord),
+            measured: false,
+            error: self.coord.error + coord.error,
+            affinity: 1.0,
+        })
     }
 
     /// Proximity discount: same /24 halves a score, same AS takes a
@@ -679,9 +684,8 @@ impl<P: PeerId> Engine<P> {
     /// neighbour (docs/protocol.md §6.2, 3b), and a refusal costs a swap
     /// nothing.
     fn candidate_proximity(&self, c: &Candidate<P>) -> Option<Score> {
-        let (rtt, measured) = self.candidate_rtt(c)?;
-        let ms = rtt * self.affinity(&c.info.loc);
-        Some(Score { ms, measured })
+        let score = self.candidate_rtt(c)?;
+        Some(score.discounted(self.affinity(&c.info.loc)))
     }
 
     /// A neighbour's proximity in ms, comparable with a candidate's score:
@@ -753,8 +757,7 @@ impl<P: PeerId> Engine<P> {
         self.probes += 1;
         let mut pick = ready[rand::Rng::gen_range(&mut self.rng, 0..ready.len())];
         if self.probes.is_multiple_of(2) {
-            let rtt =
-                |e: &Self, c: &Candidate<P>| e.candidate_rtt(c).map_or(f32::MAX, |(ms, _)| ms);
+            let rtt = |e: &Self, c: &Candidate<P>| e.candidate_rtt(c).map_or(f32::MAX, |s| s.ms);
             let mut farthest = rtt(self, pick.1);
             for _ in 1..FAR_PROBE_DRAWS {
                 let draw = ready[rand::Rng::gen_range(&mut self.rng, 0..ready.len())];
@@ -1110,21 +1113,75 @@ impl<P: PeerId> Engine<P> {
 
 use super::Output;
 
-/// A candidate's or dialler's score, and whether its RTT was measured.
+/// A candidate's or dialler's score, and how far to trust it.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Score {
+    /// RTT (measured or predicted) × `affinity`.
     pub(super) ms: f32,
     pub(super) measured: bool,
+    /// Relative error bound of a prediction: the two coordinates' own
+    /// error estimates added (0 when measured).
+    pub(super) error: f32,
+    /// The proximity discount `ms` carries (1: none).
+    pub(super) affinity: f32,
+}
+
+impl Score {
+    fn discounted(self, affinity: f32) -> Score {
+        Score {
+            ms: self.ms * affinity,
+            affinity: self.affinity * affinity,
+            ..self
+        }
+    }
 }
 
 /// Whether swapping a neighbour whose proximity is `worst` (ms) for
-/// `candidate` is worth a session (hysteresis, so that the mesh does not churn itself): 1.5× and
-/// 10 ms better on a prediction, 1.25× and 3 ms on a measurement.
+/// `candidate` is worth a session (hysteresis, so that the mesh does not
+/// churn itself): 1.25× and 3 ms of RTT better. A prediction counts at the
+/// top of its error bound, so the better the two coordinates, the sooner a
+/// swap goes on a prediction alone. The 3 ms are of RTT, discounted by the
+/// candidate's affinity as its score is: two same-/24 neighbours 16 and
+/// 22 ms away are 8 and 11 apart in proximity.
 fn clearly_better(candidate: Score, worst: f32) -> bool {
-    let (factor, margin) = if candidate.measured {
-        (SWAP_FACTOR_MEASURED, SWAP_MARGIN_MEASURED_MS)
-    } else {
-        (SWAP_FACTOR, SWAP_MARGIN_MS)
-    };
-    worst > factor * candidate.ms && worst > candidate.ms + margin
+    let ms = candidate.ms * (1.0 + candidate.error);
+    worst > SWAP_FACTOR * ms && worst > ms + SWAP_MARGIN_MS * candidate.affinity
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{clearly_better, Score};
+
+    fn score(ms: f32, error: f32, affinity: f32) -> Score {
+        Score {
+            ms: ms * affinity,
+            measured: error == 0.0,
+            error,
+            affinity,
+        }
+    }
+
+    #[test]
+    fn a_swap_needs_a_quarter_and_three_ms_of_rtt() {
+        let measured = score(16.0, 0.0, 1.0);
+        assert!(clearly_better(measured, 21.0));
+        assert!(!clearly_better(measured, 19.5), "under 1.25x");
+        let short = score(4.0, 0.0, 1.0);
+        assert!(!clearly_better(short, 6.5), "1.6x but under 3 ms");
+        // Same /24 on both sides: 16 vs 22 ms of RTT is 8 vs 11 in
+        // proximity; a flat 3 of proximity (6 ms of RTT) would refuse it.
+        let subnet = score(16.0, 0.0, 0.5);
+        assert!(clearly_better(subnet, 11.0));
+        assert!(!clearly_better(subnet, 9.5));
+    }
+
+    #[test]
+    fn a_prediction_counts_at_the_top_of_its_error_bound() {
+        // 16 ms predicted by coordinates 10 % off each: taken as 19.2.
+        let predicted = score(16.0, 0.2, 1.0);
+        assert!(!clearly_better(predicted, 23.0));
+        assert!(clearly_better(predicted, 24.5));
+        // Worse coordinates, more caution.
+        assert!(!clearly_better(score(16.0, 0.6, 1.0), 30.0));
+    }
 }
