@@ -11,7 +11,7 @@
 
 use std::{cell::Cell, collections::BTreeMap};
 
-use super::{Ask, Engine, Output, PeerId, SCHEDULE_MS};
+use super::{Ask, Engine, Output, PeerId, SCHEDULE_IDLE_MS, SCHEDULE_MS};
 use crate::proto::{
     piece::MAX_PIECE_BYTES,
     wire::{self, Message},
@@ -96,8 +96,15 @@ impl<P: PeerId> Engine<P> {
             .values()
             .next_back()
             .map_or(MAX_PIECE_BYTES / 2, |p| p.data.len().max(1));
+        let mut wake = Wake(now + SCHEDULE_IDLE_MS);
         let mut batches = Batches::new();
         for &(_, _, seq, deadline) in &wanted {
+            // A piece left unasked changes rank when it turns urgent, and
+            // goes to infrastructure when it is due.
+            if let Some(d) = deadline {
+                wake.at(d.saturating_sub(2 * margin), now);
+                wake.at(d.saturating_sub(margin), now);
+            }
             let due_soon = deadline.is_some_and(|d| now + margin >= d);
             if !due_soon {
                 if let Some(peer) = self.best_holder(seq, piece_bytes, false) {
@@ -127,6 +134,40 @@ impl<P: PeerId> Engine<P> {
         for (peer, seqs) in batches.into_sorted() {
             self.send(&peer, &Message::Request { seqs });
         }
+        self.next_schedule = self.next_due(now, wake);
+    }
+
+    /// When a run with no news in between would do something: a request
+    /// times out, a piece asked of a viewer comes within the fallback
+    /// margin, or the next piece the live edge will add turns urgent.
+    /// Anything else that changes what to ask comes with an input, which
+    /// runs the scheduler at once.
+    fn next_due(&self, now: u64, mut wake: Wake) -> u64 {
+        let margin = self.cfg.fallback_margin_ms;
+        for (&seq, a) in &self.inflight {
+            wake.at(a.until, now);
+            if a.from.is_some() {
+                if let Some(d) = self.deadline(seq) {
+                    wake.at(d.saturating_sub(margin), now);
+                }
+            }
+        }
+        if let (Some(ms), Some(p1), Some(newest)) =
+            (self.ms_per_piece, self.store.last(), self.newest_known)
+        {
+            // `extrapolate_edge` adds `newest + 1` once its successor is
+            // due from the broadcaster.
+            let (s1, at) = (p1.header.seq, p1.header.produced_at);
+            let next = newest.max(s1) + 1;
+            let produced = at + ((next - s1) as f64 * ms) as u64;
+            let added = at + ((next - s1 + 1) as f64 * ms).ceil() as u64;
+            let delay = self.playback.delay().unwrap_or(self.cfg.playout_delay_ms);
+            wake.at(
+                added.max((produced + delay).saturating_sub(2 * margin)),
+                now,
+            );
+        }
+        wake.0
     }
 
     /// Seqs in `lo..=hi` not in the store, found from the gaps between held
@@ -282,6 +323,17 @@ impl<P: PeerId> Engine<P> {
         }
         for (peer, seqs) in cancels {
             self.send(&peer, &Message::Cancel { seqs });
+        }
+    }
+}
+
+/// The earliest time a scheduling run is due, of those after now.
+struct Wake(u64);
+
+impl Wake {
+    fn at(&mut self, t: u64, now: u64) {
+        if t > now {
+            self.0 = self.0.min(t);
         }
     }
 }
