@@ -25,10 +25,13 @@
 //!    ms on its own nodes included (a timer due now). Frames and session
 //!    events for the other partition wait in an outbox, fallback fetches
 //!    in a list.
-//! 3. **Barrier**: partition 0's outbox, then partition 1's, each in the
-//!    order it was filled, go into their destination queues, and the
-//!    fetches are answered from the seeder's store (the HTTP origin holds
-//!    what the seeder published), in the same order.
+//! 3. **Barrier**: each partition's outbox becomes the other's inbox, and
+//!    the fetches are answered from the seeder's store (the HTTP origin
+//!    holds what the seeder published), partition 0's first, after the
+//!    inbox events. Each partition moves its inbox into its queue, in
+//!    order, when it starts its next ms (on its own thread, so the two
+//!    hand-overs run side by side), after what the serial phase of that
+//!    ms scheduled.
 //!
 //! A partition reads only its own nodes and the `World` (delays, upload
 //! caps, who is present), which only the serial phase changes, so each
@@ -488,18 +491,16 @@ impl<'a> Sim<'a> {
         }
     }
 
-    /// Phase 3: events cross partitions and fetches are answered, in
-    /// partition order.
+    /// Phase 3: each partition's outbox becomes the other's inbox, and the
+    /// fetches are answered after it, in partition order; each partition
+    /// moves its inbox into its queue when it runs its next ms.
     fn barrier(&mut self) {
         let now = self.now;
-        for i in 0..PARTS {
-            let mut outbox = std::mem::take(&mut self.parts[i].outbox);
-            for (t, event) in outbox.drain(..) {
-                debug_assert!(t > now, "at least 1 ms between nodes");
-                self.parts[part_of(event.node())].push(t, event);
-            }
-            self.parts[i].outbox = outbox; // keeps its capacity
-        }
+        let [p0, p1] = self.parts.as_mut_slice() else {
+            unreachable!("two partitions");
+        };
+        p0.hand_over(p1, now);
+        p1.hand_over(p0, now);
         // At least 1 ms, like any delay, so the answer lands in a later ms.
         let rtt = (2 * self.cfg().origin_one_way_ms).max(1);
         for i in 0..PARTS {
@@ -514,7 +515,10 @@ impl<'a> Sim<'a> {
                     }
                     None => Input::InfraFailed { seq: f.seq },
                 };
-                self.parts[part_of(f.node)].push(now + rtt, Event::Input(f.node, Box::new(input)));
+                let to = &mut self.parts[part_of(f.node)];
+                to.inbox_at = to.inbox_at.min(now + rtt);
+                to.inbox
+                    .push((now + rtt, Event::Input(f.node, Box::new(input))));
             }
             self.parts[i].fetches = fetches;
         }

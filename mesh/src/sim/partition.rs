@@ -110,6 +110,14 @@ pub(super) struct Partition {
     /// Events for the other partition, in the order they were made; all
     /// at least 1 ms ahead (every delay between two nodes is).
     pub(super) outbox: Vec<(u64, Event)>,
+    /// The other partition's outbox of the last ms run, and fallback
+    /// answers after it, in that order: this partition moves them into
+    /// its queue when it runs its next ms (on its own thread, so the two
+    /// hand-overs run side by side).
+    pub(super) inbox: Vec<(u64, Event)>,
+    /// The earliest time in `outbox`, and in `inbox` (`u64::MAX`: empty).
+    pub(super) outbox_at: u64,
+    pub(super) inbox_at: u64,
     /// Fallback fetches asked for this ms.
     pub(super) fetches: Vec<Fetch>,
     /// Events run.
@@ -120,6 +128,8 @@ impl Partition {
     pub(super) fn new(id: usize) -> Self {
         Partition {
             id,
+            outbox_at: u64::MAX,
+            inbox_at: u64::MAX,
             ..Partition::default()
         }
     }
@@ -159,12 +169,25 @@ impl Partition {
         if part_of(event.node()) == self.id {
             self.queue.push(t, event);
         } else {
+            self.outbox_at = self.outbox_at.min(t);
             self.outbox.push((t, event));
         }
     }
 
+    /// Makes this partition's outbox of ms `now` the inbox of `to`.
+    pub(super) fn hand_over(&mut self, to: &mut Partition, now: u64) {
+        debug_assert!(to.inbox.is_empty(), "the inbox was run");
+        debug_assert!(self.outbox.iter().all(|&(t, _)| t > now), "1 ms at least");
+        std::mem::swap(&mut self.outbox, &mut to.inbox);
+        to.inbox_at = std::mem::replace(&mut self.outbox_at, u64::MAX);
+    }
+
     pub(super) fn next_time(&mut self) -> Option<u64> {
-        self.queue.next_time()
+        let inbox = (self.inbox_at != u64::MAX).then_some(self.inbox_at);
+        match (self.queue.next_time(), inbox) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     pub(super) fn advance_to(&mut self, t: u64) {
@@ -173,6 +196,11 @@ impl Partition {
 
     /// Runs every event of ms `now`, those it schedules for `now` included.
     pub(super) fn run_ms(&mut self, world: &World<'_>, now: u64) {
+        self.inbox_at = u64::MAX;
+        for (t, event) in self.inbox.drain(..) {
+            debug_assert_eq!(part_of(event.node()), self.id);
+            self.queue.push(t, event);
+        }
         while let Some(event) = self.queue.pop_now() {
             if let Some(next) = self.queue.loaded() {
                 warm(&self.nodes, next);
