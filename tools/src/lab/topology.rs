@@ -93,9 +93,23 @@ enum Kind {
         /// Position within the region, in ms of RTT, so intra-region RTTs
         /// are metric (triangle inequality holds, as coordinates expect).
         pos: Vec<(f64, f64)>,
+        /// The same with the access delay, side by side: what
+        /// [`Topology::rtt_ms`] reads (the simulator asks it for every
+        /// frame sent, between random pairs of up to 100,001 slots).
+        spots: Vec<Spot>,
     },
     Uniform(f64),
     Matrix(HashMap<(usize, usize), f64>),
+}
+
+/// A slot under `geo`, as [`Topology::rtt_ms`] reads it: one cache line
+/// holds two.
+#[derive(Clone, Copy, Debug)]
+struct Spot {
+    x: f64,
+    y: f64,
+    access_ms: f64,
+    region: usize,
 }
 
 /// Why a topology cannot be built.
@@ -133,13 +147,22 @@ impl Topology {
                     let radius = 17.5 * d.sqrt();
                     pos.push((radius * a.cos(), radius * a.sin()));
                 }
-                let access = (0..slots)
+                let access: Vec<f64> = (0..slots)
                     .map(|s| if s == 0 { 0.5 } else { rng.gen_range(1.0..5.0) })
                     .collect();
                 let jitter = (0..slots)
                     .map(|s| if s == 0 { 0.0 } else { rng.gen_range(0.0..3.0) })
                     .collect();
-                (Kind::Geo { region, pos }, access, jitter)
+                let spots = (0..slots)
+                    .map(|s| Spot {
+                        x: pos[s].0,
+                        y: pos[s].1,
+                        access_ms: access[s],
+                        region: region[s],
+                    })
+                    .collect();
+                let geo = Kind::Geo { region, pos, spots };
+                (geo, access, jitter)
             }
             TopologySpec::Uniform { rtt_ms } => (
                 Kind::Uniform(*rtt_ms as f64),
@@ -177,15 +200,15 @@ impl Topology {
             return 0.0;
         }
         let core = match &self.kind {
-            Kind::Geo { region, pos } => {
-                let (ra, rb) = (region[a], region[b]);
-                let (pa, pb) = (pos[a], pos[b]);
-                let spread = ((pa.0 - pb.0).powi(2) + (pa.1 - pb.1).powi(2)).sqrt();
-                if ra == rb {
+            Kind::Geo { spots, .. } => {
+                let (sa, sb) = (spots[a], spots[b]);
+                let spread = ((sa.x - sb.x).powi(2) + (sa.y - sb.y).powi(2)).sqrt();
+                let core = if sa.region == sb.region {
                     5.0 + spread
                 } else {
-                    CROSS_RTT[ra][rb] + spread
-                }
+                    CROSS_RTT[sa.region][sb.region] + spread
+                };
+                return core + 2.0 * (sa.access_ms + sb.access_ms);
             }
             Kind::Uniform(ms) => *ms,
             Kind::Matrix(m) => m[&(a.min(b), a.max(b))],
@@ -283,7 +306,7 @@ fn places(kind: &Kind, slots: usize) -> Vec<Place> {
     // ASes, each a list of /24s, each a list of slots.
     let mut ases: Vec<Vec<Vec<usize>>> = Vec::new();
     match kind {
-        Kind::Geo { region, pos } => {
+        Kind::Geo { region, pos, .. } => {
             for r in 0..REGIONS.len() {
                 let members: Vec<usize> = (1..slots).filter(|&s| region[s] == r).collect();
                 if members.is_empty() {
