@@ -330,7 +330,7 @@ const PROBES_PER_TICK: u32 = 3;
 /// keeps the map current. Each probe is a session set up and torn down
 /// (a dial, two `Hello`s, a `Refuse`); at 10,000 simulated viewers probes
 /// were a fifth of all events.
-const PROBE_SETTLE_MS: u64 = 20_000;
+pub(super) const PROBE_SETTLE_MS: u64 = 20_000;
 
 /// Pause before asking infrastructure again for a piece it did not have.
 const INFRA_RETRY_MS: u64 = 250;

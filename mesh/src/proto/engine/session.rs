@@ -772,10 +772,12 @@ impl<P: PeerId> Engine<P> {
                 }
             }
         }
-        // One probe in four goes to the closest candidate by prediction
+        // One probe in four (one in two once settled, when the map needs
+        // fewer far samples) goes to the closest candidate by prediction
         // that was never measured: near predictions are the least precise,
         // and a measured offer is swapped on a finer margin.
-        if self.probes % 4 == 1 {
+        let settled = now >= self.joined_at + super::PROBE_SETTLE_MS;
+        if self.probes % 4 == 1 || settled && self.probes % 2 == 1 {
             let near = ready
                 .iter()
                 .filter(|(_, c)| c.measured_ms.is_none())
