@@ -52,6 +52,9 @@ const EVENT_QUEUE: usize = 1024;
 const COMMAND_QUEUE: usize = 256;
 /// Concurrent HTTP fetches from infrastructure.
 const INFRA_FETCHES: usize = 16;
+/// How long a connection outlives its closed session, so that the session's
+/// last frames leave the muxer first (protocol.md §10).
+const LINGER: Duration = Duration::from_secs(1);
 
 /// Milliseconds since the Unix epoch: the engine's `now`, on the same clock
 /// as the broadcaster's produced-at stamps.
@@ -462,6 +465,18 @@ impl Driver {
                 if self.sessions.get(&peer).is_some_and(|s| s.gen == gen) {
                     self.close_session(peer);
                 }
+                if !self.sessions.contains_key(&peer) {
+                    // Not at once: the muxer may still hold the stream's
+                    // last frames (a Refuse), and closing the connection
+                    // under it drops them.
+                    let tx = self.events_tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(LINGER).await;
+                        let _ = tx.send(PeerEvent::Lingered(peer)).await;
+                    });
+                }
+            }
+            PeerEvent::Lingered(peer) => {
                 if !self.sessions.contains_key(&peer) {
                     let _ = self.swarm.disconnect_peer_id(peer);
                 }

@@ -31,6 +31,9 @@ pub(super) enum PeerEvent {
     Closed(PeerId, u64),
     /// The session's writer finished: the connection may be closed.
     WriterDone(PeerId, u64),
+    /// The linger after a writer finished is over: the connection goes if
+    /// no session took its place.
+    Lingered(PeerId),
     /// Result of a fallback fetch.
     Infra(Input<PeerId>),
 }
