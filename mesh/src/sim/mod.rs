@@ -515,10 +515,8 @@ impl<'a> Sim<'a> {
                     }
                     None => Input::InfraFailed { seq: f.seq },
                 };
-                let to = &mut self.parts[part_of(f.node)];
-                to.inbox_at = to.inbox_at.min(now + rtt);
-                to.inbox
-                    .push((now + rtt, Event::Input(f.node, Box::new(input))));
+                self.parts[part_of(f.node)]
+                    .receive(now + rtt, Event::Input(f.node, Box::new(input)));
             }
             self.parts[i].fetches = fetches;
         }

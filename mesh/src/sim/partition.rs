@@ -109,15 +109,15 @@ pub(super) struct Partition {
     queue: Queue<Event>,
     /// Events for the other partition, in the order they were made; all
     /// at least 1 ms ahead (every delay between two nodes is).
-    pub(super) outbox: Vec<(u64, Event)>,
+    outbox: Vec<(u64, Event)>,
     /// The other partition's outbox of the last ms run, and fallback
     /// answers after it, in that order: this partition moves them into
     /// its queue when it runs its next ms (on its own thread, so the two
     /// hand-overs run side by side).
-    pub(super) inbox: Vec<(u64, Event)>,
+    inbox: Vec<(u64, Event)>,
     /// The earliest time in `outbox`, and in `inbox` (`u64::MAX`: empty).
-    pub(super) outbox_at: u64,
-    pub(super) inbox_at: u64,
+    outbox_at: u64,
+    inbox_at: u64,
     /// Fallback fetches asked for this ms.
     pub(super) fetches: Vec<Fetch>,
     /// Events run.
@@ -172,6 +172,14 @@ impl Partition {
             self.outbox_at = self.outbox_at.min(t);
             self.outbox.push((t, event));
         }
+    }
+
+    /// Adds an event at one of this partition's nodes to its inbox (after
+    /// what is there), from between ms.
+    pub(super) fn receive(&mut self, t: u64, event: Event) {
+        debug_assert_eq!(part_of(event.node()), self.id);
+        self.inbox_at = self.inbox_at.min(t);
+        self.inbox.push((t, event));
     }
 
     /// Makes this partition's outbox of ms `now` the inbox of `to`.

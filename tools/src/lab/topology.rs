@@ -88,26 +88,22 @@ struct Place {
 
 #[derive(Clone, Debug)]
 enum Kind {
-    Geo {
-        region: Vec<usize>,
-        /// Position within the region, in ms of RTT, so intra-region RTTs
-        /// are metric (triangle inequality holds, as coordinates expect).
-        pos: Vec<(f64, f64)>,
-        /// The same with the access delay, side by side: what
-        /// [`Topology::rtt_ms`] reads (the simulator asks it for every
-        /// frame sent, between random pairs of up to 100,001 slots).
-        spots: Vec<Spot>,
-    },
+    /// Per slot: where it is, in one record (the simulator asks
+    /// [`Topology::rtt_ms`] for every frame sent, between random pairs of
+    /// up to 100,001 slots).
+    Geo(Vec<Spot>),
     Uniform(f64),
     Matrix(HashMap<(usize, usize), f64>),
 }
 
-/// A slot under `geo`, as [`Topology::rtt_ms`] reads it: one cache line
-/// holds two.
+/// A slot under `geo`: one cache line holds two.
 #[derive(Clone, Copy, Debug)]
 struct Spot {
+    /// Position within the region, in ms of RTT, so intra-region RTTs are
+    /// metric (triangle inequality holds, as coordinates expect).
     x: f64,
     y: f64,
+    /// The slot's access delay (as in `Topology::access_ms`).
     access_ms: f64,
     region: usize,
 }
@@ -161,8 +157,7 @@ impl Topology {
                         region: region[s],
                     })
                     .collect();
-                let geo = Kind::Geo { region, pos, spots };
-                (geo, access, jitter)
+                (Kind::Geo(spots), access, jitter)
             }
             TopologySpec::Uniform { rtt_ms } => (
                 Kind::Uniform(*rtt_ms as f64),
@@ -200,7 +195,7 @@ impl Topology {
             return 0.0;
         }
         let core = match &self.kind {
-            Kind::Geo { spots, .. } => {
+            Kind::Geo(spots) => {
                 let (sa, sb) = (spots[a], spots[b]);
                 let spread = ((sa.x - sb.x).powi(2) + (sa.y - sb.y).powi(2)).sqrt();
                 let core = if sa.region == sb.region {
@@ -257,7 +252,7 @@ impl Topology {
     /// The region of a slot under the geo topology.
     pub fn region(&self, slot: usize) -> Option<&'static str> {
         match &self.kind {
-            Kind::Geo { region, .. } => Some(REGIONS[region[slot]].name),
+            Kind::Geo(spots) => Some(REGIONS[spots[slot].region].name),
             _ => None,
         }
     }
@@ -306,17 +301,17 @@ fn places(kind: &Kind, slots: usize) -> Vec<Place> {
     // ASes, each a list of /24s, each a list of slots.
     let mut ases: Vec<Vec<Vec<usize>>> = Vec::new();
     match kind {
-        Kind::Geo { region, pos, .. } => {
+        Kind::Geo(spots) => {
             for r in 0..REGIONS.len() {
-                let members: Vec<usize> = (1..slots).filter(|&s| region[s] == r).collect();
+                let members: Vec<usize> = (1..slots).filter(|&s| spots[s].region == r).collect();
                 if members.is_empty() {
                     continue;
                 }
                 let mut groups = Vec::new();
-                bisect(members, pos, &mut groups, &|g| g.len() / 2 < 2 * t, 2);
+                bisect(members, spots, &mut groups, &|g| g.len() / 2 < 2 * t, 2);
                 for g in groups {
                     let mut subnets = Vec::new();
-                    bisect(g, pos, &mut subnets, &|g| g.len() <= t, usize::MAX);
+                    bisect(g, spots, &mut subnets, &|g| g.len() <= t, usize::MAX);
                     ases.push(subnets);
                 }
             }
@@ -365,7 +360,7 @@ fn places(kind: &Kind, slots: usize) -> Vec<Place> {
 /// `out`, in order.
 fn bisect(
     mut group: Vec<usize>,
-    pos: &[(f64, f64)],
+    spots: &[Spot],
     out: &mut Vec<Vec<usize>>,
     done: &dyn Fn(&[usize]) -> bool,
     depth: usize,
@@ -374,24 +369,24 @@ fn bisect(
         out.push(group);
         return;
     }
-    let extent = |f: fn(&(f64, f64)) -> f64| {
+    let extent = |f: fn(&Spot) -> f64| {
         let (lo, hi) = group
             .iter()
-            .map(|&s| f(&pos[s]))
+            .map(|&s| f(&spots[s]))
             .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
                 (lo.min(v), hi.max(v))
             });
         hi - lo
     };
-    let along_x = extent(|p| p.0) >= extent(|p| p.1);
+    let along_x = extent(|p| p.x) >= extent(|p| p.y);
     group.sort_by(|&a, &b| {
-        let (pa, pb) = (pos[a], pos[b]);
-        let (ka, kb) = if along_x { (pa.0, pb.0) } else { (pa.1, pb.1) };
+        let (pa, pb) = (spots[a], spots[b]);
+        let (ka, kb) = if along_x { (pa.x, pb.x) } else { (pa.y, pb.y) };
         ka.total_cmp(&kb).then(a.cmp(&b))
     });
     let upper = group.split_off(group.len() / 2);
-    bisect(group, pos, out, done, depth - 1);
-    bisect(upper, pos, out, done, depth - 1);
+    bisect(group, spots, out, done, depth - 1);
+    bisect(upper, spots, out, done, depth - 1);
 }
 
 fn pick_region(x: f64) -> usize {

@@ -330,7 +330,7 @@ const PROBES_PER_TICK: u32 = 3;
 /// keeps the map current. Each probe is a session set up and torn down
 /// (a dial, two `Hello`s, a `Refuse`); at 10,000 simulated viewers probes
 /// were a fifth of all events.
-pub(super) const PROBE_SETTLE_MS: u64 = 20_000;
+const PROBE_SETTLE_MS: u64 = 20_000;
 
 /// Pause before asking infrastructure again for a piece it did not have.
 const INFRA_RETRY_MS: u64 = 250;
@@ -429,6 +429,12 @@ impl<P: PeerId> Engine<P> {
     /// Whether this node keeps a long link (see [`long_link_share`]).
     fn long_link(&self) -> bool {
         self.long_link_draw < long_link_share(self.swarm_viewers)
+    }
+
+    /// In the mesh for [`PROBE_SETTLE_MS`] or more: the coordinate has
+    /// settled and the neighbours are chosen (fewer, closer probes).
+    fn settled(&self, now: u64) -> bool {
+        now >= self.joined_at + PROBE_SETTLE_MS
     }
 
     /// Active neighbours now.
@@ -777,8 +783,11 @@ impl<P: PeerId> Engine<P> {
         self.fill_neighbors(now);
         if now >= self.next_probe {
             self.next_probe = now + PROBE_MS;
-            let settled = now >= self.joined_at + PROBE_SETTLE_MS;
-            self.probe_budget = if settled { 0 } else { PROBES_PER_TICK - 1 };
+            self.probe_budget = if self.settled(now) {
+                0
+            } else {
+                PROBES_PER_TICK - 1
+            };
             self.probe(now);
         }
         self.update_neighbor_stats();

@@ -776,8 +776,7 @@ impl<P: PeerId> Engine<P> {
         // fewer far samples) goes to the closest candidate by prediction
         // that was never measured: near predictions are the least precise,
         // and a measured offer is swapped on a finer margin.
-        let settled = now >= self.joined_at + super::PROBE_SETTLE_MS;
-        if self.probes % 4 == 1 || settled && self.probes % 2 == 1 {
+        if self.probes % 4 == 1 || self.settled(now) && self.probes % 2 == 1 {
             let near = ready
                 .iter()
                 .filter(|(_, c)| c.measured_ms.is_none())
