@@ -195,22 +195,46 @@ impl Stats {
     }
 
     /// Adds another engine's counters (gauges are summed too; divide by the
-    /// count of engines where a mean is wanted).
+    /// count of engines where a mean is wanted). The pattern names every
+    /// field, so a counter added to `Stats` and forgotten here does not
+    /// compile.
     pub fn merge(&mut self, o: &Stats) {
-        self.payload_from_peers += o.payload_from_peers;
-        self.payload_from_infra += o.payload_from_infra;
-        self.payload_duplicate += o.payload_duplicate;
-        self.payload_sent += o.payload_sent;
-        self.overhead_sent += o.overhead_sent;
-        self.pieces_due += o.pieces_due;
-        self.pieces_on_time += o.pieces_on_time;
-        self.lag_ms.merge(&o.lag_ms);
-        self.fallback_requests += o.fallback_requests;
-        self.bad_pieces += o.bad_pieces;
-        self.protocol_violations += o.protocol_violations;
-        self.neighbors += o.neighbors;
-        self.neighbor_rtt_ms += o.neighbor_rtt_ms;
-        self.newest_seq = self.newest_seq.max(o.newest_seq);
+        let Stats {
+            payload_from_peers,
+            payload_from_infra,
+            payload_duplicate,
+            payload_sent,
+            overhead_sent,
+            pieces_due,
+            pieces_on_time,
+            startup_ms,
+            lag_ms,
+            fallback_requests,
+            bad_pieces,
+            protocol_violations,
+            neighbors,
+            neighbor_rtt_ms,
+            newest_seq,
+            coord: _, // a position, meaningless summed
+            neighbor_swaps,
+        } = o;
+        self.payload_from_peers += payload_from_peers;
+        self.payload_from_infra += payload_from_infra;
+        self.payload_duplicate += payload_duplicate;
+        self.payload_sent += payload_sent;
+        self.overhead_sent += overhead_sent;
+        self.pieces_due += pieces_due;
+        self.pieces_on_time += pieces_on_time;
+        // The slowest start-up of those merged.
+        self.startup_ms = self.startup_ms.max(*startup_ms);
+        self.lag_ms.merge(lag_ms);
+        self.fallback_requests += fallback_requests;
+        self.bad_pieces += bad_pieces;
+        self.protocol_violations += protocol_violations;
+        self.neighbors += neighbors;
+        self.neighbor_rtt_ms += neighbor_rtt_ms;
+        self.newest_seq = self.newest_seq.max(*newest_seq);
+        self.neighbor_swaps += neighbor_swaps;
     }
 
     /// The measures as JSON, with the names DESIGN.md fixes.
@@ -374,5 +398,42 @@ mod tests {
         assert_eq!(a.offload(), Some(0.45));
         assert_eq!(a.continuity(), Some(0.75));
         assert_eq!(Stats::default().offload(), None);
+    }
+
+    /// Every counter of one engine, each a different non-zero value.
+    fn every_counter_set() -> Stats {
+        let mut lag_ms = MsHistogram::default();
+        lag_ms.record(120);
+        Stats {
+            payload_from_peers: 1,
+            payload_from_infra: 2,
+            payload_duplicate: 3,
+            payload_sent: 4,
+            overhead_sent: 5,
+            pieces_due: 6,
+            pieces_on_time: 7,
+            startup_ms: Some(8),
+            lag_ms,
+            fallback_requests: 9,
+            bad_pieces: 10,
+            protocol_violations: 11,
+            neighbors: 12,
+            neighbor_rtt_ms: 13.0,
+            newest_seq: Some(14),
+            coord: None,
+            neighbor_swaps: 15,
+        }
+    }
+
+    #[test]
+    fn merging_into_nothing_keeps_every_counter() {
+        let one = every_counter_set();
+        let mut all = Stats::default();
+        all.merge(&one);
+        assert_eq!(all, one);
+        all.merge(&one);
+        assert_eq!(all.neighbor_swaps, 30);
+        assert_eq!(all.protocol_violations, 22);
+        assert_eq!(all.lag_ms.count(), 2);
     }
 }
