@@ -5,7 +5,10 @@ use std::{net::SocketAddr, process::ExitCode};
 use anyhow::Context;
 use clap::Parser;
 use libp2p::Multiaddr;
-use shoal_mesh::{proto::StreamId, rate::parse_bitrate};
+use shoal_mesh::{
+    proto::{engine::parse_degree_cap, StreamId},
+    rate::parse_bitrate,
+};
 use shoal_node::{Node, NodeConfig};
 
 /// Watches a Shoal stream: joins its mesh and serves it to a local player.
@@ -22,8 +25,8 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1:7090")]
     player: SocketAddr,
     /// Most neighbours at once.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
-    max_degree: u16,
+    #[arg(long, default_value_t = 8, value_parser = parse_degree_cap)]
+    max_degree: usize,
     /// Upload limit for serving other viewers, e.g. 4mbps (default: unlimited).
     #[arg(long, value_parser = rate)]
     upload_limit: Option<u64>,
@@ -57,7 +60,7 @@ async fn main() -> ExitCode {
 async fn run(args: Args) -> anyhow::Result<()> {
     let mut cfg = NodeConfig::new(&args.tracker, args.stream);
     cfg.player = Some(args.player);
-    cfg.max_degree = args.max_degree as usize;
+    cfg.max_degree = args.max_degree;
     cfg.upload_limit_bps = args.upload_limit;
     cfg.listen = args.listen;
     let node = Node::start(cfg).await.context("cannot start the node")?;

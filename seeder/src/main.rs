@@ -5,6 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::{bail, Context};
 use clap::Parser;
 use libp2p::{identity::Keypair, Multiaddr};
+use shoal_mesh::proto::engine::parse_degree_cap;
 use shoal_seeder::{keyfile, Input, Seeder, SeederConfig};
 
 /// Broadcasts a live stream into a Shoal mesh.
@@ -34,7 +35,7 @@ struct Args {
     #[arg(long)]
     key: Option<PathBuf>,
     /// Viewers fed directly over the mesh.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = parse_degree_cap)]
     max_degree: usize,
 }
 

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use super::Command;
 use crate::{
     hints::{Announce, Role, TrackerClient},
-    proto::{Locality, PeerInfo, Stats, StreamId},
+    proto::{wire, Locality, PeerInfo, Stats, StreamId},
 };
 
 /// What a node says of itself in each announce.
@@ -112,7 +112,7 @@ impl Announcer {
                             .filter_map(|c| {
                                 Some(PeerInfo {
                                     peer: c.peer_id.parse::<PeerId>().ok()?,
-                                    addrs: c.addrs,
+                                    addrs: dialable(c.addrs),
                                     coord: c.coord.filter(|c| c.is_valid()),
                                     loc: c.loc,
                                     free: Some(
@@ -147,4 +147,15 @@ impl Announcer {
             tokio::time::sleep(interval).await;
         }
     }
+}
+
+/// A hint's addresses that parse as multiaddrs, within the wire's bounds:
+/// what the tracker says is checked like what a peer says before it is
+/// dialled or passed on.
+fn dialable(addrs: Vec<String>) -> Vec<String> {
+    addrs
+        .into_iter()
+        .filter(|a| a.len() <= wire::MAX_ADDR_LEN && a.parse::<Multiaddr>().is_ok())
+        .take(wire::MAX_ADDRS)
+        .collect()
 }

@@ -128,8 +128,8 @@ pub enum Command {
 /// Errors starting the driver.
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
-    #[error("the stream key is invalid: {0}")]
-    Key(#[from] crate::proto::PieceError),
+    #[error(transparent)]
+    Engine(#[from] crate::proto::engine::EngineError),
     #[error("cannot build the libp2p transport: {0}")]
     Transport(String),
     #[error("cannot listen on {addr}: {reason}")]

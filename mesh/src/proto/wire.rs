@@ -25,6 +25,10 @@ pub const FRAME_VERSION: u8 = 1;
 pub const MAX_FRAME_BYTES: usize = MAX_PIECE_BYTES + 4 * 1024;
 /// Most entries in a `Have`, `Request` or `Missing` list, or segment starts.
 pub const MAX_LIST: usize = 1024;
+/// Every sequence number on the wire is below this (2^48: a stream of 40
+/// pieces a second takes 200,000 years to reach it), so that a peer's seq
+/// plus any window or list length cannot overflow.
+pub const MAX_SEQ: u64 = 1 << 48;
 /// Largest buffer-map bitmap, in bytes (32,768 pieces).
 pub const MAX_BITMAP_BYTES: usize = 4096;
 /// Most peers suggested in a `Refuse`, and addresses per peer.
@@ -434,9 +438,11 @@ fn decode_piece(body: &Body) -> Result<Piece, WireError> {
 }
 
 fn check_bounds<P>(msg: &Message<P>) -> Result<(), WireError> {
-    let list = |n: usize, what| {
-        if n > MAX_LIST {
+    let list = |seqs: &[u64], what| {
+        if seqs.len() > MAX_LIST {
             Err(WireError::Bound(what))
+        } else if seqs.iter().any(|&s| s >= MAX_SEQ) {
+            Err(WireError::Bound("sequence number"))
         } else {
             Ok(())
         }
@@ -445,28 +451,34 @@ fn check_bounds<P>(msg: &Message<P>) -> Result<(), WireError> {
         Message::Refuse { suggestions, .. } => peer_list(suggestions)?,
         Message::Peers { peers } => peer_list(peers)?,
         Message::BufferMap {
+            base,
             bits,
             segment_starts,
-            ..
         } => {
             if bits.len() > MAX_BITMAP_BYTES {
                 return Err(WireError::Bound("bitmap"));
             }
-            list(segment_starts.len(), "segment starts")?;
+            if *base >= MAX_SEQ {
+                return Err(WireError::Bound("sequence number"));
+            }
+            list(segment_starts, "segment starts")?;
         }
         Message::Have {
             seqs,
             segment_starts,
         } => {
-            list(seqs.len(), "have")?;
-            list(segment_starts.len(), "segment starts")?;
+            list(seqs, "have")?;
+            list(segment_starts, "segment starts")?;
         }
-        Message::Request { seqs } => list(seqs.len(), "request")?,
-        Message::Missing { seqs } => list(seqs.len(), "missing")?,
-        Message::Cancel { seqs } => list(seqs.len(), "cancel")?,
+        Message::Request { seqs } => list(seqs, "request")?,
+        Message::Missing { seqs } => list(seqs, "missing")?,
+        Message::Cancel { seqs } => list(seqs, "cancel")?,
         Message::Piece(p) => {
             if p.data.len() > MAX_PIECE_BYTES || p.signature.len() != 64 {
                 return Err(WireError::Bound("piece"));
+            }
+            if p.header.seq >= MAX_SEQ {
+                return Err(WireError::Bound("sequence number"));
             }
         }
         Message::Hello(Hello { coord, .. })
@@ -481,17 +493,20 @@ fn check_bounds<P>(msg: &Message<P>) -> Result<(), WireError> {
 }
 
 fn peer_list<P>(peers: &[PeerInfo<P>]) -> Result<(), WireError> {
-    let ok = peers.len() <= MAX_SUGGESTIONS
-        && peers.iter().all(|p| {
-            p.addrs.len() <= MAX_ADDRS
-                && p.addrs.iter().all(|a| a.len() <= MAX_ADDR_LEN)
-                && p.coord.is_none_or(|c| c.is_valid())
-        });
-    if ok {
+    if peers.len() <= MAX_SUGGESTIONS && peers.iter().all(is_valid_peer_info) {
         Ok(())
     } else {
         Err(WireError::Bound("peer list"))
     }
+}
+
+/// Whether a peer's record is within the bounds of §5: the same check for
+/// a peer list on the wire and for the tracker's hints, so that no hint
+/// is dialled or passed on that a peer could not have sent.
+pub fn is_valid_peer_info<P>(p: &PeerInfo<P>) -> bool {
+    p.addrs.len() <= MAX_ADDRS
+        && p.addrs.iter().all(|a| a.len() <= MAX_ADDR_LEN)
+        && p.coord.is_none_or(|c| c.is_valid())
 }
 
 /// Sets bit `seq - base` in a bitmap.

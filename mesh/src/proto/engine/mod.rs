@@ -18,6 +18,7 @@ mod schedule;
 mod session;
 mod spread;
 mod store;
+mod window;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -34,6 +35,7 @@ use super::{
     wire::{self, Locality, Message, PeerInfo, Role},
 };
 use playback::Playback;
+use session::MAX_CANDIDATES;
 use store::Store;
 
 /// What a peer id must offer: the driver's `PeerId`, or a small integer in
@@ -46,7 +48,7 @@ impl<T: Clone + Ord + std::fmt::Debug + Serialize + DeserializeOwned> PeerId for
 pub struct Config {
     pub stream: StreamId,
     pub role: Role,
-    /// Active neighbours never exceed this.
+    /// Active neighbours never exceed this; within [`DEGREE_CAPS`].
     pub max_degree: usize,
     /// Pieces older than this (behind the newest) are dropped from the store.
     pub window_ms: u64,
@@ -123,6 +125,38 @@ impl Config {
             push_fanout: 1,
             ..Config::viewer(stream)
         }
+    }
+}
+
+/// The degree caps an engine accepts (and so every CLI): at least one
+/// neighbour, and few enough that every pass over them stays short.
+pub const DEGREE_CAPS: std::ops::RangeInclusive<usize> = 1..=64;
+
+/// Parses a degree cap given on a command line: a number in [`DEGREE_CAPS`].
+pub fn parse_degree_cap(s: &str) -> Result<usize, String> {
+    let (min, max) = (DEGREE_CAPS.start(), DEGREE_CAPS.end());
+    s.parse::<usize>()
+        .ok()
+        .filter(|d| DEGREE_CAPS.contains(d))
+        .ok_or_else(|| format!("'{s}' is not a neighbour count from {min} to {max}"))
+}
+
+/// A configuration the engine cannot run with.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("the stream key is invalid: {0}")]
+    Key(#[from] super::PieceError),
+    #[error("max_degree {0} is outside {min}..={max}", min = DEGREE_CAPS.start(), max = DEGREE_CAPS.end())]
+    MaxDegree(usize),
+}
+
+impl Config {
+    /// Whether the engine can run with this configuration.
+    pub fn check(&self) -> Result<(), EngineError> {
+        if !DEGREE_CAPS.contains(&self.max_degree) {
+            return Err(EngineError::MaxDegree(self.max_degree));
+        }
+        Ok(())
     }
 }
 
@@ -347,15 +381,18 @@ const SCHEDULE_IDLE_MS: u64 = 1_000;
 
 impl<P: PeerId> Engine<P> {
     /// A new engine; `seed` makes every random choice reproducible.
-    pub fn new(cfg: Config, seed: u64, now: u64) -> Result<Self, super::PieceError> {
+    pub fn new(cfg: Config, seed: u64, now: u64) -> Result<Self, EngineError> {
+        cfg.check()?;
         let key = StreamKey::new(cfg.stream)?;
         Ok(Self::with_key(cfg, key, seed, now))
     }
 
     /// A new engine verifying with `key` (e.g. [`StreamKey::shared`]);
-    /// `key` must be the key of `cfg.stream`.
+    /// `key` must be the key of `cfg.stream`, and `cfg` pass
+    /// [`Config::check`].
     pub fn with_key(cfg: Config, key: StreamKey, seed: u64, now: u64) -> Self {
         assert_eq!(key.id(), cfg.stream, "the stream's own key");
+        assert!(cfg.check().is_ok(), "a checked configuration");
         let upload = TokenBucket::new(cfg.upload_limit, now);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let long_link_draw = rand::Rng::gen::<f32>(&mut rng);
@@ -510,7 +547,13 @@ impl<P: PeerId> Engine<P> {
                     self.violation(&from, "malformed frame", now);
                 }
             }
-            Input::Candidates(peers) => self.add_candidates(peers),
+            // Hints are checked as a peer list on the wire is, before they
+            // are dialled or passed on in `Peers` and `Refuse`.
+            Input::Candidates(mut peers) => {
+                peers.retain(wire::is_valid_peer_info);
+                peers.truncate(MAX_CANDIDATES);
+                self.add_candidates(peers)
+            }
             Input::Publish(piece) => self.publish(piece, now),
             Input::InfraPiece(piece) => {
                 let seq = piece.header.seq;
@@ -659,6 +702,9 @@ impl<P: PeerId> Engine<P> {
         let seq = piece.header.seq;
         self.news = true;
         let first = piece.header.is_first();
+        if self.store.last().is_none() {
+            self.forget_outside_window(seq);
+        }
         self.playback.arrived(seq, piece.header.produced_at, now);
         self.heard.remove(&seq);
         if first {
@@ -689,6 +735,22 @@ impl<P: PeerId> Engine<P> {
             &mut self.stats,
         );
         self.prune();
+    }
+
+    /// The first verified piece, `seq`, fixes the window (`SeqWindow`):
+    /// whatever announcements made us believe outside it is forgotten, as
+    /// the window would have refused it.
+    fn forget_outside_window(&mut self, seq: u64) {
+        let window = window::SeqWindow::around(Some(seq));
+        self.heard.retain(|&s, _| window.admits(s));
+        self.segment_starts.retain(|&s| window.admits(s));
+        if self.playback.start.is_some_and(|s| !window.admits(s)) {
+            self.playback.start = None;
+        }
+        if self.newest_known.is_some_and(|s| !window.admits(s)) {
+            let heard = self.heard.last_key_value().map(|(&s, _)| s);
+            self.newest_known = heard.max(Some(seq));
+        }
     }
 
     /// Drops pieces that fell out of the window or over the byte bound.

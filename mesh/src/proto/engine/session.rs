@@ -1,6 +1,6 @@
 //! Sessions: handshake, the degree cap, and each message a neighbour sends.
 
-use super::{Ask, Engine, PeerId, Selection};
+use super::{window::SeqWindow, Ask, Engine, PeerId, Selection};
 use crate::proto::{
     coords::Coord,
     neighbors::{Candidate, Neighbor, Phase},
@@ -158,6 +158,9 @@ impl<P: PeerId> Engine<P> {
             Ok(m) => m,
             Err(_) => return self.violation(&from, "malformed frame", now),
         };
+        if !self.names_seqs_in_window(&msg) {
+            return self.violation(&from, "sequence number out of window", now);
+        }
         match (phase, msg) {
             (Phase::Greeting, Message::Hello(h)) => self.on_hello(from, h, now),
             // Both sides greet at once, so a refusal can follow the
@@ -240,6 +243,27 @@ impl<P: PeerId> Engine<P> {
                 self.on_pong(&from, nonce, coord, now)
             }
             (Phase::Active, Message::Peers { peers }) => self.add_candidates(peers),
+        }
+    }
+
+    /// Whether every seq `msg` names lies in the window around our newest
+    /// verified piece (a piece's own seq is checked by its signature).
+    fn names_seqs_in_window(&self, msg: &Message<P>) -> bool {
+        let window = SeqWindow::around(self.store.last().map(|p| p.header.seq));
+        match msg {
+            Message::BufferMap {
+                base,
+                bits,
+                segment_starts,
+            } => window.admits_map(*base, bits) && window.admits_all(segment_starts),
+            Message::Have {
+                seqs,
+                segment_starts,
+            } => window.admits_all(seqs) && window.admits_all(segment_starts),
+            Message::Request { seqs } | Message::Missing { seqs } | Message::Cancel { seqs } => {
+                window.admits_all(seqs)
+            }
+            _ => true,
         }
     }
 
@@ -952,7 +976,7 @@ impl<P: PeerId> Engine<P> {
             .collect();
         rand::seq::SliceRandom::shuffle(viewers.as_mut_slice(), &mut self.rng);
         // Half go, so that full nodes elsewhere let this one in (`evict_for`).
-        let keep = self.cfg.max_degree / 2 - 1;
+        let keep = (self.cfg.max_degree / 2).saturating_sub(1);
         for victim in viewers.into_iter().skip(keep) {
             if let Some(c) = self.candidates.get_mut(&victim) {
                 c.retry_at = now + 30_000;

@@ -414,6 +414,20 @@ fn full_with_two(net: &mut Net, mut cfg: Config) {
     net.connect(3, 1);
 }
 
+/// The fake neighbour that fills a prober's only slot.
+const PROBER_HOLD: u32 = 99;
+
+/// Viewer `id` at a cap of one, held by a fake neighbour: with no slot to
+/// fill, it only probes.
+fn add_prober(net: &mut Net, id: u32, stream: StreamId) {
+    let mut cfg = Config::viewer(stream);
+    cfg.max_degree = 1;
+    net.add(id, cfg);
+    net.connect(PROBER_HOLD, id);
+    net.send_as(PROBER_HOLD, id, &hello(stream, Role::Viewer));
+    assert_eq!(net.e(id).degree(), 1, "the prober is full");
+}
+
 /// Fake viewer `fake` dials engine 1 and completes the handshake.
 fn add_fake(net: &mut Net, fake: u32, stream: StreamId) {
     let degree = net.e(1).degree();
@@ -1164,9 +1178,7 @@ fn a_probe_is_refused_and_changes_nothing_at_the_target() {
     net.run_for(100);
     // 4 has no slot to fill: it only probes. Its Hello says degree 0,
     // which from a dialler would make 1 evict a neighbour for it.
-    let mut prober = Config::viewer(s.stream());
-    prober.max_degree = 0;
-    net.add(4, prober);
+    add_prober(&mut net, 4, s.stream());
     let target = PeerInfo {
         peer: 1,
         addrs: vec![],
@@ -1191,7 +1203,7 @@ fn a_probe_is_refused_and_changes_nothing_at_the_target() {
     assert_eq!(net.e(1).neighbors().collect::<Vec<_>>(), vec![&2, &3]);
     assert_eq!(net.disconnects(1), vec![(4, "refused")]);
     assert_eq!(net.disconnects(4), vec![(1, "probe answered")]);
-    assert_eq!(net.e(4).degree(), 0);
+    assert_eq!(net.e(4).neighbors().collect::<Vec<_>>(), vec![&PROBER_HOLD]);
     assert_eq!(net.e(4).stats().protocol_violations, 0);
     assert_ne!(net.e(4).coord(), Coord::default(), "the sample moved it");
 }
@@ -1204,10 +1216,8 @@ fn a_tick_starts_three_probes_one_after_the_other() {
     for &t in &targets {
         net.add(t, Config::viewer(s.stream()));
     }
-    let mut prober = Config::viewer(s.stream());
-    prober.max_degree = 0; // probes only
-    let tick = prober.tick_ms;
-    net.add(4, prober);
+    let tick = Config::viewer(s.stream()).tick_ms;
+    add_prober(&mut net, 4, s.stream());
     let infos = targets
         .iter()
         .map(|&t| PeerInfo {
@@ -1363,4 +1373,5 @@ fn a_full_candidate_table_is_pruned_to_the_closest() {
     );
 }
 
+mod hostile;
 mod spread;
