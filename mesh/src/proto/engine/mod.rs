@@ -257,8 +257,8 @@ pub struct Engine<P: PeerId> {
     ms_per_piece: Option<f64>,
     /// Dials made so far (every fourth goes to a random candidate).
     dials: u64,
-    /// When a neighbour last announced a piece newer than any we knew of,
-    /// or a new piece arrived.
+    /// When a new verified piece last arrived (announcements prove
+    /// nothing: a peer can announce what it does not have).
     last_news: u64,
     /// The neighbourhood went quiet: dial the next candidates at random.
     starved: bool,
@@ -709,6 +709,10 @@ impl<P: PeerId> Engine<P> {
         self.heard.remove(&seq);
         if first {
             self.segment_starts.insert(seq);
+        } else if self.playback.start == Some(seq) {
+            // Announced as a segment start, and it is not one: choose again.
+            self.segment_starts.remove(&seq);
+            self.playback.start = None;
         }
         self.newest_known = self.newest_known.max(Some(seq));
         self.last_news = now;

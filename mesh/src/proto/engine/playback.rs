@@ -104,7 +104,15 @@ impl<P: PeerId> Engine<P> {
         }
         if self.playback.start.is_none() {
             let newest = self.newest_known?;
-            let mut starts = self.segment_starts.range(..=newest).rev();
+            // A start is announced, so unverified: one we hold must be a
+            // first piece (and `store_piece` drops one that turns out not
+            // to be), so the start is confirmed by the broadcaster's word.
+            let store = &self.store;
+            let mut starts = self
+                .segment_starts
+                .range(..=newest)
+                .rev()
+                .filter(|&s| store.get(s).is_none_or(|p| p.header.is_first()));
             let latest = starts.next().copied();
             self.playback.start = starts.next().copied().or(latest);
         }

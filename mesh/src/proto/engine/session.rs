@@ -499,20 +499,21 @@ impl<P: PeerId> Engine<P> {
             .collect()
     }
 
-    fn buffer_map(&self) -> Message<P> {
+    pub(super) fn buffer_map(&self) -> Message<P> {
         let base = self.store.keys().next().copied().unwrap_or(0);
         let mut bits = Vec::new();
         let max_seq = base + (wire::MAX_BITMAP_BYTES * 8) as u64;
         for &s in self.store.keys().take_while(|&&s| s < max_seq) {
             wire::set_bit(&mut bits, base, s);
         }
+        // Starts from the pieces themselves: only verified ones are passed on.
         let starts: Vec<u64> = self
-            .segment_starts
-            .iter()
+            .store
+            .values()
             .rev()
-            .filter(|s| self.store.contains_key(s))
+            .filter(|p| p.header.is_first())
             .take(wire::MAX_LIST)
-            .copied()
+            .map(|p| p.header.seq)
             .collect();
         Message::BufferMap {
             base,
@@ -533,19 +534,21 @@ impl<P: PeerId> Engine<P> {
                 self.heard.entry(s).or_insert(now);
                 self.news |= !self.inflight.contains_key(&s);
             }
-            if self.newest_known.is_none_or(|n| s > n) {
-                self.last_news = now;
-                self.news = true;
-            }
+            // A newer seq is news for the scheduler, not for starvation
+            // (`replace_if_starved`): only a verified piece proves the
+            // neighbourhood is fed.
+            self.news |= self.newest_known.is_none_or(|n| s > n);
             self.newest_known = self.newest_known.max(Some(s));
         }
-        // Bound what unverified announcements can make us remember.
+        // Bound what unverified announcements can make us remember. The
+        // farthest ahead go first: a flood of claims displaces only other
+        // claims beyond the live edge, never what is due next.
         while self.heard.len() > 4 * wire::MAX_LIST {
-            self.heard.pop_first();
+            self.heard.pop_last();
         }
         self.segment_starts.extend(starts.iter().copied());
         while self.segment_starts.len() > wire::MAX_LIST {
-            self.segment_starts.pop_first();
+            self.segment_starts.pop_last();
         }
     }
 
@@ -954,7 +957,7 @@ impl<P: PeerId> Engine<P> {
             .map(|(_, _, _, p)| p)
     }
 
-    /// A full neighbourhood that has announced nothing new for
+    /// A full neighbourhood that has delivered no new piece for
     /// [`STARVED_MS`] may be a group cut off from the source (late joiners
     /// that filled their slots with each other while everyone else was
     /// full): one random viewer neighbour is dropped and the next dial goes

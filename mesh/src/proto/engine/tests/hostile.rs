@@ -195,3 +195,98 @@ fn a_degree_cap_out_of_range_is_a_clear_error() {
     assert!(parse_degree_cap("65").is_err());
     assert!(parse_degree_cap("-1").is_err());
 }
+
+#[test]
+fn an_announced_segment_start_that_is_not_one_does_not_become_the_start() {
+    let s = signer();
+    let mut net = Net::new(10);
+    net.add(1, Config::viewer(s.stream()));
+    add_fake(&mut net, LIAR, s.stream());
+    // It claims pieces 0..8 with starts at 1 and 5 (the real ones are 0
+    // and 4), so the viewer would start at 1, in mid-segment.
+    net.send_as(
+        LIAR,
+        1,
+        &Message::Have {
+            seqs: (0..8).collect(),
+            segment_starts: vec![1, 5],
+        },
+    );
+    assert_eq!(net.e(1).playback.start, Some(1), "a tentative start");
+    let mut pieces = segment(&s, 0, 0, 4, net.now, 1_000);
+    pieces.extend(segment(&s, 4, 1, 4, net.now, 1_000));
+    for p in pieces.iter().take(2) {
+        net.send_as(LIAR, 1, &Message::Piece(p.clone()));
+    }
+    assert_eq!(
+        net.e(1).playback.start,
+        Some(0),
+        "piece 1 is no segment start: chosen again, with piece 0 verified"
+    );
+    for p in pieces.iter().skip(2) {
+        net.send_as(LIAR, 1, &Message::Piece(p.clone()));
+    }
+    let v = net.e(1);
+    assert_eq!(v.playback.start, Some(0));
+    assert!(v.stats().startup_ms.is_some());
+    let Message::BufferMap { segment_starts, .. } = v.buffer_map() else {
+        unreachable!("a buffer map")
+    };
+    assert_eq!(
+        segment_starts,
+        vec![4, 0],
+        "only verified starts are passed on"
+    );
+}
+
+#[test]
+fn a_flood_of_claims_does_not_push_out_what_is_due_next() {
+    let s = signer();
+    let mut net = Net::new(10);
+    fed_viewer(&mut net, &s);
+    stream(&mut net, &s, 0, 8);
+    // A neighbour announces the next piece honestly...
+    net.send_as(LIAR, 1, &have(vec![8]));
+    assert!(net.e(1).heard.contains_key(&8));
+    // ...then thousands of claims far ahead, within the window.
+    for batch in 0..5u64 {
+        let from = 1_000 + batch * wire::MAX_LIST as u64;
+        net.send_as(
+            LIAR,
+            1,
+            &have((from..from + wire::MAX_LIST as u64).collect()),
+        );
+    }
+    let v = net.e(1);
+    assert!(v.heard.len() <= 4 * wire::MAX_LIST);
+    assert!(v.heard.contains_key(&8), "the next piece is still known");
+}
+
+#[test]
+fn announcements_alone_do_not_hold_off_starvation() {
+    let s = signer();
+    let mut cfg = Config::viewer(s.stream());
+    cfg.max_degree = 2;
+    let mut net = Net::new(10);
+    net.add(1, cfg);
+    add_fake(&mut net, LIAR, s.stream());
+    add_fake(&mut net, LIAR + 1, s.stream());
+    let pieces = segment(&s, 0, 0, 4, net.now, 1_000);
+    for p in &pieces {
+        net.send_as(LIAR, 1, &Message::Piece(p.clone()));
+    }
+    // Ever newer claims, never a piece: the neighbourhood is starved all
+    // the same.
+    for i in 0..6u64 {
+        net.send_as(LIAR, 1, &have(vec![10 + i]));
+        net.run_for(1_000);
+    }
+    assert!(
+        !net.disconnects(1).is_empty(),
+        "a starved viewer lets a neighbour go"
+    );
+    assert!(net
+        .disconnects(1)
+        .iter()
+        .all(|&(_, r)| r == "no news from the neighbourhood"));
+}
