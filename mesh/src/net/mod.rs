@@ -38,7 +38,9 @@ use libp2p::{
 };
 use tokio::sync::{mpsc, watch, Semaphore};
 
-use crate::proto::{wire, Config, Engine, Input, Locality, Output, PeerInfo, Piece, Stats};
+use crate::proto::{
+    engine::Time, wire, Config, Engine, Input, Locality, Output, PeerInfo, Piece, Stats,
+};
 use session::{PeerEvent, Session};
 
 /// Shoal's protocol name on libp2p-stream.
@@ -56,12 +58,34 @@ const INFRA_FETCHES: usize = 16;
 /// last frames leave the muxer first (protocol.md §10).
 const LINGER: Duration = Duration::from_secs(1);
 
-/// Milliseconds since the Unix epoch: the engine's `now`, on the same clock
-/// as the broadcaster's produced-at stamps.
+/// Milliseconds since the Unix epoch: the clock of the broadcaster's
+/// produced-at stamps (the engine's `Time::wall`).
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The engine's two clocks: steady milliseconds since the driver started
+/// for its timers, and the wall clock for produced-at stamps.
+#[derive(Clone, Copy, Debug)]
+struct Clock {
+    origin: std::time::Instant,
+}
+
+impl Clock {
+    fn start() -> Self {
+        Clock {
+            origin: std::time::Instant::now(),
+        }
+    }
+
+    fn now(&self) -> Time {
+        Time {
+            mono: self.origin.elapsed().as_millis() as u64,
+            wall: now_ms(),
+        }
+    }
 }
 
 /// How to run a node on the network.
@@ -209,8 +233,8 @@ pub type OnPiece = Box<dyn FnMut(&Piece) + Send>;
 /// Starts a node: builds the swarm, listens, and runs the driver task.
 /// Returns once the listen addresses are known.
 pub async fn start(cfg: NetConfig, on_piece: Option<OnPiece>) -> Result<NetHandle, NetError> {
-    let now = now_ms();
-    let engine = Engine::new(cfg.engine.clone(), cfg.seed, now)?;
+    let clock = Clock::start();
+    let engine = Engine::new(cfg.engine.clone(), cfg.seed, clock.now())?;
     let mut swarm = build_swarm(&cfg)?;
     let addrs = listen_all(&mut swarm, &cfg.listen)
         .await
@@ -227,6 +251,7 @@ pub async fn start(cfg: NetConfig, on_piece: Option<OnPiece>) -> Result<NetHandl
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
     let peer_id = *swarm.local_peer_id();
     let driver = Driver {
+        clock,
         control: swarm.behaviour().stream.new_control(),
         swarm,
         engine,
@@ -341,6 +366,7 @@ fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>, NetError> {
 }
 
 struct Driver {
+    clock: Clock,
     swarm: Swarm<Behaviour>,
     control: libp2p_stream::Control,
     engine: Engine<PeerId>,
@@ -365,7 +391,7 @@ impl Driver {
         let mut stats_every = tokio::time::interval(Duration::from_millis(250));
         loop {
             let wake = self.engine.poll_timeout();
-            let sleep = Duration::from_millis(wake.saturating_sub(now_ms()));
+            let sleep = Duration::from_millis(wake.saturating_sub(self.clock.now().mono));
             tokio::select! {
                 ev = self.swarm.select_next_some() => self.on_swarm(ev),
                 Some((peer, stream)) = incoming.next() => self.open_session(peer, stream, false),
@@ -374,7 +400,7 @@ impl Driver {
                     Some(cmd) => self.on_command(cmd),
                     None => break, // the application let go of the handle
                 },
-                _ = tokio::time::sleep(sleep) => self.engine.handle_timeout(now_ms()),
+                _ = tokio::time::sleep(sleep) => self.engine.handle_timeout(self.clock.now()),
                 _ = stats_every.tick() => {
                     self.stats_tx.send_replace(self.engine.stats().clone());
                     self.neighbors_tx
@@ -386,7 +412,7 @@ impl Driver {
     }
 
     fn on_command(&mut self, cmd: Command) {
-        let now = now_ms();
+        let now = self.clock.now();
         match cmd {
             Command::Candidates(peers) => {
                 let me = *self.swarm.local_peer_id();
@@ -420,7 +446,8 @@ impl Driver {
             } => {
                 tracing::debug!(%peer, "dial failed: {error}");
                 if !self.sessions.contains_key(&peer) {
-                    self.engine.handle(Input::DialFailed { peer }, now_ms());
+                    self.engine
+                        .handle(Input::DialFailed { peer }, self.clock.now());
                 }
             }
             _ => {}
@@ -428,7 +455,7 @@ impl Driver {
     }
 
     fn on_peer_event(&mut self, ev: PeerEvent) {
-        let now = now_ms();
+        let now = self.clock.now();
         match ev {
             PeerEvent::Opened(peer, stream) => self.open_session(peer, stream, true),
             PeerEvent::OpenFailed(peer) => {
@@ -508,12 +535,13 @@ impl Driver {
         );
         self.sessions.insert(peer, session);
         self.engine
-            .handle(Input::Connected { peer, outbound }, now_ms());
+            .handle(Input::Connected { peer, outbound }, self.clock.now());
     }
 
     fn close_session(&mut self, peer: PeerId) {
         if self.sessions.remove(&peer).is_some() {
-            self.engine.handle(Input::Disconnected { peer }, now_ms());
+            self.engine
+                .handle(Input::Disconnected { peer }, self.clock.now());
         }
     }
 
@@ -528,7 +556,7 @@ impl Driver {
                         self.sessions.remove(&to);
                         let _ = self.swarm.disconnect_peer_id(to);
                         self.engine
-                            .handle(Input::Disconnected { peer: to }, now_ms());
+                            .handle(Input::Disconnected { peer: to }, self.clock.now());
                     }
                 }
                 Output::Connect(info) => self.dial(info),
@@ -559,7 +587,8 @@ impl Driver {
         let opts = DialOpts::peer_id(peer).addresses(addrs).build();
         if let Err(e) = self.swarm.dial(opts) {
             tracing::debug!(%peer, "cannot dial: {e}");
-            self.engine.handle(Input::DialFailed { peer }, now_ms());
+            self.engine
+                .handle(Input::DialFailed { peer }, self.clock.now());
         }
     }
 

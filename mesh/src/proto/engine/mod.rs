@@ -173,6 +173,24 @@ pub enum Selection {
     Full,
 }
 
+/// A moment, as the driver reads its two clocks, in ms. Every timer runs
+/// on `mono` (steady, any origin), so that a step of the system clock
+/// neither stalls nor races the node; `wall` (ms since the Unix epoch, the
+/// clock of the broadcaster's `produced_at` stamps) only judges pieces
+/// against those stamps: lag, deadlines, the live edge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Time {
+    pub mono: u64,
+    pub wall: u64,
+}
+
+impl From<u64> for Time {
+    /// One clock read as both: the simulator's virtual time.
+    fn from(ms: u64) -> Time {
+        Time { mono: ms, wall: ms }
+    }
+}
+
 /// Something that happened, for the engine to handle.
 #[derive(Clone, Debug)]
 pub enum Input<P> {
@@ -285,6 +303,8 @@ pub struct Engine<P: PeerId> {
     swarm_viewers: Option<u32>,
     /// Where this node is in the RTT map (Vivaldi).
     coord: Coord,
+    /// The wall clock minus the monotonic one, as last read (`Time`).
+    wall_offset: i128,
     stats: Stats,
 }
 
@@ -381,7 +401,7 @@ const SCHEDULE_IDLE_MS: u64 = 1_000;
 
 impl<P: PeerId> Engine<P> {
     /// A new engine; `seed` makes every random choice reproducible.
-    pub fn new(cfg: Config, seed: u64, now: u64) -> Result<Self, EngineError> {
+    pub fn new(cfg: Config, seed: u64, now: impl Into<Time>) -> Result<Self, EngineError> {
         cfg.check()?;
         let key = StreamKey::new(cfg.stream)?;
         Ok(Self::with_key(cfg, key, seed, now))
@@ -390,9 +410,11 @@ impl<P: PeerId> Engine<P> {
     /// A new engine verifying with `key` (e.g. [`StreamKey::shared`]);
     /// `key` must be the key of `cfg.stream`, and `cfg` pass
     /// [`Config::check`].
-    pub fn with_key(cfg: Config, key: StreamKey, seed: u64, now: u64) -> Self {
+    pub fn with_key(cfg: Config, key: StreamKey, seed: u64, now: impl Into<Time>) -> Self {
         assert_eq!(key.id(), cfg.stream, "the stream's own key");
         assert!(cfg.check().is_ok(), "a checked configuration");
+        let time = now.into();
+        let now = time.mono;
         let upload = TokenBucket::new(cfg.upload_limit, now);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let long_link_draw = rand::Rng::gen::<f32>(&mut rng);
@@ -432,6 +454,7 @@ impl<P: PeerId> Engine<P> {
             swarm_viewers: None,
             ms_per_piece: None,
             coord: Coord::default(),
+            wall_offset: i128::from(time.wall) - i128::from(time.mono),
             stats: Stats::default(),
             cfg,
         }
@@ -513,7 +536,8 @@ impl<P: PeerId> Engine<P> {
         self.outputs.pop_front()
     }
 
-    /// When [`Engine::handle_timeout`] must be called next.
+    /// When [`Engine::handle_timeout`] must be called next, on the
+    /// monotonic clock (`Time::mono`).
     pub fn poll_timeout(&self) -> u64 {
         let mut t = self.next_tick.min(self.next_schedule);
         if let Some(h) = self.next_have {
@@ -526,7 +550,8 @@ impl<P: PeerId> Engine<P> {
     }
 
     /// Handles one input.
-    pub fn handle(&mut self, input: Input<P>, now: u64) {
+    pub fn handle(&mut self, input: Input<P>, now: impl Into<Time>) {
+        let now = self.read_clock(now.into());
         match input {
             Input::Connected { peer, outbound } => self.on_connected(peer, outbound, now),
             Input::Disconnected { peer } => self.on_disconnected(&peer, now),
@@ -583,7 +608,8 @@ impl<P: PeerId> Engine<P> {
     }
 
     /// Fires whatever timers are due at `now`.
-    pub fn handle_timeout(&mut self, now: u64) {
+    pub fn handle_timeout(&mut self, now: impl Into<Time>) {
+        let now = self.read_clock(now.into());
         if now >= self.next_tick {
             if now >= self.next_optimize {
                 self.next_optimize = now + self.cfg.optimize_ms;
@@ -601,6 +627,24 @@ impl<P: PeerId> Engine<P> {
         if now >= self.next_schedule {
             self.schedule(now);
         }
+    }
+
+    /// Notes where the wall clock stands against the monotonic one, and
+    /// returns the monotonic time, which every timer runs on.
+    fn read_clock(&mut self, time: Time) -> u64 {
+        self.wall_offset = i128::from(time.wall) - i128::from(time.mono);
+        time.mono
+    }
+
+    /// The wall-clock time at monotonic time `mono`.
+    fn wall(&self, mono: u64) -> u64 {
+        (i128::from(mono) + self.wall_offset).clamp(0, u64::MAX.into()) as u64
+    }
+
+    /// The monotonic time at wall-clock time `wall` (a piece's deadline,
+    /// say, as a timer).
+    fn mono(&self, wall: u64) -> u64 {
+        (i128::from(wall) - self.wall_offset).clamp(0, u64::MAX.into()) as u64
     }
 
     fn after_input(&mut self, now: u64) {
@@ -681,7 +725,7 @@ impl<P: PeerId> Engine<P> {
         let seq = piece.header.seq;
         let len = piece.data.len() as u64;
         let held = self.store.contains_key(&seq);
-        let lag = now.saturating_sub(piece.header.produced_at);
+        let lag = self.wall(now).saturating_sub(piece.header.produced_at);
         if !self.stats.count_receipt(len, held, from_infra, lag) {
             return;
         }
@@ -705,7 +749,8 @@ impl<P: PeerId> Engine<P> {
         if self.store.last().is_none() {
             self.forget_outside_window(seq);
         }
-        self.playback.arrived(seq, piece.header.produced_at, now);
+        self.playback
+            .arrived(seq, piece.header.produced_at, self.wall(now));
         self.heard.remove(&seq);
         if first {
             self.segment_starts.insert(seq);
@@ -730,14 +775,13 @@ impl<P: PeerId> Engine<P> {
             self.next_have = Some(now + self.cfg.have_interval_ms);
         }
         let (delay, margin) = (self.cfg.playout_delay_ms, self.cfg.fallback_margin_ms);
-        self.playback.check_startup(
-            &self.store,
-            now,
-            self.joined_at,
-            delay,
-            margin,
-            &mut self.stats,
-        );
+        let wall = self.wall(now);
+        if self
+            .playback
+            .check_startup(&self.store, wall, delay, margin)
+        {
+            self.stats.startup_ms = Some(now.saturating_sub(self.joined_at));
+        }
         self.prune();
     }
 

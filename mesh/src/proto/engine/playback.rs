@@ -14,7 +14,6 @@
 //! remembered as late.
 
 use super::{store::Store, Engine, PeerId};
-use crate::proto::stats::Stats;
 
 #[derive(Debug)]
 pub(super) struct Playback {
@@ -40,11 +39,11 @@ impl Playback {
         }
     }
 
-    /// Piece `seq`, produced at `produced_at`, arrived `now`: if that is
+    /// Piece `seq`, produced at `produced_at`, arrived at `wall`: if that is
     /// after its deadline and it is not judged yet, it will be judged late.
-    pub(super) fn arrived(&mut self, seq: u64, produced_at: u64, now: u64) {
+    pub(super) fn arrived(&mut self, seq: u64, produced_at: u64, wall: u64) {
         if let Some((delay, next)) = self.started {
-            if seq >= next && now > produced_at + delay {
+            if seq >= next && wall > produced_at.saturating_add(delay) {
                 self.late.push(seq);
             }
         }
@@ -60,37 +59,37 @@ impl Playback {
     }
 
     /// Start-up ends when the pieces from `start` to a last-in-segment piece
-    /// are all held.
+    /// are all held; returns whether it ended now (at `wall`).
     pub(super) fn check_startup(
         &mut self,
         store: &Store,
-        now: u64,
-        joined_at: u64,
+        wall: u64,
         playout_delay: u64,
         margin: u64,
-        stats: &mut Stats,
-    ) {
-        let Some(start) = self.start else { return };
+    ) -> bool {
+        let Some(start) = self.start else {
+            return false;
+        };
         if self.started.is_some() {
-            return;
+            return false;
         }
         let Some(first) = store.get(&start) else {
-            return;
+            return false;
         };
         let mut seq = start;
         loop {
             match store.get(&seq) {
                 Some(p) if p.header.is_last() => break,
                 Some(_) => seq += 1,
-                None => return,
+                None => return false,
             }
         }
         // A slow start keeps a margin of buffer: the next pieces must not
         // fall due the moment playback begins.
-        let elapsed = now.saturating_sub(first.header.produced_at);
+        let elapsed = wall.saturating_sub(first.header.produced_at);
         let delay = playout_delay.max(elapsed + margin);
         self.started = Some((delay, start));
-        stats.startup_ms = Some(now.saturating_sub(joined_at));
+        true
     }
 }
 
@@ -141,7 +140,7 @@ impl<P: PeerId> Engine<P> {
     /// Playback deadline of a piece, as far as it can be told.
     pub(super) fn deadline(&self, seq: u64) -> Option<u64> {
         let delay = self.playback.delay().unwrap_or(self.cfg.playout_delay_ms);
-        Some(self.produced_estimate(seq)? + delay)
+        Some(self.produced_estimate(seq)?.saturating_add(delay))
     }
 
     /// Judges every piece whose deadline has passed: on time if it arrived
@@ -150,6 +149,7 @@ impl<P: PeerId> Engine<P> {
         let Some((delay, mut next)) = self.playback.started else {
             return;
         };
+        let wall = self.wall(now);
         // Bounded like every loop on what peers announce; the rest waits
         // for the next run.
         for _ in 0..MAX_JUDGED_PER_RUN {
@@ -159,7 +159,7 @@ impl<P: PeerId> Engine<P> {
             let Some(produced) = self.produced_estimate(next) else {
                 break;
             };
-            if now < produced + delay {
+            if wall < produced.saturating_add(delay) {
                 break;
             }
             self.stats.pieces_due += 1;

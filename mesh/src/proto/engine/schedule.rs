@@ -55,6 +55,8 @@ impl<P: PeerId> Engine<P> {
         let lo = self.playback.next_due().unwrap_or(start).max(start);
         let hi = newest.min(lo + LOOKAHEAD);
         let margin = self.cfg.fallback_margin_ms;
+        // Deadlines are on the broadcaster's (wall) clock; timers are not.
+        let wall = self.wall(now);
 
         let mut missing = MISSING.take();
         let mut wanted = WANTED.take();
@@ -71,7 +73,7 @@ impl<P: PeerId> Engine<P> {
                 // Asked of a viewer that has not delivered with the deadline
                 // close: ask infrastructure too, rather than risk a stall.
                 Some(Some(p))
-                    if deadline.is_some_and(|d| now + margin >= d)
+                    if deadline.is_some_and(|d| wall + margin >= d)
                         && self.neighbors.get(p).is_some_and(|n| !n.role.is_infra()) =>
                 {
                     true
@@ -81,7 +83,7 @@ impl<P: PeerId> Engine<P> {
             if cancel {
                 self.cancel_request(seq);
             }
-            let urgent = deadline.is_some_and(|d| now + 2 * margin >= d);
+            let urgent = deadline.is_some_and(|d| wall + 2 * margin >= d);
             // The rest are ranked by holders, counted below.
             let key = if urgent { deadline.unwrap_or(0) } else { 0 };
             wanted.push((!urgent, key, seq, deadline));
@@ -102,10 +104,10 @@ impl<P: PeerId> Engine<P> {
             // A piece left unasked changes rank when it turns urgent, and
             // goes to infrastructure when it is due.
             if let Some(d) = deadline {
-                wake.at(d.saturating_sub(2 * margin), now);
-                wake.at(d.saturating_sub(margin), now);
+                wake.at(self.mono(d.saturating_sub(2 * margin)), now);
+                wake.at(self.mono(d.saturating_sub(margin)), now);
             }
-            let due_soon = deadline.is_some_and(|d| now + margin >= d);
+            let due_soon = deadline.is_some_and(|d| wall + margin >= d);
             if !due_soon {
                 if let Some(peer) = self.best_holder(seq, piece_bytes, false) {
                     self.ask(peer, seq, now, &mut batches);
@@ -148,7 +150,7 @@ impl<P: PeerId> Engine<P> {
             wake.at(a.until, now);
             if a.from.is_some() {
                 if let Some(d) = self.deadline(seq) {
-                    wake.at(d.saturating_sub(margin), now);
+                    wake.at(self.mono(d.saturating_sub(margin)), now);
                 }
             }
         }
@@ -162,10 +164,8 @@ impl<P: PeerId> Engine<P> {
             let produced = at + ((next - s1) as f64 * ms) as u64;
             let added = at + ((next - s1 + 1) as f64 * ms).ceil() as u64;
             let delay = self.playback.delay().unwrap_or(self.cfg.playout_delay_ms);
-            wake.at(
-                added.max((produced + delay).saturating_sub(2 * margin)),
-                now,
-            );
+            let due = added.max((produced + delay).saturating_sub(2 * margin));
+            wake.at(self.mono(due), now);
         }
         wake.0
     }
@@ -198,7 +198,7 @@ impl<P: PeerId> Engine<P> {
             return;
         };
         let s1 = p1.header.seq;
-        let behind = now.saturating_sub(p1.header.produced_at) as f64;
+        let behind = self.wall(now).saturating_sub(p1.header.produced_at) as f64;
         // One piece of slack: the newest piece may be in flight.
         let expected = (behind / ms_per_piece).floor() as u64;
         let edge = s1 + expected.saturating_sub(1).min(wire::MAX_LIST as u64);

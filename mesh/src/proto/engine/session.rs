@@ -529,9 +529,10 @@ impl<P: PeerId> Engine<P> {
         // changes nothing until the request times out).
         self.news |= !starts.is_empty();
         let low = self.store.first_seq().unwrap_or(0);
+        let wall = self.wall(now);
         for &s in seqs {
             if s >= low && !self.store.contains_key(&s) {
-                self.heard.entry(s).or_insert(now);
+                self.heard.entry(s).or_insert(wall);
                 self.news |= !self.inflight.contains_key(&s);
             }
             // A newer seq is news for the scheduler, not for starvation

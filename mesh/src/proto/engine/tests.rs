@@ -10,7 +10,7 @@ use libp2p::identity::Keypair;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{Config, Engine, Input, Output};
+use super::{Config, Engine, Input, Output, Time};
 use crate::proto::Coord;
 use crate::proto::{
     piece::{flags, Piece, Signer, StreamId},
@@ -59,6 +59,8 @@ struct Net {
     order: u64,
     log: Vec<Ev>,
     max_degree_seen: BTreeMap<u32, usize>,
+    /// How far each engine's wall clock is off virtual time, ms.
+    wall_offset: BTreeMap<u32, i64>,
 }
 
 impl Net {
@@ -71,12 +73,22 @@ impl Net {
             order: 0,
             log: Vec::new(),
             max_degree_seen: BTreeMap::new(),
+            wall_offset: BTreeMap::new(),
         }
     }
 
     fn add(&mut self, id: u32, cfg: Config) {
         let engine = Engine::new(cfg, u64::from(id), self.now).expect("valid stream key");
         self.engines.insert(id, engine);
+    }
+
+    /// Engine `id`'s clocks now.
+    fn time(&self, id: u32) -> Time {
+        let offset = self.wall_offset.get(&id).copied().unwrap_or(0);
+        Time {
+            mono: self.now,
+            wall: self.now.saturating_add_signed(offset),
+        }
     }
 
     fn e(&self, id: u32) -> &Engine<u32> {
@@ -172,7 +184,11 @@ impl Net {
                     .map(|(id, _)| *id)
                     .collect();
                 for id in due {
-                    self.engines.get_mut(&id).expect("engine").handle_timeout(t);
+                    let time = self.time(id);
+                    self.engines
+                        .get_mut(&id)
+                        .expect("engine")
+                        .handle_timeout(time);
                     self.drain(id);
                 }
             }
@@ -193,11 +209,11 @@ impl Net {
                 });
             }
         }
-        let now = self.now;
+        let time = self.time(to);
         self.engines
             .get_mut(&to)
             .expect("engine")
-            .handle(input, now);
+            .handle(input, time);
         self.drain(to);
     }
 
@@ -1373,5 +1389,6 @@ fn a_full_candidate_table_is_pruned_to_the_closest() {
     );
 }
 
+mod clock;
 mod hostile;
 mod spread;
