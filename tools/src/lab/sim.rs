@@ -10,7 +10,7 @@ use shoal_mesh::{
     sim::{self, Network, SimConfig},
 };
 
-use super::{run::upload_caps, scenario::Scenario, system::System, topology::Topology};
+use super::{population::upload_caps, scenario::Scenario, system::System, topology::Topology};
 
 /// What a simulated run measured, with how fast it ran.
 #[derive(Clone, Debug, Serialize)]

@@ -8,8 +8,8 @@
 //! - **stdin, main → worker**: one line of [`WorkerSpec`] JSON, then `go`
 //!   (start the clock: joins and churn are timed from it), then `stop`.
 //!   Everything else a worker needs is derived from the scenario: the
-//!   topology, upload caps, keys ([`slot_key`](super::run::slot_key)) and a
-//!   [`full_book`] of every process's peer ids. End of input before `stop`
+//!   topology, upload caps, keys ([`slot_key`](super::population::slot_key))
+//!   and a [`full_book`] of every process's peer ids. End of input before `stop`
 //!   means the main process went away: the worker exits at once.
 //! - **stdout, worker → main**: one JSON line per message, at most
 //!   [`MAX_LINE`] bytes: `{"type": "ready"}` once set up, then a
@@ -39,7 +39,7 @@ use tokio::{
 };
 
 use super::{
-    run::{full_book, known_gens, Book, NodeSnap, Population},
+    population::{full_book, known_gens, Book, NodeSnap, Population},
     scenario::Scenario,
     system::System,
     topology::Topology,
@@ -512,7 +512,7 @@ mod tests {
         let snap = |slot, gen, left_at_s| NodeSnap {
             slot,
             gen,
-            peer_id: super::super::run::slot_key(1, slot, gen)
+            peer_id: super::super::population::slot_key(1, slot, gen)
                 .public()
                 .to_peer_id()
                 .to_string(),
