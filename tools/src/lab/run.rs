@@ -34,7 +34,7 @@ use shoal_mesh::proto::{Stats, Summary};
 use super::{
     population::{full_book, shaping, slot_key, upload_caps, Book, NodeSnap, Population},
     result::{NodeResult, RunResult, Sample},
-    scenario::Scenario,
+    scenario::{RestartRole, Scenario},
     system::{Infra, System},
     topology::Topology,
     usage,
@@ -142,7 +142,7 @@ pub async fn run(
     let mut workers = Workers::spawn(
         &WorkerSpec {
             scenario: sc.clone(),
-            system: opts.system.to_string(),
+            system: opts.system,
             index: 0,
             processes,
             tracker_url: tracker_url.clone(),
@@ -181,22 +181,22 @@ pub async fn run(
             if !*down && t >= r.at_s {
                 *down = true;
                 writeln!(out, "  {:.0}s: {} goes down for {} s", t, r.role, r.down_s)?;
-                if r.role == "tracker" {
-                    tracker_task.abort();
-                } else {
-                    infra.stop();
+                match r.role {
+                    RestartRole::Tracker => tracker_task.abort(),
+                    RestartRole::Seeder => infra.stop(),
                 }
             }
             if *down && !*up && t >= r.at_s + r.down_s {
                 *up = true;
                 writeln!(out, "  {:.0}s: {} is back", t, r.role)?;
-                if r.role == "tracker" {
-                    tracker_task = restart_tracker(tracker_addr, &tracker_config).await?;
-                } else {
-                    infra
+                match r.role {
+                    RestartRole::Tracker => {
+                        tracker_task = restart_tracker(tracker_addr, &tracker_config).await?;
+                    }
+                    RestartRole::Seeder => infra
                         .restart()
                         .await
-                        .context("the seeder failed to restart")?;
+                        .context("the seeder failed to restart")?,
                 }
             }
         }

@@ -55,6 +55,7 @@ use anyhow::Context;
 use libp2p::{identity::Keypair, Multiaddr, PeerId};
 use rand::{seq::SliceRandom, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 use shoal_mesh::{
     net::{Shaping, ShapingCounters},
     proto::{Piece, Selection, Stats, StreamId},
@@ -75,8 +76,10 @@ use super::{
 /// present viewers (the Shoal tracker's hints play this part for Shoal).
 pub const GOSSIP_HINTS: usize = 8;
 
-/// A system under test.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A system under test. Its name (`Display`, `FromStr`, serde) is the
+/// `--system` value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum System {
     Shoal,
     /// Shoal with neighbours chosen at random (RTT ignored).
@@ -505,5 +508,23 @@ impl Infra {
                 anyhow::bail!("{} viewers are not baseline viewers", self.system)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_system_has_one_name_on_the_command_line_and_between_processes() {
+        for system in System::ALL {
+            let name = system.to_string();
+            assert_eq!(name.parse::<System>(), Ok(system));
+            let json = serde_json::to_string(&system).unwrap();
+            assert_eq!(json, format!("\"{name}\""));
+            assert_eq!(serde_json::from_str::<System>(&json).unwrap(), system);
+        }
+        let err = "bittorrent".parse::<System>().unwrap_err();
+        assert!(err.contains("unknown system 'bittorrent'"), "{err}");
     }
 }

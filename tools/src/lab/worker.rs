@@ -64,8 +64,9 @@ const REPORT_LEAD_S: f64 = 0.25;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct WorkerSpec {
     pub(crate) scenario: Scenario,
-    /// `shoal`, `rtt` or `random`.
-    pub(crate) system: String,
+    /// A system that runs Shoal's engine: the others' viewers share state
+    /// with the infra side, in the main process.
+    pub(crate) system: System,
     /// This worker's index, 1..processes (0 is the main process).
     pub(crate) index: usize,
     pub(crate) processes: usize,
@@ -110,7 +111,7 @@ pub async fn main() -> anyhow::Result<()> {
         .await?
         .context("no spec on stdin (this is run by `shoal-lab run --processes`)")?;
     let spec: WorkerSpec = serde_json::from_slice(&spec).context("bad worker spec")?;
-    let system: System = spec.system.parse().map_err(|e: String| anyhow!(e))?;
+    let system = spec.system;
     if !matches!(system, System::Shoal | System::Rtt | System::Random) {
         bail!("{system} viewers cannot run in a worker");
     }
