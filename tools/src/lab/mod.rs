@@ -4,6 +4,7 @@ pub mod baseline;
 pub mod bench;
 pub mod cli;
 pub mod demo;
+mod measure;
 mod population;
 pub mod report;
 pub mod result;
