@@ -279,29 +279,26 @@ impl Population {
             self.sc.download_bps,
         );
         let address = self.topo.address(slot);
-        let viewer = match self.system {
-            System::Shoal | System::Rtt | System::Random => {
-                let node = start_shoal_viewer(
-                    self.system,
-                    &self.sc,
-                    slot,
-                    state.gen,
-                    state.upload,
-                    key,
-                    shaping,
-                    address,
-                    &self.tracker_url,
-                    self.stream,
-                )
-                .await?;
-                Viewer::Shoal(node)
-            }
-            _ => {
-                infra
-                    .context("baseline viewers run beside the infra side")?
-                    .start_baseline_viewer(slot, key, shaping, &self.topo)
-                    .await?
-            }
+        let viewer = if self.system.runs_shoal_engine() {
+            let node = start_shoal_viewer(
+                self.system,
+                &self.sc,
+                slot,
+                state.gen,
+                state.upload,
+                key,
+                shaping,
+                address,
+                &self.tracker_url,
+                self.stream,
+            )
+            .await?;
+            Viewer::Shoal(node)
+        } else {
+            infra
+                .context("baseline viewers run beside the infra side")?
+                .start_baseline_viewer(slot, key, shaping, &self.topo)
+                .await?
         };
         state.viewer = Some(viewer);
         state.joined_at_s = t;
@@ -370,9 +367,13 @@ async fn start_shoal_viewer(
     cfg.seed = Some(sc.seed ^ ((slot as u64) << 8) ^ u64::from(gen));
     cfg.keypair = Some(key);
     cfg.shaping = Some(shaping);
-    match system {
-        System::Random => cfg.tune = Some(|c: &mut Config| c.selection = Selection::Random),
-        System::Rtt => cfg.tune = Some(|c: &mut Config| c.selection = Selection::Rtt),
+    // `tune` is a plain fn, so each selection other than the default
+    // needs its own.
+    match system.selection() {
+        Some(Selection::Random) => {
+            cfg.tune = Some(|c: &mut Config| c.selection = Selection::Random)
+        }
+        Some(Selection::Rtt) => cfg.tune = Some(|c: &mut Config| c.selection = Selection::Rtt),
         _ => {}
     }
     Node::start(cfg)

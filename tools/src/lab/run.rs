@@ -72,7 +72,7 @@ fn check_processes(sc: &Scenario, opts: &RunOptions) -> anyhow::Result<usize> {
     sc.validate_lab()?;
     let processes = opts.processes.max(1);
     if processes > 1 {
-        if !matches!(opts.system, System::Shoal | System::Rtt | System::Random) {
+        if !opts.system.runs_shoal_engine() {
             bail!(
                 "--processes {processes}: {} runs in one process only (its viewers share \
                  state with the infra side); use --processes 1",

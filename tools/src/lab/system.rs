@@ -100,7 +100,14 @@ impl System {
         System::Shoal,
     ];
 
-    /// The neighbour selection of a Shoal-engine system.
+    /// Whether its viewers run Shoal's engine (the simulator, worker
+    /// processes and Shoal viewers need it); the others are baselines.
+    pub fn runs_shoal_engine(self) -> bool {
+        self.selection().is_some()
+    }
+
+    /// The neighbour selection of a Shoal-engine system; `None` for a
+    /// baseline. The one place that says which systems run Shoal's engine.
     pub fn selection(self) -> Option<Selection> {
         match self {
             System::Shoal => Some(Selection::Full),
@@ -526,5 +533,14 @@ mod tests {
         }
         let err = "bittorrent".parse::<System>().unwrap_err();
         assert!(err.contains("unknown system 'bittorrent'"), "{err}");
+    }
+
+    #[test]
+    fn shoal_rtt_and_random_run_shoals_engine_and_the_baselines_do_not() {
+        let engine: Vec<System> = System::ALL
+            .into_iter()
+            .filter(|s| s.runs_shoal_engine())
+            .collect();
+        assert_eq!(engine, [System::Random, System::Rtt, System::Shoal]);
     }
 }

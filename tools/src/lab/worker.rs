@@ -112,7 +112,7 @@ pub async fn main() -> anyhow::Result<()> {
         .context("no spec on stdin (this is run by `shoal-lab run --processes`)")?;
     let spec: WorkerSpec = serde_json::from_slice(&spec).context("bad worker spec")?;
     let system = spec.system;
-    if !matches!(system, System::Shoal | System::Rtt | System::Random) {
+    if !system.runs_shoal_engine() {
         bail!("{system} viewers cannot run in a worker");
     }
     let sc = spec.scenario;
