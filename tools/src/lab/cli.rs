@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use shoal_mesh::rate::parse_bitrate;
 
-use super::scenario::{Restart, Scenario, TopologySpec, UploadSpec};
+use super::scenario::{Restart, RestartRole, Scenario, TopologySpec, UploadSpec};
 
 /// Scenario flags shared by `run` and `bench`. Flags override the named
 /// scenario's values.
@@ -165,11 +165,9 @@ fn restart(s: &str) -> Result<Restart, String> {
         Some(d) => humantime::parse_duration(d).map_err(|_| err())?,
         None => std::time::Duration::from_secs(2),
     };
-    if role != "seeder" && role != "tracker" {
-        return Err(err());
-    }
+    let role: RestartRole = role.parse().map_err(|e| format!("'{s}': {e}"))?;
     Ok(Restart {
-        role: role.to_string(),
+        role,
         at_s: at.as_secs_f64(),
         down_s: down.as_secs_f64(),
     })
@@ -192,8 +190,11 @@ mod tests {
         assert_eq!(churn("10%/min"), Ok(0.1));
         assert!(churn("10").is_err());
         let r = restart("tracker@60s+5s").unwrap();
-        assert_eq!((r.role.as_str(), r.at_s, r.down_s), ("tracker", 60.0, 5.0));
-        assert!(restart("cdn@5s").is_err());
+        assert_eq!(
+            (r.role, r.at_s, r.down_s),
+            (RestartRole::Tracker, 60.0, 5.0)
+        );
+        assert!(restart("cdn@5s").unwrap_err().contains("seeder or tracker"));
     }
 
     #[test]

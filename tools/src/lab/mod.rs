@@ -4,6 +4,8 @@ pub mod baseline;
 pub mod bench;
 pub mod cli;
 pub mod demo;
+mod measure;
+mod population;
 pub mod report;
 pub mod result;
 pub mod run;

@@ -22,26 +22,20 @@
 use std::{
     collections::HashMap,
     io::Write,
-    net::{Ipv4Addr, SocketAddr},
+    net::SocketAddr,
     sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context};
-use libp2p::{identity::Keypair, PeerId};
-use rand::{seq::SliceRandom, Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
-use shoal_mesh::{
-    net::{Shaping, ShapingCounters},
-    proto::{Config, Selection, Stats, StreamId, Summary},
-};
-use shoal_node::{Node, NodeConfig};
+use shoal_mesh::proto::{Stats, StreamId, Summary};
 
 use super::{
-    result::{NodeResult, RunResult, Sample},
-    scenario::{Scenario, UploadSpec},
-    system::{Infra, System, Viewer},
+    measure::{node_results, sample, Totals},
+    population::{full_book, shaping, slot_key, Book, Population},
+    result::{RunResult, Sample},
+    scenario::{Restart, RestartRole, Scenario},
+    system::{Infra, System},
     topology::Topology,
     usage,
     worker::{WorkerSpec, Workers},
@@ -58,366 +52,27 @@ pub struct RunOptions {
     pub processes: usize,
 }
 
-/// Who sits in which slot, for the shapers' delay lookups.
-pub(crate) type Book = Arc<RwLock<HashMap<PeerId, usize>>>;
-
-/// Deterministic key of a slot's `gen`-th occupant.
-pub(crate) fn slot_key(seed: u64, slot: usize, gen: u32) -> Keypair {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ ((slot as u64) << 20) ^ u64::from(gen) << 52);
-    let mut secret: [u8; 32] = rng.gen();
-    Keypair::ed25519_from_bytes(&mut secret).expect("32 bytes make a key")
-}
-
-/// Upload cap of each viewer slot, bits/s.
-pub(crate) fn upload_caps(sc: &Scenario) -> Vec<Option<u64>> {
-    let mut rng = ChaCha8Rng::seed_from_u64(sc.seed ^ 0x5EED_CAFE);
-    (0..=sc.nodes)
-        .map(|slot| match (&sc.upload, slot) {
-            (_, 0) | (UploadSpec::Unlimited, _) => None,
-            (UploadSpec::Fixed { bps }, _) => Some(*bps),
-            // About 30 % of viewers below the bitrate, the rest above: the
-            // spread of residential uplinks relative to a 2 Mbps stream.
-            (UploadSpec::Mixed, _) => {
-                let x: f64 = rng.gen();
-                let factor = match x {
-                    x if x < 0.15 => 0.5,
-                    x if x < 0.30 => 0.8,
-                    x if x < 0.60 => 1.5,
-                    x if x < 0.85 => 3.0,
-                    _ => 10.0,
-                };
-                Some((sc.bitrate_bps as f64 * factor) as u64)
-            }
-        })
-        .collect()
-}
-
-/// The last occupant (`gen`) of each viewer slot whose peer id every process
-/// of a multi-process run knows in advance: 8 plus three times the
-/// replacements a slot expects from churn over the run, which churn (a
-/// uniform draw among present viewers) practically never exceeds.
-pub(crate) fn known_gens(sc: &Scenario) -> u32 {
-    let per_slot = sc.churn_per_min * sc.duration_s / 60.0;
-    8 + (3.0 * per_slot).ceil() as u32
-}
-
-/// A book of every peer id a run's processes can know without talking: the
-/// seeder's key and each viewer slot's occupants 0..=[`known_gens`].
-pub(crate) fn full_book(sc: &Scenario) -> Book {
-    let gens = known_gens(sc);
-    let mut map = HashMap::with_capacity(1 + sc.nodes * (gens as usize + 1));
-    map.insert(slot_key(sc.seed, 0, 0).public().to_peer_id(), 0);
-    for slot in 1..=sc.nodes {
-        for gen in 0..=gens {
-            map.insert(slot_key(sc.seed, slot, gen).public().to_peer_id(), slot);
-        }
-    }
-    Arc::new(RwLock::new(map))
-}
-
-fn shaping(
-    topo: &Arc<Topology>,
-    book: &Book,
-    slot: usize,
-    upload_bps: Option<u64>,
-    download_bps: Option<u64>,
-) -> Shaping {
-    let (topo2, book) = (topo.clone(), book.clone());
-    Shaping {
-        delay: Arc::new(move |peer: &PeerId| {
-            let from = *book.read().ok()?.get(peer)?;
-            Some(Duration::from_secs_f64(
-                topo2.one_way_ms(from, slot) / 1000.0,
-            ))
-        }),
-        jitter: Duration::from_secs_f64(topo.jitter_ms(slot) / 1000.0),
-        upload_bps,
-        download_bps,
-        counters: Arc::new(ShapingCounters::default()),
-    }
-}
-
-/// One viewer's figures at one moment: what a worker reports of each of its
-/// viewers, and what a [`NodeResult`] is made from.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct NodeSnap {
-    pub(crate) slot: usize,
-    /// Which occupant of the slot (0 = the first; churn adds one).
-    pub(crate) gen: u32,
-    /// Empty for client-server viewers.
-    pub(crate) peer_id: String,
-    pub(crate) joined_at_s: f64,
-    pub(crate) left_at_s: Option<f64>,
-    pub(crate) stats: Stats,
-    pub(crate) neighbors: Vec<String>,
-}
-
-/// A viewer slot's life so far.
-struct Slot {
-    viewer: Option<Viewer>,
-    gen: u32,
-    joined_at_s: f64,
-    upload: Option<u64>,
-}
-
-impl Slot {
-    fn snapshot(&self, slot: usize, left_at_s: Option<f64>) -> Option<NodeSnap> {
-        let v = self.viewer.as_ref()?;
-        Some(NodeSnap {
-            slot,
-            gen: self.gen,
-            peer_id: v.peer_id().map(|p| p.to_string()).unwrap_or_default(),
-            joined_at_s: self.joined_at_s,
-            left_at_s,
-            stats: v.stats(),
-            neighbors: v.neighbors().iter().map(PeerId::to_string).collect(),
-        })
-    }
-}
-
-/// The viewer slots one process runs (all of them in a single-process run):
-/// their joins, their churn and their figures. `infra` is the run's infra
-/// side when it lives in this process (baseline viewers need it; a viewer
-/// that leaves is accounted with it), `None` in a worker.
-pub(crate) struct Population {
-    system: System,
-    sc: Scenario,
-    topo: Arc<Topology>,
-    book: Book,
-    tracker_url: String,
-    stream: StreamId,
-    /// Indexed by slot; only the owned ones are used.
-    slots: Vec<Slot>,
-    /// This process's viewer slots, ascending: `slot % processes == index`.
-    owned: Vec<usize>,
-    /// `owned[..joined]` have joined.
-    joined: usize,
-    churn_acc: f64,
-    rng: ChaCha8Rng,
-    /// Multi-process runs: occupants the other processes know (see
-    /// [`known_gens`]).
-    known_gens: Option<u32>,
-    /// Every viewer of these slots that left, with its final figures.
-    pub(crate) departed: Vec<NodeSnap>,
-}
-
-impl Population {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        system: System,
-        sc: &Scenario,
-        topo: Arc<Topology>,
-        book: Book,
-        tracker_url: &str,
-        stream: StreamId,
-        index: usize,
-        processes: usize,
-    ) -> Population {
-        let caps = upload_caps(sc);
-        Population {
-            system,
-            sc: sc.clone(),
-            topo,
-            book,
-            tracker_url: tracker_url.to_string(),
-            stream,
-            slots: caps
-                .into_iter()
-                .map(|upload| Slot {
-                    viewer: None,
-                    gen: 0,
-                    joined_at_s: 0.0,
-                    upload,
-                })
-                .collect(),
-            owned: owned_slots(sc.nodes, index, processes),
-            joined: 0,
-            // Staggered by 1/K, so that K processes with equal shares leave
-            // as many viewers in all as one process would:
-            // Σᵢ ⌊x + i/K⌋ = ⌊K·x⌋ (Hermite's identity).
-            churn_acc: index as f64 / processes as f64,
-            // Index 0's draws are the single-process run's.
-            rng: ChaCha8Rng::seed_from_u64(sc.seed ^ 0xC4u64 ^ ((index as u64) << 32)),
-            known_gens: (processes > 1).then(|| known_gens(sc)),
-            departed: Vec::new(),
-        }
-    }
-
-    /// Starts the viewers whose time has come: viewer `k` joins at
-    /// `join_over_s × (k − 1) / nodes`.
-    pub(crate) async fn join_due(&mut self, t: f64, infra: Option<&Infra>) -> anyhow::Result<()> {
-        while let Some(&slot) = self.owned.get(self.joined) {
-            if t < self.sc.join_over_s * (slot - 1) as f64 / self.sc.nodes as f64 {
-                break;
-            }
-            self.start_viewer(slot, t, infra).await?;
-            self.joined += 1;
-        }
-        Ok(())
-    }
-
-    /// One second of churn: abrupt leaves, each replaced by a fresh viewer
-    /// in the same slot. The rate applies to this process's viewers present.
-    pub(crate) async fn churn(&mut self, t: f64, infra: Option<&Infra>) -> anyhow::Result<()> {
-        let live: Vec<usize> = self
-            .owned
-            .iter()
-            .copied()
-            .filter(|&s| self.slots[s].viewer.is_some())
-            .collect();
-        self.churn_acc += self.sc.churn_per_min / 60.0 * live.len() as f64;
-        while self.churn_acc >= 1.0 && !live.is_empty() {
-            self.churn_acc -= 1.0;
-            let slot = *live.choose(&mut self.rng).expect("not empty");
-            let state = &mut self.slots[slot];
-            self.departed.extend(state.snapshot(slot, Some(t)));
-            if let (Some(v), Some(infra)) = (state.viewer.take(), infra) {
-                infra.account(&v);
-            }
-            state.gen += 1;
-            self.start_viewer(slot, t, infra).await?;
-        }
-        Ok(())
-    }
-
-    async fn start_viewer(
-        &mut self,
-        slot: usize,
-        t: f64,
-        infra: Option<&Infra>,
-    ) -> anyhow::Result<()> {
-        let state = &mut self.slots[slot];
-        if let Some(g) = self.known_gens.filter(|&g| state.gen == g + 1) {
-            tracing::warn!(
-                "slot {slot} was replaced more than {g} times: the worker processes \
-                 other than its own do not know its later peer ids, so its links with \
-                 them get no emulated delay"
-            );
-        }
-        let key = slot_key(self.sc.seed, slot, state.gen);
-        self.book
-            .write()
-            .expect("lock")
-            .insert(key.public().to_peer_id(), slot);
-        let shaping = shaping(
-            &self.topo,
-            &self.book,
-            slot,
-            state.upload,
-            self.sc.download_bps,
-        );
-        let address = self.topo.address(slot);
-        let viewer = match self.system {
-            System::Shoal | System::Rtt | System::Random => {
-                let node = start_shoal_viewer(
-                    self.system,
-                    &self.sc,
-                    slot,
-                    state.gen,
-                    state.upload,
-                    key,
-                    shaping,
-                    address,
-                    &self.tracker_url,
-                    self.stream,
-                )
-                .await?;
-                Viewer::Shoal(node)
-            }
-            _ => {
-                infra
-                    .context("baseline viewers run beside the infra side")?
-                    .start_baseline_viewer(slot, key, shaping, &self.topo)
-                    .await?
-            }
-        };
-        state.viewer = Some(viewer);
-        state.joined_at_s = t;
-        Ok(())
-    }
-
-    /// The viewers present now, by slot.
-    fn present(&self) -> impl Iterator<Item = (usize, &Slot)> {
-        self.owned
-            .iter()
-            .map(|&s| (s, &self.slots[s]))
-            .filter(|(_, state)| state.viewer.is_some())
-    }
-
-    pub(crate) fn present_stats(&self) -> Vec<Stats> {
-        self.present()
-            .filter_map(|(_, s)| s.viewer.as_ref().map(Viewer::stats))
-            .collect()
-    }
-
-    /// Snapshots of the viewers present now, by slot.
-    pub(crate) fn snapshots(&self) -> Vec<NodeSnap> {
-        self.present()
-            .filter_map(|(slot, s)| s.snapshot(slot, None))
-            .collect()
-    }
-
-    /// The run is over: snapshots of the viewers present, each accounted
-    /// with the infra side.
-    fn finish(&self, infra: &Infra) -> Vec<NodeSnap> {
-        for (_, s) in self.present() {
-            infra.account(s.viewer.as_ref().expect("present"));
-        }
-        self.snapshots()
-    }
-}
-
-/// The viewer slots (1..=nodes) process `index` of `processes` runs.
-fn owned_slots(nodes: usize, index: usize, processes: usize) -> Vec<usize> {
-    (1..=nodes).filter(|s| s % processes == index).collect()
-}
-
-/// Starts a Shoal (or random-neighbour Shoal) viewer in `slot`, listening
-/// on `address` (the slot's, [`Topology::address`]).
-#[allow(clippy::too_many_arguments)]
-async fn start_shoal_viewer(
-    system: System,
-    sc: &Scenario,
-    slot: usize,
-    gen: u32,
-    upload: Option<u64>,
-    key: Keypair,
-    shaping: Shaping,
-    address: Ipv4Addr,
-    tracker_url: &str,
-    stream: StreamId,
-) -> anyhow::Result<Node> {
-    let mut cfg = NodeConfig::new(tracker_url, stream);
-    cfg.player = None;
-    // Shaped nodes speak TCP only (see `NetConfig::lab`).
-    cfg.listen = vec![format!("/ip4/{address}/tcp/0").parse()?];
-    cfg.max_degree = sc.max_degree;
-    // A viewer sets its upload limit a little under its link, as
-    // `--upload-limit` asks of a real user, so its link never queues.
-    cfg.upload_limit_bps = upload.map(|b| b * 9 / 10);
-    cfg.seed = Some(sc.seed ^ ((slot as u64) << 8) ^ u64::from(gen));
-    cfg.keypair = Some(key);
-    cfg.shaping = Some(shaping);
-    match system {
-        System::Random => cfg.tune = Some(|c: &mut Config| c.selection = Selection::Random),
-        System::Rtt => cfg.tune = Some(|c: &mut Config| c.selection = Selection::Rtt),
-        _ => {}
-    }
-    Node::start(cfg)
-        .await
-        .with_context(|| format!("viewer {slot} failed to start"))
-}
-
 /// Runs one system through a scenario.
 pub async fn run(
     sc: &Scenario,
     opts: &RunOptions,
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<RunResult> {
+    let processes = check_processes(sc, opts)?;
+    let wall = Instant::now();
+    let cpu0 = usage::cpu_seconds();
+    let mut lab = Lab::start(sc, opts.system, processes, out).await?;
+    let timeline = lab.play(opts.progress, out).await?;
+    lab.finish(timeline, wall, cpu0).await
+}
+
+/// The OS processes a run is spread over, once the scenario and the
+/// system allow it.
+fn check_processes(sc: &Scenario, opts: &RunOptions) -> anyhow::Result<usize> {
     sc.validate_lab()?;
     let processes = opts.processes.max(1);
     if processes > 1 {
-        if !matches!(opts.system, System::Shoal | System::Rtt | System::Random) {
+        if !opts.system.runs_shoal_engine() {
             bail!(
                 "--processes {processes}: {} runs in one process only (its viewers share \
                  state with the infra side); use --processes 1",
@@ -431,207 +86,294 @@ pub async fn run(
             );
         }
     }
-    let wall = Instant::now();
-    let cpu0 = usage::cpu_seconds();
-    let slots = sc.nodes + 1;
-    let topo = Arc::new(Topology::new(&sc.topology, slots, sc.seed)?);
-    // One process learns its viewers' peer ids as they start; several must
-    // know each other's in advance.
-    let book: Book = if processes > 1 {
+    Ok(processes)
+}
+
+/// A run under way, seen from its main process: the tracker, the infra
+/// side, this process's viewers and the workers that run the others.
+struct Lab<'a> {
+    sc: &'a Scenario,
+    system: System,
+    topo: Arc<Topology>,
+    book: Book,
+    tracker: LabTracker,
+    infra: Infra,
+    pop: Population,
+    workers: Workers,
+    restarts: Vec<ScheduledRestart>,
+}
+
+impl<'a> Lab<'a> {
+    /// Starts the tracker, the infra side and the worker processes (each
+    /// set up and waiting for `go`); no viewer has joined yet.
+    async fn start(
+        sc: &'a Scenario,
+        system: System,
+        processes: usize,
+        out: &mut (dyn Write + Send),
+    ) -> anyhow::Result<Lab<'a>> {
+        let topo = Arc::new(Topology::new(&sc.topology, sc.nodes + 1, sc.seed)?);
+        let book = new_book(sc, processes);
+        let tracker = LabTracker::start(&topo).await?;
+        let tracker_url = tracker.url();
+        let infra = start_infra(sc, system, &topo, &book, &tracker_url).await?;
+        write_header(out, sc, system, processes, infra.stream())?;
+        let pop = Population::new(
+            system,
+            sc,
+            topo.clone(),
+            book.clone(),
+            &tracker_url,
+            infra.stream(),
+            0,
+            processes,
+        );
+        let spec = WorkerSpec {
+            scenario: sc.clone(),
+            system,
+            index: 0,
+            processes,
+            tracker_url,
+            stream: infra.stream().to_string(),
+        };
+        let workers = Workers::spawn(&spec, &book).await?;
+        Ok(Lab {
+            sc,
+            system,
+            topo,
+            book,
+            tracker,
+            infra,
+            pop,
+            workers,
+            restarts: sc
+                .restarts
+                .iter()
+                .cloned()
+                .map(ScheduledRestart::new)
+                .collect(),
+        })
+    }
+
+    /// Starts every process's clock and runs the scenario's duration:
+    /// joins and restarts as they fall due, churn and a sample once a
+    /// second (printed when `progress`).
+    async fn play(
+        &mut self,
+        progress: bool,
+        out: &mut (dyn Write + Send),
+    ) -> anyhow::Result<Vec<Sample>> {
+        self.workers.go().await?;
+        let mut timeline: Vec<Sample> = Vec::new();
+        let mut prev = Totals::default();
+        let start = Instant::now();
+        let mut next_sample = 1.0;
+        let tick = Duration::from_millis(100);
+        if progress {
+            write_progress_header(out)?;
+        }
+        loop {
+            let t = start.elapsed().as_secs_f64();
+            if t >= self.sc.duration_s {
+                break;
+            }
+            self.pop.join_due(t, Some(&self.infra)).await?;
+            self.apply_restarts(t, out).await?;
+            if t >= next_sample {
+                next_sample += 1.0;
+                let sample = self.churn_and_sample(t, &mut prev).await?;
+                if progress {
+                    write_progress(out, t, &sample)?;
+                }
+                timeline.push(sample);
+            }
+            tokio::time::sleep(tick).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok(timeline)
+    }
+
+    /// Takes infrastructure down, and brings it back, as the scenario's
+    /// restarts fall due.
+    async fn apply_restarts(&mut self, t: f64, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
+        for r in &mut self.restarts {
+            let Restart { role, at_s, down_s } = r.restart;
+            if r.phase == RestartPhase::Scheduled && t >= at_s {
+                r.phase = RestartPhase::Down;
+                writeln!(out, "  {t:.0}s: {role} goes down for {down_s} s")?;
+                match role {
+                    RestartRole::Tracker => self.tracker.stop(),
+                    RestartRole::Seeder => self.infra.stop(),
+                }
+            }
+            if r.phase == RestartPhase::Down && t >= at_s + down_s {
+                r.phase = RestartPhase::Back;
+                writeln!(out, "  {t:.0}s: {role} is back")?;
+                match role {
+                    RestartRole::Tracker => self.tracker.restart().await?,
+                    RestartRole::Seeder => self
+                        .infra
+                        .restart()
+                        .await
+                        .context("the seeder failed to restart")?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One second's step: checks the workers, applies this process's churn
+    /// and samples every viewer.
+    async fn churn_and_sample(&mut self, t: f64, prev: &mut Totals) -> anyhow::Result<Sample> {
+        self.workers.check().await?;
+        self.pop.churn(t, Some(&self.infra)).await?;
+        // This process's viewers now, the workers' as of their latest
+        // report (at most a second old).
+        let mut live = self.pop.present_stats();
+        let mut departed = Stats::default();
+        for d in &self.pop.departed {
+            departed.merge(&d.stats);
+        }
+        self.workers.add_to_sample(&mut live, &mut departed);
+        let (sample, totals) = sample(t, &live, &departed, &self.infra, prev);
+        *prev = totals;
+        Ok(sample)
+    }
+
+    /// Ends the run: every process's final figures, taken as close
+    /// together as can be, judged and summed up; then stops everything.
+    async fn finish(
+        self,
+        timeline: Vec<Sample>,
+        wall: Instant,
+        cpu0: f64,
+    ) -> anyhow::Result<RunResult> {
+        let Lab {
+            sc,
+            system,
+            topo,
+            book,
+            tracker,
+            mut infra,
+            mut pop,
+            mut workers,
+            restarts: _,
+        } = self;
+        workers.stop().await;
+        let mut present = pop.finish(&infra);
+        let mut departed = std::mem::take(&mut pop.departed);
+        let remote = workers.finish().await?;
+        present.extend(remote.present);
+        departed.extend(remote.departed);
+        present.sort_by_key(|n| n.slot);
+
+        let (mut results, neighbor_rtt_ratio) = node_results(sc, &topo, &book, present, departed);
+        let viewers: Vec<Stats> = results.iter().map(|r| r.stats.clone()).collect();
+        let (infra_stats, http) = infra.egress();
+        let summary = Summary::new(&viewers, &infra_stats, http);
+        // The workers' CPU and peak memory add to this process's (the sum of
+        // the peaks bounds the peak of the sum).
+        let cpu_s = usage::cpu_seconds() - cpu0 + remote.cpu_s;
+        let peak = usage::peak_rss_bytes() + remote.peak_rss_bytes;
+        results.sort_by_key(|r| (r.index, r.joined_at_s as u64));
+        drop(pop);
+        infra.stop();
+        tracker.stop();
+        let n = sc.nodes.max(1);
+        Ok(RunResult {
+            system: system.to_string(),
+            scenario: sc.clone(),
+            summary,
+            neighbor_rtt_ratio,
+            nodes: results,
+            timeline,
+            wall_s: wall.elapsed().as_secs_f64(),
+            cpu_s,
+            cpu_s_per_node: cpu_s / n as f64,
+            peak_rss_bytes: peak,
+            peak_rss_bytes_per_node: peak / n as u64,
+        })
+    }
+}
+
+/// Who sits in which slot, for the shapers: one process learns its viewers'
+/// peer ids as they start; several must know each other's in advance.
+fn new_book(sc: &Scenario, processes: usize) -> Book {
+    if processes > 1 {
         full_book(sc)
     } else {
         Arc::new(RwLock::new(HashMap::new()))
-    };
+    }
+}
 
-    let any = SocketAddr::from(([127, 0, 0, 1], 0));
-    let tracker_config = tracker_config(&topo)?;
-    let (tracker_addr, mut tracker_task) = tracker::spawn(any, tracker_config.clone())
-        .await
-        .context("tracker")?;
-    let tracker_url = format!("http://{tracker_addr}");
-
+/// Starts the infra side in slot 0: the seeder (and, for gossipsub, the
+/// publisher it feeds).
+async fn start_infra(
+    sc: &Scenario,
+    system: System,
+    topo: &Arc<Topology>,
+    book: &Book,
+    tracker_url: &str,
+) -> anyhow::Result<Infra> {
     let seeder_key = slot_key(sc.seed, 0, 0);
     book.write()
         .expect("lock")
         .insert(seeder_key.public().to_peer_id(), 0);
-    let seeder_shaping = shaping(&topo, &book, 0, None, None);
-    let mut infra = Infra::start(
-        opts.system,
+    let seeder_shaping = shaping(topo, book, 0, None, None);
+    Infra::start(
+        system,
         sc,
-        &tracker_url,
-        seeder_key.clone(),
-        seeder_shaping.clone(),
+        tracker_url,
+        seeder_key,
+        seeder_shaping,
         topo.clone(),
     )
     .await
-    .context("the seeder failed to start")?;
+    .context("the seeder failed to start")
+}
+
+fn write_header(
+    out: &mut (dyn Write + Send),
+    sc: &Scenario,
+    system: System,
+    processes: usize,
+    stream: StreamId,
+) -> std::io::Result<()> {
     if processes > 1 {
         writeln!(
             out,
-            "{}: {} viewers in {processes} processes, {} s, stream {}",
-            opts.system,
-            sc.nodes,
-            sc.duration_s,
-            infra.stream()
-        )?;
+            "{system}: {} viewers in {processes} processes, {} s, stream {stream}",
+            sc.nodes, sc.duration_s,
+        )
     } else {
         writeln!(
             out,
-            "{}: {} viewers, {} s, stream {}",
-            opts.system,
-            sc.nodes,
-            sc.duration_s,
-            infra.stream()
-        )?;
+            "{system}: {} viewers, {} s, stream {stream}",
+            sc.nodes, sc.duration_s,
+        )
     }
+}
 
-    let mut pop = Population::new(
-        opts.system,
-        sc,
-        topo.clone(),
-        book.clone(),
-        &tracker_url,
-        infra.stream(),
-        0,
-        processes,
-    );
-    let mut workers = Workers::spawn(
-        &WorkerSpec {
-            scenario: sc.clone(),
-            system: opts.system.to_string(),
-            index: 0,
-            processes,
-            tracker_url: tracker_url.clone(),
-            stream: infra.stream().to_string(),
-        },
-        &book,
+fn write_progress_header(out: &mut (dyn Write + Send)) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:>5} {:>7} {:>8} {:>8} {:>8} {:>6} {:>7}",
+        "t(s)", "playing", "offload", "contin.", "lag p95", "nbrs", "egress"
     )
-    .await?;
-    workers.go().await?;
+}
 
-    let mut timeline: Vec<Sample> = Vec::new();
-    let mut prev = Totals::default();
-    let mut restarts: Vec<_> = sc
-        .restarts
-        .iter()
-        .map(|r| (r.clone(), false, false))
-        .collect();
-    let start = Instant::now();
-    let mut next_sample = 1.0;
-    let tick = Duration::from_millis(100);
-    if opts.progress {
-        writeln!(
-            out,
-            "{:>5} {:>7} {:>8} {:>8} {:>8} {:>6} {:>7}",
-            "t(s)", "playing", "offload", "contin.", "lag p95", "nbrs", "egress"
-        )?;
-    }
-    loop {
-        let t = start.elapsed().as_secs_f64();
-        if t >= sc.duration_s {
-            break;
-        }
-        pop.join_due(t, Some(&infra)).await?;
-        // Restarts.
-        for (r, down, up) in restarts.iter_mut() {
-            if !*down && t >= r.at_s {
-                *down = true;
-                writeln!(out, "  {:.0}s: {} goes down for {} s", t, r.role, r.down_s)?;
-                if r.role == "tracker" {
-                    tracker_task.abort();
-                } else {
-                    infra.stop();
-                }
-            }
-            if *down && !*up && t >= r.at_s + r.down_s {
-                *up = true;
-                writeln!(out, "  {:.0}s: {} is back", t, r.role)?;
-                if r.role == "tracker" {
-                    tracker_task = restart_tracker(tracker_addr, &tracker_config).await?;
-                } else {
-                    infra
-                        .restart()
-                        .await
-                        .context("the seeder failed to restart")?;
-                }
-            }
-        }
-        if t >= next_sample {
-            next_sample += 1.0;
-            workers.check().await?;
-            pop.churn(t, Some(&infra)).await?;
-            // This process's viewers now, the workers' as of their latest
-            // report (at most a second old).
-            let mut live = pop.present_stats();
-            let mut departed = Stats::default();
-            for d in &pop.departed {
-                departed.merge(&d.stats);
-            }
-            workers.add_to_sample(&mut live, &mut departed);
-            let (sample, totals) = sample(t, &live, &departed, &infra, &prev);
-            prev = totals;
-            if opts.progress {
-                writeln!(
-                    out,
-                    "{:>5.0} {:>7} {:>8} {:>8} {:>8} {:>6.1} {:>7}",
-                    t,
-                    sample.playing,
-                    fmt_opt(sample.offload, 3),
-                    fmt_opt(sample.continuity, 4),
-                    sample.lag_p95_ms.map_or("-".into(), |v| v.to_string()),
-                    sample.neighbors_mean,
-                    fmt_opt(sample.seeder_egress, 3),
-                )?;
-            }
-            timeline.push(sample);
-        }
-        tokio::time::sleep(tick).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-
-    // Every process's final figures, taken as close together as can be.
-    workers.stop().await;
-    let mut present = pop.finish(&infra);
-    let mut departed = std::mem::take(&mut pop.departed);
-    let remote = workers.finish().await?;
-    present.extend(remote.present);
-    departed.extend(remote.departed);
-    present.sort_by_key(|n| n.slot);
-
-    let caps = upload_caps(sc);
-    let mut results: Vec<NodeResult> = departed
-        .into_iter()
-        .map(|n| node_result(n, &caps, &topo))
-        .collect();
-    let neighbor_rtt_ratio = {
-        let book = book.read().expect("lock");
-        judge_neighbors(present, &book, &topo, &caps, &mut results)
-    };
-    let viewers: Vec<Stats> = results.iter().map(|r| r.stats.clone()).collect();
-    let (infra_stats, http) = infra.egress();
-    let summary = Summary::new(&viewers, &infra_stats, http);
-    // The workers' CPU and peak memory add to this process's (the sum of
-    // the peaks bounds the peak of the sum).
-    let cpu_s = usage::cpu_seconds() - cpu0 + remote.cpu_s;
-    let peak = usage::peak_rss_bytes() + remote.peak_rss_bytes;
-    results.sort_by_key(|r| (r.index, r.joined_at_s as u64));
-    drop(pop);
-    infra.stop();
-    tracker_task.abort();
-    let n = sc.nodes.max(1);
-    Ok(RunResult {
-        system: opts.system.to_string(),
-        scenario: sc.clone(),
-        summary,
-        neighbor_rtt_ratio,
-        nodes: results,
-        timeline,
-        wall_s: wall.elapsed().as_secs_f64(),
-        cpu_s,
-        cpu_s_per_node: cpu_s / n as f64,
-        peak_rss_bytes: peak,
-        peak_rss_bytes_per_node: peak / n as u64,
-    })
+fn write_progress(out: &mut (dyn Write + Send), t: f64, sample: &Sample) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:>5.0} {:>7} {:>8} {:>8} {:>8} {:>6.1} {:>7}",
+        t,
+        sample.playing,
+        fmt_opt(sample.offload, 3),
+        fmt_opt(sample.continuity, 4),
+        sample.lag_p95_ms.map_or("-".into(), |v| v.to_string()),
+        sample.neighbors_mean,
+        fmt_opt(sample.seeder_egress, 3),
+    )
 }
 
 fn fmt_opt(v: Option<f64>, digits: usize) -> String {
@@ -648,128 +390,65 @@ pub(crate) fn tracker_config(topo: &Topology) -> anyhow::Result<TrackerConfig> {
     })
 }
 
-async fn restart_tracker(
+/// The run's tracker, which a restart stops and starts again at the same
+/// address.
+struct LabTracker {
     addr: SocketAddr,
-    config: &TrackerConfig,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    // The old listener may take a moment to be released.
-    for _ in 0..50 {
-        if let Ok((_, task)) = tracker::spawn(addr, config.clone()).await {
-            return Ok(task);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("the tracker could not listen on {addr} again")
+    config: TrackerConfig,
+    task: tokio::task::JoinHandle<()>,
 }
 
-fn node_result(n: NodeSnap, caps: &[Option<u64>], topo: &Topology) -> NodeResult {
-    NodeResult {
-        index: n.slot,
-        peer_id: n.peer_id,
-        region: topo.region(n.slot).map(str::to_string),
-        upload_cap_bps: caps[n.slot],
-        joined_at_s: n.joined_at_s,
-        left_at_s: n.left_at_s,
-        stats: n.stats,
-        neighbor_rtt_ms: None,
-        best_rtt_ms: None,
+impl LabTracker {
+    async fn start(topo: &Topology) -> anyhow::Result<LabTracker> {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let config = tracker_config(topo)?;
+        let (addr, task) = tracker::spawn(any, config.clone())
+            .await
+            .context("tracker")?;
+        Ok(LabTracker { addr, config, task })
     }
-}
 
-/// Neighbour quality, judged against every node present at the end (the
-/// seeder included): appends the present viewers' results, with their
-/// neighbours' mean RTT and the best possible, to `results`, and returns
-/// Σ chosen / Σ best. `present` is by slot.
-fn judge_neighbors(
-    present: Vec<NodeSnap>,
-    book: &HashMap<PeerId, usize>,
-    topo: &Topology,
-    caps: &[Option<u64>],
-    results: &mut Vec<NodeResult>,
-) -> Option<f64> {
-    let present_slots: Vec<usize> = std::iter::once(0)
-        .chain(present.iter().map(|n| n.slot))
-        .collect();
-    let (mut chosen_sum, mut best_sum) = (0.0, 0.0);
-    for n in present {
-        let slots_of: Vec<usize> = n
-            .neighbors
-            .iter()
-            .filter_map(|p| p.parse::<PeerId>().ok())
-            .filter_map(|p| book.get(&p).copied())
-            .collect();
-        let mut r = node_result(n, caps, topo);
-        if !slots_of.is_empty() {
-            let chosen = slots_of
-                .iter()
-                .map(|&s| topo.rtt_ms(r.index, s))
-                .sum::<f64>()
-                / slots_of.len() as f64;
-            let best = topo.best_mean_rtt(r.index, &present_slots, slots_of.len());
-            r.neighbor_rtt_ms = Some(chosen);
-            r.best_rtt_ms = best;
-            if let Some(b) = best {
-                chosen_sum += chosen;
-                best_sum += b;
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn stop(&self) {
+        self.task.abort();
+    }
+
+    async fn restart(&mut self) -> anyhow::Result<()> {
+        // The old listener may take a moment to be released.
+        for _ in 0..50 {
+            if let Ok((_, task)) = tracker::spawn(self.addr, self.config.clone()).await {
+                self.task = task;
+                return Ok(());
             }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        results.push(r);
+        bail!("the tracker could not listen on {} again", self.addr)
     }
-    (best_sum > 0.0).then(|| chosen_sum / best_sum)
 }
 
-/// Cumulative counters over every viewer ever present.
-#[derive(Default)]
-struct Totals {
-    from_peers: u64,
-    from_infra: u64,
-    due: u64,
-    on_time: u64,
-    infra_sent: u64,
+/// A scenario's restart and how far it has gone.
+struct ScheduledRestart {
+    restart: Restart,
+    phase: RestartPhase,
 }
 
-/// One second of the run, from the viewers present (`live`) and the merged
-/// final figures of those that left (`departed`).
-fn sample(
-    t: f64,
-    live: &[Stats],
-    departed: &Stats,
-    infra: &Infra,
-    prev: &Totals,
-) -> (Sample, Totals) {
-    let mut all = departed.clone();
-    for s in live {
-        all.merge(s);
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RestartPhase {
+    Scheduled,
+    Down,
+    Back,
+}
+
+impl ScheduledRestart {
+    fn new(restart: Restart) -> ScheduledRestart {
+        ScheduledRestart {
+            restart,
+            phase: RestartPhase::Scheduled,
+        }
     }
-    let (infra_stats, http) = infra.egress();
-    let totals = Totals {
-        from_peers: all.payload_from_peers,
-        from_infra: all.payload_from_infra,
-        due: all.pieces_due,
-        on_time: all.pieces_on_time,
-        infra_sent: infra_stats.iter().map(|s| s.payload_sent).sum::<u64>() + http,
-    };
-    let ratio = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64);
-    let d_peers = totals.from_peers - prev.from_peers.min(totals.from_peers);
-    let d_infra = totals.from_infra - prev.from_infra.min(totals.from_infra);
-    let sample = Sample {
-        t_s: t,
-        viewers: live.len(),
-        playing: live.iter().filter(|s| s.startup_ms.is_some()).count(),
-        offload: ratio(d_peers, d_peers + d_infra),
-        continuity: ratio(
-            totals.on_time - prev.on_time.min(totals.on_time),
-            totals.due - prev.due.min(totals.due),
-        ),
-        lag_p95_ms: all.lag_ms.quantile(0.95),
-        seeder_egress: ratio(
-            totals.infra_sent - prev.infra_sent.min(totals.infra_sent),
-            d_peers + d_infra,
-        ),
-        neighbors_mean: live.iter().map(|s| s.neighbors as f64).sum::<f64>()
-            / live.len().max(1) as f64,
-    };
-    (sample, totals)
 }
 
 #[cfg(test)]
@@ -801,25 +480,5 @@ mod tests {
             assert_eq!(hints.you, topo.locality(slot), "slot {slot}");
             assert_ne!(hints.you.asn, 0);
         }
-    }
-
-    #[test]
-    fn slots_are_shared_out_evenly_and_the_full_book_knows_them() {
-        let sc = Scenario {
-            nodes: 7,
-            churn_per_min: 0.5,
-            duration_s: 120.0,
-            ..Scenario::default()
-        };
-        assert_eq!(known_gens(&sc), 11);
-        assert_eq!(owned_slots(7, 0, 1), [1, 2, 3, 4, 5, 6, 7]);
-        assert_eq!(owned_slots(7, 0, 3), [3, 6]);
-        assert_eq!(owned_slots(7, 1, 3), [1, 4, 7]);
-        assert_eq!(owned_slots(7, 2, 3), [2, 5]);
-        let book = full_book(&sc);
-        let book = book.read().unwrap();
-        assert_eq!(book.len(), 1 + 7 * 12);
-        assert_eq!(book[&slot_key(sc.seed, 0, 0).public().to_peer_id()], 0);
-        assert_eq!(book[&slot_key(sc.seed, 5, 11).public().to_peer_id()], 5);
     }
 }

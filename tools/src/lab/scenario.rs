@@ -1,7 +1,7 @@
 //! Scenarios: everything that defines a lab run, so a run is reproducible by
 //! name (`lab/scenarios/*.toml`) or from command-line flags.
 
-use std::{path::Path, time::Duration};
+use std::{fmt, path::Path, str::FromStr, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
@@ -31,11 +31,43 @@ pub enum UploadSpec {
     Mixed,
 }
 
+/// The infrastructure a restart stops and starts again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartRole {
+    /// The seeder (for gossipsub, with its publisher).
+    Seeder,
+    Tracker,
+}
+
+impl RestartRole {
+    pub const ALL: [RestartRole; 2] = [RestartRole::Seeder, RestartRole::Tracker];
+}
+
+impl fmt::Display for RestartRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RestartRole::Seeder => "seeder",
+            RestartRole::Tracker => "tracker",
+        })
+    }
+}
+
+impl FromStr for RestartRole {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RestartRole::ALL
+            .into_iter()
+            .find(|role| role.to_string() == s)
+            .ok_or_else(|| format!("unknown restart role '{s}': seeder or tracker"))
+    }
+}
+
 /// A restart of infrastructure during the run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Restart {
-    /// `seeder` or `tracker`.
-    pub role: String,
+    pub role: RestartRole,
     /// Seconds after the start.
     pub at_s: f64,
     /// Seconds it stays down.
@@ -189,11 +221,6 @@ impl Scenario {
         if self.max_degree == 0 || self.max_degree > 64 {
             return bad("max degree must be 1..=64");
         }
-        for r in &self.restarts {
-            if r.role != "seeder" && r.role != "tracker" {
-                return bad("a restart's role is seeder or tracker");
-            }
-        }
         Ok(())
     }
 
@@ -229,5 +256,28 @@ mod tests {
             ..Scenario::default()
         };
         assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn restart_roles_are_named_alike_in_toml_and_on_the_command_line() {
+        for role in RestartRole::ALL {
+            let toml = format!(
+                "nodes = 5\nduration_s = 10\nrestarts = [{{ role = \"{role}\", at_s = 1 }}]"
+            );
+            let s: Scenario = toml::from_str(&toml).unwrap();
+            assert_eq!(s.restarts[0].role, role);
+            assert_eq!(role.to_string().parse::<RestartRole>(), Ok(role));
+        }
+        let err = toml::from_str::<Scenario>(
+            "nodes = 5\nduration_s = 10\nrestarts = [{ role = \"cdn\", at_s = 1 }]",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("cdn") && err.contains("tracker"), "{err}");
+        let err = "cdn".parse::<RestartRole>().unwrap_err();
+        assert!(
+            err.contains("cdn") && err.contains("seeder or tracker"),
+            "{err}"
+        );
     }
 }

@@ -10,7 +10,7 @@ use shoal_mesh::{
     sim::{self, Network, SimConfig},
 };
 
-use super::{run::upload_caps, scenario::Scenario, system::System, topology::Topology};
+use super::{population::upload_caps, scenario::Scenario, system::System, topology::Topology};
 
 /// What a simulated run measured, with how fast it ran.
 #[derive(Clone, Debug, Serialize)]
@@ -39,9 +39,9 @@ pub struct SimOutput {
 /// neighbours) on `threads` threads (default: [`sim::default_threads`]).
 pub fn run_sim(sc: &Scenario, system: System, threads: Option<u16>) -> anyhow::Result<SimOutput> {
     sc.validate()?;
-    if !matches!(system, System::Shoal | System::Rtt | System::Random) {
+    let Some(selection) = system.selection() else {
         bail!("the simulator runs Shoal's engine only: --system shoal, rtt or random");
-    }
+    };
     if !sc.restarts.is_empty() || sc.download_bps.is_some() {
         bail!("restarts and download caps are not simulated yet: use `shoal-lab run`");
     }
@@ -62,7 +62,7 @@ pub fn run_sim(sc: &Scenario, system: System, threads: Option<u16>) -> anyhow::R
         join_over_ms: (sc.join_over_s * 1000.0) as u64,
         max_degree: sc.max_degree,
         churn_per_min: sc.churn_per_min,
-        selection: system.selection().expect("a Shoal-engine system"),
+        selection,
         network: Some(network),
         progress: Some(print_progress),
         threads: threads.map_or_else(sim::default_threads, usize::from),

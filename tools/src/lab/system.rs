@@ -11,7 +11,7 @@
 //! - **gossipsub**: the Shoal seeder is only the *source* (ingest, signing,
 //!   HTTP origin); its mesh stays idle because no viewer dials it. Each piece
 //!   it signs goes, through [`SeederConfig::on_piece`], to a gossipsub
-//!   publisher ([`gossipsub::start_publisher`]) in slot 0, shaped like the
+//!   publisher ([`start_publisher`]) in slot 0, shaped like the
 //!   seeder, with `max_connections` = the seeder's `max_degree`. The
 //!   publisher's keypair must be the broadcaster key: `start_publisher`
 //!   derives the stream id from it and verifies each piece against it, and
@@ -21,6 +21,9 @@
 //!   Viewers dial the publisher plus up to [`GOSSIP_HINTS`]` - 1` random
 //!   present viewers (the lab's stand-in for tracker hints) and share one
 //!   [`SentLedger`] per run. Infra egress = the publisher's stats alone.
+//!
+//! [`start_publisher`]: super::baseline::gossipsub::start_publisher
+//! [`SentLedger`]: super::baseline::gossipsub::SentLedger
 //! - **client-server**: the Shoal seeder's HTTP origin serves every viewer
 //!   ([`client_server::start_viewer`], RTT = the topology's RTT to slot 0,
 //!   the scenario's download cap). Infra egress = one entry: the origin's
@@ -41,42 +44,44 @@
 //! same HTTP address and the viewers' retries find it.
 
 use std::{
-    collections::HashMap,
     fmt,
     str::FromStr,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex, PoisonError, Weak,
+        Arc,
     },
     time::Duration,
 };
 
 use anyhow::Context;
 use libp2p::{identity::Keypair, Multiaddr, PeerId};
-use rand::{seq::SliceRandom, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 use shoal_mesh::{
-    net::{Shaping, ShapingCounters},
-    proto::{Piece, Selection, Stats, StreamId},
+    net::Shaping,
+    proto::{Selection, Stats, StreamId},
 };
 use shoal_node::Node;
-use shoal_seeder::{Input, PieceHook, Seeder, SeederConfig};
+use shoal_seeder::{Input, Seeder, SeederConfig};
 
 use super::{
     baseline::{
         client_server::{self, ClientServerViewer},
-        gossipsub::{self, GossipsubError, GossipsubNode, GossipsubOptions, SentLedger},
+        gossipsub::GossipsubNode,
     },
     scenario::Scenario,
     topology::Topology,
 };
 
-/// Nodes a gossipsub viewer dials when it joins: the publisher and random
-/// present viewers (the Shoal tracker's hints play this part for Shoal).
-pub const GOSSIP_HINTS: usize = 8;
+mod gossip;
 
-/// A system under test.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+use gossip::Gossip;
+
+pub use gossip::GOSSIP_HINTS;
+
+/// A system under test. Its name (`Display`, `FromStr`, serde) is the
+/// `--system` value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum System {
     Shoal,
     /// Shoal with neighbours chosen at random (RTT ignored).
@@ -97,7 +102,14 @@ impl System {
         System::Shoal,
     ];
 
-    /// The neighbour selection of a Shoal-engine system.
+    /// Whether its viewers run Shoal's engine (the simulator, worker
+    /// processes and Shoal viewers need it); the others are baselines.
+    pub fn runs_shoal_engine(self) -> bool {
+        self.selection().is_some()
+    }
+
+    /// The neighbour selection of a Shoal-engine system; `None` for a
+    /// baseline. The one place that says which systems run Shoal's engine.
     pub fn selection(self) -> Option<Selection> {
         match self {
             System::Shoal => Some(Selection::Full),
@@ -169,119 +181,6 @@ impl Viewer {
     }
 }
 
-/// The gossipsub side of a run: the publisher and who is there to dial.
-#[derive(Debug)]
-struct Gossip {
-    /// One per run, shared by the publisher and every viewer.
-    ledger: SentLedger,
-    /// Slot 0's shaping with the publisher's own byte counters, kept across
-    /// restarts so its `overhead_sent` is cumulative like the ledger's
-    /// `payload_sent` (same peer id).
-    shaping: Shaping,
-    peer_id: PeerId,
-    max_connections: u32,
-    /// Where the publisher listens (listened), so a restart comes back there.
-    addrs: Vec<Multiaddr>,
-    publisher: Option<Arc<GossipsubNode>>,
-    /// Present viewers by slot (churn replaces a slot's viewer at once, so
-    /// the newest entry of each slot is the one present).
-    viewers: Mutex<HashMap<usize, (PeerId, Vec<Multiaddr>)>>,
-    rng: Mutex<ChaCha8Rng>,
-    /// Pieces the publisher's queue had no room for.
-    dropped: Arc<AtomicU64>,
-}
-
-impl Gossip {
-    /// Up to `n` random present viewers, leaving `except` out.
-    fn pick(&self, n: usize, except: Option<usize>) -> Vec<(PeerId, Vec<Multiaddr>)> {
-        let viewers = self.viewers.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut all: Vec<_> = viewers
-            .iter()
-            .filter(|(slot, _)| Some(**slot) != except)
-            .map(|(slot, v)| (*slot, v.clone()))
-            .collect();
-        drop(viewers);
-        // HashMap order is random: sort first so the run's seed decides.
-        all.sort_by_key(|(slot, _)| *slot);
-        let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
-        all.choose_multiple(&mut *rng, n)
-            .map(|(_, v)| v.clone())
-            .collect()
-    }
-
-    /// The publisher's counters, cumulative over every publisher of the run.
-    fn stats(&self) -> Stats {
-        match &self.publisher {
-            Some(p) => p.stats(),
-            None => {
-                let payload_sent = self.ledger.sent_by(&self.peer_id);
-                Stats {
-                    payload_sent,
-                    overhead_sent: self.shaping.counters.sent().saturating_sub(payload_sent),
-                    ..Stats::default()
-                }
-            }
-        }
-    }
-
-    /// Starts the publisher (again) and dials present viewers.
-    async fn start_publisher(&mut self, key: &Keypair) -> anyhow::Result<()> {
-        let mut opts = GossipsubOptions::new(&self.ledger);
-        opts.shaping = Some(self.shaping.clone());
-        opts.max_connections = Some(self.max_connections);
-        if !self.addrs.is_empty() {
-            opts.listen = self.addrs.clone();
-        }
-        let mut last_err = None;
-        // The old listener may take a moment to be released.
-        for _ in 0..50 {
-            match gossipsub::start_publisher(key.clone(), opts.clone()).await {
-                Ok(p) => {
-                    self.addrs = p.addrs();
-                    for (peer, addrs) in self.pick(self.max_connections as usize, None) {
-                        p.dial(peer, addrs).await.context("publisher dial")?;
-                    }
-                    self.publisher = Some(Arc::new(p));
-                    return Ok(());
-                }
-                Err(e) => last_err = Some(e),
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Err(last_err.expect("tried")).context("the gossipsub publisher failed to start")
-    }
-
-    /// Forwards each signed piece to the publisher without ever waiting: a
-    /// piece the publisher's queue has no room for is dropped and counted.
-    fn hook(&self) -> PieceHook {
-        let publisher: Weak<GossipsubNode> = self
-            .publisher
-            .as_ref()
-            .map_or_else(Weak::new, Arc::downgrade);
-        let dropped = self.dropped.clone();
-        Arc::new(move |piece: &Piece| {
-            let Some(p) = publisher.upgrade() else { return };
-            match p.try_publish(piece.clone()) {
-                Ok(()) | Err(GossipsubError::Stopped) => {}
-                Err(e) => {
-                    if dropped.fetch_add(1, Ordering::Relaxed) == 0 {
-                        tracing::warn!(
-                            seq = piece.header.seq,
-                            "gossipsub publisher: {e}; piece dropped"
-                        );
-                    }
-                }
-            }
-        })
-    }
-
-    fn stop(&mut self) {
-        if let Some(p) = self.publisher.take() {
-            p.shutdown();
-        }
-    }
-}
-
 /// The infrastructure side of a run: the seeder (and its origin), plus the
 /// gossipsub publisher for gossipsub.
 #[derive(Debug)]
@@ -318,27 +217,7 @@ impl Infra {
         let stream = shoal_mesh::proto::Signer::new(&key)
             .context("seeder key")?
             .stream();
-        let gossip = (system == System::Gossipsub).then(|| {
-            // Like for like: the publisher feeds as many viewers directly
-            // as the Shoal seeder does.
-            let max_degree =
-                SeederConfig::new(&sc.name, Input::Synthetic { bits_per_sec: 1 }, key.clone())
-                    .max_degree;
-            Gossip {
-                ledger: SentLedger::new(),
-                shaping: Shaping {
-                    counters: Arc::new(ShapingCounters::default()),
-                    ..shaping.clone()
-                },
-                peer_id: key.public().to_peer_id(),
-                max_connections: u32::try_from(max_degree).unwrap_or(u32::MAX),
-                addrs: Vec::new(),
-                publisher: None,
-                viewers: Mutex::new(HashMap::new()),
-                rng: Mutex::new(ChaCha8Rng::seed_from_u64(sc.seed ^ 0x6055_1B5B)),
-                dropped: Arc::new(AtomicU64::new(0)),
-            }
-        });
+        let gossip = (system == System::Gossipsub).then(|| Gossip::new(sc, &key, &shaping));
         let mut infra = Infra {
             system,
             key,
@@ -381,9 +260,7 @@ impl Infra {
             cfg.first_segment = segment;
         }
         if let Some(g) = &mut self.gossip {
-            if g.publisher.is_none() {
-                g.start_publisher(&self.key).await?;
-            }
+            g.ensure_publisher(&self.key).await?;
             cfg.on_piece = Some(g.hook());
         }
         let mut last_err = None;
@@ -416,10 +293,6 @@ impl Infra {
         }
         if let Some(g) = &mut self.gossip {
             g.stop();
-            let dropped = g.dropped.load(Ordering::Relaxed);
-            if dropped > 0 {
-                tracing::warn!("gossipsub publisher: {dropped} pieces dropped (queue full)");
-            }
         }
     }
 
@@ -475,17 +348,7 @@ impl Infra {
         match self.system {
             System::Gossipsub => {
                 let g = self.gossip.as_ref().context("no gossipsub publisher")?;
-                let mut dial = vec![(g.peer_id, g.addrs.clone())];
-                dial.extend(g.pick(GOSSIP_HINTS - 1, Some(slot)));
-                let mut opts = GossipsubOptions::new(&g.ledger);
-                opts.shaping = Some(shaping);
-                let node = gossipsub::start_viewer(key, self.stream, g.peer_id, dial, opts)
-                    .await
-                    .with_context(|| format!("gossipsub viewer {slot} failed to start"))?;
-                g.viewers
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .insert(slot, (node.peer_id(), node.addrs()));
+                let node = g.start_viewer(slot, key, shaping, self.stream).await?;
                 Ok(Viewer::Gossip(node))
             }
             System::ClientServer => {
@@ -505,5 +368,32 @@ impl Infra {
                 anyhow::bail!("{} viewers are not baseline viewers", self.system)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_system_has_one_name_on_the_command_line_and_between_processes() {
+        for system in System::ALL {
+            let name = system.to_string();
+            assert_eq!(name.parse::<System>(), Ok(system));
+            let json = serde_json::to_string(&system).unwrap();
+            assert_eq!(json, format!("\"{name}\""));
+            assert_eq!(serde_json::from_str::<System>(&json).unwrap(), system);
+        }
+        let err = "bittorrent".parse::<System>().unwrap_err();
+        assert!(err.contains("unknown system 'bittorrent'"), "{err}");
+    }
+
+    #[test]
+    fn shoal_rtt_and_random_run_shoals_engine_and_the_baselines_do_not() {
+        let engine: Vec<System> = System::ALL
+            .into_iter()
+            .filter(|s| s.runs_shoal_engine())
+            .collect();
+        assert_eq!(engine, [System::Random, System::Rtt, System::Shoal]);
     }
 }

@@ -8,8 +8,8 @@
 //! - **stdin, main → worker**: one line of [`WorkerSpec`] JSON, then `go`
 //!   (start the clock: joins and churn are timed from it), then `stop`.
 //!   Everything else a worker needs is derived from the scenario: the
-//!   topology, upload caps, keys ([`slot_key`](super::run::slot_key)) and a
-//!   [`full_book`] of every process's peer ids. End of input before `stop`
+//!   topology, upload caps, keys ([`slot_key`](super::population::slot_key))
+//!   and a [`full_book`] of every process's peer ids. End of input before `stop`
 //!   means the main process went away: the worker exits at once.
 //! - **stdout, worker → main**: one JSON line per message, at most
 //!   [`MAX_LINE`] bytes: `{"type": "ready"}` once set up, then a
@@ -39,7 +39,7 @@ use tokio::{
 };
 
 use super::{
-    run::{full_book, known_gens, Book, NodeSnap, Population},
+    population::{full_book, known_gens, Book, NodeSnap, Population},
     scenario::Scenario,
     system::System,
     topology::Topology,
@@ -64,8 +64,9 @@ const REPORT_LEAD_S: f64 = 0.25;
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct WorkerSpec {
     pub(crate) scenario: Scenario,
-    /// `shoal`, `rtt` or `random`.
-    pub(crate) system: String,
+    /// A system that runs Shoal's engine: the others' viewers share state
+    /// with the infra side, in the main process.
+    pub(crate) system: System,
     /// This worker's index, 1..processes (0 is the main process).
     pub(crate) index: usize,
     pub(crate) processes: usize,
@@ -110,8 +111,8 @@ pub async fn main() -> anyhow::Result<()> {
         .await?
         .context("no spec on stdin (this is run by `shoal-lab run --processes`)")?;
     let spec: WorkerSpec = serde_json::from_slice(&spec).context("bad worker spec")?;
-    let system: System = spec.system.parse().map_err(|e: String| anyhow!(e))?;
-    if !matches!(system, System::Shoal | System::Rtt | System::Random) {
+    let system = spec.system;
+    if !system.runs_shoal_engine() {
         bail!("{system} viewers cannot run in a worker");
     }
     let sc = spec.scenario;
@@ -512,7 +513,7 @@ mod tests {
         let snap = |slot, gen, left_at_s| NodeSnap {
             slot,
             gen,
-            peer_id: super::super::run::slot_key(1, slot, gen)
+            peer_id: super::super::population::slot_key(1, slot, gen)
                 .public()
                 .to_peer_id()
                 .to_string(),

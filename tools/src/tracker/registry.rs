@@ -1,0 +1,542 @@
+//! The tracker's soft state: each stream's swarm (infrastructure and viewers
+//! in two tables), one entry per peer as it last announced, and the bounds
+//! and expiry that keep it small. Every method takes `now`; none reads a
+//! clock.
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use serde::Serialize;
+use shoal_mesh::hints::{Announce, Hints, InvalidAnnounce, Role, StreamInfo, MAX_WANT};
+use shoal_mesh::proto::{Coord, Locality};
+
+use super::{
+    addresses::subnet_ip,
+    asn::AsnTable,
+    ranking::{self, usable_coord, Query},
+};
+
+/// Most peers ranked for one announce; larger swarms are sampled, which also
+/// spreads newcomers over the swarm instead of piling them on the same few.
+pub const SCAN_LIMIT: usize = 4096;
+/// Most seeders/reflectors returned in [`Hints::seeders`].
+pub const MAX_SEEDER_HINTS: usize = 8;
+/// Most peers listed by `GET /v1/streams/{stream}`.
+pub const MAX_LISTED_PEERS: usize = 1000;
+
+#[derive(Debug, Clone)]
+pub struct TrackerConfig {
+    /// A peer not re-announced within this long is forgotten.
+    pub peer_ttl: Duration,
+    /// Announce interval advised to peers.
+    pub interval_s: u32,
+    pub max_body_bytes: usize,
+    pub max_peers_per_stream: usize,
+    pub max_streams: usize,
+    /// Bound on all peers of all streams together.
+    pub max_peers_total: usize,
+    /// IP → AS numbers for peers' localities (empty: every AS unknown).
+    pub asn_table: Arc<AsnTable>,
+}
+
+impl TrackerConfig {
+    /// Defaults with this announce interval and a TTL of three intervals, so
+    /// one or two lost announces do not drop a peer.
+    pub fn with_interval(interval_s: u32) -> Self {
+        let interval_s = interval_s.max(1);
+        Self {
+            peer_ttl: Duration::from_secs(3 * u64::from(interval_s)),
+            interval_s,
+            max_body_bytes: 64 * 1024,
+            max_peers_per_stream: 100_000,
+            max_streams: 10_000,
+            max_peers_total: 1_000_000,
+            asn_table: Arc::default(),
+        }
+    }
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        Self::with_interval(5)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnnounceError {
+    #[error(transparent)]
+    Invalid(#[from] InvalidAnnounce),
+    /// A new stream or peer would exceed a configured bound.
+    #[error("tracker full: {0}")]
+    Full(&'static str),
+}
+
+/// One peer as an operator sees it (`GET /v1/streams/{stream}`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PeerRecord {
+    pub peer_id: String,
+    pub addrs: Vec<String>,
+    pub role: Role,
+    pub degree: u32,
+    pub max_degree: u32,
+    pub upload_kbps: u32,
+    pub http: Option<String>,
+    pub name: Option<String>,
+    pub counters: serde_json::Value,
+    /// Its AS and subnet as the tracker sees them (zero: unknown).
+    pub loc: Locality,
+    /// Time since its last announce.
+    pub age_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StreamDetail {
+    #[serde(flatten)]
+    pub info: StreamInfo,
+    /// At most [`MAX_LISTED_PEERS`], infrastructure first.
+    pub peers: Vec<PeerRecord>,
+}
+
+/// The tracker's soft state. Every method takes `now`; none reads a clock.
+#[derive(Debug)]
+pub struct Registry {
+    config: TrackerConfig,
+    streams: HashMap<String, Swarm>,
+    total_peers: usize,
+    next_purge: Option<Instant>,
+    rng: StdRng,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Swarm {
+    /// Infrastructure is kept apart so it is always found, however large the swarm.
+    pub(super) infra: Table,
+    pub(super) viewers: Table,
+}
+
+impl Swarm {
+    fn len(&self) -> usize {
+        self.infra.entries.len() + self.viewers.entries.len()
+    }
+
+    fn table_mut(&mut self, role: Role) -> (&mut Table, &mut Table) {
+        if role.is_infra() {
+            (&mut self.infra, &mut self.viewers)
+        } else {
+            (&mut self.viewers, &mut self.infra)
+        }
+    }
+
+    fn info(&self, stream: &str, now: Instant, ttl: Duration) -> StreamInfo {
+        let live = |t: &Table| t.entries.iter().filter(|p| p.is_live(now, ttl)).count();
+        let name = self
+            .infra
+            .entries
+            .iter()
+            .filter(|p| p.is_live(now, ttl) && p.name.is_some())
+            .min_by_key(|p| p.role != Role::Seeder)
+            .and_then(|p| p.name.clone());
+        StreamInfo {
+            stream: stream.to_owned(),
+            name,
+            viewers: live(&self.viewers).try_into().unwrap_or(u32::MAX),
+            seeders: live(&self.infra).try_into().unwrap_or(u32::MAX),
+        }
+    }
+}
+
+/// Peers in a `Vec` (for sampling windows) with an index by peer id.
+#[derive(Debug, Default)]
+pub(super) struct Table {
+    entries: Vec<PeerEntry>,
+    index: HashMap<String, usize>,
+}
+
+impl Table {
+    fn get_mut(&mut self, peer_id: &str) -> Option<&mut PeerEntry> {
+        let i = *self.index.get(peer_id)?;
+        Some(&mut self.entries[i])
+    }
+
+    fn insert(&mut self, entry: PeerEntry) {
+        self.index.insert(entry.peer_id.clone(), self.entries.len());
+        self.entries.push(entry);
+    }
+
+    fn remove(&mut self, peer_id: &str) -> bool {
+        let Some(i) = self.index.remove(peer_id) else {
+            return false;
+        };
+        self.entries.swap_remove(i);
+        if let Some(moved) = self.entries.get(i) {
+            self.index.insert(moved.peer_id.clone(), i);
+        }
+        true
+    }
+
+    /// Drops expired peers; returns how many.
+    fn retain_live(&mut self, now: Instant, ttl: Duration) -> usize {
+        let before = self.entries.len();
+        self.entries.retain(|p| p.is_live(now, ttl));
+        let removed = before - self.entries.len();
+        if removed > 0 {
+            self.index = (self.entries.iter().enumerate())
+                .map(|(i, p)| (p.peer_id.clone(), i))
+                .collect();
+        }
+        removed
+    }
+
+    /// All entries, or a window of [`SCAN_LIMIT`] from a random start.
+    pub(super) fn window<'a>(&'a self, rng: &mut StdRng) -> impl Iterator<Item = &'a PeerEntry> {
+        let len = self.entries.len();
+        let (start, n) = if len <= SCAN_LIMIT {
+            (0, len)
+        } else {
+            (rng.gen_range(0..len), SCAN_LIMIT)
+        };
+        (start..start + n).map(move |i| &self.entries[i % len])
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct PeerEntry {
+    pub(super) peer_id: String,
+    pub(super) addrs: Vec<String>,
+    pub(super) role: Role,
+    pub(super) degree: u32,
+    pub(super) max_degree: u32,
+    upload_kbps: u32,
+    pub(super) http: Option<String>,
+    name: Option<String>,
+    counters: serde_json::Value,
+    pub(super) loc: Locality,
+    /// Network coordinate, when usable.
+    pub(super) coord: Option<Coord>,
+    last_seen: Instant,
+}
+
+impl PeerEntry {
+    fn new(a: Announce, loc: Locality, now: Instant) -> Self {
+        Self {
+            peer_id: a.peer_id,
+            addrs: a.addrs,
+            role: a.role,
+            degree: a.degree,
+            max_degree: a.max_degree,
+            upload_kbps: a.upload_kbps,
+            http: a.http,
+            name: a.name,
+            counters: a.counters,
+            loc,
+            coord: usable_coord(a.coord),
+            last_seen: now,
+        }
+    }
+
+    pub(super) fn is_live(&self, now: Instant, ttl: Duration) -> bool {
+        now.saturating_duration_since(self.last_seen) < ttl
+    }
+
+    pub(super) fn has_free_degree(&self) -> bool {
+        self.degree < self.max_degree
+    }
+
+    fn record(&self, now: Instant) -> PeerRecord {
+        PeerRecord {
+            peer_id: self.peer_id.clone(),
+            addrs: self.addrs.clone(),
+            role: self.role,
+            degree: self.degree,
+            max_degree: self.max_degree,
+            upload_kbps: self.upload_kbps,
+            http: self.http.clone(),
+            name: self.name.clone(),
+            counters: self.counters.clone(),
+            loc: self.loc,
+            age_ms: now
+                .saturating_duration_since(self.last_seen)
+                .as_millis()
+                .try_into()
+                .unwrap_or(u64::MAX),
+        }
+    }
+}
+
+impl Registry {
+    /// `seed` drives the tie-breaks and sampling, so tests are reproducible.
+    pub fn new(config: TrackerConfig, seed: u64) -> Self {
+        Self {
+            config,
+            streams: HashMap::new(),
+            total_peers: 0,
+            next_purge: None,
+            rng: StdRng::seed_from_u64(seed),
+        }
+    }
+
+    pub fn config(&self) -> &TrackerConfig {
+        &self.config
+    }
+
+    pub fn stream_count(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Peers held, live or not yet purged.
+    pub fn peer_count(&self) -> usize {
+        self.total_peers
+    }
+
+    /// Records `a` as the peer's state at `now` and answers with hints.
+    /// `remote` is the address the request came from, if known.
+    pub fn announce(
+        &mut self,
+        mut a: Announce,
+        remote: Option<IpAddr>,
+        now: Instant,
+    ) -> Result<Hints, AnnounceError> {
+        a.validate()?;
+        a.stream.make_ascii_lowercase();
+        let want = a.want.min(MAX_WANT) as usize;
+        self.maybe_purge(now);
+
+        let loc = subnet_ip(&a.addrs, remote).map_or_else(Locality::default, |ip| {
+            Locality::of_ip(ip, self.config.asn_table.lookup(ip))
+        });
+        let stream = a.stream.clone();
+        let me = a.peer_id.clone();
+        let role = a.role;
+        let coord = usable_coord(a.coord);
+        self.record(&stream, &me, a, loc, now)?;
+
+        let swarm = &self.streams[&stream];
+        let query = Query {
+            peer_id: &me,
+            role,
+            loc,
+            coord,
+            want,
+            now,
+            ttl: self.config.peer_ttl,
+        };
+        let candidates = ranking::candidates(swarm, &query, &mut self.rng);
+        let seeders = ranking::fallbacks(swarm, &query, &mut self.rng);
+        Ok(Hints {
+            candidates,
+            seeders,
+            interval_s: self.config.interval_s,
+            you: loc,
+            // Expired peers count until the next purge: an estimate.
+            viewers: swarm.viewers.entries.len().try_into().unwrap_or(u32::MAX),
+        })
+    }
+
+    /// Live streams, most viewers first.
+    pub fn streams(&mut self, now: Instant) -> Vec<StreamInfo> {
+        self.purge(now);
+        let ttl = self.config.peer_ttl;
+        let mut list: Vec<StreamInfo> = (self.streams.iter())
+            .map(|(id, swarm)| swarm.info(id, now, ttl))
+            .collect();
+        list.sort_by(|a, b| (b.viewers, &a.stream).cmp(&(a.viewers, &b.stream)));
+        list
+    }
+
+    /// One live stream with its peers, for operators; `None` if unknown.
+    pub fn stream_detail(&mut self, stream: &str, now: Instant) -> Option<StreamDetail> {
+        self.purge(now);
+        let stream = stream.to_ascii_lowercase();
+        let swarm = self.streams.get(&stream)?;
+        let peers = (swarm.infra.entries.iter())
+            .chain(&swarm.viewers.entries)
+            .take(MAX_LISTED_PEERS)
+            .map(|p| p.record(now))
+            .collect();
+        Some(StreamDetail {
+            info: swarm.info(&stream, now, self.config.peer_ttl),
+            peers,
+        })
+    }
+
+    /// Forgets peers not announced within `peer_ttl`, and streams left empty.
+    pub fn purge(&mut self, now: Instant) {
+        let ttl = self.config.peer_ttl;
+        let mut removed = 0;
+        self.streams.retain(|stream, swarm| {
+            removed += swarm.infra.retain_live(now, ttl) + swarm.viewers.retain_live(now, ttl);
+            let keep = swarm.len() > 0;
+            if !keep {
+                tracing::info!(%stream, "stream gone");
+            }
+            keep
+        });
+        self.total_peers -= removed;
+        self.next_purge = Some(now + Duration::from_secs(self.config.interval_s.into()));
+    }
+
+    /// Keeps `a` as the state of peer `me` of `stream`: replaces its entry,
+    /// moves it to the other table when its role changed, or adds it within
+    /// the configured bounds.
+    fn record(
+        &mut self,
+        stream: &str,
+        me: &str,
+        a: Announce,
+        loc: Locality,
+        now: Instant,
+    ) -> Result<(), AnnounceError> {
+        let role = a.role;
+        let new_stream = !self.streams.contains_key(stream);
+        if new_stream && self.streams.len() >= self.config.max_streams {
+            tracing::warn!(%stream, "refusing new stream: max_streams reached");
+            return Err(AnnounceError::Full("too many streams"));
+        }
+        let swarm = self.streams.entry(stream.to_owned()).or_default();
+        let (own, other) = swarm.table_mut(role);
+        if let Some(entry) = own.get_mut(me) {
+            *entry = PeerEntry::new(a, loc, now);
+        } else if other.remove(me) {
+            // Same peer, new role: moves between tables, the count is unchanged.
+            own.insert(PeerEntry::new(a, loc, now));
+        } else {
+            let full = if swarm.len() >= self.config.max_peers_per_stream {
+                Some("too many peers in this stream")
+            } else if self.total_peers >= self.config.max_peers_total {
+                Some("too many peers")
+            } else {
+                None
+            };
+            if let Some(why) = full {
+                if swarm.len() == 0 {
+                    self.streams.remove(stream);
+                }
+                tracing::warn!(%stream, peer = %me, "refusing peer: {why}");
+                return Err(AnnounceError::Full(why));
+            }
+            swarm.table_mut(role).0.insert(PeerEntry::new(a, loc, now));
+            self.total_peers += 1;
+            if new_stream {
+                tracing::info!(%stream, "new stream");
+            }
+            tracing::debug!(%stream, peer = %me, ?role, "new peer");
+        }
+        Ok(())
+    }
+
+    /// A full purge costs a pass over every peer, so announces run one at most
+    /// once per interval; between purges, expired peers are skipped, not served.
+    fn maybe_purge(&mut self, now: Instant) {
+        if self.next_purge.is_none_or(|at| now >= at) {
+            self.purge(now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use shoal_mesh::hints::Role;
+
+    use super::*;
+    use crate::tracker::fixtures::*;
+
+    #[test]
+    fn an_announcer_counts_but_is_never_its_own_candidate() {
+        let (mut r, t) = (registry(), Instant::now());
+        let first = r.announce(viewer("a", "10.0.0.1", 0), None, t).unwrap();
+        assert!(first.candidates.is_empty());
+        assert_eq!(first.interval_s, 5);
+        assert_eq!(first.viewers, 1, "the announcer counts");
+        r.announce(viewer("b", "10.0.0.2", 0), None, t).unwrap();
+        let again = r.announce(viewer("a", "10.0.0.1", 0), None, t).unwrap();
+        assert_eq!(ids(&again), ["b"]);
+        assert_eq!(again.viewers, 2);
+        assert_eq!(r.peer_count(), 2, "re-announce updates, never duplicates");
+    }
+
+    #[test]
+    fn a_role_change_moves_the_peer_between_tables() {
+        let (mut r, t) = (registry(), Instant::now());
+        r.announce(viewer("x", "10.0.0.2", 0), None, t).unwrap();
+        r.announce(peer("x", "10.0.0.2", Role::Reflector, 0, 8), None, t)
+            .unwrap();
+        assert_eq!(r.peer_count(), 1);
+        let hints = r.announce(viewer("me", "10.0.0.1", 0), None, t).unwrap();
+        assert_eq!(ids(&hints), ["x"]);
+        assert_eq!(hints.seeders.len(), 1);
+        assert_eq!(hints.candidates[0].role, Role::Reflector);
+    }
+
+    #[test]
+    fn peers_and_streams_expire_without_announces() {
+        let mut r = registry();
+        let ttl = r.config().peer_ttl;
+        let t0 = Instant::now();
+        r.announce(viewer("old", "10.0.0.2", 0), None, t0).unwrap();
+        r.announce(viewer("kept", "10.0.0.3", 0), None, t0).unwrap();
+        let t1 = t0 + ttl / 2;
+        r.announce(viewer("kept", "10.0.0.3", 0), None, t1).unwrap();
+
+        // Past the TTL, "old" is never served, purged or not yet.
+        let t2 = t0 + ttl + Duration::from_millis(1);
+        let hints = r.announce(viewer("me", "10.0.0.1", 0), None, t2).unwrap();
+        assert_eq!(ids(&hints), ["kept"]);
+        assert_eq!(r.streams(t2)[0].viewers, 2, "kept and me");
+
+        // Nobody left: the stream itself is gone.
+        r.purge(t2 + ttl);
+        assert_eq!(r.peer_count(), 0);
+        assert_eq!(r.stream_count(), 0);
+        assert!(r.streams(t2 + ttl).is_empty());
+    }
+
+    #[test]
+    fn a_full_tracker_refuses_new_streams_and_peers() {
+        let config = TrackerConfig {
+            max_streams: 1,
+            max_peers_per_stream: 2,
+            ..TrackerConfig::default()
+        };
+        let (mut r, t) = (Registry::new(config, 1), Instant::now());
+        r.announce(viewer("a", "10.0.0.1", 0), None, t).unwrap();
+        r.announce(viewer("b", "10.0.0.2", 0), None, t).unwrap();
+        let err = r.announce(viewer("c", "10.0.0.3", 0), None, t);
+        assert!(matches!(err, Err(AnnounceError::Full(_))), "{err:?}");
+        r.announce(viewer("a", "10.0.0.1", 3), None, t).unwrap();
+        let mut other = viewer("a", "10.0.0.1", 0);
+        other.stream = stream(2);
+        let err = r.announce(other, None, t);
+        assert!(matches!(err, Err(AnnounceError::Full(_))), "{err:?}");
+        assert_eq!((r.stream_count(), r.peer_count()), (1, 2));
+
+        let config = TrackerConfig {
+            max_peers_total: 1,
+            ..TrackerConfig::default()
+        };
+        let mut r = Registry::new(config, 1);
+        r.announce(viewer("a", "10.0.0.1", 0), None, t).unwrap();
+        let mut other = viewer("b", "10.0.0.1", 0);
+        other.stream = stream(2);
+        assert!(r.announce(other, None, t).is_err());
+        assert_eq!(r.stream_count(), 1, "a refused peer leaves no empty stream");
+    }
+
+    #[test]
+    fn stream_ids_are_case_insensitive() {
+        let (mut r, t) = (registry(), Instant::now());
+        let mut upper = viewer("a", "10.0.0.1", 0);
+        upper.stream = "AB".repeat(32);
+        r.announce(upper, None, t).unwrap();
+        let mut lower = viewer("b", "10.0.0.2", 0);
+        lower.stream = "ab".repeat(32);
+        assert_eq!(ids(&r.announce(lower, None, t).unwrap()), ["a"]);
+        assert_eq!(r.streams(t)[0].stream, "ab".repeat(32));
+    }
+}
