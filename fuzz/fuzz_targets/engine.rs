@@ -15,9 +15,10 @@
 //! `handle_timeout(now)` the next timeout is in the future (a driver that
 //! sleeps until `poll_timeout` would otherwise spin).
 //!
-//! Set `SHOAL_FUZZ_NEAR_SEQS=1` to fold every raw sequence number into the
-//! pieces' range (0..4096): that steps past the known overflows on
-//! `u64::MAX`-like seqs to reach deeper states.
+//! `SHOAL_FUZZ_SKIP_KNOWN` steps past the crashes already reported
+//! (docs/fuzzing.md) to reach deeper states: `degree` keeps `max_degree` at
+//! 2 or more; `all` also folds every raw sequence number into the pieces'
+//! range (0..4096).
 
 #![no_main]
 
@@ -84,9 +85,14 @@ fn pool() -> &'static Pool {
     })
 }
 
-fn near_seqs() -> bool {
-    static NEAR: OnceLock<bool> = OnceLock::new();
-    *NEAR.get_or_init(|| std::env::var_os("SHOAL_FUZZ_NEAR_SEQS").is_some())
+/// What `SHOAL_FUZZ_SKIP_KNOWN` says: (skip `max_degree` 1, fold raw seqs).
+fn skip_known() -> (bool, bool) {
+    static SKIP: OnceLock<(bool, bool)> = OnceLock::new();
+    *SKIP.get_or_init(|| match std::env::var("SHOAL_FUZZ_SKIP_KNOWN").as_deref() {
+        Ok("degree") => (true, false),
+        Ok("all") => (true, true),
+        _ => (false, false),
+    })
 }
 
 #[derive(Arbitrary, Debug)]
@@ -121,8 +127,18 @@ enum Seq {
 
 #[derive(Arbitrary, Debug)]
 enum FuzzCoord {
-    Small { x: i16, y: i16, height: u16, error: u8 },
-    Raw { x: f32, y: f32, height: f32, error: f32 },
+    Small {
+        x: i16,
+        y: i16,
+        height: u16,
+        error: u8,
+    },
+    Raw {
+        x: f32,
+        y: f32,
+        height: f32,
+        error: f32,
+    },
 }
 
 impl FuzzCoord {
@@ -223,23 +239,58 @@ enum FuzzMsg {
 
 #[derive(Arbitrary, Debug)]
 enum Step {
-    Connect { peer: Peer, outbound: bool },
+    Connect {
+        peer: Peer,
+        outbound: bool,
+    },
     /// Connect and send a well-formed `Hello` for the stream.
-    Greet { peer: Peer, role: u8, coord: FuzzCoord, infra_max: u8 },
-    Disconnect { peer: Peer },
-    DialFailed { peer: Peer },
-    Malformed { peer: Peer },
-    Raw { peer: Peer, body: Vec<u8> },
-    Send { peer: Peer, msg: FuzzMsg },
+    Greet {
+        peer: Peer,
+        role: u8,
+        coord: FuzzCoord,
+        infra_max: u8,
+    },
+    Disconnect {
+        peer: Peer,
+    },
+    DialFailed {
+        peer: Peer,
+    },
+    Malformed {
+        peer: Peer,
+    },
+    Raw {
+        peer: Peer,
+        body: Vec<u8>,
+    },
+    Send {
+        peer: Peer,
+        msg: FuzzMsg,
+    },
     Candidates(Vec<FuzzPeerInfo>),
     /// The next `n` pieces of the stream, published (seeder) or fetched
     /// from infrastructure or pushed by a peer (viewer), as time goes by.
-    Stream { n: u8, from: Option<Peer> },
-    InfraPiece { index: u8, spoil: u8 },
-    InfraFailed { seq: Seq },
-    Located { asn: u32, subnet: u64 },
-    Swarm { viewers: u32 },
-    Advance { ms: u16 },
+    Stream {
+        n: u8,
+        from: Option<Peer>,
+    },
+    InfraPiece {
+        index: u8,
+        spoil: u8,
+    },
+    InfraFailed {
+        seq: Seq,
+    },
+    Located {
+        asn: u32,
+        subnet: u64,
+    },
+    Swarm {
+        viewers: u32,
+    },
+    Advance {
+        ms: u16,
+    },
 }
 
 struct Harness {
@@ -267,13 +318,16 @@ impl Harness {
     fn seq(&self, s: Seq) -> u64 {
         match s {
             Seq::Near(d) => self.head.saturating_add_signed(i64::from(d)),
-            Seq::Raw(x) if near_seqs() => x % 4096,
+            Seq::Raw(x) if skip_known().1 => x % 4096,
             Seq::Raw(x) => x,
         }
     }
 
     fn seqs(&self, s: &[Seq]) -> Vec<u64> {
-        s.iter().take(wire::MAX_LIST).map(|&s| self.seq(s)).collect()
+        s.iter()
+            .take(wire::MAX_LIST)
+            .map(|&s| self.seq(s))
+            .collect()
     }
 
     fn piece(&self, index: u8, spoil: u8) -> Piece {
@@ -500,9 +554,7 @@ impl Harness {
                 }),
                 now,
             ),
-            Step::Swarm { viewers } => self
-                .engine
-                .handle(Input::Swarm { viewers: *viewers }, now),
+            Step::Swarm { viewers } => self.engine.handle(Input::Swarm { viewers: *viewers }, now),
             Step::Advance { ms } => self.advance(u64::from(*ms)),
         }
         self.drain();
@@ -598,7 +650,11 @@ impl Harness {
             self.max_store_bytes
         );
         if let Some(newest) = held.iter().map(|p| p.header.produced_at).max() {
-            let oldest = held.iter().map(|p| p.header.produced_at).min().unwrap_or(newest);
+            let oldest = held
+                .iter()
+                .map(|p| p.header.produced_at)
+                .min()
+                .unwrap_or(newest);
             assert!(
                 oldest + self.window_ms >= newest,
                 "store holds pieces outside its window"
@@ -614,7 +670,8 @@ fuzz_target!(|s: Scenario| {
     } else {
         Config::viewer(p.stream)
     };
-    cfg.max_degree = 1 + usize::from(s.max_degree % 12);
+    let min_degree = if skip_known().0 { 2 } else { 1 };
+    cfg.max_degree = min_degree + usize::from(s.max_degree % 12);
     cfg.max_store_bytes = (1 + usize::from(s.store_pieces)) * PIECE_BYTES;
     cfg.window_ms = 1_000 + u64::from(s.window_s) * 250;
     cfg.have_interval_ms = u64::from(s.have_interval_ms);

@@ -58,7 +58,11 @@ impl Num {
 #[derive(Arbitrary, Debug)]
 enum Step {
     /// Pieces `first_seq..first_seq + count` completing segment `n`.
-    Segment { n: Num, first_seq: Num, count: u8 },
+    Segment {
+        n: Num,
+        first_seq: Num,
+        count: u8,
+    },
     /// One piece with any header.
     Piece {
         seq: Num,
@@ -70,7 +74,10 @@ enum Step {
         len: u8,
         other_stream: bool,
     },
-    Request { method: u8, path: Path },
+    Request {
+        method: u8,
+        path: Path,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -148,7 +155,11 @@ fuzz_target!(|s: Scenario| {
     runtime().block_on(async {
         for step in s.steps.iter().take(MAX_STEPS) {
             match step {
-                Step::Segment { n, first_seq, count } => {
+                Step::Segment {
+                    n,
+                    first_seq,
+                    count,
+                } => {
                     let count = u64::from(1 + count % 8);
                     let first = first_seq.get().min(u64::MAX - count);
                     for i in (0..count).rev() {
@@ -253,12 +264,7 @@ async fn request(player: &Player, app: &axum::Router, m: Method, path: &Path) {
     if http_body::Body::size_hint(resp.body()).exact().is_none() {
         return;
     }
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .expect("a body")
-        .to_bytes();
+    let body = resp.into_body().collect().await.expect("a body").to_bytes();
     if let (Some(n), true) = (expect_segment, m == Method::GET) {
         let info = player
             .complete_segments()

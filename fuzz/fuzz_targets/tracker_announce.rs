@@ -36,9 +36,7 @@ use shoal_mesh::{
     hints::{Announce, Hints, Role, DEFAULT_WANT, MAX_WANT},
     proto::Coord,
 };
-use shoal_tools::tracker::{
-    router, AnnounceError, Registry, TrackerConfig, MAX_SEEDER_HINTS,
-};
+use shoal_tools::tracker::{router, AnnounceError, Registry, TrackerConfig, MAX_SEEDER_HINTS};
 use tower::ServiceExt;
 
 /// Requests per input.
@@ -60,12 +58,25 @@ struct Scenario {
 #[derive(Arbitrary, Debug)]
 enum Op {
     /// `POST /v1/announce` with these bytes as the body.
-    RawAnnounce { body: Vec<u8>, json: bool, from: Remote },
-    Announce { a: FuzzAnnounce, from: Remote },
+    RawAnnounce {
+        body: Vec<u8>,
+        json: bool,
+        from: Remote,
+    },
+    Announce {
+        a: FuzzAnnounce,
+        from: Remote,
+    },
     /// Any method, path and body.
-    Request { method: u8, path: String, body: Vec<u8> },
+    Request {
+        method: u8,
+        path: String,
+        body: Vec<u8>,
+    },
     /// Time passes for the directly driven registry.
-    Wait { secs: u16 },
+    Wait {
+        secs: u16,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -202,11 +213,7 @@ fn config(tiny: bool) -> TrackerConfig {
 }
 
 /// Sends one request; checks the status class; returns status and body.
-async fn send(
-    app: &Router,
-    req: Request<Body>,
-    tiny: bool,
-) -> (StatusCode, Vec<u8>) {
+async fn send(app: &Router, req: Request<Body>, tiny: bool) -> (StatusCode, Vec<u8>) {
     let resp = app.clone().oneshot(req).await.expect("infallible");
     let status = resp.status();
     let retry = resp.headers().contains_key(header::RETRY_AFTER);
@@ -258,7 +265,8 @@ fuzz_target!(|s: Scenario| {
         for op in s.ops.iter().take(MAX_OPS) {
             match op {
                 Op::RawAnnounce { body, json, from } => {
-                    let (status, _) = send(&app, post(body.clone(), *json, from), s.tiny_limits).await;
+                    let (status, _) =
+                        send(&app, post(body.clone(), *json, from), s.tiny_limits).await;
                     if !*json {
                         assert!(status.is_client_error(), "{status} without a JSON body");
                     }

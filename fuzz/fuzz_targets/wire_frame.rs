@@ -73,8 +73,7 @@ fn bounded<P>(msg: &Message<P>) {
             assert!(seqs.len() <= MAX_LIST)
         }
         Message::Refuse {
-            suggestions: peers,
-            ..
+            suggestions: peers, ..
         }
         | Message::Peers { peers } => {
             assert!(peers.len() <= MAX_SUGGESTIONS);
