@@ -15,10 +15,8 @@
 //! `handle_timeout(now)` the next timeout is in the future (a driver that
 //! sleeps until `poll_timeout` would otherwise spin).
 //!
-//! `SHOAL_FUZZ_SKIP_KNOWN` steps past the crashes already reported
-//! (docs/fuzzing.md) to reach deeper states: `degree` keeps `max_degree` at
-//! 2 or more; `all` also folds every raw sequence number into the pieces'
-//! range (0..4096).
+//! The wall clock may step either way under a steady monotonic one
+//! (`Step::StepWall`), as NTP or a user may move it.
 
 #![no_main]
 
@@ -31,7 +29,7 @@ use libp2p::identity::Keypair;
 use shoal_mesh::proto::{
     piece::{flags, Signer, StreamId},
     wire::{self, Hello, Message, PeerInfo, RefuseReason, PROTOCOL_VERSION},
-    Config, Coord, Engine, Input, Locality, Output, Piece, Role,
+    Config, Coord, Engine, Input, Locality, Output, Piece, Role, Time,
 };
 
 /// The engine's clock when each input starts.
@@ -82,16 +80,6 @@ fn pool() -> &'static Pool {
             stream: signer.stream(),
             pieces,
         }
-    })
-}
-
-/// What `SHOAL_FUZZ_SKIP_KNOWN` says: (skip `max_degree` 1, fold raw seqs).
-fn skip_known() -> (bool, bool) {
-    static SKIP: OnceLock<(bool, bool)> = OnceLock::new();
-    *SKIP.get_or_init(|| match std::env::var("SHOAL_FUZZ_SKIP_KNOWN").as_deref() {
-        Ok("degree") => (true, false),
-        Ok("all") => (true, true),
-        _ => (false, false),
     })
 }
 
@@ -291,6 +279,10 @@ enum Step {
     Advance {
         ms: u16,
     },
+    /// The wall clock steps by this many seconds; timers run on.
+    StepWall {
+        s: i16,
+    },
 }
 
 struct Harness {
@@ -299,6 +291,8 @@ struct Harness {
     max_store_bytes: usize,
     window_ms: u64,
     now: u64,
+    /// The wall clock minus `now`, ms.
+    wall_offset: i64,
     /// Next pool piece the stream produces.
     head: u64,
     seeder: bool,
@@ -318,7 +312,6 @@ impl Harness {
     fn seq(&self, s: Seq) -> u64 {
         match s {
             Seq::Near(d) => self.head.saturating_add_signed(i64::from(d)),
-            Seq::Raw(x) if skip_known().1 => x % 4096,
             Seq::Raw(x) => x,
         }
     }
@@ -445,11 +438,19 @@ impl Harness {
 
     fn frame(&mut self, from: u32, msg: &Message<u32>) {
         let body = wire::encode_frame(msg).body();
-        self.engine.handle(Input::Frame { from, body }, self.now);
+        self.engine.handle(Input::Frame { from, body }, self.time());
+    }
+
+    /// The engine's two clocks now.
+    fn time(&self) -> Time {
+        Time {
+            mono: self.now,
+            wall: self.now.saturating_add_signed(self.wall_offset),
+        }
     }
 
     fn step(&mut self, step: &Step) {
-        let now = self.now;
+        let now = self.time();
         match step {
             Step::Connect { peer, outbound } => self.engine.handle(
                 Input::Connected {
@@ -535,7 +536,7 @@ impl Harness {
                         }
                         (false, None) => Input::InfraPiece(piece),
                     };
-                    self.engine.handle(input, self.now);
+                    self.engine.handle(input, self.time());
                     self.drain();
                 }
             }
@@ -556,6 +557,7 @@ impl Harness {
             ),
             Step::Swarm { viewers } => self.engine.handle(Input::Swarm { viewers: *viewers }, now),
             Step::Advance { ms } => self.advance(u64::from(*ms)),
+            Step::StepWall { s } => self.wall_offset += i64::from(*s) * 1_000,
         }
         self.drain();
     }
@@ -567,7 +569,7 @@ impl Harness {
             if self.engine.poll_timeout() > self.now {
                 break;
             }
-            self.engine.handle_timeout(self.now);
+            self.engine.handle_timeout(self.time());
             self.drain();
             let next = self.engine.poll_timeout();
             assert!(
@@ -597,7 +599,7 @@ impl Harness {
                         from,
                         body: body.into(),
                     },
-                    self.now,
+                    self.time(),
                 );
             }
         }
@@ -670,8 +672,7 @@ fuzz_target!(|s: Scenario| {
     } else {
         Config::viewer(p.stream)
     };
-    let min_degree = if skip_known().0 { 2 } else { 1 };
-    cfg.max_degree = min_degree + usize::from(s.max_degree % 12);
+    cfg.max_degree = 1 + usize::from(s.max_degree % 12);
     cfg.max_store_bytes = (1 + usize::from(s.store_pieces)) * PIECE_BYTES;
     cfg.window_ms = 1_000 + u64::from(s.window_s) * 250;
     cfg.have_interval_ms = u64::from(s.have_interval_ms);
@@ -683,6 +684,7 @@ fuzz_target!(|s: Scenario| {
         window_ms: cfg.window_ms,
         engine: Engine::new(cfg, s.seed, T0).expect("the pool's stream key"),
         now: T0,
+        wall_offset: 0,
         head: 0,
         seeder: s.seeder,
         answers: Vec::new(),

@@ -695,6 +695,52 @@ mod tests {
     }
 
     #[test]
+    fn a_seq_at_or_above_max_seq_is_out_of_bounds() {
+        // Found by the wire_frame fuzz target: a buffer map based at
+        // u64::MAX overflowed `iter_bits` (debug) or wrapped to seq 0.
+        let frame = encode::<u32>(&Message::BufferMap {
+            base: u64::MAX,
+            bits: vec![0x01],
+            segment_starts: vec![],
+        });
+        assert_eq!(
+            decode::<u32>(body(&frame)),
+            Err(WireError::Bound("sequence number"))
+        );
+        for msg in [
+            Message::Have {
+                seqs: vec![MAX_SEQ],
+                segment_starts: vec![],
+            },
+            Message::Have {
+                seqs: vec![],
+                segment_starts: vec![u64::MAX],
+            },
+            Message::Request { seqs: vec![MAX_SEQ] },
+            Message::Missing { seqs: vec![MAX_SEQ] },
+            Message::Cancel { seqs: vec![MAX_SEQ] },
+        ] {
+            let frame = encode::<u32>(&msg);
+            assert_eq!(
+                decode::<u32>(body(&frame)),
+                Err(WireError::Bound("sequence number")),
+                "{msg:?}"
+            );
+        }
+        // The highest a full bitmap can name still fits a u64.
+        let top = MAX_SEQ - 1;
+        let frame = encode::<u32>(&Message::BufferMap {
+            base: top,
+            bits: vec![0xFF; MAX_BITMAP_BYTES],
+            segment_starts: vec![],
+        });
+        let Ok(Message::BufferMap { base, bits, .. }) = decode::<u32>(body(&frame)) else {
+            panic!("a bitmap based below MAX_SEQ decodes");
+        };
+        assert_eq!(iter_bits(base, &bits).last(), Some(top + 32_767));
+    }
+
+    #[test]
     fn bitmaps_round_trip() {
         let mut bits = Vec::new();
         for s in [10, 11, 17, 40] {
