@@ -716,9 +716,15 @@ mod tests {
                 seqs: vec![],
                 segment_starts: vec![u64::MAX],
             },
-            Message::Request { seqs: vec![MAX_SEQ] },
-            Message::Missing { seqs: vec![MAX_SEQ] },
-            Message::Cancel { seqs: vec![MAX_SEQ] },
+            Message::Request {
+                seqs: vec![MAX_SEQ],
+            },
+            Message::Missing {
+                seqs: vec![MAX_SEQ],
+            },
+            Message::Cancel {
+                seqs: vec![MAX_SEQ],
+            },
         ] {
             let frame = encode::<u32>(&msg);
             assert_eq!(

@@ -18,6 +18,7 @@ mod schedule;
 mod session;
 mod spread;
 mod store;
+mod timers;
 mod window;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -37,6 +38,7 @@ use super::{
 use playback::Playback;
 use session::MAX_CANDIDATES;
 use store::Store;
+use timers::{Timer, Timers};
 
 /// What a peer id must offer: the driver's `PeerId`, or a small integer in
 /// the simulator. `Ord` keeps iteration deterministic.
@@ -266,11 +268,7 @@ pub struct Engine<P: PeerId> {
     upload_queue: VecDeque<(P, u64)>,
     push_next: usize,
     outputs: VecDeque<Output<P>>,
-    next_tick: u64,
-    next_have: Option<u64>,
-    next_schedule: u64,
-    next_optimize: u64,
-    next_exchange: u64,
+    timers: Timers,
     /// The stream's pace, from a long enough run of held pieces.
     ms_per_piece: Option<f64>,
     /// Dials made so far (every fourth goes to a random candidate).
@@ -287,7 +285,6 @@ pub struct Engine<P: PeerId> {
     swap: Option<Swap<P>>,
     /// The candidate being probed for an RTT sample (see `probe`).
     probe: Option<P>,
-    next_probe: u64,
     /// Probes made so far (which one it is picks far, random or close
     /// candidates, `probe`).
     probes: u64,
@@ -435,11 +432,7 @@ impl<P: PeerId> Engine<P> {
             upload_queue: VecDeque::new(),
             push_next: 0,
             outputs: VecDeque::new(),
-            next_tick: now,
-            next_have: None,
-            next_schedule: now,
-            next_optimize: now + cfg.optimize_ms,
-            next_exchange: now + EXCHANGE_MS,
+            timers: Timers::starting(now, cfg.optimize_ms),
             dials: 0,
             last_news: now,
             starved: false,
@@ -448,7 +441,6 @@ impl<P: PeerId> Engine<P> {
             probe: None,
             probes: 0,
             probe_budget: 0,
-            next_probe: now + PROBE_MS,
             news: false,
             long_link_draw,
             swarm_viewers: None,
@@ -515,7 +507,7 @@ impl<P: PeerId> Engine<P> {
     /// events at once, so that their cache misses overlap instead of
     /// stalling one event at a time. The sum is only to be kept alive.
     pub fn warm(&self, from: Option<&P>) -> u64 {
-        let mut sum = self.next_tick ^ self.next_schedule;
+        let mut sum = self.timers.next_wake().unwrap_or(0);
         if let Some(n) = from.and_then(|p| self.neighbors.get(p)) {
             sum = sum.wrapping_add(n.connected_at);
         }
@@ -539,10 +531,7 @@ impl<P: PeerId> Engine<P> {
     /// When [`Engine::handle_timeout`] must be called next, on the
     /// monotonic clock (`Time::mono`).
     pub fn poll_timeout(&self) -> u64 {
-        let mut t = self.next_tick.min(self.next_schedule);
-        if let Some(h) = self.next_have {
-            t = t.min(h);
-        }
+        let mut t = self.timers.next_wake().unwrap_or(u64::MAX);
         if let Some(u) = self.upload_ready_at() {
             t = t.min(u);
         }
@@ -610,21 +599,21 @@ impl<P: PeerId> Engine<P> {
     /// Fires whatever timers are due at `now`.
     pub fn handle_timeout(&mut self, now: impl Into<Time>) {
         let now = self.read_clock(now.into());
-        if now >= self.next_tick {
-            if now >= self.next_optimize {
-                self.next_optimize = now + self.cfg.optimize_ms;
+        if self.timers.is_due(Timer::Tick, now) {
+            if self.timers.is_due(Timer::Optimize, now) {
+                self.timers.set(Timer::Optimize, now + self.cfg.optimize_ms);
                 self.prune_candidates();
                 self.optimize_neighbors(now);
             }
             self.tick(now);
-            self.next_tick = now + self.cfg.tick_ms;
+            self.timers.set(Timer::Tick, now + self.cfg.tick_ms);
         }
-        if self.next_have.is_some_and(|t| now >= t) {
+        if self.timers.is_due(Timer::Have, now) {
             self.flush_haves(now);
         }
         self.drain_upload(now);
         self.playback_check(now);
-        if now >= self.next_schedule {
+        if self.timers.is_due(Timer::Schedule, now) {
             self.schedule(now);
         }
     }
@@ -650,7 +639,7 @@ impl<P: PeerId> Engine<P> {
     fn after_input(&mut self, now: u64) {
         // Without a batching interval, the pieces this input brought are
         // announced at once, before anything else it causes.
-        if self.next_have.is_some_and(|t| now >= t) {
+        if self.timers.is_due(Timer::Have, now) {
             self.flush_haves(now);
         }
         self.drain_upload(now);
@@ -660,7 +649,7 @@ impl<P: PeerId> Engine<P> {
             self.playback_check(now);
         }
         // Only news about pieces or neighbours changes what to ask of whom;
-        // the timed run (`next_schedule`) covers timeouts and deadlines.
+        // the timed run (`Timer::Schedule`) covers timeouts and deadlines.
         if std::mem::take(&mut self.news) {
             self.schedule(now);
         }
@@ -771,8 +760,9 @@ impl<P: PeerId> Engine<P> {
                 }
             }
         }
-        if self.next_have.is_none() {
-            self.next_have = Some(now + self.cfg.have_interval_ms);
+        if !self.timers.is_armed(Timer::Have) {
+            self.timers
+                .set(Timer::Have, now + self.cfg.have_interval_ms);
         }
         let (delay, margin) = (self.cfg.playout_delay_ms, self.cfg.fallback_margin_ms);
         let wall = self.wall(now);
@@ -829,7 +819,7 @@ impl<P: PeerId> Engine<P> {
     }
 
     fn flush_haves(&mut self, now: u64) {
-        self.next_have = None;
+        self.timers.stop(Timer::Have);
         // One pass over the neighbours (a lookup per neighbour would read
         // the map again); frames go out in neighbour order.
         let mut haves: Vec<(P, Message<P>)> = Vec::new();
@@ -852,7 +842,8 @@ impl<P: PeerId> Engine<P> {
             ));
         }
         if more {
-            self.next_have = Some(now + self.cfg.have_interval_ms);
+            self.timers
+                .set(Timer::Have, now + self.cfg.have_interval_ms);
         }
         for (p, msg) in &haves {
             self.send(p, msg);
@@ -875,8 +866,8 @@ impl<P: PeerId> Engine<P> {
             }
             self.send(p, &Message::Ping { nonce, coord });
         }
-        if now >= self.next_exchange {
-            self.next_exchange = now + EXCHANGE_MS;
+        if self.timers.is_due(Timer::Exchange, now) {
+            self.timers.set(Timer::Exchange, now + EXCHANGE_MS);
             self.exchange_peers(&peers);
         }
         // Sessions that never finished the handshake.
@@ -891,8 +882,8 @@ impl<P: PeerId> Engine<P> {
         }
         self.replace_if_starved(now);
         self.fill_neighbors(now);
-        if now >= self.next_probe {
-            self.next_probe = now + PROBE_MS;
+        if self.timers.is_due(Timer::Probe, now) {
+            self.timers.set(Timer::Probe, now + PROBE_MS);
             self.probe_budget = if self.settled(now) {
                 0
             } else {

@@ -11,7 +11,7 @@
 
 use std::{cell::Cell, collections::BTreeMap};
 
-use super::{Ask, Engine, Output, PeerId, SCHEDULE_IDLE_MS, SCHEDULE_MS};
+use super::{Ask, Engine, Output, PeerId, Timer, SCHEDULE_IDLE_MS, SCHEDULE_MS};
 use crate::proto::{
     piece::MAX_PIECE_BYTES,
     wire::{self, Message},
@@ -40,7 +40,7 @@ thread_local! {
 
 impl<P: PeerId> Engine<P> {
     pub(super) fn schedule(&mut self, now: u64) {
-        self.next_schedule = now + SCHEDULE_MS;
+        self.timers.set(Timer::Schedule, now + SCHEDULE_MS);
         if !self.cfg.role.eq(&crate::proto::Role::Viewer) {
             return;
         }
@@ -136,7 +136,8 @@ impl<P: PeerId> Engine<P> {
         for (peer, seqs) in batches.into_sorted() {
             self.send(&peer, &Message::Request { seqs });
         }
-        self.next_schedule = self.next_due(now, wake);
+        let due = self.next_due(now, wake);
+        self.timers.set(Timer::Schedule, due);
     }
 
     /// When a run with no news in between would do something: a request
