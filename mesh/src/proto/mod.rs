@@ -4,7 +4,6 @@
 
 pub mod coords;
 pub mod engine;
-mod neighbors;
 pub mod piece;
 mod seqset;
 pub mod stats;

@@ -13,6 +13,7 @@
 //! [`Engine::poll_output`] until it returns `None`, then call
 //! [`Engine::handle_timeout`] once `now` reaches [`Engine::poll_timeout`].
 
+mod peers;
 mod playback;
 mod schedule;
 mod session;
@@ -29,11 +30,14 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use super::{
     coords::Coord,
-    neighbors::{Candidate, Neighbor},
     piece::{Piece, StreamId, StreamKey},
     stats::Stats,
     upload::TokenBucket,
     wire::{self, Locality, Message, PeerInfo, Role},
+};
+use peers::{
+    candidates::{Candidate, HANDSHAKE_TIMEOUT_MS},
+    neighbors::Neighbors,
 };
 use playback::Playback;
 use session::MAX_CANDIDATES;
@@ -253,12 +257,7 @@ pub struct Engine<P: PeerId> {
     heard: BTreeMap<u64, u64>,
     /// Highest seq any neighbour announced or we hold.
     newest_known: Option<u64>,
-    neighbors: BTreeMap<P, Neighbor>,
-    /// Neighbours in `neighbors` that are active: the degree, kept rather
-    /// than counted, as it is asked for often (the simulator's tracker asks
-    /// every peer it ranks). Changes where a session becomes active
-    /// (`on_hello`) or ends (`on_disconnected`).
-    active: usize,
+    neighbors: Neighbors<P>,
     candidates: BTreeMap<P, Candidate<P>>,
     /// Pieces requested and when: from a neighbour, or from infra (`None`).
     inflight: BTreeMap<u64, Ask<P>>,
@@ -423,8 +422,7 @@ impl<P: PeerId> Engine<P> {
             segment_starts: BTreeSet::new(),
             heard: BTreeMap::new(),
             newest_known: None,
-            neighbors: BTreeMap::new(),
-            active: 0,
+            neighbors: Neighbors::default(),
             candidates: BTreeMap::new(),
             inflight: BTreeMap::new(),
             playback: Playback::new(cfg.role == Role::Viewer),
@@ -472,10 +470,7 @@ impl<P: PeerId> Engine<P> {
 
     /// Active neighbours.
     pub fn neighbors(&self) -> impl Iterator<Item = &P> {
-        self.neighbors
-            .iter()
-            .filter(|(_, n)| n.is_active())
-            .map(|(p, _)| p)
+        self.neighbors.active().map(|(p, _)| p)
     }
 
     /// Whether this node keeps a long link (see [`long_link_share`]).
@@ -491,13 +486,7 @@ impl<P: PeerId> Engine<P> {
 
     /// Active neighbours now.
     pub fn degree(&self) -> usize {
-        #[cfg(test)]
-        assert_eq!(
-            self.active,
-            self.neighbors.values().filter(|n| n.is_active()).count(),
-            "the kept degree is the count"
-        );
-        self.active
+        self.neighbors.degree()
     }
 
     /// Reads, and changes nothing, what an input from `from` (or a timer,
@@ -687,8 +676,7 @@ impl<P: PeerId> Engine<P> {
         // in turn, where the first copies can be passed on quickly.
         let mut viewers: Vec<(u32, P)> = self
             .neighbors
-            .iter()
-            .filter(|(_, n)| n.is_active() && n.role == Role::Viewer)
+            .active_viewers()
             .map(|(p, n)| (n.capacity(), p.clone()))
             .collect();
         let fanout = self.spread();
@@ -852,12 +840,7 @@ impl<P: PeerId> Engine<P> {
 
     /// Upkeep once per tick: pings, neighbour set, dial timeouts.
     fn tick(&mut self, now: u64) {
-        let peers: Vec<P> = self
-            .neighbors
-            .iter()
-            .filter(|(_, n)| n.is_active())
-            .map(|(p, _)| p.clone())
-            .collect();
+        let peers: Vec<P> = self.neighbors.active().map(|(p, _)| p.clone()).collect();
         let coord = self.coord;
         for p in &peers {
             let nonce = self.rng_u64();
@@ -874,7 +857,7 @@ impl<P: PeerId> Engine<P> {
         let stale: Vec<P> = self
             .neighbors
             .iter()
-            .filter(|(_, n)| !n.is_active() && now >= n.connected_at + 10_000)
+            .filter(|(_, n)| !n.is_active() && now >= n.connected_at + HANDSHAKE_TIMEOUT_MS)
             .map(|(p, _)| p.clone())
             .collect();
         for p in stale {

@@ -3,7 +3,10 @@
 use super::{window::SeqWindow, Ask, Engine, PeerId, Selection};
 use crate::proto::{
     coords::Coord,
-    neighbors::{Candidate, Neighbor, Phase},
+    engine::peers::{
+        candidates::{Candidate, AFTER_SESSION_MS, DROPPED_MS, HANDSHAKE_TIMEOUT_MS, SHUNNED_MS},
+        neighbors::{Neighbor, Phase},
+    },
     piece::Piece,
     wire::{self, Hello, Locality, Message, PeerInfo, RefuseReason, PROTOCOL_VERSION},
 };
@@ -61,7 +64,7 @@ impl<P: PeerId> Engine<P> {
             c.dialing_since = None;
         }
         self.neighbors
-            .insert(peer.clone(), Neighbor::new(outbound, now));
+            .open(peer.clone(), Neighbor::new(outbound, now));
         // The dialled side sends its `Hello` only once it accepts the
         // dialler's (docs/protocol.md §6.2): to the dialler, the peer's
         // `Hello` means a slot, which a swap waits for before it drops the
@@ -103,14 +106,11 @@ impl<P: PeerId> Engine<P> {
 
     pub(super) fn on_disconnected(&mut self, peer: &P, now: u64) {
         if let Some(n) = self.neighbors.remove(peer) {
-            if n.is_active() {
-                self.active -= 1;
-            }
             self.news = true;
             self.forget_requests_to(peer);
             self.upload_queue.retain(|(p, _)| p != peer);
             if let Some(c) = self.candidates.get_mut(peer) {
-                c.retry_at = c.retry_at.max(now + 2_000);
+                c.retry_at = c.retry_at.max(now + AFTER_SESSION_MS);
                 if let Some(rtt) = n.rtt.base_median() {
                     c.measured_ms = Some(u32::try_from(rtt).unwrap_or(u32::MAX));
                 }
@@ -141,7 +141,7 @@ impl<P: PeerId> Engine<P> {
         self.stats.protocol_violations += 1;
         if let Some(c) = self.candidates.get_mut(peer) {
             c.back_off(now);
-            c.retry_at = c.retry_at.max(now + 60_000);
+            c.retry_at = c.retry_at.max(now + SHUNNED_MS);
         }
         self.drop_peer(peer, reason, now);
     }
@@ -151,7 +151,7 @@ impl<P: PeerId> Engine<P> {
     }
 
     pub(super) fn on_frame(&mut self, from: P, body: wire::Body, now: u64) {
-        let Some(phase) = self.neighbors.get(&from).map(|n| n.phase) else {
+        let Some(phase) = self.neighbors.get(&from).map(|n| n.phase()) else {
             return; // Session already closed; late frame.
         };
         let msg = match wire::decode_body::<P>(&body) {
@@ -377,7 +377,7 @@ impl<P: PeerId> Engine<P> {
         }
         if self.cfg.role.is_infra() && !inbound && !self.relays(&hello) {
             if let Some(c) = self.candidates.get_mut(&from) {
-                c.retry_at = now + 60_000;
+                c.retry_at = now + SHUNNED_MS;
             }
             return self.drop_peer(&from, "too little upload to relay pushes", now);
         }
@@ -386,7 +386,7 @@ impl<P: PeerId> Engine<P> {
         if let Some(swap) = self.swap.take_if(|s| s.to == from) {
             if self.neighbors.contains_key(&swap.victim) {
                 if let Some(c) = self.candidates.get_mut(&swap.victim) {
-                    c.retry_at = c.retry_at.max(now + 60_000);
+                    c.retry_at = c.retry_at.max(now + SHUNNED_MS);
                 }
                 self.stats.neighbor_swaps += 1;
                 self.drop_peer(&swap.victim, "replaced by a closer candidate", now);
@@ -397,10 +397,9 @@ impl<P: PeerId> Engine<P> {
         if self.degree() >= self.degree_cap() {
             return self.drop_peer(&from, "degree cap", now);
         }
-        let Some(n) = self.neighbors.get_mut(&from) else {
+        let Some(n) = self.neighbors.activate(&from) else {
             return;
         };
-        n.phase = Phase::Active;
         n.role = hello.role;
         n.upload_kbps = hello.upload_kbps;
         n.coord = Some(hello.coord);
@@ -410,7 +409,6 @@ impl<P: PeerId> Engine<P> {
             // Until it has delivered, expect what it says it can upload.
             n.rate = f64::from(hello.upload_kbps) * 1000.0 / 8.0;
         }
-        self.active += 1;
         if let Some(c) = self.candidates.get_mut(&from) {
             c.failures = 0;
             c.info.coord = Some(hello.coord);
@@ -437,8 +435,7 @@ impl<P: PeerId> Engine<P> {
         let (victim, reason) = if usize::from(hello.degree) <= self.cfg.max_degree / 2 {
             let most_connected = self
                 .neighbors
-                .iter()
-                .filter(|(_, n)| n.is_active() && n.role == crate::proto::Role::Viewer)
+                .active_viewers()
                 .min_by_key(|(p, n)| (n.free.unwrap_or(0), n.connected_at, (*p).clone()))
                 .map(|(p, _)| p.clone());
             let Some(p) = most_connected else {
@@ -458,7 +455,7 @@ impl<P: PeerId> Engine<P> {
             (p, "replaced by a closer candidate")
         };
         if let Some(c) = self.candidates.get_mut(&victim) {
-            c.retry_at = c.retry_at.max(now + 30_000);
+            c.retry_at = c.retry_at.max(now + DROPPED_MS);
         }
         self.last_evict = Some(now);
         self.drop_peer(&victim, reason, now);
@@ -932,8 +929,7 @@ impl<P: PeerId> Engine<P> {
     fn victim_for(&self, offer: Score, now: u64) -> Option<P> {
         let mut scored: Vec<(u64, f32, f32, P)> = self
             .neighbors
-            .iter()
-            .filter(|(_, n)| n.is_active() && n.role == crate::proto::Role::Viewer)
+            .active_viewers()
             .filter(|(_, n)| now >= n.connected_at + self.cfg.optimize_ms)
             .filter_map(|(p, n)| {
                 let rtt = n.rtt.base_median()?;
@@ -974,8 +970,7 @@ impl<P: PeerId> Engine<P> {
         self.starved = true;
         let mut viewers: Vec<P> = self
             .neighbors
-            .iter()
-            .filter(|(_, n)| n.is_active() && n.role == crate::proto::Role::Viewer)
+            .active_viewers()
             .map(|(p, _)| p.clone())
             .collect();
         rand::seq::SliceRandom::shuffle(viewers.as_mut_slice(), &mut self.rng);
@@ -983,7 +978,7 @@ impl<P: PeerId> Engine<P> {
         let keep = (self.cfg.max_degree / 2).saturating_sub(1);
         for victim in viewers.into_iter().skip(keep) {
             if let Some(c) = self.candidates.get_mut(&victim) {
-                c.retry_at = now + 30_000;
+                c.retry_at = now + DROPPED_MS;
             }
             self.drop_peer(&victim, "no news from the neighbourhood", now);
         }
@@ -1063,7 +1058,9 @@ impl<P: PeerId> Engine<P> {
         // simulated viewers the candidate lists are read from memory.
         let mut dialing = 0;
         for (p, c) in self.candidates.iter_mut() {
-            if c.dialing_since.is_some_and(|t| now >= t + 10_000) {
+            if c.dialing_since
+                .is_some_and(|t| now >= t + HANDSHAKE_TIMEOUT_MS)
+            {
                 c.back_off(now);
             }
             if c.dialing_since.is_some() && self.probe.as_ref() != Some(p) {

@@ -15,8 +15,8 @@
 //! do the rest. It also frees viewers from carrying the stream between
 //! regions over long links (see `long_link_share`).
 
+use super::peers::candidates::Candidate;
 use super::{Engine, PeerId, Swap};
-use crate::proto::neighbors::Candidate;
 use crate::proto::{
     coords::Coord,
     wire::{Hello, Role},
@@ -63,8 +63,7 @@ impl<P: PeerId> Engine<P> {
     pub(super) fn make_room_for_infra(&mut self, now: u64) {
         let worst = self
             .neighbors
-            .iter()
-            .filter(|(_, n)| n.is_active() && n.role == Role::Viewer)
+            .active_viewers()
             .map(|(p, n)| (self.neighbor_score(n).unwrap_or(f32::MAX), p))
             .max_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(b.1)))
             .map(|(_, p)| p.clone());
@@ -115,8 +114,7 @@ impl<P: PeerId> Engine<P> {
         }
         let mut entries: Vec<(P, Coord, bool)> = self
             .neighbors
-            .iter()
-            .filter(|(_, n)| n.is_active() && n.role == Role::Viewer)
+            .active_viewers()
             .filter(|(_, n)| now >= n.connected_at + self.cfg.optimize_ms)
             .filter_map(|(p, n)| Some((p.clone(), n.coord?, self.relays_upload(n.upload_kbps))))
             .collect();

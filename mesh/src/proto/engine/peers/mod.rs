@@ -1,0 +1,6 @@
+//! The peers an engine deals with: its neighbours (sessions) and its
+//! candidates, and how it chooses among them.
+
+pub(super) mod candidates;
+pub(super) mod neighbors;
+pub(super) mod rtt;
