@@ -42,23 +42,9 @@ const MAX_RESPONSE_BYTES: usize = 1 << 20;
 /// Per-request timeout of [`TrackerClient::new`].
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// What a peer does for the stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Viewer,
-    /// The broadcaster's origin: ingests, signs, serves.
-    Seeder,
-    /// Infrastructure relaying the stream from upstream seeders.
-    Reflector,
-}
-
-impl Role {
-    /// Seeders and reflectors are infrastructure: the fallback of last resort.
-    pub fn is_infra(self) -> bool {
-        matches!(self, Role::Seeder | Role::Reflector)
-    }
-}
+/// What a peer does for the stream: the mesh's own [`Role`], which the
+/// tracker's JSON spells in lower case.
+pub use crate::proto::Role;
 
 /// Body of `POST /v1/announce`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -37,8 +37,10 @@ pub const MAX_ADDRS: usize = 8;
 /// Longest address string in a peer list.
 pub const MAX_ADDR_LEN: usize = 256;
 
-/// What a node is in the mesh.
+/// What a node is in the mesh. On the wire it is a variant index (§5);
+/// in the tracker's JSON, the name in lower case (§12).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     Viewer,
     /// Origin: cuts and signs the stream. Counts as infrastructure.
@@ -48,6 +50,7 @@ pub enum Role {
 }
 
 impl Role {
+    /// Seeders and reflectors are infrastructure: the fallback of last resort.
     pub fn is_infra(self) -> bool {
         !matches!(self, Role::Viewer)
     }
