@@ -5,6 +5,7 @@
 pub mod coords;
 pub mod engine;
 pub mod piece;
+pub mod proximity;
 mod seqset;
 pub mod stats;
 mod upload;

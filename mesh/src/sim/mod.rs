@@ -44,7 +44,6 @@ mod partition;
 mod queue;
 
 use std::{
-    cmp::Ordering,
     sync::{
         mpsc::{sync_channel, Receiver, SyncSender},
         Arc,
@@ -58,12 +57,14 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use self::{
-    partition::{part_of, Event, Node, Partition, PARTS},
+    partition::{part_of, Event, Node, Partition, Soft, PARTS},
     queue::Queue,
 };
 use crate::proto::{
-    piece::flags, Config, Coord, Engine, Input, Locality, PeerInfo, Piece, Selection, Signer,
-    Stats, StreamKey, Summary, MAX_PIECE_BYTES,
+    piece::flags,
+    proximity::{rank_best, RankView},
+    Config, Coord, Engine, Input, Locality, PeerInfo, Piece, Selection, Signer, Stats, StreamKey,
+    Summary, MAX_PIECE_BYTES,
 };
 
 /// Node id in the simulator; the seeder is node 0.
@@ -685,16 +686,14 @@ impl<'a> Sim<'a> {
         self.join(newcomer);
     }
 
-    /// The tracker's answer: a random sample of joined peers ranked as the
-    /// tracker ranks them (free degree, then subnet and AS affinity and
-    /// predicted RTT), best first.
+    /// The tracker's answer: a random sample of joined peers ranked by the
+    /// real tracker's rule (`proto::proximity::rank_best`), best first.
     fn tracker_hints(&mut self, v: NodeId) -> Vec<PeerInfo<NodeId>> {
         if v == 0 {
             return self.random_hints();
         }
-        let me = self.parts[part_of(v)].soft(v).expect("present");
-        let (coord, loc) = (me.coord, self.world.loc(v));
-        let usable = |c: &Coord| c.error < 1.0;
+        let me = *self.parts[part_of(v)].soft(v).expect("present");
+        let loc = self.world.loc(v);
         let mut pool: Vec<NodeId> = Vec::with_capacity(self.cfg().tracker_window + 1);
         pool.push(0); // infrastructure is always listed
         if self.present.len() <= self.cfg().tracker_window {
@@ -708,42 +707,28 @@ impl<'a> Sim<'a> {
         }
         // Ranked from each peer's soft state (`partition::Soft`, the
         // engine's own figures); only the hints handed out are built.
-        let mut ranked: Vec<(bool, f32, NodeId, Coord, u16)> = pool
+        let known: Vec<(NodeId, Soft, Locality)> = pool
             .into_iter()
             .filter(|&p| p != v)
-            .filter_map(|p| {
-                let soft = self.parts[part_of(p)].soft(p)?;
-                let (free, pc) = (soft.free, soft.coord);
-                let ploc = self.world.loc(p);
-                let mut key = if usable(&coord) && usable(&pc) {
-                    coord.rtt_ms(&pc)
-                } else {
-                    f32::MAX / 4.0
-                };
-                if loc.same_subnet(&ploc) {
-                    key *= 0.5;
-                } else if loc.same_as(&ploc) {
-                    key *= 0.75;
-                }
-                Some((free == 0, key, p, pc, free))
-            })
+            .filter_map(|p| Some((p, *self.parts[part_of(p)].soft(p)?, self.world.loc(p))))
             .collect();
-        let order = |a: &(bool, f32, NodeId, Coord, u16), b: &(bool, f32, NodeId, Coord, u16)| {
-            (a.0, a.1)
-                .partial_cmp(&(b.0, b.1))
-                .unwrap_or(Ordering::Equal)
-                .then(a.2.cmp(&b.2))
-        };
-        // Only the best `hints` are handed out: pick them, then sort them.
         let hints = self.cfg().hints;
-        if hints > 0 && ranked.len() > hints {
-            ranked.select_nth_unstable_by(hints - 1, order);
-        }
-        ranked.truncate(hints);
-        ranked.sort_by(order);
+        let ranked = rank_best(
+            known.into_iter(),
+            loc,
+            Some(me.coord),
+            hints,
+            &mut self.rng,
+            |(_, soft, loc)| RankView {
+                has_free_degree: soft.free > 0,
+                coord: Some(soft.coord),
+                loc: *loc,
+                degree: u32::from(soft.degree),
+            },
+        );
         ranked
             .into_iter()
-            .map(|(_, _, p, pc, free)| self.hint(p, pc, free))
+            .map(|(p, soft, _)| self.hint(p, soft.coord, soft.free))
             .collect()
     }
 

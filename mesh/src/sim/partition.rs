@@ -76,6 +76,8 @@ impl Node {
 pub(super) struct Soft {
     pub(super) coord: Coord,
     pub(super) free: u16,
+    /// Active neighbours, as its announce would say.
+    pub(super) degree: u16,
     /// The node is in the run (its slot in `nodes` is `Some`).
     pub(super) present: bool,
 }
@@ -85,6 +87,7 @@ impl Soft {
         Soft {
             coord: engine.coord(),
             free: engine.config().max_degree.saturating_sub(engine.degree()) as u16,
+            degree: engine.degree() as u16,
             present: true,
         }
     }

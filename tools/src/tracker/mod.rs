@@ -44,7 +44,6 @@ mod fixtures;
 
 pub use asn::{AsnTable, AsnTableError};
 pub use http::{router, serve, serve_with_shutdown, spawn};
-pub use ranking::SAME_AS_RTT_FACTOR;
 pub use registry::{
     AnnounceError, PeerRecord, Registry, StreamDetail, TrackerConfig, MAX_LISTED_PEERS,
     MAX_SEEDER_HINTS, SCAN_LIMIT,

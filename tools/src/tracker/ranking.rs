@@ -6,24 +6,16 @@
 
 use std::time::{Duration, Instant};
 
-use rand::{rngs::StdRng, seq::IteratorRandom, Rng};
+use rand::{rngs::StdRng, seq::IteratorRandom};
 use shoal_mesh::hints::{InfraHint, PeerHint, Role};
-use shoal_mesh::proto::{Coord, Locality};
+use shoal_mesh::proto::{
+    proximity::{rank_best, RankView},
+    Coord, Locality,
+};
 
 use super::registry::{PeerEntry, Swarm, MAX_SEEDER_HINTS};
 
-/// Coordinates less sure than this are not used for ranking.
-const MAX_COORD_ERROR: f32 = 1.0;
-
-/// A predicted RTT to a peer in the announcer's AS counts for this much of
-/// itself when ranking: the same network is preferred unless another is
-/// clearly closer (a same-AS peer at 40 ms ranks with another AS's at 30 ms).
-pub const SAME_AS_RTT_FACTOR: f32 = 0.75;
-
-/// A coordinate, if its owner is sure enough of it to rank by.
-pub(super) fn usable_coord(coord: Option<Coord>) -> Option<Coord> {
-    coord.filter(|c| c.is_valid() && c.error < MAX_COORD_ERROR)
-}
+pub(super) use shoal_mesh::proto::proximity::usable_coord;
 
 /// One announce as the ranking sees it: who asks, for how many, and when.
 #[derive(Debug)]
@@ -88,21 +80,9 @@ pub(super) fn fallbacks(swarm: &Swarm, q: &Query<'_>, rng: &mut StdRng) -> Vec<I
         .collect()
 }
 
-/// The `n` best of `pool` for an announcer at `me` / `coord`, by key
-/// ascending (docs/protocol.md §12.3):
-///
-/// 1. no free degree last;
-/// 2. outside the announcer's /24 (IPv6: /48) last;
-/// 3. predicted RTT (network coordinates, when both sides have one) in whole
-///    ms, × [`SAME_AS_RTT_FACTOR`] in the announcer's AS; peers without a
-///    prediction after every peer with one;
-/// 4. outside the announcer's AS last (this orders peers without a
-///    prediction);
-/// 5. fewer neighbours first;
-/// 6. random, to spread load (the registry's seeded rng).
-///
-/// Unknown localities (zero) never match, so without an AS table step 4
-/// is void and steps 2, 3, 5 and 6 are the ranking.
+/// The `n` best of `pool` for an announcer at `me` / `coord`: the one
+/// ranking rule of `proto::proximity`, which the simulator's model of the
+/// tracker calls too.
 fn best<'a>(
     pool: impl Iterator<Item = &'a PeerEntry>,
     me: Locality,
@@ -110,37 +90,12 @@ fn best<'a>(
     n: usize,
     rng: &mut StdRng,
 ) -> Vec<&'a PeerEntry> {
-    if n == 0 {
-        return Vec::new();
-    }
-    let mut ranked: Vec<_> = pool
-        .map(|p| {
-            let same_subnet = me.same_subnet(&p.loc);
-            let same_as = me.same_as(&p.loc);
-            let rtt = match (coord, p.coord) {
-                (Some(a), Some(b)) => {
-                    let factor = if same_as { SAME_AS_RTT_FACTOR } else { 1.0 };
-                    (a.rtt_ms(&b) * factor) as u32
-                }
-                _ => u32::MAX,
-            };
-            let key = (
-                !p.has_free_degree(),
-                !same_subnet,
-                rtt,
-                !same_as,
-                p.degree,
-                rng.gen::<u32>(),
-            );
-            (key, p)
-        })
-        .collect();
-    if ranked.len() > n {
-        ranked.select_nth_unstable_by_key(n - 1, |(key, _)| *key);
-        ranked.truncate(n);
-    }
-    ranked.sort_unstable_by_key(|(key, _)| *key);
-    ranked.into_iter().map(|(_, p)| p).collect()
+    rank_best(pool, me, coord, n, rng, |p| RankView {
+        has_free_degree: p.has_free_degree(),
+        coord: p.coord,
+        loc: p.loc,
+        degree: p.degree,
+    })
 }
 
 #[cfg(test)]
@@ -285,8 +240,10 @@ mod tests {
         assert_eq!(hints.you, Locality::default());
     }
 
+    /// The engine's rule (`proto::proximity`): predicted RTT × 0.5 in the
+    /// same /24, × 0.75 in the same AS; no tier for the subnet.
     #[test]
-    fn same_as_discounts_predicted_rtt() {
+    fn predicted_rtt_discounted_by_locality() {
         let mut r = with_asn_table("10.0.0.0/16,64500\n10.1.0.0/16,64501");
         let t = Instant::now();
         // Predicted RTT = distance + both heights (1 + 1).
@@ -294,7 +251,8 @@ mod tests {
             ("far-same-as", "10.0.9.1", 38.0),  // 40 ms × 0.75 = 30
             ("near-other", "10.1.0.1", 26.0),   // 28 ms
             ("mid-other", "10.1.0.2", 33.0),    // 35 ms
-            ("same-24-far", "10.0.0.2", 200.0), // the /24 comes first
+            ("same-24-far", "10.0.0.2", 200.0), // 202 ms × 0.5 = 101
+            ("same-24-mid", "10.0.0.3", 56.0),  // 58 ms × 0.5 = 29
         ] {
             let mut a = viewer(id, ip, 0);
             a.coord = at(x, 0.0);
@@ -311,10 +269,11 @@ mod tests {
         assert_eq!(
             ids(&hints),
             [
-                "same-24-far",
                 "near-other",
+                "same-24-mid",
                 "far-same-as",
                 "mid-other",
+                "same-24-far",
                 "unknown-same-as",
                 "unknown-other"
             ]

@@ -682,17 +682,13 @@ impl<P: PeerId> Engine<P> {
         })
     }
 
-    /// Proximity discount: same /24 halves a score, same AS takes a
-    /// quarter off (full score only).
+    /// Proximity discount of a peer at `loc` (`proto::proximity`, the
+    /// tracker's rule too), with the full score only.
     fn affinity(&self, loc: &Locality) -> f32 {
         if self.cfg.selection != Selection::Full {
             1.0
-        } else if self.cfg.loc.same_subnet(loc) {
-            0.5
-        } else if self.cfg.loc.same_as(loc) {
-            0.75
         } else {
-            1.0
+            self.cfg.loc.affinity(loc)
         }
     }
 
