@@ -13,12 +13,17 @@
 //! [`Engine::poll_output`] until it returns `None`, then call
 //! [`Engine::handle_timeout`] once `now` reaches [`Engine::poll_timeout`].
 
+mod config;
+mod edge;
+mod io;
 mod peers;
 mod playback;
+mod receive;
 mod schedule;
 mod session;
 mod spread;
 mod store;
+mod supply;
 mod timers;
 mod window;
 
@@ -30,17 +35,23 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use super::{
     coords::Coord,
-    piece::{Piece, StreamId, StreamKey},
+    piece::{Piece, StreamKey},
     stats::Stats,
     upload::TokenBucket,
-    wire::{self, Locality, Message, PeerInfo, Role},
+    wire::{self, Message, Role},
 };
+pub use config::{parse_degree_cap, Config, EngineError, Selection, DEGREE_CAPS};
+pub use io::{Input, Output, Time};
 use peers::{
     candidates::{Candidate, HANDSHAKE_TIMEOUT_MS},
     neighbors::Neighbors,
 };
+use peers::{
+    discovery::MAX_CANDIDATES,
+    probe::{PROBES_PER_TICK, PROBE_MS},
+    selection::Swap,
+};
 use playback::Playback;
-use session::MAX_CANDIDATES;
 use store::Store;
 use timers::{Timer, Timers};
 
@@ -48,199 +59,6 @@ use timers::{Timer, Timers};
 /// the simulator. `Ord` keeps iteration deterministic.
 pub trait PeerId: Clone + Ord + std::fmt::Debug + Serialize + DeserializeOwned {}
 impl<T: Clone + Ord + std::fmt::Debug + Serialize + DeserializeOwned> PeerId for T {}
-
-/// Tunables. Times in milliseconds.
-#[derive(Clone, Debug)]
-pub struct Config {
-    pub stream: StreamId,
-    pub role: Role,
-    /// Active neighbours never exceed this; within [`DEGREE_CAPS`].
-    pub max_degree: usize,
-    /// Pieces older than this (behind the newest) are dropped from the store.
-    pub window_ms: u64,
-    /// Bound on stored payload, whatever the window says.
-    pub max_store_bytes: usize,
-    /// Deadline of a piece = produced-at + this (or more if start-up took longer).
-    pub playout_delay_ms: u64,
-    /// A piece still missing at deadline − margin is fetched from infrastructure.
-    pub fallback_margin_ms: u64,
-    /// Requests in flight per neighbour.
-    pub max_inflight_per_peer: usize,
-    /// Requests in flight to infrastructure over HTTP.
-    pub max_infra_inflight: usize,
-    /// Payload upload limit in bytes/s (`None`: unlimited).
-    pub upload_limit: Option<u64>,
-    /// Haves are batched over this interval; 0 (the default): each input's
-    /// new pieces are announced as soon as it is handled.
-    pub have_interval_ms: u64,
-    /// Ping and neighbour upkeep interval.
-    pub tick_ms: u64,
-    /// A request not answered within this is asked again elsewhere.
-    pub request_timeout_ms: u64,
-    /// New pieces pushed eagerly to this many neighbours (seeders: 1, so each
-    /// piece leaves the origin about once).
-    pub push_fanout: usize,
-    /// A piece pushed by infrastructure is relayed at once to this many
-    /// viewer neighbours (best provisioned first) that lack it.
-    pub relay_push: usize,
-    /// Upload kbit/s advertised in the handshake.
-    pub upload_kbps: u32,
-    /// How neighbours are chosen (the full score, or an ablation).
-    pub selection: Selection,
-    /// This node's AS and subnet, when known (see [`Input::Located`]).
-    pub loc: Locality,
-    /// How often the neighbour set is reconsidered.
-    pub optimize_ms: u64,
-    /// Hand each new verified piece to the player as [`Output::Deliver`]
-    /// (the default). The simulator, which has no player, turns it off.
-    pub deliver: bool,
-}
-
-impl Config {
-    /// Defaults for a viewer.
-    pub fn viewer(stream: StreamId) -> Self {
-        Config {
-            stream,
-            role: Role::Viewer,
-            max_degree: 8,
-            window_ms: 30_000,
-            max_store_bytes: 64 << 20,
-            playout_delay_ms: 3_000,
-            fallback_margin_ms: 1_000,
-            max_inflight_per_peer: 8,
-            max_infra_inflight: 16,
-            upload_limit: None,
-            have_interval_ms: 0,
-            tick_ms: 1_000,
-            request_timeout_ms: 1_500,
-            push_fanout: 0,
-            relay_push: 2,
-            upload_kbps: 0,
-            selection: Selection::Full,
-            loc: Locality::default(),
-            optimize_ms: 5_000,
-            deliver: true,
-        }
-    }
-
-    /// Defaults for a seeder (origin).
-    pub fn seeder(stream: StreamId) -> Self {
-        Config {
-            role: Role::Seeder,
-            max_degree: 8,
-            push_fanout: 1,
-            ..Config::viewer(stream)
-        }
-    }
-}
-
-/// The degree caps an engine accepts (and so every CLI): at least one
-/// neighbour, and few enough that every pass over them stays short.
-pub const DEGREE_CAPS: std::ops::RangeInclusive<usize> = 1..=64;
-
-/// Parses a degree cap given on a command line: a number in [`DEGREE_CAPS`].
-pub fn parse_degree_cap(s: &str) -> Result<usize, String> {
-    let (min, max) = (DEGREE_CAPS.start(), DEGREE_CAPS.end());
-    s.parse::<usize>()
-        .ok()
-        .filter(|d| DEGREE_CAPS.contains(d))
-        .ok_or_else(|| format!("'{s}' is not a neighbour count from {min} to {max}"))
-}
-
-/// A configuration the engine cannot run with.
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    #[error("the stream key is invalid: {0}")]
-    Key(#[from] super::PieceError),
-    #[error("max_degree {0} is outside {min}..={max}", min = DEGREE_CAPS.start(), max = DEGREE_CAPS.end())]
-    MaxDegree(usize),
-}
-
-impl Config {
-    /// Whether the engine can run with this configuration.
-    pub fn check(&self) -> Result<(), EngineError> {
-        if !DEGREE_CAPS.contains(&self.max_degree) {
-            return Err(EngineError::MaxDegree(self.max_degree));
-        }
-        Ok(())
-    }
-}
-
-/// How a node chooses its neighbours: the full score and two ablations.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Selection {
-    /// Whatever chance gives: candidates in random order, never replaced.
-    Random,
-    /// RTT alone: measured median, or predicted from coordinates.
-    Rtt,
-    /// RTT median and stability, AS and subnet affinity, delivered rate
-    /// and free capacity.
-    #[default]
-    Full,
-}
-
-/// A moment, as the driver reads its two clocks, in ms. Every timer runs
-/// on `mono` (steady, any origin), so that a step of the system clock
-/// neither stalls nor races the node; `wall` (ms since the Unix epoch, the
-/// clock of the broadcaster's `produced_at` stamps) only judges pieces
-/// against those stamps: lag, deadlines, the live edge.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Time {
-    pub mono: u64,
-    pub wall: u64,
-}
-
-impl From<u64> for Time {
-    /// One clock read as both: the simulator's virtual time.
-    fn from(ms: u64) -> Time {
-        Time { mono: ms, wall: ms }
-    }
-}
-
-/// Something that happened, for the engine to handle.
-#[derive(Clone, Debug)]
-pub enum Input<P> {
-    /// A session's transport is up. `outbound`: we dialled.
-    Connected { peer: P, outbound: bool },
-    /// The session is gone.
-    Disconnected { peer: P },
-    /// A dial we asked for failed.
-    DialFailed { peer: P },
-    /// A frame body (after the length prefix, already checked by
-    /// [`wire::check_len`]).
-    Frame { from: P, body: wire::Body },
-    /// The peer broke framing (e.g. a length over the limit): the driver
-    /// stopped reading it.
-    Malformed { from: P },
-    /// Peers we may connect to (tracker hints, peer exchange).
-    Candidates(Vec<PeerInfo<P>>),
-    /// The broadcaster cut a new piece (seeders only).
-    Publish(Piece),
-    /// Answer to [`Output::FetchInfra`].
-    InfraPiece(Piece),
-    /// [`Output::FetchInfra`] failed.
-    InfraFailed { seq: u64 },
-    /// The tracker told this node its AS and subnet.
-    Located(Locality),
-    /// The tracker told this node how many viewers the stream has.
-    Swarm { viewers: u32 },
-}
-
-/// Something the engine wants done.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Output<P> {
-    /// Write this frame (length prefix included) to the peer.
-    Send { to: P, frame: wire::Frame },
-    /// Dial this peer; answer with `Connected` or `DialFailed`.
-    Connect(PeerInfo<P>),
-    /// Close the session.
-    Disconnect { peer: P, reason: &'static str },
-    /// Fetch this piece from infrastructure (HTTP origin); answer with
-    /// `InfraPiece` or `InfraFailed`.
-    FetchInfra { seq: u64 },
-    /// A verified piece, new here, for the player.
-    Deliver(Piece),
-}
 
 /// One node's protocol state for one stream.
 #[derive(Debug)]
@@ -304,15 +122,6 @@ pub struct Engine<P: PeerId> {
     stats: Stats,
 }
 
-/// A neighbour swap in progress (see `optimize_neighbors`).
-#[derive(Clone, Debug)]
-struct Swap<P> {
-    /// The candidate dialled.
-    to: P,
-    /// The neighbour it replaces once it accepts.
-    victim: P,
-}
-
 /// A piece asked of a neighbour (`from: None`: of infrastructure over HTTP).
 #[derive(Clone, Debug)]
 struct Ask<P> {
@@ -322,71 +131,12 @@ struct Ask<P> {
     until: u64,
 }
 
-/// The first [`wire::MAX_LIST`] entries of `pending`, taken out of it.
-fn take_batch(pending: &mut Vec<u64>) -> Vec<u64> {
-    if pending.len() <= wire::MAX_LIST {
-        std::mem::take(pending)
-    } else {
-        pending.drain(..wire::MAX_LIST).collect()
-    }
-}
-
-/// Below this many viewers every node keeps a long link: a small swarm's
-/// regions hold too few peers to carry the stream on their own (at 100
-/// viewers over five regions, one node in four keeping one costs 5–10 %
-/// of offload to fallback).
-const LONG_LINK_ALL_BELOW: f32 = 100.0;
-/// The share of nodes that keep a long link in a mid-size swarm (400 to
-/// 800 viewers), and while the swarm's size is unknown.
-const LONG_LINK_SHARE: f32 = 0.25;
-/// Long links a swarm of more than 800 viewers keeps, about: there the
-/// seeder's spread (see `spread`) carries the stream into every region.
-const LONG_LINKS: f32 = 200.0;
-
-/// The share of nodes that keep a long link in a swarm of `viewers`:
-/// all of them up to [`LONG_LINK_ALL_BELOW`], then `100 / viewers` down
-/// to [`LONG_LINK_SHARE`]; past 800 viewers, [`LONG_LINKS`] in all
-/// (0.1 at 2,000, 0.02 at 10,000). Long links once joined the regions;
-/// in a large swarm the seeder's pushes enter every region at once, and
-/// what is left for long links is to teach the coordinates the far side
-/// of the map. At 10,000 viewers one in ten keeping a far neighbour cost
-/// 0.1 of `neighbor_rtt_ratio` over one in fifty, for no offload.
-fn long_link_share(viewers: Option<u32>) -> f32 {
-    match viewers {
-        Some(n) if n > 0 => {
-            let n = n as f32;
-            (LONG_LINK_ALL_BELOW / n)
-                .max(LONG_LINK_SHARE.min(LONG_LINKS / n))
-                .min(1.0)
-        }
-        _ => LONG_LINK_SHARE,
-    }
-}
-
 /// Peer exchange interval.
 const EXCHANGE_MS: u64 = 5_000;
-
-/// How often a viewer starts a run of probes for RTT samples.
-const PROBE_MS: u64 = 1_000;
-/// Probes in a run, one after the other: each starts when the previous is
-/// answered. At 2,000 simulated viewers, three rather than one took the
-/// median coordinate error from 0.173 to 0.118, and `neighbor_rtt_ratio`
-/// from 1.329 to 1.288 (the better map ranks close candidates better), for
-/// 3 % more simulated events.
-const PROBES_PER_TICK: u32 = 3;
-/// After this long in the mesh a viewer probes once per [`PROBE_MS`], not
-/// [`PROBES_PER_TICK`] times: its coordinate has settled and its
-/// neighbours are chosen, and one probe a second still meets newcomers and
-/// keeps the map current. Each probe is a session set up and torn down
-/// (a dial, two `Hello`s, a `Refuse`); at 10,000 simulated viewers probes
-/// were a fifth of all events.
-const PROBE_SETTLE_MS: u64 = 20_000;
 
 /// Pause before asking infrastructure again for a piece it did not have.
 const INFRA_RETRY_MS: u64 = 250;
 
-/// Requests queued for upload budget, at most.
-const UPLOAD_QUEUE: usize = 64;
 /// How often the scheduler runs without news before it can tell when it
 /// is next due (no stream start or pace known yet).
 const SCHEDULE_MS: u64 = 100;
@@ -473,17 +223,6 @@ impl<P: PeerId> Engine<P> {
         self.neighbors.active().map(|(p, _)| p)
     }
 
-    /// Whether this node keeps a long link (see [`long_link_share`]).
-    fn long_link(&self) -> bool {
-        self.long_link_draw < long_link_share(self.swarm_viewers)
-    }
-
-    /// In the mesh for [`PROBE_SETTLE_MS`] or more: the coordinate has
-    /// settled and the neighbours are chosen (fewer, closer probes).
-    fn settled(&self, now: u64) -> bool {
-        now >= self.joined_at + PROBE_SETTLE_MS
-    }
-
     /// Active neighbours now.
     pub fn degree(&self) -> usize {
         self.neighbors.degree()
@@ -495,7 +234,7 @@ impl<P: PeerId> Engine<P> {
     /// that runs many engines (the simulator) calls it for its next few
     /// events at once, so that their cache misses overlap instead of
     /// stalling one event at a time. The sum is only to be kept alive.
-    pub fn warm(&self, from: Option<&P>) -> u64 {
+    pub(crate) fn warm(&self, from: Option<&P>) -> u64 {
         let mut sum = self.timers.next_wake().unwrap_or(0);
         if let Some(n) = from.and_then(|p| self.neighbors.get(p)) {
             sum = sum.wrapping_add(n.connected_at);
@@ -664,180 +403,6 @@ impl<P: PeerId> Engine<P> {
         });
     }
 
-    /// A seeder's new piece: store it, push it to `push_fanout` neighbours
-    /// (viewers first, round robin) and announce it to the rest.
-    fn publish(&mut self, piece: Piece, now: u64) {
-        if self.key.verify(&piece).is_err() || self.store.contains_key(&piece.header.seq) {
-            return;
-        }
-        self.learn_pace();
-        // Push to `spread` viewers: all of them when there are no more (they
-        // were chosen to cover the map), else the better-provisioned half
-        // in turn, where the first copies can be passed on quickly.
-        let mut viewers: Vec<(u32, P)> = self
-            .neighbors
-            .active_viewers()
-            .map(|(p, n)| (n.capacity(), p.clone()))
-            .collect();
-        let fanout = self.spread();
-        if fanout < viewers.len() {
-            viewers.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-            viewers.truncate(viewers.len().div_ceil(2));
-        }
-        let viewers: Vec<P> = viewers.into_iter().map(|(_, p)| p).collect();
-        let seq = piece.header.seq;
-        for i in 0..fanout.min(viewers.len()) {
-            let to = viewers[(self.push_next + i) % viewers.len()].clone();
-            if let Some(n) = self.neighbors.get_mut(&to) {
-                n.has.insert(seq);
-            }
-            self.send(&to, &Message::Piece(piece.clone()));
-        }
-        self.push_next = self.push_next.wrapping_add(1);
-        self.store_piece(piece, now);
-    }
-
-    /// A verified piece arrived from `from` (`None`: infra over HTTP).
-    fn accept(&mut self, piece: Piece, from: Option<&P>, from_infra: bool, now: u64) {
-        let seq = piece.header.seq;
-        let len = piece.data.len() as u64;
-        let held = self.store.contains_key(&seq);
-        let lag = self.wall(now).saturating_sub(piece.header.produced_at);
-        if !self.stats.count_receipt(len, held, from_infra, lag) {
-            return;
-        }
-        if let Some(p) = from {
-            if let Some(n) = self.neighbors.get_mut(p) {
-                n.has.insert(seq);
-            }
-        }
-        if self.cfg.deliver {
-            self.outputs.push_back(Output::Deliver(piece.clone()));
-        }
-        self.store_piece(piece, now);
-    }
-
-    /// Stores a piece, queues `Have`s for neighbours that lack it, and
-    /// prunes the store to the window.
-    fn store_piece(&mut self, piece: Piece, now: u64) {
-        let seq = piece.header.seq;
-        self.news = true;
-        let first = piece.header.is_first();
-        if self.store.last().is_none() {
-            self.forget_outside_window(seq);
-        }
-        self.playback
-            .arrived(seq, piece.header.produced_at, self.wall(now));
-        self.heard.remove(&seq);
-        if first {
-            self.segment_starts.insert(seq);
-        } else if self.playback.start == Some(seq) {
-            // Announced as a segment start, and it is not one: choose again.
-            self.segment_starts.remove(&seq);
-            self.playback.start = None;
-        }
-        self.newest_known = self.newest_known.max(Some(seq));
-        self.last_news = now;
-        self.stats.newest_seq = self.stats.newest_seq.max(Some(seq));
-        self.store.insert(self.key.intern(piece));
-        for n in self.neighbors.values_mut() {
-            if n.is_active() && !n.has.contains(seq) {
-                n.pending_have.push(seq);
-                if first {
-                    n.pending_starts.push(seq);
-                }
-            }
-        }
-        if !self.timers.is_armed(Timer::Have) {
-            self.timers
-                .set(Timer::Have, now + self.cfg.have_interval_ms);
-        }
-        let (delay, margin) = (self.cfg.playout_delay_ms, self.cfg.fallback_margin_ms);
-        let wall = self.wall(now);
-        if self
-            .playback
-            .check_startup(&self.store, wall, delay, margin)
-        {
-            self.stats.startup_ms = Some(now.saturating_sub(self.joined_at));
-        }
-        self.prune();
-    }
-
-    /// The first verified piece, `seq`, fixes the window (`SeqWindow`):
-    /// whatever announcements made us believe outside it is forgotten, as
-    /// the window would have refused it.
-    fn forget_outside_window(&mut self, seq: u64) {
-        let window = window::SeqWindow::around(Some(seq));
-        self.heard.retain(|&s, _| window.admits(s));
-        self.segment_starts.retain(|&s| window.admits(s));
-        if self.playback.start.is_some_and(|s| !window.admits(s)) {
-            self.playback.start = None;
-        }
-        if self.newest_known.is_some_and(|s| !window.admits(s)) {
-            let heard = self.heard.last_key_value().map(|(&s, _)| s);
-            self.newest_known = heard.max(Some(seq));
-        }
-    }
-
-    /// Drops pieces that fell out of the window or over the byte bound.
-    fn prune(&mut self) {
-        let newest_at = match self.store.last() {
-            Some(p) => p.header.produced_at,
-            None => return,
-        };
-        while let Some(oldest) = self.store.first() {
-            let expired = oldest.header.produced_at + self.cfg.window_ms < newest_at;
-            if !expired && self.store.bytes() <= self.cfg.max_store_bytes {
-                break;
-            }
-            self.store.pop_first();
-        }
-        if let Some(low) = self.store.first().map(|p| p.header.seq) {
-            // Both are ordered: forgetting what is below `low` is popping.
-            while self.segment_starts.first().is_some_and(|&s| s < low) {
-                self.segment_starts.pop_first();
-            }
-            while self.heard.first_key_value().is_some_and(|(&s, _)| s < low) {
-                self.heard.pop_first();
-            }
-            for n in self.neighbors.values_mut() {
-                n.has.retain_from(low);
-            }
-        }
-    }
-
-    fn flush_haves(&mut self, now: u64) {
-        self.timers.stop(Timer::Have);
-        // One pass over the neighbours (a lookup per neighbour would read
-        // the map again); frames go out in neighbour order.
-        let mut haves: Vec<(P, Message<P>)> = Vec::new();
-        let mut more = false;
-        for (p, n) in self.neighbors.iter_mut() {
-            if n.pending_have.is_empty() {
-                continue;
-            }
-            // Anything over a frame's bound goes in the next batch; a
-            // batch within it is handed over whole, not copied.
-            let seqs = take_batch(&mut n.pending_have);
-            let starts = take_batch(&mut n.pending_starts);
-            more |= !n.pending_have.is_empty() || !n.pending_starts.is_empty();
-            haves.push((
-                p.clone(),
-                Message::Have {
-                    seqs,
-                    segment_starts: starts,
-                },
-            ));
-        }
-        if more {
-            self.timers
-                .set(Timer::Have, now + self.cfg.have_interval_ms);
-        }
-        for (p, msg) in &haves {
-            self.send(p, msg);
-        }
-    }
-
     /// Upkeep once per tick: pings, neighbour set, dial timeouts.
     fn tick(&mut self, now: u64) {
         let peers: Vec<P> = self.neighbors.active().map(|(p, _)| p.clone()).collect();
@@ -899,32 +464,6 @@ impl<P: PeerId> Engine<P> {
 
     fn rng_f32(&mut self) -> f32 {
         rand::Rng::gen(&mut self.rng)
-    }
-
-    fn upload_ready_at(&self) -> Option<u64> {
-        let (_, seq) = self.upload_queue.front()?;
-        let len = self.store.get(seq).map_or(0, |p| p.data.len());
-        Some(self.upload.ready_at(len as u64))
-    }
-
-    /// Serves queued requests as the upload budget allows.
-    fn drain_upload(&mut self, now: u64) {
-        while let Some((peer, seq)) = self.upload_queue.front().cloned() {
-            let Some(piece) = self.store.get(&seq) else {
-                self.upload_queue.pop_front();
-                self.send(&peer, &Message::Missing { seqs: vec![seq] });
-                continue;
-            };
-            if !self.upload.take(piece.data.len() as u64, now) {
-                break;
-            }
-            self.upload_queue.pop_front();
-            if self.neighbors.get(&peer).is_some_and(|n| n.is_active()) {
-                // Encoded from the store: the piece is not cloned to be sent.
-                let (frame, payload) = (wire::encode_piece_frame(piece), piece.data.len());
-                self.send_frame(&peer, frame, payload);
-            }
-        }
     }
 }
 

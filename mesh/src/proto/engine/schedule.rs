@@ -12,16 +12,10 @@
 use std::{cell::Cell, collections::BTreeMap};
 
 use super::{Ask, Engine, Output, PeerId, Timer, SCHEDULE_IDLE_MS, SCHEDULE_MS};
-use crate::proto::{
-    piece::MAX_PIECE_BYTES,
-    wire::{self, Message},
-};
+use crate::proto::{piece::MAX_PIECE_BYTES, wire::Message};
 
 /// Pieces considered per run, at most.
 const LOOKAHEAD: u64 = 1024;
-/// Pieces and produced-at span needed before the stream's rate is trusted.
-const MIN_RATE_PIECES: u64 = 2;
-const MIN_RATE_SPAN_MS: u64 = 200;
 /// Infrastructure requests over HTTP are given this long.
 const INFRA_TIMEOUT_MS: u64 = 3_000;
 
@@ -185,46 +179,6 @@ impl<P: PeerId> Engine<P> {
         if next <= hi {
             missing.extend(next..=hi);
         }
-    }
-
-    /// Pieces the broadcaster must have cut by now, from the rate seen in
-    /// the store, are treated as heard of even if no neighbour announced
-    /// them yet: when the whole neighbourhood lags, those pieces still reach
-    /// their deadline and fall back to infrastructure instead of stalling.
-    fn extrapolate_edge(&mut self, now: u64) {
-        let Some(ms_per_piece) = self.learn_pace() else {
-            return;
-        };
-        let Some(p1) = self.store.last() else {
-            return;
-        };
-        let s1 = p1.header.seq;
-        let behind = self.wall(now).saturating_sub(p1.header.produced_at) as f64;
-        // One piece of slack: the newest piece may be in flight.
-        let expected = (behind / ms_per_piece).floor() as u64;
-        let edge = s1 + expected.saturating_sub(1).min(wire::MAX_LIST as u64);
-        for seq in self.newest_known.unwrap_or(s1).max(s1) + 1..=edge {
-            let produced = p1.header.produced_at + ((seq - s1) as f64 * ms_per_piece) as u64;
-            self.heard.entry(seq).or_insert(produced);
-        }
-        self.newest_known = self.newest_known.max(Some(edge));
-    }
-
-    /// The stream's pace in ms per piece, from the held pieces (kept in
-    /// `ms_per_piece`), once they span enough to be trusted.
-    pub(super) fn learn_pace(&mut self) -> Option<f64> {
-        let (p0, p1) = (self.store.first()?, self.store.last()?);
-        let (s0, s1) = (p0.header.seq, p1.header.seq);
-        // The rate is only trusted over a long enough run of pieces: pieces
-        // cut together share a produced-at, so a short run can make the
-        // stream look a thousand times faster than it is.
-        let span = p1.header.produced_at.saturating_sub(p0.header.produced_at);
-        if s1 < s0 + MIN_RATE_PIECES || span < MIN_RATE_SPAN_MS {
-            return None;
-        }
-        let ms_per_piece = span as f64 / (s1 - s0) as f64;
-        self.ms_per_piece = Some(ms_per_piece);
-        Some(ms_per_piece)
     }
 
     fn ask(&mut self, peer: P, seq: u64, now: u64, batches: &mut Batches<P>) {

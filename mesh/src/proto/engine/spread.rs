@@ -16,7 +16,7 @@
 //! regions over long links (see `long_link_share`).
 
 use super::peers::candidates::Candidate;
-use super::{Engine, PeerId, Swap};
+use super::{peers::selection::Swap, Engine, PeerId};
 use crate::proto::{
     coords::Coord,
     wire::{Hello, Role},

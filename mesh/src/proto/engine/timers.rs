@@ -47,7 +47,7 @@ impl Timers {
         timers.set(Timer::Schedule, now);
         timers.set(Timer::Optimize, now + optimize_ms);
         timers.set(Timer::Exchange, now + super::EXCHANGE_MS);
-        timers.set(Timer::Probe, now + super::PROBE_MS);
+        timers.set(Timer::Probe, now + super::peers::probe::PROBE_MS);
         timers
     }
 

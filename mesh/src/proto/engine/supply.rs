@@ -1,0 +1,169 @@
+//! What this node gives: requests answered under the upload limit, pushes
+//! relayed, and what it holds announced (buffer maps, batched `Have`s).
+
+use super::{Engine, PeerId, Timer};
+use crate::proto::wire::{self, Message};
+
+/// Upload backlog accepted, in ms of the upload limit: a longer queue only
+/// adds lag, and the requester does better asking elsewhere or waiting.
+const MAX_BACKLOG_MS: u64 = 250;
+/// Requests a neighbour may have queued with us before we answer `Missing`.
+const MAX_QUEUED_PER_PEER: usize = 16;
+/// Requests queued for upload budget, at most.
+pub(super) const UPLOAD_QUEUE: usize = 64;
+
+impl<P: PeerId> Engine<P> {
+    pub(super) fn on_request(&mut self, from: P, seqs: Vec<u64>, now: u64) {
+        let mut queued = self.upload_queue.iter().filter(|(p, _)| *p == from).count();
+        // Queued payload, to refuse what the upload limit could not send
+        // before the requester gives up: it does better asking elsewhere.
+        let mut backlog: u64 = self
+            .upload_queue
+            .iter()
+            .filter_map(|(_, s)| self.store.get(s))
+            .map(|p| p.data.len() as u64)
+            .sum();
+        let budget_ms = MAX_BACKLOG_MS;
+        let mut missing = Vec::new();
+        for seq in seqs {
+            let Some(len) = self.store.get(&seq).map(|p| p.data.len() as u64) else {
+                missing.push(seq);
+                continue;
+            };
+            let room = queued < MAX_QUEUED_PER_PEER
+                && self.upload_queue.len() < UPLOAD_QUEUE
+                && (backlog == 0 || self.upload.drain_ms(backlog + len, now) <= budget_ms);
+            if room {
+                self.upload_queue.push_back((from.clone(), seq));
+                queued += 1;
+                backlog += len;
+            } else {
+                missing.push(seq);
+            }
+        }
+        if !missing.is_empty() {
+            self.send(&from, &Message::Missing { seqs: missing });
+        }
+        self.drain_upload(now);
+    }
+
+    /// A piece the seeder pushed (its first copies in the mesh) goes on at
+    /// once to our `relay_push` best-provisioned viewer neighbours that lack
+    /// it, through the upload queue: the stream fans out a tree level
+    /// before any `Have` round trip, from the viewers the seeder chose for
+    /// their upload (DESIGN.md "Push for latency").
+    pub(super) fn relay_push(&mut self, seq: u64, from: &P, now: u64) {
+        let mut targets: Vec<(u32, P)> = self
+            .neighbors
+            .iter()
+            .filter(|(p, n)| {
+                *p != from
+                    && n.is_active()
+                    && n.role == crate::proto::Role::Viewer
+                    && !n.has.contains(seq)
+            })
+            .map(|(p, n)| (n.capacity(), p.clone()))
+            .collect();
+        targets.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        for (_, to) in targets.into_iter().take(self.cfg.relay_push) {
+            if self.upload_queue.len() >= UPLOAD_QUEUE {
+                break;
+            }
+            if let Some(n) = self.neighbors.get_mut(&to) {
+                n.has.insert(seq);
+            }
+            self.upload_queue.push_back((to, seq));
+        }
+        self.drain_upload(now);
+    }
+
+    pub(super) fn buffer_map(&self) -> Message<P> {
+        let base = self.store.keys().next().copied().unwrap_or(0);
+        let mut bits = Vec::new();
+        let max_seq = base + (wire::MAX_BITMAP_BYTES * 8) as u64;
+        for &s in self.store.keys().take_while(|&&s| s < max_seq) {
+            wire::set_bit(&mut bits, base, s);
+        }
+        // Starts from the pieces themselves: only verified ones are passed on.
+        let starts: Vec<u64> = self
+            .store
+            .values()
+            .rev()
+            .filter(|p| p.header.is_first())
+            .take(wire::MAX_LIST)
+            .map(|p| p.header.seq)
+            .collect();
+        Message::BufferMap {
+            base,
+            bits,
+            segment_starts: starts,
+        }
+    }
+
+    pub(super) fn flush_haves(&mut self, now: u64) {
+        self.timers.stop(Timer::Have);
+        // One pass over the neighbours (a lookup per neighbour would read
+        // the map again); frames go out in neighbour order.
+        let mut haves: Vec<(P, Message<P>)> = Vec::new();
+        let mut more = false;
+        for (p, n) in self.neighbors.iter_mut() {
+            if n.pending_have.is_empty() {
+                continue;
+            }
+            // Anything over a frame's bound goes in the next batch; a
+            // batch within it is handed over whole, not copied.
+            let seqs = take_batch(&mut n.pending_have);
+            let starts = take_batch(&mut n.pending_starts);
+            more |= !n.pending_have.is_empty() || !n.pending_starts.is_empty();
+            haves.push((
+                p.clone(),
+                Message::Have {
+                    seqs,
+                    segment_starts: starts,
+                },
+            ));
+        }
+        if more {
+            self.timers
+                .set(Timer::Have, now + self.cfg.have_interval_ms);
+        }
+        for (p, msg) in &haves {
+            self.send(p, msg);
+        }
+    }
+
+    pub(super) fn upload_ready_at(&self) -> Option<u64> {
+        let (_, seq) = self.upload_queue.front()?;
+        let len = self.store.get(seq).map_or(0, |p| p.data.len());
+        Some(self.upload.ready_at(len as u64))
+    }
+
+    /// Serves queued requests as the upload budget allows.
+    pub(super) fn drain_upload(&mut self, now: u64) {
+        while let Some((peer, seq)) = self.upload_queue.front().cloned() {
+            let Some(piece) = self.store.get(&seq) else {
+                self.upload_queue.pop_front();
+                self.send(&peer, &Message::Missing { seqs: vec![seq] });
+                continue;
+            };
+            if !self.upload.take(piece.data.len() as u64, now) {
+                break;
+            }
+            self.upload_queue.pop_front();
+            if self.neighbors.get(&peer).is_some_and(|n| n.is_active()) {
+                // Encoded from the store: the piece is not cloned to be sent.
+                let (frame, payload) = (wire::encode_piece_frame(piece), piece.data.len());
+                self.send_frame(&peer, frame, payload);
+            }
+        }
+    }
+}
+
+/// The first [`wire::MAX_LIST`] entries of `pending`, taken out of it.
+fn take_batch(pending: &mut Vec<u64>) -> Vec<u64> {
+    if pending.len() <= wire::MAX_LIST {
+        std::mem::take(pending)
+    } else {
+        pending.drain(..wire::MAX_LIST).collect()
+    }
+}
