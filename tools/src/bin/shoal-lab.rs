@@ -46,7 +46,7 @@ enum Cmd {
         #[arg(long, default_value = "clip")]
         input: Input,
         /// Neighbours per viewer, at most.
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 8, value_parser = shoal_mesh::proto::engine::parse_degree_cap)]
         max_degree: usize,
         /// Exit non-zero if mean continuity ends below this (CI smoke runs).
         #[arg(long)]

@@ -47,7 +47,7 @@ pub struct ScenarioArgs {
     #[arg(long)]
     pub seed: Option<u64>,
     /// Neighbours per viewer, at most.
-    #[arg(long)]
+    #[arg(long, value_parser = shoal_mesh::proto::engine::parse_degree_cap)]
     pub max_degree: Option<usize>,
 }
 

@@ -4,6 +4,7 @@
 use std::{fmt, path::Path, str::FromStr, time::Duration};
 
 use serde::{Deserialize, Serialize};
+use shoal_mesh::proto::engine::DEGREE_CAPS;
 
 /// How latency between nodes is drawn.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -218,8 +219,12 @@ impl Scenario {
         if self.join_over_s < 0.0 || self.join_over_s > self.duration_s {
             return bad("join-over must be within the duration");
         }
-        if self.max_degree == 0 || self.max_degree > 64 {
-            return bad("max degree must be 1..=64");
+        if !DEGREE_CAPS.contains(&self.max_degree) {
+            return bad(&format!(
+                "max degree must be {}..={}",
+                DEGREE_CAPS.start(),
+                DEGREE_CAPS.end()
+            ));
         }
         Ok(())
     }

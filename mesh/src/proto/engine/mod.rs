@@ -141,8 +141,9 @@ const INFRA_RETRY_MS: u64 = 250;
 /// is next due (no stream start or pace known yet).
 const SCHEDULE_MS: u64 = 100;
 /// Once it can tell, it runs when next due (a request's timeout, a piece's
-/// fallback margin: `schedule::next_due`), and at least this often. At
-/// 2,000 simulated viewers the 100 ms period was a tenth of all events.
+/// fallback margin: `schedule::next_due`), and at least this often: a
+/// fixed period wakes every viewer for nothing (docs/tuning.md,
+/// "Scheduler timing").
 const SCHEDULE_IDLE_MS: u64 = 1_000;
 
 impl<P: PeerId> Engine<P> {

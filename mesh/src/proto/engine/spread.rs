@@ -48,9 +48,12 @@ impl<P: PeerId> Engine<P> {
         by_swarm.min(MAX_SPREAD).max(self.cfg.push_fanout)
     }
 
-    /// Neighbours never exceed this: a viewer's `max_degree`; infrastructure
-    /// takes inbound sessions up to `max_degree` and dials up to its spread.
-    pub(super) fn degree_cap(&self) -> usize {
+    /// No session is admitted over this: a viewer's `max_degree`;
+    /// infrastructure takes inbound sessions up to `max_degree` (and other
+    /// infrastructure always) and dials up to its spread. When the swarm
+    /// shrinks, infrastructure's cap may fall below its degree: nobody is
+    /// dropped, newcomers wait.
+    pub fn degree_cap(&self) -> usize {
         if self.cfg.role.is_infra() {
             self.cfg.max_degree.max(self.spread())
         } else {

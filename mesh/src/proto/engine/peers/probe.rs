@@ -11,17 +11,15 @@ const FAR_PROBE_DRAWS: usize = 8;
 /// How often a viewer starts a run of probes for RTT samples.
 pub(crate) const PROBE_MS: u64 = 1_000;
 /// Probes in a run, one after the other: each starts when the previous is
-/// answered. At 2,000 simulated viewers, three rather than one took the
-/// median coordinate error from 0.173 to 0.118, and `neighbor_rtt_ratio`
-/// from 1.329 to 1.288 (the better map ranks close candidates better), for
-/// 3 % more simulated events.
+/// answered. A newcomer's map needs several far samples a second
+/// (docs/tuning.md, "Probes").
 pub(crate) const PROBES_PER_TICK: u32 = 3;
 /// After this long in the mesh a viewer probes once per [`PROBE_MS`], not
 /// [`PROBES_PER_TICK`] times: its coordinate has settled and its
 /// neighbours are chosen, and one probe a second still meets newcomers and
 /// keeps the map current. Each probe is a session set up and torn down
-/// (a dial, two `Hello`s, a `Refuse`); at 10,000 simulated viewers probes
-/// were a fifth of all events.
+/// (a dial, two `Hello`s, a `Refuse`), so fewer is cheaper
+/// (docs/tuning.md, "Probes").
 pub(crate) const PROBE_SETTLE_MS: u64 = 20_000;
 
 impl<P: PeerId> Engine<P> {

@@ -24,8 +24,7 @@ const SWAP_FACTOR: f32 = 1.25;
 const SWAP_MARGIN_MS: f32 = 3.0;
 /// A prediction counts as this many of its error estimates above itself:
 /// a Vivaldi error estimate is a running mean of relative error, not a
-/// bound. With 1 rather than 2, 2,000 simulated viewers with the mixed
-/// upload spread lost offload to needless swaps (0.976 vs 0.988).
+/// bound (docs/tuning.md, "Prediction margin").
 const PREDICTION_ERRORS: f32 = 2.0;
 
 impl<P: PeerId> Engine<P> {

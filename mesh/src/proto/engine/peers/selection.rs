@@ -20,9 +20,8 @@ const EVICT_GAP_MS: u64 = 1_000;
 /// up to this many times its neighbours' median proximity.
 const DIAL_FACTOR: f32 = 2.0;
 /// Below this many viewers every node keeps a long link: a small swarm's
-/// regions hold too few peers to carry the stream on their own (at 100
-/// viewers over five regions, one node in four keeping one costs 5–10 %
-/// of offload to fallback).
+/// regions hold too few peers to carry the stream on their own
+/// (docs/tuning.md, "Long links").
 const LONG_LINK_ALL_BELOW: f32 = 100.0;
 /// The share of nodes that keep a long link in a mid-size swarm (400 to
 /// 800 viewers), and while the swarm's size is unknown.
@@ -43,11 +42,10 @@ pub(crate) struct Swap<P> {
 /// The share of nodes that keep a long link in a swarm of `viewers`:
 /// all of them up to [`LONG_LINK_ALL_BELOW`], then `100 / viewers` down
 /// to [`LONG_LINK_SHARE`]; past 800 viewers, [`LONG_LINKS`] in all
-/// (0.1 at 2,000, 0.02 at 10,000). Long links once joined the regions;
-/// in a large swarm the seeder's pushes enter every region at once, and
-/// what is left for long links is to teach the coordinates the far side
-/// of the map. At 10,000 viewers one in ten keeping a far neighbour cost
-/// 0.1 of `neighbor_rtt_ratio` over one in fifty, for no offload.
+/// (0.1 at 2,000, 0.02 at 10,000). In a large swarm the seeder's pushes
+/// enter every region at once, and what is left for long links is to
+/// teach the coordinates the far side of the map (docs/tuning.md, "Long
+/// links").
 pub(crate) fn long_link_share(viewers: Option<u32>) -> f32 {
     match viewers {
         Some(n) if n > 0 => {
