@@ -19,9 +19,19 @@ const LOOKAHEAD: u64 = 1024;
 /// Infrastructure requests over HTTP are given this long.
 const INFRA_TIMEOUT_MS: u64 = 3_000;
 
-/// A wanted piece: (not urgent, rarity or deadline, seq, deadline), in the
-/// order pieces are asked for.
-type Want = (bool, u64, u64, Option<u64>);
+/// A missing piece the scheduler may ask for. The derived order (the
+/// fields', in turn) is the order pieces are asked for: urgent ones first,
+/// by deadline; then the rest rarest first; then by seq.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Want {
+    /// Not due within two fallback margins.
+    later: bool,
+    /// For an urgent piece its deadline; for the rest the number of
+    /// neighbours holding it.
+    rank: u64,
+    seq: u64,
+    deadline: Option<u64>,
+}
 
 thread_local! {
     /// The scheduler's lists, empty between runs and shared by the engines
@@ -80,7 +90,12 @@ impl<P: PeerId> Engine<P> {
             let urgent = deadline.is_some_and(|d| wall + 2 * margin >= d);
             // The rest are ranked by holders, counted below.
             let key = if urgent { deadline.unwrap_or(0) } else { 0 };
-            wanted.push((!urgent, key, seq, deadline));
+            wanted.push(Want {
+                later: !urgent,
+                rank: key,
+                seq,
+                deadline,
+            });
         }
         self.count_holders(&mut wanted);
         missing.clear();
@@ -94,7 +109,7 @@ impl<P: PeerId> Engine<P> {
             .map_or(MAX_PIECE_BYTES / 2, |p| p.data.len().max(1));
         let mut wake = Wake(now + SCHEDULE_IDLE_MS);
         let mut batches = Batches::new();
-        for &(_, _, seq, deadline) in &wanted {
+        for &Want { seq, deadline, .. } in &wanted {
             // A piece left unasked changes rank when it turns urgent, and
             // goes to infrastructure when it is due.
             if let Some(d) = deadline {
@@ -222,13 +237,13 @@ impl<P: PeerId> Engine<P> {
     /// of active neighbours holding it: one pass over the neighbours, each
     /// asked about every such piece while its record is at hand.
     fn count_holders(&self, wanted: &mut [Want]) {
-        if !wanted.iter().any(|w| w.0) {
+        if !wanted.iter().any(|w| w.later) {
             return;
         }
-        for n in self.neighbors.values().filter(|n| n.is_active()) {
-            for w in wanted.iter_mut().filter(|w| w.0) {
-                if n.has.contains(w.2) {
-                    w.1 += 1;
+        for (_, n) in self.neighbors.active() {
+            for w in wanted.iter_mut().filter(|w| w.later) {
+                if n.has.contains(w.seq) {
+                    w.rank += 1;
                 }
             }
         }

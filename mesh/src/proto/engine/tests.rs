@@ -455,6 +455,7 @@ fn add_fake(net: &mut Net, fake: u32, stream: StreamId) {
 mod clock;
 mod exchange;
 mod hostile;
+mod invariants;
 mod peers;
 mod session;
 mod spread;
