@@ -11,20 +11,18 @@
 //! cannot keep up are not buffered without limit — that peer is dropped.
 
 mod announce;
+mod clock;
 mod session;
 mod shaper;
 
 pub use announce::Announcer;
+pub use clock::now_ms;
 pub use shaper::{
     shaped_tcp_transport, DelayFn, Shaped, ShapedMuxer, Shaper, Shaping, ShapingCounters,
     MAX_QUEUED,
 };
 
-use std::{
-    collections::BTreeMap,
-    sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -38,9 +36,8 @@ use libp2p::{
 };
 use tokio::sync::{mpsc, watch, Semaphore};
 
-use crate::proto::{
-    engine::Time, wire, Config, Engine, Input, Locality, Output, PeerInfo, Piece, Stats,
-};
+use crate::proto::{wire, Config, Engine, Input, Locality, Output, PeerInfo, Piece, Stats};
+use clock::Clock;
 use session::{PeerEvent, Session};
 
 /// Shoal's protocol name on libp2p-stream.
@@ -57,36 +54,6 @@ const INFRA_FETCHES: usize = 16;
 /// How long a connection outlives its closed session, so that the session's
 /// last frames leave the muxer first (protocol.md §10).
 const LINGER: Duration = Duration::from_secs(1);
-
-/// Milliseconds since the Unix epoch: the clock of the broadcaster's
-/// produced-at stamps (the engine's `Time::wall`).
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// The engine's two clocks: steady milliseconds since the driver started
-/// for its timers, and the wall clock for produced-at stamps.
-#[derive(Clone, Copy, Debug)]
-struct Clock {
-    origin: std::time::Instant,
-}
-
-impl Clock {
-    fn start() -> Self {
-        Clock {
-            origin: std::time::Instant::now(),
-        }
-    }
-
-    fn now(&self) -> Time {
-        Time {
-            mono: self.origin.elapsed().as_millis() as u64,
-            wall: now_ms(),
-        }
-    }
-}
 
 /// How to run a node on the network.
 #[derive(Debug)]
