@@ -54,12 +54,14 @@ pub struct RankView {
 /// first (docs/protocol.md §12.3), by key ascending:
 ///
 /// 1. no free degree last;
-/// 2. proximity: predicted RTT in whole ms × [`Locality::affinity`], when
-///    both coordinates are usable ([`usable_coord`]); peers without a
+/// 2. proximity: predicted RTT in ms × [`Locality::affinity`], when both
+///    coordinates are usable ([`usable_coord`]); peers without a
 ///    prediction after every peer with one;
 /// 3. affinity itself (orders the peers without a prediction);
-/// 4. fewer neighbours first;
-/// 5. random, to spread load (`rng`).
+/// 4. the peer's own coordinate error, lowest first (for an announcer
+///    without a usable coordinate: settled peers teach it its place);
+/// 5. fewer neighbours first;
+/// 6. random, to spread load (`rng`).
 pub fn rank_best<T, R: Rng>(
     pool: impl Iterator<Item = T>,
     me: Locality,
@@ -76,15 +78,21 @@ pub fn rank_best<T, R: Rng>(
         .map(|p| {
             let v = view(&p);
             let affinity = me.affinity(&v.loc);
+            // Non-negative finite floats order as their bits do; no
+            // prediction sorts after every one.
             let proximity = match (coord, usable_coord(v.coord)) {
-                (Some(a), Some(b)) => (a.rtt_ms(&b) * affinity) as u32,
+                (Some(a), Some(b)) => (a.rtt_ms(&b) * affinity).max(0.0).to_bits(),
                 _ => u32::MAX,
             };
-            // Affinities are 0.5, 0.75 and 1: their bits order as they do.
+            // Without a prediction, a peer whose coordinate has settled
+            // first: a session with it teaches a newcomer its place in the
+            // map, where one with another newcomer teaches nothing.
+            let settled = usable_coord(v.coord).map_or(u32::MAX, |c| c.error.to_bits());
             let key = (
                 !v.has_free_degree,
                 proximity,
                 affinity.to_bits(),
+                settled,
                 v.degree,
                 rng.gen::<u32>(),
             );
