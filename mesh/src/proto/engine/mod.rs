@@ -19,6 +19,7 @@ mod io;
 mod peers;
 mod playback;
 mod receive;
+mod requests;
 mod schedule;
 mod session;
 mod spread;
@@ -27,7 +28,7 @@ mod supply;
 mod timers;
 mod window;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -41,6 +42,7 @@ use super::{
     wire::{self, Message, Role},
 };
 pub use config::{parse_degree_cap, Config, EngineError, Selection, DEGREE_CAPS};
+use edge::Edge;
 pub use io::{Input, Output, Time};
 use peers::{
     candidates::{Candidate, HANDSHAKE_TIMEOUT_MS},
@@ -52,6 +54,7 @@ use peers::{
     selection::Swap,
 };
 use playback::Playback;
+use requests::Requests;
 use store::Store;
 use timers::{Timer, Timers};
 
@@ -68,17 +71,10 @@ pub struct Engine<P: PeerId> {
     rng: ChaCha8Rng,
     joined_at: u64,
     store: Store,
-    /// Segment starts heard of (from buffer maps/haves) or held.
-    segment_starts: BTreeSet<u64>,
-    /// When each piece not yet held was first heard of: stands in for its
-    /// produced-at until the piece arrives.
-    heard: BTreeMap<u64, u64>,
-    /// Highest seq any neighbour announced or we hold.
-    newest_known: Option<u64>,
+    edge: Edge,
     neighbors: Neighbors<P>,
     candidates: BTreeMap<P, Candidate<P>>,
-    /// Pieces requested and when: from a neighbour, or from infra (`None`).
-    inflight: BTreeMap<u64, Ask<P>>,
+    requests: Requests<P>,
     playback: Playback,
     upload: TokenBucket,
     /// Requests waiting for upload budget.
@@ -86,8 +82,6 @@ pub struct Engine<P: PeerId> {
     push_next: usize,
     outputs: VecDeque<Output<P>>,
     timers: Timers,
-    /// The stream's pace, from a long enough run of held pieces.
-    ms_per_piece: Option<f64>,
     /// Dials made so far (every fourth goes to a random candidate).
     dials: u64,
     /// When a new verified piece last arrived (announcements prove
@@ -120,15 +114,6 @@ pub struct Engine<P: PeerId> {
     /// The wall clock minus the monotonic one, as last read (`Time`).
     wall_offset: i128,
     stats: Stats,
-}
-
-/// A piece asked of a neighbour (`from: None`: of infrastructure over HTTP).
-#[derive(Clone, Debug)]
-struct Ask<P> {
-    from: Option<P>,
-    at: u64,
-    /// Asked elsewhere if not answered by then.
-    until: u64,
 }
 
 /// Peer exchange interval.
@@ -170,12 +155,10 @@ impl<P: PeerId> Engine<P> {
             rng,
             joined_at: now,
             store: Store::default(),
-            segment_starts: BTreeSet::new(),
-            heard: BTreeMap::new(),
-            newest_known: None,
+            edge: Edge::default(),
             neighbors: Neighbors::default(),
             candidates: BTreeMap::new(),
-            inflight: BTreeMap::new(),
+            requests: Requests::default(),
             playback: Playback::new(cfg.role == Role::Viewer),
             upload,
             upload_queue: VecDeque::new(),
@@ -193,7 +176,6 @@ impl<P: PeerId> Engine<P> {
             news: false,
             long_link_draw,
             swarm_viewers: None,
-            ms_per_piece: None,
             coord: Coord::default(),
             wall_offset: i128::from(time.wall) - i128::from(time.mono),
             stats: Stats::default(),
@@ -240,10 +222,10 @@ impl<P: PeerId> Engine<P> {
         if let Some(n) = from.and_then(|p| self.neighbors.get(p)) {
             sum = sum.wrapping_add(n.connected_at);
         }
-        if let Some((&s, _)) = self.heard.first_key_value() {
+        if let Some(s) = self.edge.first_heard() {
             sum = sum.wrapping_add(s);
         }
-        if let Some((&s, _)) = self.inflight.first_key_value() {
+        if let Some(s) = self.requests.first_seq() {
             sum = sum.wrapping_add(s);
         }
         if let Some(p) = self.store.last() {
@@ -300,9 +282,7 @@ impl<P: PeerId> Engine<P> {
             Input::Publish(piece) => self.publish(piece, now),
             Input::InfraPiece(piece) => {
                 let seq = piece.header.seq;
-                if matches!(self.inflight.get(&seq), Some(Ask { from: None, .. })) {
-                    self.inflight.remove(&seq);
-                }
+                self.requests.close(seq, None);
                 if self.key.verify(&piece).is_ok() {
                     self.accept(piece, None, true, now);
                 } else {
@@ -313,13 +293,8 @@ impl<P: PeerId> Engine<P> {
             Input::Swarm { viewers } => self.swarm_viewers = Some(viewers),
             Input::InfraFailed { seq } => {
                 self.news = true;
-                // Not at the origin (yet): ask again after a pause, not at
-                // once, or a piece nobody has becomes a busy loop.
-                if let Some(a) = self.inflight.get_mut(&seq) {
-                    if a.from.is_none() {
-                        a.until = a.until.min(now + INFRA_RETRY_MS);
-                    }
-                }
+                // Not at the origin (yet): ask again after a pause.
+                self.requests.retry_infra_by(seq, now + INFRA_RETRY_MS);
             }
         }
         self.after_input(now);

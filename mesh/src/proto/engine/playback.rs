@@ -13,6 +13,8 @@
 //! a piece that arrives after its deadline but before it is judged is
 //! remembered as late.
 
+#[cfg(doc)]
+use super::edge::Edge;
 use super::{store::Store, Engine, PeerId};
 
 #[derive(Debug)]
@@ -94,53 +96,25 @@ impl Playback {
 }
 
 impl<P: PeerId> Engine<P> {
-    /// Picks where to start: the second newest segment start we know of, so
-    /// the first segment completes quickly and the player has a segment in
-    /// hand while the next one arrives.
+    /// Picks where to start (see [`Edge::start_point`]), once.
     pub(super) fn choose_start(&mut self) -> Option<u64> {
         if !self.playback.enabled {
             return None;
         }
         if self.playback.start.is_none() {
-            let newest = self.newest_known?;
-            // A start is announced, so unverified: one we hold must be a
-            // first piece (and `store_piece` drops one that turns out not
-            // to be), so the start is confirmed by the broadcaster's word.
-            let store = &self.store;
-            let mut starts = self
-                .segment_starts
-                .range(..=newest)
-                .rev()
-                .filter(|&s| store.get(s).is_none_or(|p| p.header.is_first()));
-            let latest = starts.next().copied();
-            self.playback.start = starts.next().copied().or(latest);
+            self.playback.start = self.edge.start_point(&self.store);
         }
         self.playback.start
-    }
-
-    /// Best guess of when a piece was produced: its own stamp when held,
-    /// else the earliest of: the next held piece's stamp, the previous held
-    /// piece's stamp plus the stream's pace, and when it was first heard of.
-    pub(super) fn produced_estimate(&self, seq: u64) -> Option<u64> {
-        if let Some(p) = self.store.get(&seq) {
-            return Some(p.header.produced_at);
-        }
-        let next_held = self.store.at_or_after(seq).map(|p| p.header.produced_at);
-        // From the stream's pace after the previous held piece: being heard
-        // of can lag production by seconds when the neighbourhood lags.
-        let paced = self.ms_per_piece.and_then(|ms| {
-            let p = self.store.before(seq)?;
-            Some(p.header.produced_at + ((seq - p.header.seq) as f64 * ms) as u64)
-        });
-        // Written out rather than as an iterator over an array: this runs
-        // for every missing piece in every scheduling run.
-        min_known(min_known(self.heard.get(&seq).copied(), next_held), paced)
     }
 
     /// Playback deadline of a piece, as far as it can be told.
     pub(super) fn deadline(&self, seq: u64) -> Option<u64> {
         let delay = self.playback.delay().unwrap_or(self.cfg.playout_delay_ms);
-        Some(self.produced_estimate(seq)?.saturating_add(delay))
+        Some(
+            self.edge
+                .produced_estimate(&self.store, seq)?
+                .saturating_add(delay),
+        )
     }
 
     /// Judges every piece whose deadline has passed: on time if it arrived
@@ -153,10 +127,10 @@ impl<P: PeerId> Engine<P> {
         // Bounded like every loop on what peers announce; the rest waits
         // for the next run.
         for _ in 0..MAX_JUDGED_PER_RUN {
-            if self.newest_known.is_none_or(|n| next > n) {
+            if self.edge.newest().is_none_or(|n| next > n) {
                 break;
             }
-            let Some(produced) = self.produced_estimate(next) else {
+            let Some(produced) = self.edge.produced_estimate(&self.store, next) else {
                 break;
             };
             if wall < produced.saturating_add(delay) {
@@ -170,14 +144,5 @@ impl<P: PeerId> Engine<P> {
         }
         self.playback.late.retain(|&s| s >= next);
         self.playback.started = Some((delay, next));
-    }
-}
-
-/// The smaller of two values, either of which may be unknown.
-fn min_known(a: Option<u64>, b: Option<u64>) -> Option<u64> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, None) => a,
-        (None, b) => b,
     }
 }

@@ -1,7 +1,7 @@
 //! Pieces coming in: a seeder's own, a neighbour's, infrastructure's;
 //! verified, counted, stored within the window and announced.
 
-use super::{Engine, PeerId, Timer};
+use super::{window::SeqWindow, Engine, PeerId, Timer};
 use crate::proto::{engine::Output, piece::Piece, wire::Message};
 
 impl<P: PeerId> Engine<P> {
@@ -11,7 +11,7 @@ impl<P: PeerId> Engine<P> {
         if self.key.verify(&piece).is_err() || self.store.contains_key(&piece.header.seq) {
             return;
         }
-        self.learn_pace();
+        self.edge.learn_pace(&self.store);
         // Push to `spread` viewers: all of them when there are no more (they
         // were chosen to cover the map), else the better-provisioned half
         // in turn, where the first copies can be passed on quickly.
@@ -65,19 +65,23 @@ impl<P: PeerId> Engine<P> {
         self.news = true;
         let first = piece.header.is_first();
         if self.store.last().is_none() {
-            self.forget_outside_window(seq);
+            // The first verified piece fixes the window: whatever
+            // announcements made us believe outside it is forgotten, as the
+            // window would have refused it.
+            let window = SeqWindow::around(Some(seq));
+            self.edge.forget_outside(window, seq);
+            if self.playback.start.is_some_and(|s| !window.admits(s)) {
+                self.playback.start = None;
+            }
         }
         self.playback
             .arrived(seq, piece.header.produced_at, self.wall(now));
-        self.heard.remove(&seq);
-        if first {
-            self.segment_starts.insert(seq);
-        } else if self.playback.start == Some(seq) {
-            // Announced as a segment start, and it is not one: choose again.
-            self.segment_starts.remove(&seq);
+        // Announced as a segment start, and it is not one: choose again.
+        let false_start = !first && self.playback.start == Some(seq);
+        self.edge.held(seq, first, false_start);
+        if false_start {
             self.playback.start = None;
         }
-        self.newest_known = self.newest_known.max(Some(seq));
         self.last_news = now;
         self.stats.newest_seq = self.stats.newest_seq.max(Some(seq));
         self.store.insert(self.key.intern(piece));
@@ -118,13 +122,7 @@ impl<P: PeerId> Engine<P> {
             self.store.pop_first();
         }
         if let Some(low) = self.store.first().map(|p| p.header.seq) {
-            // Both are ordered: forgetting what is below `low` is popping.
-            while self.segment_starts.first().is_some_and(|&s| s < low) {
-                self.segment_starts.pop_first();
-            }
-            while self.heard.first_key_value().is_some_and(|(&s, _)| s < low) {
-                self.heard.pop_first();
-            }
+            self.edge.forget_below(low);
             for n in self.neighbors.values_mut() {
                 n.has.retain_from(low);
             }

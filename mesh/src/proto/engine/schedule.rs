@@ -11,7 +11,7 @@
 
 use std::{cell::Cell, collections::BTreeMap};
 
-use super::{Ask, Engine, Output, PeerId, Timer, SCHEDULE_IDLE_MS, SCHEDULE_MS};
+use super::{Engine, Output, PeerId, Timer, SCHEDULE_IDLE_MS, SCHEDULE_MS};
 use crate::proto::{piece::MAX_PIECE_BYTES, wire::Message};
 
 /// Pieces considered per run, at most.
@@ -52,22 +52,22 @@ impl<P: PeerId> Engine<P> {
         let Some(start) = self.choose_start() else {
             return;
         };
-        self.extrapolate_edge(now);
-        let Some(newest) = self.newest_known else {
+        // Deadlines are on the broadcaster's (wall) clock; timers are not.
+        let wall = self.wall(now);
+        self.edge.extrapolate(&self.store, wall);
+        let Some(newest) = self.edge.newest() else {
             return;
         };
         let lo = self.playback.next_due().unwrap_or(start).max(start);
         let hi = newest.min(lo + LOOKAHEAD);
         let margin = self.cfg.fallback_margin_ms;
-        // Deadlines are on the broadcaster's (wall) clock; timers are not.
-        let wall = self.wall(now);
 
         let mut missing = MISSING.take();
         let mut wanted = WANTED.take();
         self.missing_in(lo, hi, &mut missing);
         for &seq in &missing {
             // Who it was asked of, if anyone: `Some(None)` is infrastructure.
-            let asked = self.inflight.get(&seq).map(|a| a.from.as_ref());
+            let asked = self.requests.asked_of(seq);
             if asked == Some(None) {
                 continue; // asked of infrastructure already
             }
@@ -126,15 +126,8 @@ impl<P: PeerId> Engine<P> {
             self.stats.fallback_requests += 1;
             if let Some(peer) = self.best_holder(seq, piece_bytes, true) {
                 self.ask(peer, seq, now, &mut batches);
-            } else if self.infra_inflight() < self.cfg.max_infra_inflight {
-                self.inflight.insert(
-                    seq,
-                    Ask {
-                        from: None,
-                        at: now,
-                        until: now + INFRA_TIMEOUT_MS,
-                    },
-                );
+            } else if self.requests.of_infra() < self.cfg.max_infra_inflight {
+                self.requests.ask(seq, None, now, now + INFRA_TIMEOUT_MS);
                 self.outputs.push_back(Output::FetchInfra { seq });
             } else {
                 self.stats.fallback_requests -= 1;
@@ -156,7 +149,7 @@ impl<P: PeerId> Engine<P> {
     /// runs the scheduler at once.
     fn next_due(&self, now: u64, mut wake: Wake) -> u64 {
         let margin = self.cfg.fallback_margin_ms;
-        for (&seq, a) in &self.inflight {
+        for (seq, a) in self.requests.iter() {
             wake.at(a.until, now);
             if a.from.is_some() {
                 if let Some(d) = self.deadline(seq) {
@@ -165,9 +158,9 @@ impl<P: PeerId> Engine<P> {
             }
         }
         if let (Some(ms), Some(p1), Some(newest)) =
-            (self.ms_per_piece, self.store.last(), self.newest_known)
+            (self.edge.pace(), self.store.last(), self.edge.newest())
         {
-            // `extrapolate_edge` adds `newest + 1` once its successor is
+            // `Edge::extrapolate` adds `newest + 1` once its successor is
             // due from the broadcaster.
             let (s1, at) = (p1.header.seq, p1.header.produced_at);
             let next = newest.max(s1) + 1;
@@ -211,21 +204,14 @@ impl<P: PeerId> Engine<P> {
             until = until.max(now + 2 * expected as u64);
             n.inflight.insert(seq);
         }
-        self.inflight.insert(
-            seq,
-            Ask {
-                from: Some(peer.clone()),
-                at: now,
-                until,
-            },
-        );
+        self.requests.ask(seq, Some(peer.clone()), now, until);
         batches.push(peer, seq);
     }
 
     /// Withdraws a request from a neighbour, telling it so that a piece
     /// still queued there is not sent to arrive as a duplicate.
     fn cancel_request(&mut self, seq: u64) {
-        if let Some(Ask { from: Some(p), .. }) = self.inflight.remove(&seq) {
+        if let Some(p) = self.requests.withdraw(seq).and_then(|a| a.from) {
             if let Some(n) = self.neighbors.get_mut(&p) {
                 n.inflight.remove(&seq);
                 self.send(&p, &Message::Cancel { seqs: vec![seq] });
@@ -247,10 +233,6 @@ impl<P: PeerId> Engine<P> {
                 }
             }
         }
-    }
-
-    fn infra_inflight(&self) -> usize {
-        self.inflight.values().filter(|a| a.from.is_none()).count()
     }
 
     /// The neighbour (viewers, or infrastructure when `infra`) holding `seq`
@@ -275,15 +257,9 @@ impl<P: PeerId> Engine<P> {
     /// Requests not answered in time are forgotten, to be asked elsewhere;
     /// the slow neighbour is assumed not to have the piece any more.
     fn expire_requests(&mut self, now: u64) {
-        let expired: Vec<(u64, Option<P>)> = self
-            .inflight
-            .iter()
-            .filter(|(_, a)| now >= a.until)
-            .map(|(s, a)| (*s, a.from.clone()))
-            .collect();
+        let expired = self.requests.take_expired(now);
         let mut cancels: BTreeMap<P, Vec<u64>> = BTreeMap::new();
         for (seq, peer) in expired {
-            self.inflight.remove(&seq);
             let Some(peer) = peer else { continue };
             if let Some(n) = self.neighbors.get_mut(&peer) {
                 n.inflight.remove(&seq);

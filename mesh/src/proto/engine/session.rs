@@ -1,6 +1,6 @@
 //! Sessions: handshake, the degree cap, and each message a neighbour sends.
 
-use super::{window::SeqWindow, Ask, Engine, PeerId};
+use super::{window::SeqWindow, Engine, PeerId};
 use crate::proto::{
     engine::peers::{
         candidates::{AFTER_SESSION_MS, SHUNNED_MS},
@@ -69,7 +69,7 @@ impl<P: PeerId> Engine<P> {
     pub(super) fn on_disconnected(&mut self, peer: &P, now: u64) {
         if let Some(n) = self.neighbors.remove(peer) {
             self.news = true;
-            self.forget_requests_to(peer);
+            self.requests.forget_peer(peer);
             self.upload_queue.retain(|(p, _)| p != peer);
             if let Some(c) = self.candidates.get_mut(peer) {
                 c.retry_at = c.retry_at.max(now + AFTER_SESSION_MS);
@@ -106,10 +106,6 @@ impl<P: PeerId> Engine<P> {
             c.retry_at = c.retry_at.max(now + SHUNNED_MS);
         }
         self.drop_peer(peer, reason, now);
-    }
-
-    fn forget_requests_to(&mut self, peer: &P) {
-        self.inflight.retain(|_, a| a.from.as_ref() != Some(peer));
     }
 
     pub(super) fn on_frame(&mut self, from: P, body: wire::Body, now: u64) {
@@ -181,10 +177,7 @@ impl<P: PeerId> Engine<P> {
                     }
                 }
                 for s in seqs {
-                    if matches!(self.inflight.get(&s), Some(Ask { from: Some(p), .. }) if *p == from)
-                    {
-                        self.inflight.remove(&s);
-                    }
+                    self.requests.close(s, Some(&from));
                 }
             }
             (Phase::Active, Message::Cancel { seqs }) => {
@@ -206,6 +199,14 @@ impl<P: PeerId> Engine<P> {
             }
             (Phase::Active, Message::Peers { peers }) => self.add_candidates(peers),
         }
+    }
+
+    /// Notes pieces and segment starts a neighbour announced.
+    fn learn(&mut self, seqs: &[u64], starts: &[u64], now: u64) {
+        let wall = self.wall(now);
+        let requests = &self.requests;
+        let asked = |s| requests.contains(s);
+        self.news |= self.edge.learn(seqs, starts, &self.store, asked, wall);
     }
 
     /// Whether every seq `msg` names lies in the window around our newest
@@ -337,29 +338,19 @@ impl<P: PeerId> Engine<P> {
                 n.inflight.remove(&seq);
                 n.penalty
             });
-            if matches!(self.inflight.get(&seq), Some(Ask { from: Some(p), .. }) if *p == from) {
-                self.inflight.remove(&seq);
-            }
+            self.requests.close(seq, Some(&from));
             if strikes >= MAX_PENALTY {
                 self.violation(&from, "bad pieces", now);
             }
             return;
         }
-        let requested = self.inflight.contains_key(&seq);
-        if let Some(Ask {
-            from: Some(p),
-            at: asked_at,
-            ..
-        }) = self.inflight.get(&seq)
-        {
-            if *p == from {
-                let elapsed = now.saturating_sub(*asked_at);
-                if let Some(n) = self.neighbors.get_mut(&from) {
-                    n.inflight.remove(&seq);
-                    let queued = n.inflight.len();
-                    n.observe_delivery(piece.data.len(), elapsed, queued);
-                }
-                self.inflight.remove(&seq);
+        let requested = self.requests.contains(seq);
+        if let Some(ask) = self.requests.close(seq, Some(&from)) {
+            let elapsed = now.saturating_sub(ask.at);
+            if let Some(n) = self.neighbors.get_mut(&from) {
+                n.inflight.remove(&seq);
+                let queued = n.inflight.len();
+                n.observe_delivery(piece.data.len(), elapsed, queued);
             }
         }
         let infra = self.neighbors.get(&from).is_some_and(|n| n.role.is_infra());

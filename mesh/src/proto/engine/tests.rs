@@ -362,7 +362,7 @@ impl Net {
     }
 }
 
-fn signer() -> Signer {
+pub(super) fn signer() -> Signer {
     Signer::new(&Keypair::ed25519_from_bytes([7u8; 32]).expect("key")).expect("ed25519")
 }
 
@@ -370,7 +370,7 @@ fn other_signer() -> Signer {
     Signer::new(&Keypair::ed25519_from_bytes([9u8; 32]).expect("key")).expect("ed25519")
 }
 
-fn piece(s: &Signer, seq: u64, segment: u64, fl: u8, at: u64, size: usize) -> Piece {
+pub(super) fn piece(s: &Signer, seq: u64, segment: u64, fl: u8, at: u64, size: usize) -> Piece {
     let data = Bytes::from(vec![(seq % 251) as u8; size]);
     let duration = if fl & flags::LAST != 0 { 1_000 } else { 0 };
     s.sign(seq, segment, fl, at, duration, data).expect("sign")

@@ -139,7 +139,7 @@ impl<P: PeerId> Engine<P> {
 
     /// The stream's payload rate in bytes/s, once its pace is known.
     pub(crate) fn stream_rate(&self) -> Option<f64> {
-        let ms = self.ms_per_piece?;
+        let ms = self.edge.pace()?;
         let bytes = self.store.values().next_back()?.data.len() as f64;
         (ms > 0.0).then(|| bytes * 1000.0 / ms)
     }

@@ -44,12 +44,12 @@ fn a_have_of_u64_max_disconnects_the_sender_and_the_stream_plays_on() {
     let mut net = Net::new(10);
     fed_viewer(&mut net, &s);
     stream(&mut net, &s, 0, 32); // 8 s
-    let newest = net.e(1).newest_known;
+    let newest = net.e(1).edge.newest();
 
     net.send_as(LIAR, 1, &have(vec![u64::MAX]));
     assert_eq!(net.disconnects(1), vec![(LIAR, "malformed frame")]);
     assert_eq!(net.e(1).stats().protocol_violations, 1);
-    assert_eq!(net.e(1).newest_known, newest, "the live edge did not move");
+    assert_eq!(net.e(1).edge.newest(), newest, "the live edge did not move");
 
     stream(&mut net, &s, 32, 64);
     // Past the last piece's deadline, before those extrapolated after it.
@@ -59,9 +59,9 @@ fn a_have_of_u64_max_disconnects_the_sender_and_the_stream_plays_on() {
     // Only the pieces extrapolated since the stream stopped (about three
     // seconds' worth) are believed in: nothing near u64::MAX.
     assert!(
-        v.heard.keys().all(|&s| (64..64 + 16).contains(&s)),
+        v.edge.heard().keys().all(|&s| (64..64 + 16).contains(&s)),
         "heard: {:?}",
-        v.heard.keys().collect::<Vec<_>>()
+        v.edge.heard().keys().collect::<Vec<_>>()
     );
     assert_eq!(v.stats().newest_seq, Some(63));
 }
@@ -94,7 +94,7 @@ fn a_seq_outside_the_window_around_verified_pieces_is_a_violation() {
             vec![(LIAR, "sequence number out of window")],
             "{msg:?}"
         );
-        assert_eq!(net.e(1).newest_known, Some(40), "{msg:?}");
+        assert_eq!(net.e(1).edge.newest(), Some(40), "{msg:?}");
     }
 }
 
@@ -131,8 +131,8 @@ fn a_buffer_map_based_near_u64_max_is_malformed() {
     // Past the last piece's deadline, before those extrapolated after it.
     net.run_for(2_850);
     let v = net.e(1);
-    assert_eq!(v.newest_known.map(|n| n < 100), Some(true));
-    assert!(v.segment_starts.iter().all(|&s| s < 100));
+    assert_eq!(v.edge.newest().map(|n| n < 100), Some(true));
+    assert!(v.edge.segment_starts().iter().all(|&s| s < 100));
     assert_eq!(v.stats().continuity(), Some(1.0));
 }
 
@@ -247,7 +247,7 @@ fn a_flood_of_claims_does_not_push_out_what_is_due_next() {
     stream(&mut net, &s, 0, 8);
     // A neighbour announces the next piece honestly...
     net.send_as(LIAR, 1, &have(vec![8]));
-    assert!(net.e(1).heard.contains_key(&8));
+    assert!(net.e(1).edge.heard().contains_key(&8));
     // ...then thousands of claims far ahead, within the window.
     for batch in 0..5u64 {
         let from = 1_000 + batch * wire::MAX_LIST as u64;
@@ -258,8 +258,11 @@ fn a_flood_of_claims_does_not_push_out_what_is_due_next() {
         );
     }
     let v = net.e(1);
-    assert!(v.heard.len() <= 4 * wire::MAX_LIST);
-    assert!(v.heard.contains_key(&8), "the next piece is still known");
+    assert!(v.edge.heard().len() <= 4 * wire::MAX_LIST);
+    assert!(
+        v.edge.heard().contains_key(&8),
+        "the next piece is still known"
+    );
 }
 
 #[test]

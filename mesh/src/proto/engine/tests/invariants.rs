@@ -232,11 +232,11 @@ impl Driven {
         assert!(e.degree() <= self.cap_seen, "degree over the cap");
         assert_eq!(e.degree(), e.neighbors().count());
         assert!(e.store.bytes() <= e.cfg.max_store_bytes);
-        assert!(e.heard.len() <= 4 * wire::MAX_LIST);
-        assert!(e.segment_starts.len() <= wire::MAX_LIST);
+        assert!(e.edge.heard().len() <= 4 * wire::MAX_LIST);
+        assert!(e.edge.segment_starts().len() <= wire::MAX_LIST);
         assert!(e.upload_queue.len() <= UPLOAD_QUEUE);
         assert!(e.candidates.len() <= MAX_CANDIDATES);
-        assert!(e.newest_known.is_none_or(|n| n < MAX_SEQ + (1 << 20)));
+        assert!(e.edge.newest().is_none_or(|n| n < MAX_SEQ + (1 << 20)));
     }
 }
 
