@@ -24,6 +24,39 @@ impl From<u64> for Time {
     }
 }
 
+/// Where the wall clock stands against the monotonic one, as last read:
+/// how a piece's deadline (wall) becomes a timer (mono) and back.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct WallClock {
+    /// Wall minus monotonic, in ms.
+    offset: i128,
+}
+
+impl WallClock {
+    pub(super) fn new(time: Time) -> Self {
+        let mut clock = WallClock { offset: 0 };
+        clock.read(time);
+        clock
+    }
+
+    /// Notes where the wall clock stands, and returns the monotonic time,
+    /// which every timer runs on.
+    pub(super) fn read(&mut self, time: Time) -> u64 {
+        self.offset = i128::from(time.wall) - i128::from(time.mono);
+        time.mono
+    }
+
+    /// The wall-clock time at monotonic time `mono`.
+    pub(super) fn wall(self, mono: u64) -> u64 {
+        (i128::from(mono) + self.offset).clamp(0, u64::MAX.into()) as u64
+    }
+
+    /// The monotonic time at wall-clock time `wall`.
+    pub(super) fn mono(self, wall: u64) -> u64 {
+        (i128::from(wall) - self.offset).clamp(0, u64::MAX.into()) as u64
+    }
+}
+
 /// Something that happened, for the engine to handle.
 #[derive(Clone, Debug)]
 pub enum Input<P> {
@@ -67,4 +100,37 @@ pub enum Output<P> {
     FetchInfra { seq: u64 },
     /// A verified piece, new here, for the player.
     Deliver(Piece),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wall_clock_step_moves_deadlines_not_timers() {
+        let mut clock = WallClock::new(Time {
+            mono: 1_000,
+            wall: 10_000_000,
+        });
+        assert_eq!(clock.wall(2_000), 10_001_000);
+        assert_eq!(clock.mono(10_001_000), 2_000);
+        // The system clock is stepped back an hour: a deadline on the
+        // broadcaster's clock is now an hour further off as a timer.
+        let now = clock.read(Time {
+            mono: 2_000,
+            wall: 10_001_000 - 3_600_000,
+        });
+        assert_eq!(now, 2_000, "timers keep the monotonic time");
+        assert_eq!(clock.mono(10_001_000), 2_000 + 3_600_000);
+    }
+
+    #[test]
+    fn conversions_saturate_instead_of_wrapping() {
+        let clock = WallClock::new(Time {
+            mono: u64::MAX,
+            wall: 0,
+        });
+        assert_eq!(clock.wall(0), 0);
+        assert_eq!(clock.mono(u64::MAX), u64::MAX);
+    }
 }

@@ -26,6 +26,7 @@ mod spread;
 mod store;
 mod supply;
 mod timers;
+mod uploads;
 mod window;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -38,11 +39,11 @@ use super::{
     coords::Coord,
     piece::{Piece, StreamKey},
     stats::Stats,
-    upload::TokenBucket,
     wire::{self, Message, Role},
 };
 pub use config::{parse_degree_cap, Config, EngineError, Selection, DEGREE_CAPS};
 use edge::Edge;
+use io::WallClock;
 pub use io::{Input, Output, Time};
 use peers::{
     candidates::{Candidate, HANDSHAKE_TIMEOUT_MS},
@@ -50,13 +51,14 @@ use peers::{
 };
 use peers::{
     discovery::MAX_CANDIDATES,
-    probe::{PROBES_PER_TICK, PROBE_MS},
+    probe::{Prober, PROBES_PER_TICK, PROBE_MS},
     selection::Swap,
 };
 use playback::Playback;
 use requests::Requests;
 use store::Store;
 use timers::{Timer, Timers};
+use uploads::Uploads;
 
 /// What a peer id must offer: the driver's `PeerId`, or a small integer in
 /// the simulator. `Ord` keeps iteration deterministic.
@@ -76,9 +78,7 @@ pub struct Engine<P: PeerId> {
     candidates: BTreeMap<P, Candidate<P>>,
     requests: Requests<P>,
     playback: Playback,
-    upload: TokenBucket,
-    /// Requests waiting for upload budget.
-    upload_queue: VecDeque<(P, u64)>,
+    uploads: Uploads<P>,
     push_next: usize,
     outputs: VecDeque<Output<P>>,
     timers: Timers,
@@ -94,13 +94,7 @@ pub struct Engine<P: PeerId> {
     /// A swap under way: the closer candidate is dialled first, and the
     /// neighbour it replaces goes only once it has accepted.
     swap: Option<Swap<P>>,
-    /// The candidate being probed for an RTT sample (see `probe`).
-    probe: Option<P>,
-    /// Probes made so far (which one it is picks far, random or close
-    /// candidates, `probe`).
-    probes: u64,
-    /// Probes still to start in this tick's run (`PROBES_PER_TICK`).
-    probe_budget: u32,
+    prober: Prober<P>,
     /// Something the scheduler acts on changed since it last ran.
     news: bool,
     /// A uniform draw in [0, 1) made once: this node keeps one long link
@@ -111,8 +105,7 @@ pub struct Engine<P: PeerId> {
     swarm_viewers: Option<u32>,
     /// Where this node is in the RTT map (Vivaldi).
     coord: Coord,
-    /// The wall clock minus the monotonic one, as last read (`Time`).
-    wall_offset: i128,
+    clock: WallClock,
     stats: Stats,
 }
 
@@ -147,7 +140,6 @@ impl<P: PeerId> Engine<P> {
         assert!(cfg.check().is_ok(), "a checked configuration");
         let time = now.into();
         let now = time.mono;
-        let upload = TokenBucket::new(cfg.upload_limit, now);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let long_link_draw = rand::Rng::gen::<f32>(&mut rng);
         Engine {
@@ -160,8 +152,7 @@ impl<P: PeerId> Engine<P> {
             candidates: BTreeMap::new(),
             requests: Requests::default(),
             playback: Playback::new(cfg.role == Role::Viewer),
-            upload,
-            upload_queue: VecDeque::new(),
+            uploads: Uploads::new(cfg.upload_limit, now),
             push_next: 0,
             outputs: VecDeque::new(),
             timers: Timers::starting(now, cfg.optimize_ms),
@@ -170,14 +161,12 @@ impl<P: PeerId> Engine<P> {
             starved: false,
             last_evict: None,
             swap: None,
-            probe: None,
-            probes: 0,
-            probe_budget: 0,
+            prober: Prober::default(),
             news: false,
             long_link_draw,
             swarm_viewers: None,
             coord: Coord::default(),
-            wall_offset: i128::from(time.wall) - i128::from(time.mono),
+            clock: WallClock::new(time),
             stats: Stats::default(),
             cfg,
         }
@@ -243,7 +232,7 @@ impl<P: PeerId> Engine<P> {
     /// monotonic clock (`Time::mono`).
     pub fn poll_timeout(&self) -> u64 {
         let mut t = self.timers.next_wake().unwrap_or(u64::MAX);
-        if let Some(u) = self.upload_ready_at() {
+        if let Some(u) = self.uploads.ready_at(&self.store) {
             t = t.min(u);
         }
         t
@@ -262,9 +251,7 @@ impl<P: PeerId> Engine<P> {
                 if self.swap.as_ref().is_some_and(|s| s.to == peer) {
                     self.swap = None;
                 }
-                if self.probe.as_ref() == Some(&peer) {
-                    self.probe = None;
-                }
+                self.prober.ended(&peer);
             }
             Input::Frame { from, body } => self.on_frame(from, body, now),
             Input::Malformed { from } => {
@@ -322,22 +309,21 @@ impl<P: PeerId> Engine<P> {
         }
     }
 
-    /// Notes where the wall clock stands against the monotonic one, and
-    /// returns the monotonic time, which every timer runs on.
+    /// Notes where the wall clock stands and returns the monotonic time,
+    /// which every timer runs on.
     fn read_clock(&mut self, time: Time) -> u64 {
-        self.wall_offset = i128::from(time.wall) - i128::from(time.mono);
-        time.mono
+        self.clock.read(time)
     }
 
     /// The wall-clock time at monotonic time `mono`.
     fn wall(&self, mono: u64) -> u64 {
-        (i128::from(mono) + self.wall_offset).clamp(0, u64::MAX.into()) as u64
+        self.clock.wall(mono)
     }
 
     /// The monotonic time at wall-clock time `wall` (a piece's deadline,
     /// say, as a timer).
     fn mono(&self, wall: u64) -> u64 {
-        (i128::from(wall) - self.wall_offset).clamp(0, u64::MAX.into()) as u64
+        self.clock.mono(wall)
     }
 
     fn after_input(&mut self, now: u64) {
@@ -408,11 +394,12 @@ impl<P: PeerId> Engine<P> {
         self.fill_neighbors(now);
         if self.timers.is_due(Timer::Probe, now) {
             self.timers.set(Timer::Probe, now + PROBE_MS);
-            self.probe_budget = if self.settled(now) {
+            let more = if self.settled(now) {
                 0
             } else {
                 PROBES_PER_TICK - 1
             };
+            self.prober.start_run(more);
             self.probe(now);
         }
         self.update_neighbor_stats();

@@ -45,7 +45,7 @@ impl<P: PeerId> Engine<P> {
             role: self.cfg.role,
             degree: self.degree() as u16,
             // A probe asks for no slot (docs/protocol.md §6.9).
-            max_degree: if self.probe.as_ref() == Some(peer) {
+            max_degree: if self.prober.is_target(peer) {
                 0
             } else {
                 self.cfg.max_degree as u16
@@ -70,7 +70,7 @@ impl<P: PeerId> Engine<P> {
         if let Some(n) = self.neighbors.remove(peer) {
             self.news = true;
             self.requests.forget_peer(peer);
-            self.upload_queue.retain(|(p, _)| p != peer);
+            self.uploads.forget_peer(peer);
             if let Some(c) = self.candidates.get_mut(peer) {
                 c.retry_at = c.retry_at.max(now + AFTER_SESSION_MS);
                 if let Some(rtt) = n.rtt.base_median() {
@@ -85,9 +85,7 @@ impl<P: PeerId> Engine<P> {
         if self.swap.as_ref().is_some_and(|s| &s.to == peer) {
             self.swap = None;
         }
-        if self.probe.as_ref() == Some(peer) {
-            self.probe = None;
-        }
+        self.prober.ended(peer);
     }
 
     /// Ends a session: we stop talking and tell the driver to close it.
@@ -125,7 +123,7 @@ impl<P: PeerId> Engine<P> {
             // refuser's own Hello: it is a refusal in either phase.
             // Our probe's answer to our Hello (a Refuse as asked, or
             // whatever a peer that let us in sends first): one RTT.
-            (Phase::Greeting, msg) if self.probe.as_ref() == Some(&from) => {
+            (Phase::Greeting, msg) if self.prober.is_target(&from) => {
                 if let Message::Refuse { suggestions, .. } = msg {
                     self.add_candidates(suggestions);
                 }
@@ -181,8 +179,7 @@ impl<P: PeerId> Engine<P> {
                 }
             }
             (Phase::Active, Message::Cancel { seqs }) => {
-                self.upload_queue
-                    .retain(|(p, s)| *p != from || !seqs.contains(s));
+                self.uploads.cancel(&from, &seqs);
             }
             (Phase::Active, Message::Ping { nonce, coord }) => {
                 if let Some(n) = self.neighbors.get_mut(&from) {
@@ -231,7 +228,7 @@ impl<P: PeerId> Engine<P> {
     }
 
     fn on_hello(&mut self, from: P, hello: Hello, now: u64) {
-        if self.probe.as_ref() == Some(&from) {
+        if self.prober.is_target(&from) {
             // Our probe's target greets us first, then refuses: keep its
             // coordinate for the sample.
             if let Some(n) = self.neighbors.get_mut(&from) {

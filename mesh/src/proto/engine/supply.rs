@@ -1,46 +1,12 @@
 //! What this node gives: requests answered under the upload limit, pushes
 //! relayed, and what it holds announced (buffer maps, batched `Have`s).
 
-use super::{Engine, PeerId, Timer};
+use super::{uploads::Upload, Engine, PeerId, Timer};
 use crate::proto::wire::{self, Message};
-
-/// Upload backlog accepted, in ms of the upload limit: a longer queue only
-/// adds lag, and the requester does better asking elsewhere or waiting.
-const MAX_BACKLOG_MS: u64 = 250;
-/// Requests a neighbour may have queued with us before we answer `Missing`.
-const MAX_QUEUED_PER_PEER: usize = 16;
-/// Requests queued for upload budget, at most.
-pub(super) const UPLOAD_QUEUE: usize = 64;
 
 impl<P: PeerId> Engine<P> {
     pub(super) fn on_request(&mut self, from: P, seqs: Vec<u64>, now: u64) {
-        let mut queued = self.upload_queue.iter().filter(|(p, _)| *p == from).count();
-        // Queued payload, to refuse what the upload limit could not send
-        // before the requester gives up: it does better asking elsewhere.
-        let mut backlog: u64 = self
-            .upload_queue
-            .iter()
-            .filter_map(|(_, s)| self.store.get(s))
-            .map(|p| p.data.len() as u64)
-            .sum();
-        let budget_ms = MAX_BACKLOG_MS;
-        let mut missing = Vec::new();
-        for seq in seqs {
-            let Some(len) = self.store.get(&seq).map(|p| p.data.len() as u64) else {
-                missing.push(seq);
-                continue;
-            };
-            let room = queued < MAX_QUEUED_PER_PEER
-                && self.upload_queue.len() < UPLOAD_QUEUE
-                && (backlog == 0 || self.upload.drain_ms(backlog + len, now) <= budget_ms);
-            if room {
-                self.upload_queue.push_back((from.clone(), seq));
-                queued += 1;
-                backlog += len;
-            } else {
-                missing.push(seq);
-            }
-        }
+        let missing = self.uploads.admit(&from, seqs, &self.store, now);
         if !missing.is_empty() {
             self.send(&from, &Message::Missing { seqs: missing });
         }
@@ -66,13 +32,13 @@ impl<P: PeerId> Engine<P> {
             .collect();
         targets.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
         for (_, to) in targets.into_iter().take(self.cfg.relay_push) {
-            if self.upload_queue.len() >= UPLOAD_QUEUE {
+            if self.uploads.is_full() {
                 break;
             }
             if let Some(n) = self.neighbors.get_mut(&to) {
                 n.has.insert(seq);
             }
-            self.upload_queue.push_back((to, seq));
+            self.uploads.push(to, seq);
         }
         self.drain_upload(now);
     }
@@ -132,28 +98,19 @@ impl<P: PeerId> Engine<P> {
         }
     }
 
-    pub(super) fn upload_ready_at(&self) -> Option<u64> {
-        let (_, seq) = self.upload_queue.front()?;
-        let len = self.store.get(seq).map_or(0, |p| p.data.len());
-        Some(self.upload.ready_at(len as u64))
-    }
-
     /// Serves queued requests as the upload budget allows.
     pub(super) fn drain_upload(&mut self, now: u64) {
-        while let Some((peer, seq)) = self.upload_queue.front().cloned() {
-            let Some(piece) = self.store.get(&seq) else {
-                self.upload_queue.pop_front();
-                self.send(&peer, &Message::Missing { seqs: vec![seq] });
-                continue;
-            };
-            if !self.upload.take(piece.data.len() as u64, now) {
-                break;
-            }
-            self.upload_queue.pop_front();
-            if self.neighbors.get(&peer).is_some_and(|n| n.is_active()) {
-                // Encoded from the store: the piece is not cloned to be sent.
-                let (frame, payload) = (wire::encode_piece_frame(piece), piece.data.len());
-                self.send_frame(&peer, frame, payload);
+        while let Some(upload) = self.uploads.next(&self.store, now) {
+            match upload {
+                Upload::Gone(peer, seq) => self.send(&peer, &Message::Missing { seqs: vec![seq] }),
+                Upload::Due(peer, seq) => {
+                    let active = self.neighbors.get(&peer).is_some_and(|n| n.is_active());
+                    if let Some(piece) = self.store.get(&seq).filter(|_| active) {
+                        // Encoded from the store: the piece is not cloned to be sent.
+                        let (frame, payload) = (wire::encode_piece_frame(piece), piece.data.len());
+                        self.send_frame(&peer, frame, payload);
+                    }
+                }
             }
         }
     }

@@ -22,6 +22,72 @@ pub(crate) const PROBES_PER_TICK: u32 = 3;
 /// (docs/tuning.md, "Probes").
 pub(crate) const PROBE_SETTLE_MS: u64 = 20_000;
 
+/// Probes: the one under way, how many were made (which one it is picks
+/// far, random or close candidates) and how many are left in this run.
+#[derive(Debug)]
+pub(crate) struct Prober<P> {
+    /// The candidate being probed for an RTT sample.
+    target: Option<P>,
+    /// Probes made so far.
+    made: u64,
+    /// Probes still to start in this run ([`PROBES_PER_TICK`]).
+    left_in_run: u32,
+}
+
+impl<P> Default for Prober<P> {
+    fn default() -> Self {
+        Prober {
+            target: None,
+            made: 0,
+            left_in_run: 0,
+        }
+    }
+}
+
+impl<P: PeerId> Prober<P> {
+    /// Whether `peer` is being probed (its session asks for no slot).
+    pub(crate) fn is_target(&self, peer: &P) -> bool {
+        self.target.as_ref() == Some(peer)
+    }
+
+    /// Whether a probe is under way.
+    pub(crate) fn busy(&self) -> bool {
+        self.target.is_some()
+    }
+
+    /// Counts a new probe and returns its number (from 1).
+    fn count(&mut self) -> u64 {
+        self.made += 1;
+        self.made
+    }
+
+    fn started(&mut self, peer: P) {
+        self.target = Some(peer);
+    }
+
+    /// The probe of `peer`, if under way, is over (answered, failed or
+    /// closed).
+    pub(crate) fn ended(&mut self, peer: &P) {
+        if self.is_target(peer) {
+            self.target = None;
+        }
+    }
+
+    /// A new run: `more` probes may follow its first.
+    pub(crate) fn start_run(&mut self, more: u32) {
+        self.left_in_run = more;
+    }
+
+    /// Takes one probe of this run's budget, if any is left.
+    fn take_from_run(&mut self) -> bool {
+        if self.left_in_run == 0 {
+            return false;
+        }
+        self.left_in_run -= 1;
+        true
+    }
+}
+
 impl<P: PeerId> Engine<P> {
     /// An RTT sample: for the neighbour's median, and to move our coordinate.
     pub(crate) fn on_pong(&mut self, from: &P, nonce: u64, coord: Coord, now: u64) {
@@ -62,7 +128,7 @@ impl<P: PeerId> Engine<P> {
     pub(crate) fn probe(&mut self, now: u64) {
         if self.cfg.role != crate::proto::Role::Viewer
             || self.cfg.selection == Selection::Random
-            || self.probe.is_some()
+            || self.prober.busy()
         {
             return;
         }
@@ -79,9 +145,9 @@ impl<P: PeerId> Engine<P> {
         // (`prune_candidates`) most candidates are close, and the
         // coordinate still needs far samples. One goes to a random
         // candidate, one to the closest never measured (below).
-        self.probes += 1;
+        let number = self.prober.count();
         let mut pick = ready[rand::Rng::gen_range(&mut self.rng, 0..ready.len())];
-        if self.probes.is_multiple_of(2) {
+        if number.is_multiple_of(2) {
             let rtt = |e: &Self, c: &Candidate<P>| e.candidate_rtt(c).map_or(f32::MAX, |s| s.ms);
             let mut farthest = rtt(self, pick.1);
             for _ in 1..FAR_PROBE_DRAWS {
@@ -96,7 +162,7 @@ impl<P: PeerId> Engine<P> {
         // fewer far samples) goes to the closest candidate by prediction
         // that was never measured: near predictions are the least precise,
         // and a measured offer is swapped on a finer margin.
-        if self.probes % 4 == 1 || self.settled(now) && self.probes % 2 == 1 {
+        if number % 4 == 1 || self.settled(now) && number % 2 == 1 {
             let near = ready
                 .iter()
                 .filter(|(_, c)| c.measured_ms.is_none())
@@ -108,13 +174,13 @@ impl<P: PeerId> Engine<P> {
         }
         let pick = pick.0.clone();
         if self.dial(&pick, now) {
-            self.probe = Some(pick);
+            self.prober.started(pick);
         }
     }
 
     /// The probed candidate refused as asked: one RTT since our `Hello`.
     pub(crate) fn probe_answered(&mut self, from: &P, now: u64) {
-        self.probe = None;
+        self.prober.ended(from);
         let Some(n) = self.neighbors.get(from) else {
             return;
         };
@@ -128,8 +194,7 @@ impl<P: PeerId> Engine<P> {
         }
         self.drop_peer(from, "probe answered", now);
         // The next probe of this tick's run, if any, at once.
-        if self.probe_budget > 0 {
-            self.probe_budget -= 1;
+        if self.prober.take_from_run() {
             self.probe(now);
         }
     }
@@ -138,5 +203,29 @@ impl<P: PeerId> Engine<P> {
     /// settled and the neighbours are chosen (fewer, closer probes).
     pub(crate) fn settled(&self, now: u64) -> bool {
         now >= self.joined_at + PROBE_SETTLE_MS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_allows_its_budget_and_no_more() {
+        let mut prober = Prober::<u32>::default();
+        prober.start_run(PROBES_PER_TICK - 1);
+        let follow_ups = (0..10).filter(|_| prober.take_from_run()).count();
+        assert_eq!(follow_ups as u32, PROBES_PER_TICK - 1);
+    }
+
+    #[test]
+    fn only_the_target_ends_a_probe() {
+        let mut prober = Prober::<u32>::default();
+        prober.started(4);
+        prober.ended(&5);
+        assert!(prober.busy() && prober.is_target(&4));
+        prober.ended(&4);
+        assert!(!prober.busy());
+        assert_eq!((prober.count(), prober.count()), (1, 2));
     }
 }

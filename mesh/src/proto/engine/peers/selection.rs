@@ -256,7 +256,7 @@ impl<P: PeerId> Engine<P> {
             {
                 c.back_off(now);
             }
-            if c.dialing_since.is_some() && self.probe.as_ref() != Some(p) {
+            if c.dialing_since.is_some() && !self.prober.is_target(p) {
                 dialing += 1;
             }
         }

@@ -325,7 +325,7 @@ fn upload_limit_caps_payload_and_refuses_the_excess() {
     // Every request is answered one way or the other, or still queued.
     let unanswered = requested - pieces - missing;
     assert!(
-        unanswered <= crate::proto::engine::supply::UPLOAD_QUEUE,
+        unanswered <= crate::proto::engine::uploads::UPLOAD_QUEUE,
         "{unanswered} requests dropped"
     );
 }

@@ -8,7 +8,7 @@ use proptest::{prelude::*, test_runner::RngSeed};
 
 use super::*;
 use crate::proto::{
-    engine::{peers::discovery::MAX_CANDIDATES, supply::UPLOAD_QUEUE},
+    engine::{peers::discovery::MAX_CANDIDATES, uploads::UPLOAD_QUEUE},
     wire::MAX_SEQ,
 };
 
@@ -234,7 +234,7 @@ impl Driven {
         assert!(e.store.bytes() <= e.cfg.max_store_bytes);
         assert!(e.edge.heard().len() <= 4 * wire::MAX_LIST);
         assert!(e.edge.segment_starts().len() <= wire::MAX_LIST);
-        assert!(e.upload_queue.len() <= UPLOAD_QUEUE);
+        assert!(e.uploads.len() <= UPLOAD_QUEUE);
         assert!(e.candidates.len() <= MAX_CANDIDATES);
         assert!(e.edge.newest().is_none_or(|n| n < MAX_SEQ + (1 << 20)));
     }

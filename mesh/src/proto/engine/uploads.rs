@@ -1,0 +1,180 @@
+//! Pieces owed to neighbours, sent as the upload limit allows: requests
+//! admitted only while they can go out before the requester gives up, and
+//! relayed pushes.
+
+use std::collections::VecDeque;
+
+use super::{store::Store, PeerId};
+use crate::proto::upload::TokenBucket;
+
+/// Upload backlog accepted, in ms of the upload limit: a longer queue only
+/// adds lag, and the requester does better asking elsewhere or waiting.
+const MAX_BACKLOG_MS: u64 = 250;
+/// Requests a neighbour may have queued with us before we answer `Missing`.
+const MAX_QUEUED_PER_PEER: usize = 16;
+/// Requests queued for upload budget, at most.
+pub(super) const UPLOAD_QUEUE: usize = 64;
+
+/// The upload queue and the budget it drains under.
+#[derive(Debug)]
+pub(super) struct Uploads<P> {
+    limit: TokenBucket,
+    /// Pieces to send, and to whom, in order.
+    queue: VecDeque<(P, u64)>,
+}
+
+/// What the queue's head asks for once the budget allows.
+pub(super) enum Upload<P> {
+    /// Send the piece `seq` to the peer.
+    Due(P, u64),
+    /// The piece left the store while queued: tell the peer it is missing.
+    Gone(P, u64),
+}
+
+impl<P: PeerId> Uploads<P> {
+    /// An empty queue under `limit` bytes per second (`None`: unlimited).
+    pub(super) fn new(limit: Option<u64>, now: u64) -> Self {
+        Uploads {
+            limit: TokenBucket::new(limit, now),
+            queue: VecDeque::new(),
+        }
+    }
+
+    /// Queues what of `seqs` (asked by `from`) is held and fits: within
+    /// the queue's bounds, and sent before [`MAX_BACKLOG_MS`] of the limit
+    /// has passed. Returns the rest, to be answered `Missing`.
+    pub(super) fn admit(&mut self, from: &P, seqs: Vec<u64>, store: &Store, now: u64) -> Vec<u64> {
+        let mut queued = self.queue.iter().filter(|(p, _)| p == from).count();
+        // Queued payload, to refuse what the upload limit could not send
+        // before the requester gives up: it does better asking elsewhere.
+        let mut backlog: u64 = self
+            .queue
+            .iter()
+            .filter_map(|(_, s)| store.get(s))
+            .map(|p| p.data.len() as u64)
+            .sum();
+        let mut refused = Vec::new();
+        for seq in seqs {
+            let Some(len) = store.get(&seq).map(|p| p.data.len() as u64) else {
+                refused.push(seq);
+                continue;
+            };
+            let room = queued < MAX_QUEUED_PER_PEER
+                && self.queue.len() < UPLOAD_QUEUE
+                && (backlog == 0 || self.limit.drain_ms(backlog + len, now) <= MAX_BACKLOG_MS);
+            if room {
+                self.queue.push_back((from.clone(), seq));
+                queued += 1;
+                backlog += len;
+            } else {
+                refused.push(seq);
+            }
+        }
+        refused
+    }
+
+    pub(super) fn is_full(&self) -> bool {
+        self.queue.len() >= UPLOAD_QUEUE
+    }
+
+    /// Queues `seq` for `to`, unasked (a relayed push); see [`Self::is_full`].
+    pub(super) fn push(&mut self, to: P, seq: u64) {
+        self.queue.push_back((to, seq));
+    }
+
+    /// When the head of the queue can go out under the limit.
+    pub(super) fn ready_at(&self, store: &Store) -> Option<u64> {
+        let (_, seq) = self.queue.front()?;
+        let len = store.get(seq).map_or(0, |p| p.data.len());
+        Some(self.limit.ready_at(len as u64))
+    }
+
+    /// The head of the queue, taken out if the budget allows at `now`
+    /// (spending it) or its piece is gone.
+    pub(super) fn next(&mut self, store: &Store, now: u64) -> Option<Upload<P>> {
+        let (peer, seq) = self.queue.front().cloned()?;
+        let Some(piece) = store.get(&seq) else {
+            self.queue.pop_front();
+            return Some(Upload::Gone(peer, seq));
+        };
+        if !self.limit.take(piece.data.len() as u64, now) {
+            return None;
+        }
+        self.queue.pop_front();
+        Some(Upload::Due(peer, seq))
+    }
+
+    /// Drops what `peer` asked for in `seqs` (a `Cancel`).
+    pub(super) fn cancel(&mut self, peer: &P, seqs: &[u64]) {
+        self.queue.retain(|(p, s)| p != peer || !seqs.contains(s));
+    }
+
+    /// Drops everything queued for `peer` (its session ended).
+    pub(super) fn forget_peer(&mut self, peer: &P) {
+        self.queue.retain(|(p, _)| p != peer);
+    }
+
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.queue.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::proto::engine::tests::{piece, signer};
+
+    /// Pieces 0..n of 1,000 bytes.
+    fn store(n: u64) -> Store {
+        let s = signer();
+        let mut store = Store::default();
+        for seq in 0..n {
+            store.insert(Arc::new(piece(&s, seq, 0, 0, 0, 1_000)));
+        }
+        store
+    }
+
+    #[test]
+    fn requests_beyond_what_the_limit_sends_in_time_are_refused() {
+        // 20 kB/s: 250 ms of backlog is five 1,000-byte pieces.
+        let (mut up, store) = (Uploads::<u32>::new(Some(20_000), 0), store(10));
+        let refused = up.admit(&1, (0..10).collect(), &store, 0);
+        assert_eq!(up.len() + refused.len(), 10);
+        assert!((4..=6).contains(&up.len()), "queued {}", up.len());
+        assert_eq!(refused.last(), Some(&9));
+    }
+
+    #[test]
+    fn one_neighbour_cannot_take_the_whole_queue() {
+        let (mut up, store) = (Uploads::<u32>::new(None, 0), store(40));
+        let refused = up.admit(&1, (0..40).collect(), &store, 0);
+        assert_eq!(up.len(), MAX_QUEUED_PER_PEER);
+        assert_eq!(refused.len(), 40 - MAX_QUEUED_PER_PEER);
+        assert!(up.admit(&2, vec![0], &store, 0).is_empty());
+    }
+
+    #[test]
+    fn a_piece_not_held_is_refused_and_one_gone_is_reported() {
+        let (mut up, mut store) = (Uploads::<u32>::new(None, 0), store(2));
+        assert_eq!(up.admit(&1, vec![0, 1, 5], &store, 0), vec![5]);
+        store.pop_first();
+        assert!(matches!(up.next(&store, 0), Some(Upload::Gone(1, 0))));
+        assert!(matches!(up.next(&store, 0), Some(Upload::Due(1, 1))));
+        assert!(up.next(&store, 0).is_none());
+    }
+
+    #[test]
+    fn cancelled_and_disconnected_requests_leave_the_queue() {
+        let (mut up, store) = (Uploads::<u32>::new(None, 0), store(4));
+        up.admit(&1, vec![0, 1], &store, 0);
+        up.admit(&2, vec![2, 3], &store, 0);
+        up.cancel(&1, &[1, 2]);
+        assert_eq!(up.len(), 3);
+        up.forget_peer(&2);
+        assert!(matches!(up.next(&store, 0), Some(Upload::Due(1, 0))));
+        assert!(up.next(&store, 0).is_none());
+    }
+}
