@@ -29,7 +29,7 @@ mod timers;
 mod uploads;
 mod window;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -46,13 +46,12 @@ use edge::Edge;
 use io::WallClock;
 pub use io::{Input, Output, Time};
 use peers::{
-    candidates::{Candidate, HANDSHAKE_TIMEOUT_MS},
+    candidates::{Candidates, HANDSHAKE_TIMEOUT_MS, MAX_CANDIDATES},
     neighbors::Neighbors,
 };
 use peers::{
-    discovery::MAX_CANDIDATES,
     probe::{Prober, PROBES_PER_TICK, PROBE_MS},
-    selection::Swap,
+    selection::Selector,
 };
 use playback::Playback;
 use requests::Requests;
@@ -75,34 +74,17 @@ pub struct Engine<P: PeerId> {
     store: Store,
     edge: Edge,
     neighbors: Neighbors<P>,
-    candidates: BTreeMap<P, Candidate<P>>,
+    candidates: Candidates<P>,
     requests: Requests<P>,
     playback: Playback,
     uploads: Uploads<P>,
     push_next: usize,
     outputs: VecDeque<Output<P>>,
     timers: Timers,
-    /// Dials made so far (every fourth goes to a random candidate).
-    dials: u64,
-    /// When a new verified piece last arrived (announcements prove
-    /// nothing: a peer can announce what it does not have).
-    last_news: u64,
-    /// The neighbourhood went quiet: dial the next candidates at random.
-    starved: bool,
-    /// When a neighbour was last dropped to let a newcomer in.
-    last_evict: Option<u64>,
-    /// A swap under way: the closer candidate is dialled first, and the
-    /// neighbour it replaces goes only once it has accepted.
-    swap: Option<Swap<P>>,
+    selector: Selector<P>,
     prober: Prober<P>,
     /// Something the scheduler acts on changed since it last ran.
     news: bool,
-    /// A uniform draw in [0, 1) made once: this node keeps one long link
-    /// (a random dial in four, its slowest neighbour never swapped) while
-    /// the draw is under [`long_link_share`] of the swarm's size.
-    long_link_draw: f32,
-    /// Viewers in the swarm, as the tracker last said.
-    swarm_viewers: Option<u32>,
     /// Where this node is in the RTT map (Vivaldi).
     coord: Coord,
     clock: WallClock,
@@ -149,22 +131,16 @@ impl<P: PeerId> Engine<P> {
             store: Store::default(),
             edge: Edge::default(),
             neighbors: Neighbors::default(),
-            candidates: BTreeMap::new(),
+            candidates: Candidates::default(),
             requests: Requests::default(),
             playback: Playback::new(cfg.role == Role::Viewer),
             uploads: Uploads::new(cfg.upload_limit, now),
             push_next: 0,
             outputs: VecDeque::new(),
             timers: Timers::starting(now, cfg.optimize_ms),
-            dials: 0,
-            last_news: now,
-            starved: false,
-            last_evict: None,
-            swap: None,
+            selector: Selector::new(long_link_draw, now),
             prober: Prober::default(),
             news: false,
-            long_link_draw,
-            swarm_viewers: None,
             coord: Coord::default(),
             clock: WallClock::new(time),
             stats: Stats::default(),
@@ -245,12 +221,8 @@ impl<P: PeerId> Engine<P> {
             Input::Connected { peer, outbound } => self.on_connected(peer, outbound, now),
             Input::Disconnected { peer } => self.on_disconnected(&peer, now),
             Input::DialFailed { peer } => {
-                if let Some(c) = self.candidates.get_mut(&peer) {
-                    c.back_off(now);
-                }
-                if self.swap.as_ref().is_some_and(|s| s.to == peer) {
-                    self.swap = None;
-                }
+                self.candidates.failed(&peer, now);
+                self.selector.swap_failed(&peer);
                 self.prober.ended(&peer);
             }
             Input::Frame { from, body } => self.on_frame(from, body, now),
@@ -277,7 +249,7 @@ impl<P: PeerId> Engine<P> {
                 }
             }
             Input::Located(loc) => self.cfg.loc = loc,
-            Input::Swarm { viewers } => self.swarm_viewers = Some(viewers),
+            Input::Swarm { viewers } => self.selector.set_swarm_viewers(viewers),
             Input::InfraFailed { seq } => {
                 self.news = true;
                 // Not at the origin (yet): ask again after a pause.

@@ -82,7 +82,7 @@ impl<P: PeerId> Engine<P> {
         if false_start {
             self.playback.start = None;
         }
-        self.last_news = now;
+        self.selector.fed(now);
         self.stats.newest_seq = self.stats.newest_seq.max(Some(seq));
         self.store.insert(self.key.intern(piece));
         for n in self.neighbors.values_mut() {

@@ -22,9 +22,7 @@ impl<P: PeerId> Engine<P> {
             // but must not reset the state of the first.
             return;
         }
-        if let Some(c) = self.candidates.get_mut(&peer) {
-            c.dialing_since = None;
-        }
+        self.candidates.dialled(&peer);
         self.neighbors
             .open(peer.clone(), Neighbor::new(outbound, now));
         // The dialled side sends its `Hello` only once it accepts the
@@ -79,12 +77,8 @@ impl<P: PeerId> Engine<P> {
             }
             self.update_neighbor_stats();
         }
-        if let Some(c) = self.candidates.get_mut(peer) {
-            c.dialing_since = None;
-        }
-        if self.swap.as_ref().is_some_and(|s| &s.to == peer) {
-            self.swap = None;
-        }
+        self.candidates.dialled(peer);
+        self.selector.swap_failed(peer);
         self.prober.ended(peer);
     }
 
@@ -99,10 +93,8 @@ impl<P: PeerId> Engine<P> {
 
     pub(super) fn violation(&mut self, peer: &P, reason: &'static str, now: u64) {
         self.stats.protocol_violations += 1;
-        if let Some(c) = self.candidates.get_mut(peer) {
-            c.back_off(now);
-            c.retry_at = c.retry_at.max(now + SHUNNED_MS);
-        }
+        self.candidates.failed(peer, now);
+        self.candidates.hold_off(peer, now + SHUNNED_MS);
         self.drop_peer(peer, reason, now);
     }
 
@@ -131,9 +123,7 @@ impl<P: PeerId> Engine<P> {
             }
             (_, Message::Refuse { suggestions, .. }) => {
                 self.add_candidates(suggestions);
-                if let Some(c) = self.candidates.get_mut(&from) {
-                    c.retry_at = now + REFUSED_BACKOFF_MS;
-                }
+                self.candidates.retry_at(&from, now + REFUSED_BACKOFF_MS);
                 self.drop_peer(&from, "refused", now);
             }
             (Phase::Greeting, _) => self.violation(&from, "message before hello", now),
@@ -279,18 +269,14 @@ impl<P: PeerId> Engine<P> {
             return self.drop_peer(&from, "refused", now);
         }
         if self.cfg.role.is_infra() && !inbound && !self.relays(&hello) {
-            if let Some(c) = self.candidates.get_mut(&from) {
-                c.retry_at = now + SHUNNED_MS;
-            }
+            self.candidates.retry_at(&from, now + SHUNNED_MS);
             return self.drop_peer(&from, "too little upload to relay pushes", now);
         }
         // The closer candidate of a swap accepted: the neighbour it
         // replaces goes now, so the cap holds.
-        if let Some(swap) = self.swap.take_if(|s| s.to == from) {
+        if let Some(swap) = self.selector.swap_accepted(&from) {
             if self.neighbors.contains_key(&swap.victim) {
-                if let Some(c) = self.candidates.get_mut(&swap.victim) {
-                    c.retry_at = c.retry_at.max(now + SHUNNED_MS);
-                }
+                self.candidates.hold_off(&swap.victim, now + SHUNNED_MS);
                 self.stats.neighbor_swaps += 1;
                 self.drop_peer(&swap.victim, "replaced by a closer candidate", now);
             }

@@ -43,7 +43,8 @@ impl<P: PeerId> Engine<P> {
     /// when the swarm is larger, up to [`MAX_SPREAD`].
     pub(super) fn spread(&self) -> usize {
         let by_swarm = self
-            .swarm_viewers
+            .selector
+            .swarm_viewers()
             .map_or(0, |n| (n / VIEWERS_PER_PUSH) as usize);
         by_swarm.min(MAX_SPREAD).max(self.cfg.push_fanout)
     }
@@ -159,7 +160,7 @@ impl<P: PeerId> Engine<P> {
             gain > COVER_FACTOR * loss[victim] + COVER_MARGIN_MS * sample.len() as f32 / 10.0;
         if (weak || worth) && self.dial(&to, now) {
             let victim = entries.swap_remove(victim).0;
-            self.swap = Some(Swap { to, victim });
+            self.selector.start_swap(Swap { to, victim });
         }
     }
 

@@ -1,6 +1,12 @@
 //! Peers we may connect to, and when we may try them again.
 
-use crate::proto::wire::PeerInfo;
+use std::collections::BTreeMap;
+
+use crate::proto::{engine::PeerId, wire::PeerInfo};
+
+/// Candidates remembered, at most: new ones beyond it wait for a prune
+/// (`prune_candidates`).
+pub(crate) const MAX_CANDIDATES: usize = 160;
 
 /// A dial or a session still greeting after this long is given up: a peer
 /// that cannot finish a handshake in ten seconds is of no use to a live
@@ -54,6 +60,111 @@ impl<P> Candidate<P> {
     }
 }
 
+/// The candidate table, bounded by [`MAX_CANDIDATES`].
+#[derive(Debug)]
+pub(crate) struct Candidates<P> {
+    table: BTreeMap<P, Candidate<P>>,
+}
+
+impl<P> Default for Candidates<P> {
+    fn default() -> Self {
+        Candidates {
+            table: BTreeMap::new(),
+        }
+    }
+}
+
+impl<P: PeerId> Candidates<P> {
+    pub(crate) fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub(crate) fn get(&self, peer: &P) -> Option<&Candidate<P>> {
+        self.table.get(peer)
+    }
+
+    pub(crate) fn get_mut(&mut self, peer: &P) -> Option<&mut Candidate<P>> {
+        self.table.get_mut(peer)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn contains_key(&self, peer: &P) -> bool {
+        self.table.contains_key(peer)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn keys(&self) -> impl Iterator<Item = &P> {
+        self.table.keys()
+    }
+
+    /// In peer order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&P, &Candidate<P>)> {
+        self.table.iter()
+    }
+
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (&P, &mut Candidate<P>)> {
+        self.table.iter_mut()
+    }
+
+    pub(crate) fn values(&self) -> impl Iterator<Item = &Candidate<P>> {
+        self.table.values()
+    }
+
+    pub(crate) fn remove(&mut self, peer: &P) {
+        self.table.remove(peer);
+    }
+
+    /// Learns of a peer, or of new addresses or a coordinate of one known;
+    /// a new peer is ignored while the table is full.
+    pub(crate) fn add(&mut self, info: PeerInfo<P>) {
+        if let Some(c) = self.table.get_mut(&info.peer) {
+            if !info.addrs.is_empty() {
+                c.info.addrs = info.addrs;
+            }
+            if info.coord.is_some() {
+                c.info.coord = info.coord;
+            }
+        } else if self.table.len() < MAX_CANDIDATES {
+            self.table.insert(info.peer.clone(), Candidate::new(info));
+        }
+    }
+
+    /// A dial of `peer` starts at `now`: its address, to hand the driver.
+    pub(crate) fn dial(&mut self, peer: &P, now: u64) -> Option<&PeerInfo<P>> {
+        let c = self.table.get_mut(peer)?;
+        c.dialing_since = Some(now);
+        Some(&c.info)
+    }
+
+    /// The dial of `peer` is over (a session is up, or it is gone).
+    pub(crate) fn dialled(&mut self, peer: &P) {
+        if let Some(c) = self.table.get_mut(peer) {
+            c.dialing_since = None;
+        }
+    }
+
+    /// A dial failed: back off (see [`Candidate::back_off`]).
+    pub(crate) fn failed(&mut self, peer: &P, now: u64) {
+        if let Some(c) = self.table.get_mut(peer) {
+            c.back_off(now);
+        }
+    }
+
+    /// `peer` is not tried again before `at`.
+    pub(crate) fn retry_at(&mut self, peer: &P, at: u64) {
+        if let Some(c) = self.table.get_mut(peer) {
+            c.retry_at = at;
+        }
+    }
+
+    /// `peer` is not tried again before `at`, or later if it was so held.
+    pub(crate) fn hold_off(&mut self, peer: &P, at: u64) {
+        if let Some(c) = self.table.get_mut(peer) {
+            c.retry_at = c.retry_at.max(at);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,5 +176,28 @@ mod tests {
             c.back_off(0);
         }
         assert_eq!(c.retry_at, 60_000);
+    }
+
+    #[test]
+    fn a_full_table_learns_of_peers_it_knows_and_of_no_others() {
+        let mut table = Candidates::default();
+        for p in 0..MAX_CANDIDATES as u32 + 10 {
+            table.add(PeerInfo::new(p, vec![]));
+        }
+        assert_eq!(table.len(), MAX_CANDIDATES);
+        assert!(!table.contains_key(&(MAX_CANDIDATES as u32)));
+        table.add(PeerInfo::new(3, vec!["/ip4/10.0.0.3/tcp/1".into()]));
+        assert_eq!(table.get(&3).map(|c| c.info.addrs.len()), Some(1));
+    }
+
+    #[test]
+    fn a_hold_never_shortens_a_longer_one() {
+        let mut table = Candidates::default();
+        table.add(PeerInfo::new(1u32, vec![]));
+        table.retry_at(&1, 60_000);
+        table.hold_off(&1, 30_000);
+        assert_eq!(table.get(&1).map(|c| c.retry_at), Some(60_000));
+        table.retry_at(&1, 30_000);
+        assert_eq!(table.get(&1).map(|c| c.retry_at), Some(30_000));
     }
 }

@@ -6,8 +6,6 @@ use crate::proto::{
     wire::{self, Message, PeerInfo},
 };
 
-/// Candidates remembered, at most: new ones beyond it wait for a prune.
-pub(crate) const MAX_CANDIDATES: usize = 160;
 /// Candidates kept by each prune (see `prune_candidates`), and how many of
 /// them are drawn at random rather than the closest.
 pub(crate) const KEEP_CANDIDATES: usize = 128;
@@ -59,24 +57,7 @@ impl<P: PeerId> Engine<P> {
 
     pub(crate) fn add_candidates(&mut self, peers: Vec<PeerInfo<P>>) {
         for info in peers {
-            if self.candidates.len() >= MAX_CANDIDATES && !self.candidates.contains_key(&info.peer)
-            {
-                continue;
-            }
-            match self.candidates.get_mut(&info.peer) {
-                Some(c) => {
-                    if !info.addrs.is_empty() {
-                        c.info.addrs = info.addrs;
-                    }
-                    if info.coord.is_some() {
-                        c.info.coord = info.coord;
-                    }
-                }
-                None => {
-                    self.candidates
-                        .insert(info.peer.clone(), Candidate::new(info));
-                }
-            }
+            self.candidates.add(info);
         }
     }
 
@@ -88,11 +69,10 @@ impl<P: PeerId> Engine<P> {
 
     /// Asks the driver to dial a candidate; `false` if it is unknown.
     pub(crate) fn dial(&mut self, peer: &P, now: u64) -> bool {
-        let Some(c) = self.candidates.get_mut(peer) else {
+        let Some(info) = self.candidates.dial(peer, now) else {
             return false;
         };
-        c.dialing_since = Some(now);
-        self.outputs.push_back(Output::Connect(c.info.clone()));
+        self.outputs.push_back(Output::Connect(info.clone()));
         true
     }
 

@@ -39,6 +39,121 @@ pub(crate) struct Swap<P> {
     pub(crate) victim: P,
 }
 
+/// What neighbour selection remembers between runs.
+#[derive(Debug)]
+pub(crate) struct Selector<P> {
+    /// A swap under way: the closer candidate is dialled first, and the
+    /// neighbour it replaces goes only once it has accepted.
+    swap: Option<Swap<P>>,
+    /// Dials made so far (every fourth goes to a random candidate).
+    dials: u64,
+    /// When a new verified piece last arrived (announcements prove
+    /// nothing: a peer can announce what it does not have).
+    fed_at: u64,
+    /// The neighbourhood went quiet: dial the next candidates at random.
+    starved: bool,
+    /// When a neighbour was last dropped to let a newcomer in.
+    last_evict: Option<u64>,
+    /// A uniform draw in [0, 1) made once: this node keeps one long link
+    /// (a random dial in four, its slowest neighbour never swapped) while
+    /// the draw is under [`long_link_share`] of the swarm's size.
+    long_link_draw: f32,
+    /// Viewers in the swarm, as the tracker last said.
+    swarm_viewers: Option<u32>,
+}
+
+impl<P: PeerId> Selector<P> {
+    pub(crate) fn new(long_link_draw: f32, now: u64) -> Self {
+        Selector {
+            swap: None,
+            dials: 0,
+            fed_at: now,
+            starved: false,
+            last_evict: None,
+            long_link_draw,
+            swarm_viewers: None,
+        }
+    }
+
+    /// Whether this node keeps a long link (see [`long_link_share`]).
+    pub(crate) fn long_link(&self) -> bool {
+        self.long_link_draw < long_link_share(self.swarm_viewers)
+    }
+
+    pub(crate) fn swarm_viewers(&self) -> Option<u32> {
+        self.swarm_viewers
+    }
+
+    pub(crate) fn set_swarm_viewers(&mut self, viewers: u32) {
+        self.swarm_viewers = Some(viewers);
+    }
+
+    pub(crate) fn start_swap(&mut self, swap: Swap<P>) {
+        self.swap = Some(swap);
+    }
+
+    /// The swap to `peer`, if one is under way, is off (the dial failed,
+    /// or the session closed).
+    pub(crate) fn swap_failed(&mut self, peer: &P) {
+        if self.swap.as_ref().is_some_and(|s| &s.to == peer) {
+            self.swap = None;
+        }
+    }
+
+    /// `peer` accepted: the swap to it, if any, is done and returned.
+    pub(crate) fn swap_accepted(&mut self, peer: &P) -> Option<Swap<P>> {
+        self.swap.take_if(|s| &s.to == peer)
+    }
+
+    /// A new verified piece arrived at `now`.
+    pub(crate) fn fed(&mut self, now: u64) {
+        self.fed_at = now;
+    }
+
+    /// Whether nothing new arrived for [`STARVED_MS`] up to `now`.
+    fn starving(&self, now: u64) -> bool {
+        now >= self.fed_at + STARVED_MS
+    }
+
+    /// The neighbourhood starved: the next dials go at random, and the
+    /// next verdict waits another [`STARVED_MS`].
+    fn starve(&mut self, now: u64) {
+        self.fed_at = now;
+        self.starved = true;
+    }
+
+    /// A neighbour was dropped at `now` to let a newcomer in.
+    fn evicted(&mut self, now: u64) {
+        self.last_evict = Some(now);
+    }
+
+    /// Whether the neighbourhood starved since this was last asked.
+    fn take_starved(&mut self) -> bool {
+        std::mem::take(&mut self.starved)
+    }
+
+    fn dials(&self) -> u64 {
+        self.dials
+    }
+
+    fn count_dials(&mut self, n: usize) {
+        self.dials += n as u64;
+    }
+
+    fn swap(&self) -> Option<&Swap<P>> {
+        self.swap.as_ref()
+    }
+
+    fn clear_swap(&mut self) {
+        self.swap = None;
+    }
+
+    /// Whether a newcomer may be let in by eviction at `now`.
+    fn may_evict(&self, now: u64) -> bool {
+        self.last_evict.is_none_or(|t| now >= t + EVICT_GAP_MS)
+    }
+}
+
 /// The share of nodes that keep a long link in a swarm of `viewers`:
 /// all of them up to [`LONG_LINK_ALL_BELOW`], then `100 / viewers` down
 /// to [`LONG_LINK_SHARE`]; past 800 viewers, [`LONG_LINKS`] in all
@@ -65,7 +180,7 @@ impl<P: PeerId> Engine<P> {
     /// of full nodes could stay closed to it forever. At most once per
     /// [`EVICT_GAP_MS`].
     pub(crate) fn evict_for(&mut self, from: &P, hello: &Hello, now: u64) -> bool {
-        if self.last_evict.is_some_and(|t| now < t + EVICT_GAP_MS) {
+        if !self.selector.may_evict(now) {
             return false;
         }
         let (victim, reason) = if usize::from(hello.degree) <= self.cfg.max_degree / 2 {
@@ -90,10 +205,8 @@ impl<P: PeerId> Engine<P> {
             self.stats.neighbor_swaps += 1;
             (p, "replaced by a closer candidate")
         };
-        if let Some(c) = self.candidates.get_mut(&victim) {
-            c.retry_at = c.retry_at.max(now + DROPPED_MS);
-        }
-        self.last_evict = Some(now);
+        self.candidates.hold_off(&victim, now + DROPPED_MS);
+        self.selector.evicted(now);
         self.drop_peer(&victim, reason, now);
         true
     }
@@ -134,7 +247,7 @@ impl<P: PeerId> Engine<P> {
         // id): their margins differ, the measured one is tried first.
         let mut measured: Option<(Score, &P)> = None;
         let mut predicted: Option<(Score, &P)> = None;
-        for (p, c) in &self.candidates {
+        for (p, c) in self.candidates.iter() {
             if !self.is_ready(p, c, now) {
                 continue;
             }
@@ -158,7 +271,7 @@ impl<P: PeerId> Engine<P> {
             return;
         };
         if self.dial(&to, now) {
-            self.swap = Some(Swap { to, victim });
+            self.selector.start_swap(Swap { to, victim });
         }
     }
 
@@ -166,7 +279,7 @@ impl<P: PeerId> Engine<P> {
     /// that never answers is backed off and forgotten after 10 s by
     /// `fill_neighbors`).
     pub(crate) fn swap_done(&mut self) -> bool {
-        if let Some(swap) = &self.swap {
+        if let Some(swap) = self.selector.swap() {
             if self
                 .candidates
                 .get(&swap.to)
@@ -175,7 +288,7 @@ impl<P: PeerId> Engine<P> {
             {
                 return false;
             }
-            self.swap = None;
+            self.selector.clear_swap();
         }
         true
     }
@@ -220,13 +333,12 @@ impl<P: PeerId> Engine<P> {
     /// to a random candidate, until news arrives.
     pub(crate) fn replace_if_starved(&mut self, now: u64) {
         if self.cfg.role != crate::proto::Role::Viewer
-            || now < self.last_news + STARVED_MS
+            || !self.selector.starving(now)
             || self.degree() + 1 < self.cfg.max_degree
         {
             return;
         }
-        self.last_news = now;
-        self.starved = true;
+        self.selector.starve(now);
         let mut viewers: Vec<P> = self
             .neighbors
             .active_viewers()
@@ -236,9 +348,7 @@ impl<P: PeerId> Engine<P> {
         // Half go, so that full nodes elsewhere let this one in (`evict_for`).
         let keep = (self.cfg.max_degree / 2).saturating_sub(1);
         for victim in viewers.into_iter().skip(keep) {
-            if let Some(c) = self.candidates.get_mut(&victim) {
-                c.retry_at = now + DROPPED_MS;
-            }
+            self.candidates.retry_at(&victim, now + DROPPED_MS);
             self.drop_peer(&victim, "no news from the neighbourhood", now);
         }
     }
@@ -274,7 +384,7 @@ impl<P: PeerId> Engine<P> {
             .map(|(p, _)| p.clone())
             .collect();
         rand::seq::SliceRandom::shuffle(ready.as_mut_slice(), &mut self.rng);
-        let starved = std::mem::take(&mut self.starved);
+        let starved = self.selector.take_starved();
         let ranked = self.cfg.selection != Selection::Random && !starved;
         // Scores are finite and non-negative: their bits sort as they
         // compare; no score sorts last.
@@ -304,7 +414,7 @@ impl<P: PeerId> Engine<P> {
                 break;
             }
             let random_pick = self.cfg.selection != Selection::Random
-                && (starved || self.long_link() && (self.dials + i as u64) % 4 == 3);
+                && (starved || self.long_link() && (self.selector.dials() + i as u64) % 4 == 3);
             let idx = if random_pick {
                 rand::Rng::gen_range(&mut self.rng, 0..ready.len())
             } else if limit.is_some_and(|l| key(self, &ready[0]) > l.to_bits()) {
@@ -314,7 +424,7 @@ impl<P: PeerId> Engine<P> {
             };
             picks.push(ready.remove(idx));
         }
-        self.dials += picks.len() as u64;
+        self.selector.count_dials(picks.len());
         for p in picks {
             self.dial(&p, now);
         }
@@ -322,6 +432,46 @@ impl<P: PeerId> Engine<P> {
 
     /// Whether this node keeps a long link (see [`long_link_share`]).
     pub(crate) fn long_link(&self) -> bool {
-        self.long_link_draw < long_link_share(self.swarm_viewers)
+        self.selector.long_link()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starvation_is_judged_from_the_last_verified_piece() {
+        let mut s = Selector::<u32>::new(0.5, 0);
+        assert!(!s.starving(STARVED_MS - 1));
+        s.fed(1_000);
+        assert!(!s.starving(STARVED_MS));
+        assert!(s.starving(1_000 + STARVED_MS));
+        s.starve(1_000 + STARVED_MS);
+        assert!(s.take_starved() && !s.take_starved(), "once per verdict");
+        assert!(!s.starving(1_000 + STARVED_MS), "the next verdict waits");
+    }
+
+    #[test]
+    fn evictions_are_spaced_and_a_swap_ends_only_with_its_own_candidate() {
+        let mut s = Selector::<u32>::new(0.5, 0);
+        s.evicted(10);
+        assert!(!s.may_evict(10 + EVICT_GAP_MS - 1));
+        assert!(s.may_evict(10 + EVICT_GAP_MS));
+        s.start_swap(Swap { to: 2, victim: 1 });
+        s.swap_failed(&1);
+        assert!(s.swap_accepted(&1).is_none());
+        assert_eq!(s.swap_accepted(&2).map(|w| w.victim), Some(1));
+        assert!(s.swap().is_none());
+    }
+
+    #[test]
+    fn a_node_keeps_a_long_link_while_its_draw_is_under_the_share() {
+        let mut s = Selector::<u32>::new(0.2, 0);
+        assert!(s.long_link(), "unknown swarm: share {LONG_LINK_SHARE}");
+        s.set_swarm_viewers(2_000);
+        assert!(!s.long_link(), "share 0.1 at 2,000 viewers");
+        s.set_swarm_viewers(50);
+        assert!(s.long_link(), "every node in a small swarm");
     }
 }

@@ -8,7 +8,7 @@ use proptest::{prelude::*, test_runner::RngSeed};
 
 use super::*;
 use crate::proto::{
-    engine::{peers::discovery::MAX_CANDIDATES, uploads::UPLOAD_QUEUE},
+    engine::{peers::candidates::MAX_CANDIDATES, uploads::UPLOAD_QUEUE},
     wire::MAX_SEQ,
 };
 

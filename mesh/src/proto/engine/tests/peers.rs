@@ -156,7 +156,7 @@ fn a_full_candidate_table_is_pruned_to_the_closest() {
     e.handle(Input::Candidates((1..=100).map(at).collect()), 0);
     assert_eq!(
         e.candidates.len(),
-        crate::proto::engine::peers::discovery::MAX_CANDIDATES
+        crate::proto::engine::peers::candidates::MAX_CANDIDATES
     );
     assert!(
         !e.candidates.contains_key(&1),
