@@ -9,13 +9,19 @@
 //! which spreads the load over neighbours. Infrastructure is asked only when
 //! no viewer offers the piece and its deadline is within the fallback margin.
 
-use std::{cell::Cell, collections::BTreeMap};
+use std::collections::BTreeMap;
+
+use smallvec::SmallVec;
 
 use super::{Engine, Output, PeerId, Timer, SCHEDULE_IDLE_MS, SCHEDULE_MS};
 use crate::proto::{piece::MAX_PIECE_BYTES, wire::Message};
 
 /// Pieces considered per run, at most.
 const LOOKAHEAD: u64 = 1024;
+/// Missing pieces a run lists without allocating: a viewer keeping up
+/// misses a few, one catching up up to [`LOOKAHEAD`] (which spill to the
+/// heap).
+const INLINE_WANTS: usize = 64;
 /// Infrastructure requests over HTTP are given this long.
 const INFRA_TIMEOUT_MS: u64 = 3_000;
 
@@ -31,15 +37,6 @@ struct Want {
     rank: u64,
     seq: u64,
     deadline: Option<u64>,
-}
-
-thread_local! {
-    /// The scheduler's lists, empty between runs and shared by the engines
-    /// of a thread: a run neither allocates them nor reads memory of its
-    /// own engine that has gone cold (a simulator runs thousands of
-    /// engines per thread).
-    static MISSING: Cell<Vec<u64>> = const { Cell::new(Vec::new()) };
-    static WANTED: Cell<Vec<Want>> = const { Cell::new(Vec::new()) };
 }
 
 impl<P: PeerId> Engine<P> {
@@ -62,8 +59,8 @@ impl<P: PeerId> Engine<P> {
         let hi = newest.min(lo + LOOKAHEAD);
         let margin = self.cfg.fallback_margin_ms;
 
-        let mut missing = MISSING.take();
-        let mut wanted = WANTED.take();
+        let mut missing: SmallVec<[u64; INLINE_WANTS]> = SmallVec::new();
+        let mut wanted: SmallVec<[Want; INLINE_WANTS]> = SmallVec::new();
         self.missing_in(lo, hi, &mut missing);
         for &seq in &missing {
             // Who it was asked of, if anyone: `Some(None)` is infrastructure.
@@ -98,8 +95,6 @@ impl<P: PeerId> Engine<P> {
             });
         }
         self.count_holders(&mut wanted);
-        missing.clear();
-        MISSING.set(missing);
         wanted.sort_unstable();
 
         let piece_bytes = self
@@ -133,8 +128,6 @@ impl<P: PeerId> Engine<P> {
                 self.stats.fallback_requests -= 1;
             }
         }
-        wanted.clear();
-        WANTED.set(wanted);
         for (peer, seqs) in batches.into_sorted() {
             self.send(&peer, &Message::Request { seqs });
         }
@@ -175,7 +168,7 @@ impl<P: PeerId> Engine<P> {
 
     /// Seqs in `lo..=hi` not in the store, found from the gaps between held
     /// pieces (most of the range is usually held), appended to `missing`.
-    fn missing_in(&self, lo: u64, hi: u64, missing: &mut Vec<u64>) {
+    fn missing_in(&self, lo: u64, hi: u64, missing: &mut impl Extend<u64>) {
         if lo > hi {
             return;
         }
