@@ -40,130 +40,35 @@
 //! share the stream key's verification memo, behind a lock: which thread
 //! checks a piece first changes who hashes it, not what anyone sees.)
 
+mod config;
 mod partition;
 mod queue;
+mod worker;
+mod world;
 
-use std::{
-    sync::{
-        mpsc::{sync_channel, Receiver, SyncSender},
-        Arc,
-    },
-    thread::Scope,
-};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use libp2p::identity::Keypair;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+pub use self::config::{default_threads, Network, SimConfig};
 use self::{
     partition::{part_of, Event, Node, Partition, Soft, PARTS},
     queue::Queue,
+    worker::Worker,
+    world::World,
 };
 use crate::proto::{
     piece::flags,
     proximity::{rank_best, RankView},
-    Config, Coord, Engine, Input, Locality, PeerInfo, Piece, Selection, Signer, Stats, StreamKey,
-    Summary, MAX_PIECE_BYTES,
+    Config, Coord, Engine, Input, Locality, PeerInfo, Piece, Signer, Stats, StreamKey, Summary,
+    MAX_PIECE_BYTES,
 };
 
 /// Node id in the simulator; the seeder is node 0.
 pub type NodeId = u32;
-
-/// A simulated run.
-#[derive(Clone, Debug)]
-pub struct SimConfig {
-    /// Viewers (the seeder comes on top).
-    pub viewers: usize,
-    pub duration_ms: u64,
-    pub seed: u64,
-    pub bitrate_bps: u64,
-    pub segment_ms: u64,
-    /// Largest piece the seeder cuts (pieces of a segment are equal sizes).
-    pub piece_bytes: usize,
-    /// One-way delay between two nodes is drawn once per pair from this
-    /// range (at least 1 ms: see the module notes).
-    pub one_way_ms: (u64, u64),
-    /// One-way delay to the HTTP origin used for fallback.
-    pub origin_one_way_ms: u64,
-    /// Viewer upload cap, bits/s (`None`: unlimited).
-    pub viewer_upload_bps: Option<u64>,
-    /// Viewers join evenly over this span.
-    pub join_over_ms: u64,
-    /// Candidates handed out per tracker answer.
-    pub hints: usize,
-    /// Peers the tracker ranks per answer: a random sample of this many
-    /// joined peers (the real tracker ranks a window of up to 4,096).
-    pub tracker_window: usize,
-    /// Viewers replaced per minute, as a share of all viewers (0.1: 10 %):
-    /// a random viewer leaves and a new one joins in its place.
-    pub churn_per_min: f64,
-    pub tracker_interval_ms: u64,
-    /// Viewer engine settings (stream id is filled in).
-    pub max_degree: usize,
-    /// How viewers choose neighbours (the full score or an ablation).
-    pub selection: Selection,
-    /// Called every 5 s of simulated time with (simulated ms, events so far).
-    pub progress: Option<fn(u64, u64)>,
-    /// A network model in place of `one_way_ms` and `viewer_upload_bps`
-    /// (the lab's topologies and capacity spreads).
-    pub network: Option<Network>,
-    /// Threads that run the partitions (1 or 2; 0 counts as 1). The run
-    /// is the same whatever this is.
-    pub threads: usize,
-}
-
-/// A network model: one-way delay per pair and upload per node.
-#[derive(Clone)]
-pub struct Network {
-    /// One-way delay in ms from the first node to the second (the
-    /// simulator rounds 0 up to 1).
-    pub one_way_ms: Arc<dyn Fn(NodeId, NodeId) -> u64 + Send + Sync>,
-    /// Upload cap of each node in bits/s (`None`: unlimited), by node id.
-    pub upload_bps: Vec<Option<u64>>,
-    /// AS and subnet of each node, by node id (empty: unknown).
-    pub loc: Vec<Locality>,
-}
-
-impl std::fmt::Debug for Network {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Network")
-            .field("nodes", &self.upload_bps.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Default for SimConfig {
-    fn default() -> Self {
-        SimConfig {
-            viewers: 50,
-            duration_ms: 30_000,
-            seed: 1,
-            bitrate_bps: 2_000_000,
-            segment_ms: 1_000,
-            piece_bytes: 32 * 1024,
-            one_way_ms: (5, 50),
-            origin_one_way_ms: 20,
-            viewer_upload_bps: None,
-            join_over_ms: 2_000,
-            hints: 20,
-            tracker_window: 256,
-            churn_per_min: 0.0,
-            tracker_interval_ms: 5_000,
-            max_degree: 8,
-            selection: Selection::Full,
-            network: None,
-            progress: None,
-            threads: default_threads(),
-        }
-    }
-}
-
-/// The threads a run uses unless told: one per core, at most one per
-/// partition.
-pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().min(PARTS))
-}
 
 /// What a run measured.
 #[derive(Clone, Debug)]
@@ -189,9 +94,6 @@ pub struct SimReport {
 /// Simulated time between progress reports.
 const PROGRESS_MS: u64 = 5_000;
 
-/// A link's packet: what a control frame waits for behind payload.
-const PACKET_BYTES: u64 = 1_500;
-
 /// Viewers over which the neighbour RTT ratio is computed, at most.
 pub const RATIO_SAMPLE: usize = 2_000;
 /// Peers each sampled viewer's coordinate is checked against.
@@ -204,112 +106,6 @@ enum Serial {
     Leave,
     Tracker(NodeId),
     Cut,
-}
-
-/// What partitions read of the rest of the run; only the serial phase
-/// changes it.
-struct World<'a> {
-    cfg: &'a SimConfig,
-    /// The topology slot of each node id (a newcomer takes the leaver's).
-    slot: Vec<u32>,
-    /// Whether each node id is in the run (joined and not left).
-    running: Vec<bool>,
-}
-
-impl World<'_> {
-    /// Node ids handed out so far.
-    fn ids(&self) -> NodeId {
-        self.slot.len() as NodeId
-    }
-
-    fn is_running(&self, n: NodeId) -> bool {
-        self.running.get(n as usize).copied().unwrap_or(false)
-    }
-
-    /// Upload cap of a node, bits/s.
-    fn upload_bps(&self, n: NodeId) -> Option<u64> {
-        let slot = self.slot[n as usize];
-        match &self.cfg.network {
-            Some(net) => net.upload_bps.get(slot as usize).copied().flatten(),
-            None if slot == 0 => None,
-            None => self.cfg.viewer_upload_bps,
-        }
-    }
-
-    fn loc(&self, n: NodeId) -> Locality {
-        let slot = self.slot[n as usize] as usize;
-        self.cfg
-            .network
-            .as_ref()
-            .and_then(|net| net.loc.get(slot).copied())
-            .unwrap_or_default()
-    }
-
-    /// One-way delay of a pair, stable for the run; at least 1 ms, the
-    /// lookahead that lets partitions run a ms side by side.
-    fn delay(&self, a: NodeId, b: NodeId) -> u64 {
-        self.slot_delay(self.slot[a as usize], self.slot[b as usize])
-            .max(1)
-    }
-
-    fn slot_delay(&self, a: u32, b: u32) -> u64 {
-        if let Some(net) = &self.cfg.network {
-            return (net.one_way_ms)(a, b);
-        }
-        let (lo, hi) = self.cfg.one_way_ms;
-        let (x, y) = (a.min(b) as u64, a.max(b) as u64);
-        let mut h = self.cfg.seed
-            ^ x.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            ^ y.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
-        h ^= h >> 29;
-        h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        h ^= h >> 32;
-        lo + h % (hi.saturating_sub(lo) + 1)
-    }
-}
-
-/// A thread that runs partition 1's ms while the simulator's thread runs
-/// partition 0's. It lives as long as the run (a thread per ms would cost
-/// tens of µs each, and start with a cold allocator cache); the partition
-/// and the world travel to it and back by bounded channels.
-struct Worker<'a> {
-    jobs: SyncSender<(Partition, Arc<World<'a>>, u64)>,
-    done: Receiver<Partition>,
-}
-
-impl<'a> Worker<'a> {
-    /// Starts the thread in `scope`; it ends when the worker is dropped.
-    fn spawn<'scope>(scope: &'scope Scope<'scope, '_>) -> Self
-    where
-        'a: 'scope,
-    {
-        let (jobs, inbox) = sync_channel::<(Partition, Arc<World<'a>>, u64)>(1);
-        let (outbox, done) = sync_channel(1);
-        scope.spawn(move || {
-            for (mut part, world, now) in inbox {
-                part.run_ms(&world, now);
-                // Let go of the world first: the serial phase changes it
-                // once the partition is back.
-                drop(world);
-                if outbox.send(part).is_err() {
-                    break;
-                }
-            }
-        });
-        Worker { jobs, done }
-    }
-
-    fn start(&self, part: Partition, world: Arc<World<'a>>, now: u64) {
-        self.jobs
-            .send((part, world, now))
-            .expect("the worker runs until dropped (or panicked)");
-    }
-
-    fn finish(&self) -> Partition {
-        self.done
-            .recv()
-            .expect("the worker runs until dropped (or panicked)")
-    }
 }
 
 /// Runs a simulation to its end.

@@ -1,4 +1,5 @@
 use super::*;
+use crate::proto::Selection;
 
 /// Seed from `SEED` (to replay a failure) or a fixed default.
 fn seed() -> u64 {
