@@ -43,6 +43,8 @@
 mod config;
 mod partition;
 mod queue;
+mod report;
+mod tracker;
 mod worker;
 mod world;
 
@@ -53,51 +55,25 @@ use libp2p::identity::Keypair;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-pub use self::config::{default_threads, Network, SimConfig};
+pub use self::{
+    config::{default_threads, Network, SimConfig},
+    report::{SimReport, RATIO_SAMPLE},
+};
 use self::{
-    partition::{part_of, Event, Node, Partition, Soft, PARTS},
+    partition::{part_of, Event, Node, Partition, PARTS},
     queue::Queue,
     worker::Worker,
     world::World,
 };
 use crate::proto::{
-    piece::flags,
-    proximity::{rank_best, RankView},
-    Config, Coord, Engine, Input, Locality, PeerInfo, Piece, Signer, Stats, StreamKey, Summary,
-    MAX_PIECE_BYTES,
+    piece::flags, Config, Engine, Input, Piece, Signer, Stats, StreamKey, Summary, MAX_PIECE_BYTES,
 };
 
 /// Node id in the simulator; the seeder is node 0.
 pub type NodeId = u32;
 
-/// What a run measured.
-#[derive(Clone, Debug)]
-pub struct SimReport {
-    pub summary: Summary,
-    /// Every viewer that took part, those that left included.
-    pub viewers: Vec<Stats>,
-    pub seeder: Stats,
-    pub origin_payload: u64,
-    pub events: u64,
-    /// Mean one-way delay from viewers to their neighbours at the end, and
-    /// to the closest possible set of the same size (over a sample of at
-    /// most [`RATIO_SAMPLE`] viewers).
-    pub neighbor_delay_ms: f64,
-    pub best_delay_ms: f64,
-    /// Median relative error of coordinate-predicted RTTs against true RTTs
-    /// (sampled viewer pairs, at the end), when coordinates are usable.
-    pub coord_error_median: Option<f64>,
-    /// Viewers that left (churn).
-    pub departures: u64,
-}
-
 /// Simulated time between progress reports.
 const PROGRESS_MS: u64 = 5_000;
-
-/// Viewers over which the neighbour RTT ratio is computed, at most.
-pub const RATIO_SAMPLE: usize = 2_000;
-/// Peers each sampled viewer's coordinate is checked against.
-const COORD_PAIRS: usize = 16;
 
 /// Something that runs in the serial phase of its ms (see the module notes).
 #[derive(Debug)]
@@ -330,76 +306,6 @@ impl<'a> Sim<'a> {
         (per_min > 0.0).then(|| (60_000.0 / per_min).max(1.0) as u64)
     }
 
-    /// A spread-out, deterministic sample of present viewers.
-    fn sample_viewers(&self, n: usize) -> Vec<NodeId> {
-        let step = self.present.len().div_ceil(n.max(1)).max(1);
-        let mut out: Vec<NodeId> = self.present.iter().step_by(step).copied().collect();
-        out.sort_unstable();
-        out
-    }
-
-    fn neighbor_delays(&self) -> (f64, f64) {
-        let ids: Vec<NodeId> = (0..self.world.ids())
-            .filter(|&n| self.node(n).is_some())
-            .collect();
-        let (mut chosen, mut best, mut n) = (0.0, 0.0, 0usize);
-        let mut all = Vec::with_capacity(ids.len());
-        for v in self.sample_viewers(RATIO_SAMPLE) {
-            let Some(node) = &self.node(v) else {
-                continue;
-            };
-            let ds: Vec<u64> = node
-                .engine
-                .neighbors()
-                .map(|&p| self.world.delay(v, p))
-                .collect();
-            if ds.is_empty() {
-                continue;
-            }
-            all.clear();
-            all.extend(
-                ids.iter()
-                    .filter(|&&o| o != v)
-                    .map(|&o| self.world.delay(v, o)),
-            );
-            let k = ds.len().min(all.len());
-            if k < all.len() {
-                all.select_nth_unstable(k - 1);
-            }
-            chosen += ds.iter().sum::<u64>() as f64 / ds.len() as f64;
-            best += all[..k].iter().sum::<u64>() as f64 / k as f64;
-            n += 1;
-        }
-        let n = n.max(1) as f64;
-        (chosen / n, best / n)
-    }
-
-    /// Median relative error of predicted RTT over sampled viewer pairs.
-    fn coord_error(&self) -> Option<f64> {
-        let sample = self.sample_viewers(RATIO_SAMPLE / 4);
-        let mut rng = ChaCha8Rng::seed_from_u64(self.cfg().seed ^ 0xC0);
-        let mut errors = Vec::new();
-        for &v in &sample {
-            let Some(a) = &self.node(v) else {
-                continue;
-            };
-            for _ in 0..COORD_PAIRS {
-                let o = self.present[rng.gen_range(0..self.present.len())];
-                let Some(b) = self.node(o).filter(|_| o != v) else {
-                    continue;
-                };
-                let truth = 2 * self.world.delay(v, o);
-                let predicted = a.engine.coord().rtt_ms(&b.engine.coord());
-                errors.push((f64::from(predicted) - truth as f64).abs() / truth.max(1) as f64);
-            }
-        }
-        if errors.is_empty() {
-            return None;
-        }
-        errors.sort_by(f64::total_cmp);
-        Some(errors[errors.len() / 2])
-    }
-
     /// Phase 1: one serial event.
     fn step(&mut self, event: Serial) {
         let now = self.now;
@@ -480,84 +386,6 @@ impl<'a> Sim<'a> {
         world.running.push(false);
         self.present_at.push(usize::MAX);
         self.join(newcomer);
-    }
-
-    /// The tracker's answer: a random sample of joined peers ranked by the
-    /// real tracker's rule (`proto::proximity::rank_best`), best first.
-    fn tracker_hints(&mut self, v: NodeId) -> Vec<PeerInfo<NodeId>> {
-        if v == 0 {
-            return self.random_hints();
-        }
-        let me = *self.parts[part_of(v)].soft(v).expect("present");
-        let loc = self.world.loc(v);
-        let mut pool: Vec<NodeId> = Vec::with_capacity(self.cfg().tracker_window + 1);
-        pool.push(0); // infrastructure is always listed
-        if self.present.len() <= self.cfg().tracker_window {
-            pool.extend(self.present.iter().copied());
-        } else {
-            for _ in 0..self.cfg().tracker_window {
-                pool.push(self.present[self.rng.gen_range(0..self.present.len())]);
-            }
-            pool.sort_unstable();
-            pool.dedup();
-        }
-        // Ranked from each peer's soft state (`partition::Soft`, the
-        // engine's own figures); only the hints handed out are built.
-        let known: Vec<(NodeId, Soft, Locality)> = pool
-            .into_iter()
-            .filter(|&p| p != v)
-            .filter_map(|p| Some((p, *self.parts[part_of(p)].soft(p)?, self.world.loc(p))))
-            .collect();
-        let hints = self.cfg().hints;
-        let ranked = rank_best(
-            known.into_iter(),
-            loc,
-            Some(me.coord),
-            hints,
-            &mut self.rng,
-            |(_, soft, loc)| RankView {
-                has_free_degree: soft.free > 0,
-                coord: Some(soft.coord),
-                loc: *loc,
-                degree: u32::from(soft.degree),
-            },
-        );
-        ranked
-            .into_iter()
-            .map(|(p, soft, _)| self.hint(p, soft.coord, soft.free))
-            .collect()
-    }
-
-    /// The tracker's answer to infrastructure: a random sample of viewers
-    /// (infrastructure spreads its neighbours over the map itself).
-    fn random_hints(&mut self) -> Vec<PeerInfo<NodeId>> {
-        let n = self.cfg().hints.min(self.present.len());
-        let mut picked = Vec::with_capacity(n);
-        for _ in 0..n {
-            picked.push(self.present[self.rng.gen_range(0..self.present.len())]);
-        }
-        picked.sort_unstable();
-        picked.dedup();
-        picked
-            .into_iter()
-            .filter_map(|p| {
-                let soft = *self.parts[part_of(p)].soft(p)?;
-                Some(self.hint(p, soft.coord, soft.free))
-            })
-            .collect()
-    }
-
-    /// A hint naming `p`.
-    fn hint(&self, p: NodeId, coord: Coord, free: u16) -> PeerInfo<NodeId> {
-        PeerInfo {
-            peer: p,
-            // An address, as the real tracker gives: engines pass on in
-            // peer exchange only peers a driver can dial.
-            addrs: vec![String::new()],
-            coord: Some(coord),
-            loc: self.world.loc(p),
-            free: Some(free),
-        }
     }
 
     /// Cuts one segment's pieces, spread evenly over the segment's span.
