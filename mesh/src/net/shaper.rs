@@ -911,7 +911,7 @@ mod tests {
             shaping,
         );
         assert!(cfg.listen.iter().all(|a| a.to_string().contains("/tcp/")));
-        let mut swarm = super::super::build_swarm(&cfg).unwrap();
+        let mut swarm = super::super::swarm::build_swarm(&cfg).unwrap();
         swarm.listen_on(cfg.listen[0].clone()).unwrap();
         let run = async {
             let addr = loop {
