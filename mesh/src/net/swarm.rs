@@ -107,3 +107,46 @@ pub(super) fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>, NetError>
     };
     Ok(swarm)
 }
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+    use libp2p::{identity::Keypair, swarm::SwarmEvent};
+
+    use super::build_swarm;
+    use crate::net::{
+        shaper::tests::{node, LIMIT},
+        NetConfig, Shaping,
+    };
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lab_config_builds_a_shaped_swarm() {
+        use crate::proto::{Config, StreamId};
+        let shaping = Shaping::default();
+        let counters = shaping.counters.clone();
+        let cfg = NetConfig::lab(
+            Keypair::generate_ed25519(),
+            Config::viewer(StreamId([0; 32])),
+            shaping,
+        );
+        assert!(cfg.listen.iter().all(|a| a.to_string().contains("/tcp/")));
+        let mut swarm = build_swarm(&cfg).unwrap();
+        swarm.listen_on(cfg.listen[0].clone()).unwrap();
+        let run = async {
+            let addr = loop {
+                if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+                    break address;
+                }
+            };
+            let other = node(Shaping::default()).await;
+            other.dial.send(addr).await.unwrap();
+            // Identify runs over substreams of the new connection: through
+            // the lab node's shaper, both ways.
+            while counters.sent() == 0 || counters.received() == 0 {
+                swarm.select_next_some().await;
+            }
+        };
+        tokio::time::timeout(LIMIT, run).await.expect("timed out");
+        println!("{counters:?}");
+    }
+}
