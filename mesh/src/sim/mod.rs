@@ -40,162 +40,40 @@
 //! share the stream key's verification memo, behind a lock: which thread
 //! checks a piece first changes who hashes it, not what anyone sees.)
 
+mod config;
 mod partition;
 mod queue;
+mod report;
+mod tracker;
+mod worker;
+mod world;
 
-use std::{
-    sync::{
-        mpsc::{sync_channel, Receiver, SyncSender},
-        Arc,
-    },
-    thread::Scope,
-};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use libp2p::identity::Keypair;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+pub use self::{
+    config::{default_threads, Network, SimConfig},
+    report::{SimReport, RATIO_SAMPLE},
+};
 use self::{
-    partition::{part_of, Event, Node, Partition, Soft, PARTS},
+    partition::{part_of, Event, Node, Partition, PARTS},
     queue::Queue,
+    worker::Worker,
+    world::World,
 };
 use crate::proto::{
-    piece::flags,
-    proximity::{rank_best, RankView},
-    Config, Coord, Engine, Input, Locality, PeerInfo, Piece, Selection, Signer, Stats, StreamKey,
-    Summary, MAX_PIECE_BYTES,
+    piece::flags, Config, Engine, Input, Piece, Signer, Stats, StreamKey, Summary, MAX_PIECE_BYTES,
 };
 
 /// Node id in the simulator; the seeder is node 0.
 pub type NodeId = u32;
 
-/// A simulated run.
-#[derive(Clone, Debug)]
-pub struct SimConfig {
-    /// Viewers (the seeder comes on top).
-    pub viewers: usize,
-    pub duration_ms: u64,
-    pub seed: u64,
-    pub bitrate_bps: u64,
-    pub segment_ms: u64,
-    /// Largest piece the seeder cuts (pieces of a segment are equal sizes).
-    pub piece_bytes: usize,
-    /// One-way delay between two nodes is drawn once per pair from this
-    /// range (at least 1 ms: see the module notes).
-    pub one_way_ms: (u64, u64),
-    /// One-way delay to the HTTP origin used for fallback.
-    pub origin_one_way_ms: u64,
-    /// Viewer upload cap, bits/s (`None`: unlimited).
-    pub viewer_upload_bps: Option<u64>,
-    /// Viewers join evenly over this span.
-    pub join_over_ms: u64,
-    /// Candidates handed out per tracker answer.
-    pub hints: usize,
-    /// Peers the tracker ranks per answer: a random sample of this many
-    /// joined peers (the real tracker ranks a window of up to 4,096).
-    pub tracker_window: usize,
-    /// Viewers replaced per minute, as a share of all viewers (0.1: 10 %):
-    /// a random viewer leaves and a new one joins in its place.
-    pub churn_per_min: f64,
-    pub tracker_interval_ms: u64,
-    /// Viewer engine settings (stream id is filled in).
-    pub max_degree: usize,
-    /// How viewers choose neighbours (the full score or an ablation).
-    pub selection: Selection,
-    /// Called every 5 s of simulated time with (simulated ms, events so far).
-    pub progress: Option<fn(u64, u64)>,
-    /// A network model in place of `one_way_ms` and `viewer_upload_bps`
-    /// (the lab's topologies and capacity spreads).
-    pub network: Option<Network>,
-    /// Threads that run the partitions (1 or 2; 0 counts as 1). The run
-    /// is the same whatever this is.
-    pub threads: usize,
-}
-
-/// A network model: one-way delay per pair and upload per node.
-#[derive(Clone)]
-pub struct Network {
-    /// One-way delay in ms from the first node to the second (the
-    /// simulator rounds 0 up to 1).
-    pub one_way_ms: Arc<dyn Fn(NodeId, NodeId) -> u64 + Send + Sync>,
-    /// Upload cap of each node in bits/s (`None`: unlimited), by node id.
-    pub upload_bps: Vec<Option<u64>>,
-    /// AS and subnet of each node, by node id (empty: unknown).
-    pub loc: Vec<Locality>,
-}
-
-impl std::fmt::Debug for Network {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Network")
-            .field("nodes", &self.upload_bps.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl Default for SimConfig {
-    fn default() -> Self {
-        SimConfig {
-            viewers: 50,
-            duration_ms: 30_000,
-            seed: 1,
-            bitrate_bps: 2_000_000,
-            segment_ms: 1_000,
-            piece_bytes: 32 * 1024,
-            one_way_ms: (5, 50),
-            origin_one_way_ms: 20,
-            viewer_upload_bps: None,
-            join_over_ms: 2_000,
-            hints: 20,
-            tracker_window: 256,
-            churn_per_min: 0.0,
-            tracker_interval_ms: 5_000,
-            max_degree: 8,
-            selection: Selection::Full,
-            network: None,
-            progress: None,
-            threads: default_threads(),
-        }
-    }
-}
-
-/// The threads a run uses unless told: one per core, at most one per
-/// partition.
-pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().min(PARTS))
-}
-
-/// What a run measured.
-#[derive(Clone, Debug)]
-pub struct SimReport {
-    pub summary: Summary,
-    /// Every viewer that took part, those that left included.
-    pub viewers: Vec<Stats>,
-    pub seeder: Stats,
-    pub origin_payload: u64,
-    pub events: u64,
-    /// Mean one-way delay from viewers to their neighbours at the end, and
-    /// to the closest possible set of the same size (over a sample of at
-    /// most [`RATIO_SAMPLE`] viewers).
-    pub neighbor_delay_ms: f64,
-    pub best_delay_ms: f64,
-    /// Median relative error of coordinate-predicted RTTs against true RTTs
-    /// (sampled viewer pairs, at the end), when coordinates are usable.
-    pub coord_error_median: Option<f64>,
-    /// Viewers that left (churn).
-    pub departures: u64,
-}
-
 /// Simulated time between progress reports.
 const PROGRESS_MS: u64 = 5_000;
-
-/// A link's packet: what a control frame waits for behind payload.
-const PACKET_BYTES: u64 = 1_500;
-
-/// Viewers over which the neighbour RTT ratio is computed, at most.
-pub const RATIO_SAMPLE: usize = 2_000;
-/// Peers each sampled viewer's coordinate is checked against.
-const COORD_PAIRS: usize = 16;
 
 /// Something that runs in the serial phase of its ms (see the module notes).
 #[derive(Debug)]
@@ -204,112 +82,6 @@ enum Serial {
     Leave,
     Tracker(NodeId),
     Cut,
-}
-
-/// What partitions read of the rest of the run; only the serial phase
-/// changes it.
-struct World<'a> {
-    cfg: &'a SimConfig,
-    /// The topology slot of each node id (a newcomer takes the leaver's).
-    slot: Vec<u32>,
-    /// Whether each node id is in the run (joined and not left).
-    running: Vec<bool>,
-}
-
-impl World<'_> {
-    /// Node ids handed out so far.
-    fn ids(&self) -> NodeId {
-        self.slot.len() as NodeId
-    }
-
-    fn is_running(&self, n: NodeId) -> bool {
-        self.running.get(n as usize).copied().unwrap_or(false)
-    }
-
-    /// Upload cap of a node, bits/s.
-    fn upload_bps(&self, n: NodeId) -> Option<u64> {
-        let slot = self.slot[n as usize];
-        match &self.cfg.network {
-            Some(net) => net.upload_bps.get(slot as usize).copied().flatten(),
-            None if slot == 0 => None,
-            None => self.cfg.viewer_upload_bps,
-        }
-    }
-
-    fn loc(&self, n: NodeId) -> Locality {
-        let slot = self.slot[n as usize] as usize;
-        self.cfg
-            .network
-            .as_ref()
-            .and_then(|net| net.loc.get(slot).copied())
-            .unwrap_or_default()
-    }
-
-    /// One-way delay of a pair, stable for the run; at least 1 ms, the
-    /// lookahead that lets partitions run a ms side by side.
-    fn delay(&self, a: NodeId, b: NodeId) -> u64 {
-        self.slot_delay(self.slot[a as usize], self.slot[b as usize])
-            .max(1)
-    }
-
-    fn slot_delay(&self, a: u32, b: u32) -> u64 {
-        if let Some(net) = &self.cfg.network {
-            return (net.one_way_ms)(a, b);
-        }
-        let (lo, hi) = self.cfg.one_way_ms;
-        let (x, y) = (a.min(b) as u64, a.max(b) as u64);
-        let mut h = self.cfg.seed
-            ^ x.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            ^ y.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
-        h ^= h >> 29;
-        h = h.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        h ^= h >> 32;
-        lo + h % (hi.saturating_sub(lo) + 1)
-    }
-}
-
-/// A thread that runs partition 1's ms while the simulator's thread runs
-/// partition 0's. It lives as long as the run (a thread per ms would cost
-/// tens of µs each, and start with a cold allocator cache); the partition
-/// and the world travel to it and back by bounded channels.
-struct Worker<'a> {
-    jobs: SyncSender<(Partition, Arc<World<'a>>, u64)>,
-    done: Receiver<Partition>,
-}
-
-impl<'a> Worker<'a> {
-    /// Starts the thread in `scope`; it ends when the worker is dropped.
-    fn spawn<'scope>(scope: &'scope Scope<'scope, '_>) -> Self
-    where
-        'a: 'scope,
-    {
-        let (jobs, inbox) = sync_channel::<(Partition, Arc<World<'a>>, u64)>(1);
-        let (outbox, done) = sync_channel(1);
-        scope.spawn(move || {
-            for (mut part, world, now) in inbox {
-                part.run_ms(&world, now);
-                // Let go of the world first: the serial phase changes it
-                // once the partition is back.
-                drop(world);
-                if outbox.send(part).is_err() {
-                    break;
-                }
-            }
-        });
-        Worker { jobs, done }
-    }
-
-    fn start(&self, part: Partition, world: Arc<World<'a>>, now: u64) {
-        self.jobs
-            .send((part, world, now))
-            .expect("the worker runs until dropped (or panicked)");
-    }
-
-    fn finish(&self) -> Partition {
-        self.done
-            .recv()
-            .expect("the worker runs until dropped (or panicked)")
-    }
 }
 
 /// Runs a simulation to its end.
@@ -534,76 +306,6 @@ impl<'a> Sim<'a> {
         (per_min > 0.0).then(|| (60_000.0 / per_min).max(1.0) as u64)
     }
 
-    /// A spread-out, deterministic sample of present viewers.
-    fn sample_viewers(&self, n: usize) -> Vec<NodeId> {
-        let step = self.present.len().div_ceil(n.max(1)).max(1);
-        let mut out: Vec<NodeId> = self.present.iter().step_by(step).copied().collect();
-        out.sort_unstable();
-        out
-    }
-
-    fn neighbor_delays(&self) -> (f64, f64) {
-        let ids: Vec<NodeId> = (0..self.world.ids())
-            .filter(|&n| self.node(n).is_some())
-            .collect();
-        let (mut chosen, mut best, mut n) = (0.0, 0.0, 0usize);
-        let mut all = Vec::with_capacity(ids.len());
-        for v in self.sample_viewers(RATIO_SAMPLE) {
-            let Some(node) = &self.node(v) else {
-                continue;
-            };
-            let ds: Vec<u64> = node
-                .engine
-                .neighbors()
-                .map(|&p| self.world.delay(v, p))
-                .collect();
-            if ds.is_empty() {
-                continue;
-            }
-            all.clear();
-            all.extend(
-                ids.iter()
-                    .filter(|&&o| o != v)
-                    .map(|&o| self.world.delay(v, o)),
-            );
-            let k = ds.len().min(all.len());
-            if k < all.len() {
-                all.select_nth_unstable(k - 1);
-            }
-            chosen += ds.iter().sum::<u64>() as f64 / ds.len() as f64;
-            best += all[..k].iter().sum::<u64>() as f64 / k as f64;
-            n += 1;
-        }
-        let n = n.max(1) as f64;
-        (chosen / n, best / n)
-    }
-
-    /// Median relative error of predicted RTT over sampled viewer pairs.
-    fn coord_error(&self) -> Option<f64> {
-        let sample = self.sample_viewers(RATIO_SAMPLE / 4);
-        let mut rng = ChaCha8Rng::seed_from_u64(self.cfg().seed ^ 0xC0);
-        let mut errors = Vec::new();
-        for &v in &sample {
-            let Some(a) = &self.node(v) else {
-                continue;
-            };
-            for _ in 0..COORD_PAIRS {
-                let o = self.present[rng.gen_range(0..self.present.len())];
-                let Some(b) = self.node(o).filter(|_| o != v) else {
-                    continue;
-                };
-                let truth = 2 * self.world.delay(v, o);
-                let predicted = a.engine.coord().rtt_ms(&b.engine.coord());
-                errors.push((f64::from(predicted) - truth as f64).abs() / truth.max(1) as f64);
-            }
-        }
-        if errors.is_empty() {
-            return None;
-        }
-        errors.sort_by(f64::total_cmp);
-        Some(errors[errors.len() / 2])
-    }
-
     /// Phase 1: one serial event.
     fn step(&mut self, event: Serial) {
         let now = self.now;
@@ -684,84 +386,6 @@ impl<'a> Sim<'a> {
         world.running.push(false);
         self.present_at.push(usize::MAX);
         self.join(newcomer);
-    }
-
-    /// The tracker's answer: a random sample of joined peers ranked by the
-    /// real tracker's rule (`proto::proximity::rank_best`), best first.
-    fn tracker_hints(&mut self, v: NodeId) -> Vec<PeerInfo<NodeId>> {
-        if v == 0 {
-            return self.random_hints();
-        }
-        let me = *self.parts[part_of(v)].soft(v).expect("present");
-        let loc = self.world.loc(v);
-        let mut pool: Vec<NodeId> = Vec::with_capacity(self.cfg().tracker_window + 1);
-        pool.push(0); // infrastructure is always listed
-        if self.present.len() <= self.cfg().tracker_window {
-            pool.extend(self.present.iter().copied());
-        } else {
-            for _ in 0..self.cfg().tracker_window {
-                pool.push(self.present[self.rng.gen_range(0..self.present.len())]);
-            }
-            pool.sort_unstable();
-            pool.dedup();
-        }
-        // Ranked from each peer's soft state (`partition::Soft`, the
-        // engine's own figures); only the hints handed out are built.
-        let known: Vec<(NodeId, Soft, Locality)> = pool
-            .into_iter()
-            .filter(|&p| p != v)
-            .filter_map(|p| Some((p, *self.parts[part_of(p)].soft(p)?, self.world.loc(p))))
-            .collect();
-        let hints = self.cfg().hints;
-        let ranked = rank_best(
-            known.into_iter(),
-            loc,
-            Some(me.coord),
-            hints,
-            &mut self.rng,
-            |(_, soft, loc)| RankView {
-                has_free_degree: soft.free > 0,
-                coord: Some(soft.coord),
-                loc: *loc,
-                degree: u32::from(soft.degree),
-            },
-        );
-        ranked
-            .into_iter()
-            .map(|(p, soft, _)| self.hint(p, soft.coord, soft.free))
-            .collect()
-    }
-
-    /// The tracker's answer to infrastructure: a random sample of viewers
-    /// (infrastructure spreads its neighbours over the map itself).
-    fn random_hints(&mut self) -> Vec<PeerInfo<NodeId>> {
-        let n = self.cfg().hints.min(self.present.len());
-        let mut picked = Vec::with_capacity(n);
-        for _ in 0..n {
-            picked.push(self.present[self.rng.gen_range(0..self.present.len())]);
-        }
-        picked.sort_unstable();
-        picked.dedup();
-        picked
-            .into_iter()
-            .filter_map(|p| {
-                let soft = *self.parts[part_of(p)].soft(p)?;
-                Some(self.hint(p, soft.coord, soft.free))
-            })
-            .collect()
-    }
-
-    /// A hint naming `p`.
-    fn hint(&self, p: NodeId, coord: Coord, free: u16) -> PeerInfo<NodeId> {
-        PeerInfo {
-            peer: p,
-            // An address, as the real tracker gives: engines pass on in
-            // peer exchange only peers a driver can dial.
-            addrs: vec![String::new()],
-            coord: Some(coord),
-            loc: self.world.loc(p),
-            free: Some(free),
-        }
     }
 
     /// Cuts one segment's pieces, spread evenly over the segment's span.

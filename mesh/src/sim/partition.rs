@@ -11,7 +11,10 @@ use std::collections::VecDeque;
 
 use crate::proto::{wire::Frame, Coord, Engine, Input, Output};
 
-use super::{queue::Queue, NodeId, World, PACKET_BYTES};
+use super::{queue::Queue, world::World, NodeId};
+
+/// A link's packet: what a control frame waits for behind payload.
+const PACKET_BYTES: u64 = 1_500;
 
 /// Partitions of a run, fixed so that a run does not depend on how many
 /// threads run them.

@@ -78,80 +78,42 @@
 //! [`Meter`]: super::meter::Meter
 //! [`Summary::new`]: shoal_mesh::proto::Summary::new
 
-use std::{
-    collections::{hash_map::DefaultHasher, BTreeSet, HashMap},
-    hash::{Hash, Hasher},
-    sync::{Arc, Mutex, PoisonError},
-    task::{Context, Poll},
-    time::Duration,
-};
+mod counting;
+mod message;
+mod task;
 
-use futures::StreamExt;
+use std::{sync::Arc, time::Duration};
+
 use libp2p::{
     connection_limits::{self, ConnectionLimits},
-    core::{transport::PortUse, Endpoint},
-    gossipsub::{
-        self, IdentTopic, MessageAcceptance, MessageAuthenticity, TopicHash, ValidationMode,
-    },
+    gossipsub::{self, MessageAuthenticity, ValidationMode},
     identity::Keypair,
-    swarm::{
-        dial_opts::DialOpts, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour,
-        SwarmEvent, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
-    },
+    swarm::NetworkBehaviour,
     Multiaddr, PeerId, Swarm,
 };
 use shoal_mesh::{
     net::{now_ms, shaped_tcp_transport, Shaping, ShapingCounters},
-    proto::{wire, Message, Piece, PieceError, Signer, Stats, StreamId, StreamKey},
+    proto::{Piece, PieceError, Signer, Stats, StreamId, StreamKey},
 };
 use tokio::{
     sync::{mpsc, watch},
     task::JoinHandle,
 };
 
+pub use self::counting::SentLedger;
+use self::{
+    counting::Counting,
+    message::{message_id, topic},
+    task::{dial_peer, Node},
+};
 use super::meter::{Meter, PLAYOUT_DELAY_MS};
 
 /// Largest gossipsub RPC, bytes: a 64 KiB piece frame plus its envelope.
 pub const MAX_TRANSMIT: usize = 96 * 1024;
 /// Commands waiting for a node's task.
 const COMMAND_QUEUE: usize = 64;
-/// Piece seqs remembered for duplicate detection.
-const SEEN_MAX: usize = 8192;
-/// How often the meter is ticked and the stats snapshot refreshed.
-const TICK: Duration = Duration::from_millis(100);
 /// Connections a viewer keeps at most, unless told otherwise.
 const VIEWER_MAX_CONNECTIONS: u32 = 64;
-
-/// Payload each node sent, as credited by the nodes that received it.
-/// Share one per run among all nodes: a node's `payload_sent` is what the
-/// others received from it.
-#[derive(Clone, Debug, Default)]
-pub struct SentLedger(Arc<Mutex<HashMap<PeerId, u64>>>);
-
-impl SentLedger {
-    pub fn new() -> Self {
-        SentLedger::default()
-    }
-
-    fn credit(&self, sender: PeerId, payload: u64) {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(sender)
-            .or_default() += payload;
-    }
-
-    /// Payload bytes the others received from `peer`.
-    pub fn sent_by(&self, peer: &PeerId) -> u64 {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(peer)
-            .copied()
-            .unwrap_or(0)
-    }
-}
 
 /// How to run a gossipsub node.
 #[derive(Clone, Debug)]
@@ -311,164 +273,11 @@ pub async fn start_viewer(
     start(keypair, stream, publisher, Some(meter), dial, opts).await
 }
 
-fn topic(stream: StreamId) -> IdentTopic {
-    IdentTopic::new(format!("/shoal/gossipsub/{stream}"))
-}
-
-/// The piece a message carries, if its data is one whole Piece frame.
-fn piece_of(data: &[u8]) -> Option<Piece> {
-    let (prefix, body) = data.split_at_checked(4)?;
-    let len = u32::from_be_bytes(prefix.try_into().ok()?) as usize;
-    if len != body.len() {
-        return None;
-    }
-    match wire::decode::<PeerId>(body) {
-        Ok(Message::Piece(p)) => Some(p),
-        _ => None,
-    }
-}
-
-/// Message id: the piece seq; a hash of the bytes for anything else.
-fn message_id(msg: &gossipsub::Message) -> gossipsub::MessageId {
-    match piece_of(&msg.data) {
-        Some(p) => gossipsub::MessageId::new(&p.header.seq.to_be_bytes()),
-        None => {
-            let mut h = DefaultHasher::new();
-            msg.data.hash(&mut h);
-            let mut id = b"?".to_vec();
-            id.extend_from_slice(&h.finish().to_be_bytes());
-            gossipsub::MessageId::new(&id)
-        }
-    }
-}
-
-/// Gossipsub, plus a look at every message copy a connection delivers:
-/// duplicate payload received and the senders' payload ledger.
-struct Counting {
-    inner: gossipsub::Behaviour,
-    topic: TopicHash,
-    stream: StreamId,
-    /// Piece seqs received or published; below `seen_floor` all count as seen.
-    seen: BTreeSet<u64>,
-    seen_floor: u64,
-    duplicate_payload: u64,
-    ledger: SentLedger,
-}
-
-type GossipHandlerEvent = THandlerOutEvent<gossipsub::Behaviour>;
-
-impl Counting {
-    /// Marks a seq seen; false if it already was.
-    fn see(&mut self, seq: u64) -> bool {
-        if seq < self.seen_floor || !self.seen.insert(seq) {
-            return false;
-        }
-        while self.seen.len() > SEEN_MAX {
-            if let Some(low) = self.seen.pop_first() {
-                self.seen_floor = low + 1;
-            }
-        }
-        true
-    }
-
-    fn observe(&mut self, from: PeerId, msg: &gossipsub::RawMessage) {
-        if msg.topic != self.topic {
-            return;
-        }
-        let Some(piece) = piece_of(&msg.data) else {
-            return;
-        };
-        if piece.header.stream != self.stream {
-            return;
-        }
-        let payload = piece.data.len() as u64;
-        self.ledger.credit(from, payload);
-        if !self.see(piece.header.seq) {
-            self.duplicate_payload += payload;
-        }
-    }
-}
-
-impl NetworkBehaviour for Counting {
-    type ConnectionHandler = THandler<gossipsub::Behaviour>;
-    type ToSwarm = gossipsub::Event;
-
-    fn handle_pending_inbound_connection(
-        &mut self,
-        id: ConnectionId,
-        local: &Multiaddr,
-        remote: &Multiaddr,
-    ) -> Result<(), ConnectionDenied> {
-        self.inner
-            .handle_pending_inbound_connection(id, local, remote)
-    }
-
-    fn handle_established_inbound_connection(
-        &mut self,
-        id: ConnectionId,
-        peer: PeerId,
-        local: &Multiaddr,
-        remote: &Multiaddr,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.inner
-            .handle_established_inbound_connection(id, peer, local, remote)
-    }
-
-    fn handle_pending_outbound_connection(
-        &mut self,
-        id: ConnectionId,
-        peer: Option<PeerId>,
-        addrs: &[Multiaddr],
-        role: Endpoint,
-    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
-        self.inner
-            .handle_pending_outbound_connection(id, peer, addrs, role)
-    }
-
-    fn handle_established_outbound_connection(
-        &mut self,
-        id: ConnectionId,
-        peer: PeerId,
-        addr: &Multiaddr,
-        role: Endpoint,
-        port_use: PortUse,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.inner
-            .handle_established_outbound_connection(id, peer, addr, role, port_use)
-    }
-
-    fn on_swarm_event(&mut self, event: FromSwarm) {
-        self.inner.on_swarm_event(event);
-    }
-
-    fn on_connection_handler_event(
-        &mut self,
-        peer: PeerId,
-        id: ConnectionId,
-        event: THandlerOutEvent<Self>,
-    ) {
-        if let GossipHandlerEvent::Message { rpc, .. } = &event {
-            for msg in &rpc.messages {
-                self.observe(peer, msg);
-            }
-        }
-        self.inner.on_connection_handler_event(peer, id, event);
-    }
-
-    fn poll(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
-        self.inner.poll(cx)
-    }
-}
-
 #[derive(NetworkBehaviour)]
 struct Behaviour {
     limits: connection_limits::Behaviour,
     gossip: Counting,
 }
-
 /// Builds the swarm, listens, dials, and spawns the node's task.
 async fn start(
     keypair: Keypair,
@@ -505,15 +314,7 @@ async fn start(
         .with_max_pending_outgoing(Some(64));
     let behaviour = Behaviour {
         limits: connection_limits::Behaviour::new(limits),
-        gossip: Counting {
-            inner,
-            topic: topic.hash(),
-            stream,
-            seen: BTreeSet::new(),
-            seen_floor: 0,
-            duplicate_payload: 0,
-            ledger: opts.ledger.clone(),
-        },
+        gossip: Counting::new(inner, topic.hash(), stream, opts.ledger.clone()),
     };
     let peer_id = keypair.public().to_peer_id();
     let mut swarm = Swarm::new(
@@ -534,19 +335,8 @@ async fn start(
 
     let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE);
     let (snapshot_tx, snapshot) = watch::channel(Stats::default());
-    let task = tokio::spawn(
-        Node {
-            swarm,
-            key,
-            publisher,
-            topic,
-            meter,
-            published: Stats::default(),
-            duplicates_fed: 0,
-            snapshot: snapshot_tx,
-        }
-        .run(commands_rx),
-    );
+    let task =
+        tokio::spawn(Node::new(swarm, key, publisher, topic, meter, snapshot_tx).run(commands_rx));
     Ok(GossipsubNode {
         peer_id,
         addrs,
@@ -559,129 +349,7 @@ async fn start(
     })
 }
 
-fn dial_peer(swarm: &mut Swarm<Behaviour>, peer: PeerId, addrs: Vec<Multiaddr>) {
-    if peer == *swarm.local_peer_id() || swarm.is_connected(&peer) {
-        return;
-    }
-    let opts = DialOpts::peer_id(peer).addresses(addrs).build();
-    if let Err(e) = swarm.dial(opts) {
-        tracing::debug!(%peer, "gossipsub baseline: cannot dial: {e}");
-    }
-}
-
-/// A node's task state.
-struct Node {
-    swarm: Swarm<Behaviour>,
-    key: StreamKey,
-    publisher: PeerId,
-    topic: IdentTopic,
-    /// Viewers only.
-    meter: Option<Meter>,
-    /// The publisher's own counters (newest seq, bad pieces offered).
-    published: Stats,
-    /// Duplicate payload already passed to the meter.
-    duplicates_fed: u64,
-    snapshot: watch::Sender<Stats>,
-}
-
-impl Node {
-    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
-        let mut tick = tokio::time::interval(TICK);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                ev = self.swarm.select_next_some() => self.on_swarm(ev),
-                cmd = commands.recv() => match cmd {
-                    Some(cmd) => self.on_command(cmd),
-                    None => break, // the handle was dropped
-                },
-                _ = tick.tick() => self.refresh(),
-            }
-        }
-    }
-
-    fn on_command(&mut self, cmd: Command) {
-        match cmd {
-            Command::Dial(peer, addrs) => dial_peer(&mut self.swarm, peer, addrs),
-            Command::Publish(piece) => {
-                if self.key.verify(&piece).is_err() {
-                    self.published.bad_pieces += 1;
-                    return;
-                }
-                let seq = piece.header.seq;
-                let frame = wire::encode::<PeerId>(&Message::Piece(piece));
-                let gossip = &mut self.swarm.behaviour_mut().gossip;
-                gossip.see(seq);
-                self.published.newest_seq = self.published.newest_seq.max(Some(seq));
-                if let Err(e) = gossip.inner.publish(self.topic.clone(), frame.to_vec()) {
-                    tracing::debug!(seq, "gossipsub baseline: publish failed: {e}");
-                }
-            }
-        }
-    }
-
-    fn on_swarm(&mut self, ev: SwarmEvent<BehaviourEvent>) {
-        match ev {
-            SwarmEvent::Behaviour(BehaviourEvent::Gossip(gossipsub::Event::Message {
-                propagation_source,
-                message_id,
-                message,
-            })) => self.on_message(propagation_source, &message_id, &message.data),
-            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
-                tracing::debug!(?peer_id, "gossipsub baseline: dial failed: {error}");
-            }
-            _ => {}
-        }
-    }
-
-    /// The first copy of a message: verify, let gossipsub relay it or not,
-    /// and meter it.
-    fn on_message(&mut self, from: PeerId, id: &gossipsub::MessageId, data: &[u8]) {
-        let now = now_ms();
-        let piece = piece_of(data).filter(|p| self.key.verify(p).is_ok());
-        let acceptance = if piece.is_some() {
-            MessageAcceptance::Accept
-        } else {
-            MessageAcceptance::Reject
-        };
-        self.swarm
-            .behaviour_mut()
-            .gossip
-            .inner
-            .report_message_validation_result(id, &from, acceptance);
-        match (piece, self.meter.as_mut()) {
-            (Some(p), Some(meter)) => {
-                meter.on_piece(&p.header, from == self.publisher, now);
-            }
-            (None, Some(meter)) => meter.on_bad_piece(),
-            (None, None) => self.published.bad_pieces += 1,
-            (Some(_), None) => {}
-        }
-    }
-
-    /// Ticks the meter and publishes a stats snapshot.
-    fn refresh(&mut self) {
-        let gossip = &self.swarm.behaviour().gossip;
-        let duplicates = gossip.duplicate_payload;
-        let neighbors = gossip.inner.mesh_peers(&self.topic.hash()).count() as u32;
-        let mut stats = match self.meter.as_mut() {
-            Some(meter) => {
-                meter.on_duplicate(duplicates - self.duplicates_fed);
-                self.duplicates_fed = duplicates;
-                meter.tick(now_ms());
-                meter.stats()
-            }
-            None => {
-                let mut s = self.published.clone();
-                s.payload_duplicate = duplicates;
-                s
-            }
-        };
-        stats.neighbors = neighbors;
-        self.snapshot.send_replace(stats);
-    }
-}
-
+#[cfg(test)]
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
@@ -691,31 +359,6 @@ mod tests {
     use super::*;
 
     const PIECE_BYTES: usize = 16 * 1024;
-
-    #[test]
-    fn message_id_is_the_seq() {
-        let key = Keypair::generate_ed25519();
-        let signer = Signer::new(&key).unwrap();
-        let piece = signer
-            .sign(42, 10, flags::FIRST, 1, 0, Bytes::from_static(b"abc"))
-            .unwrap();
-        let data = wire::encode::<PeerId>(&Message::Piece(piece)).to_vec();
-        let msg = |data: Vec<u8>| gossipsub::Message {
-            source: None,
-            data,
-            sequence_number: None,
-            topic: topic(signer.stream()).hash(),
-        };
-        assert_eq!(
-            message_id(&msg(data.clone())),
-            gossipsub::MessageId::new(&42u64.to_be_bytes())
-        );
-        assert!(piece_of(&data).is_some());
-        let mut bad = data.clone();
-        bad.truncate(20);
-        assert!(piece_of(&bad).is_none());
-        assert_ne!(message_id(&msg(bad)), message_id(&msg(data)));
-    }
 
     /// Publisher + 5 viewers on loopback, 4 pieces/s of 16 KiB for 8 s.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
