@@ -146,3 +146,70 @@ impl<P: PeerId> Engine<P> {
         self.playback.started = Some((delay, next));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::proto::{
+        engine::tests::{piece, signer},
+        piece::flags,
+    };
+
+    /// Segment 1, pieces 4..=7 produced at 1,000 ms, but for `skip`.
+    fn store(skip: Option<u64>) -> Store {
+        let s = signer();
+        let mut store = Store::default();
+        for seq in (4..=7).filter(|&q| Some(q) != skip) {
+            let fl = match seq {
+                4 => flags::FIRST,
+                7 => flags::LAST,
+                _ => 0,
+            };
+            store.insert(Arc::new(piece(&s, seq, 1, fl, 1_000, 10)));
+        }
+        store
+    }
+
+    #[test]
+    fn start_up_ends_with_the_first_whole_segment_and_fixes_the_delay() {
+        let mut playback = Playback::new(true);
+        assert!(
+            !playback.check_startup(&store(None), 2_000, 1_500, 300),
+            "no start"
+        );
+        playback.start = Some(4);
+        assert!(!playback.check_startup(&store(Some(6)), 2_000, 1_500, 300));
+        // 1,000 ms after production, plus the margin, is under the
+        // configured delay: the delay is the configured one.
+        assert!(playback.check_startup(&store(None), 2_000, 1_500, 300));
+        assert_eq!(
+            (playback.delay(), playback.next_due()),
+            (Some(1_500), Some(4))
+        );
+        assert!(
+            !playback.check_startup(&store(None), 2_000, 1_500, 300),
+            "once"
+        );
+    }
+
+    #[test]
+    fn a_slow_start_keeps_a_margin_of_buffer() {
+        let mut playback = Playback::new(true);
+        playback.start = Some(4);
+        assert!(playback.check_startup(&store(None), 4_000, 1_500, 300));
+        assert_eq!(playback.delay(), Some(3_000 + 300));
+    }
+
+    #[test]
+    fn a_piece_that_arrives_after_its_deadline_is_remembered_as_late() {
+        let mut playback = Playback::new(true);
+        playback.start = Some(4);
+        playback.check_startup(&store(None), 2_000, 1_500, 300);
+        playback.arrived(8, 1_100, 1_100 + 1_500);
+        playback.arrived(9, 1_200, 1_200 + 1_501);
+        playback.arrived(3, 900, 9_000);
+        assert_eq!(playback.late, vec![9], "on time; late; before the start");
+    }
+}
