@@ -25,8 +25,10 @@ fn handshake_activates_both_sides_and_exchanges_buffer_maps() {
     assert!(net.disconnects(1).is_empty() && net.disconnects(2).is_empty());
 }
 
-#[test]
-fn degree_cap_refuses_the_third_inbound_session() {
+/// Viewers 1 to 6; 1 takes two neighbours at most, and 4 is already
+/// well connected (5 and 6: more than half of 1's cap), so 1 does not make
+/// room for it.
+fn capped_at_two_beside_a_well_connected_four() -> Net {
     let s = signer();
     let mut net = Net::new(5);
     let mut cfg = Config::viewer(s.stream());
@@ -35,10 +37,14 @@ fn degree_cap_refuses_the_third_inbound_session() {
     for p in 2..=6 {
         net.add(p, Config::viewer(s.stream()));
     }
-    // 4 is well connected (more than half of 1's cap), so 1 does not make
-    // room for it.
     net.connect(4, 5);
     net.connect(4, 6);
+    net
+}
+
+#[test]
+fn degree_cap_refuses_the_third_inbound_session() {
+    let mut net = capped_at_two_beside_a_well_connected_four();
     net.run_for(100);
     // All three dial at once; 4's Hello is handled last.
     for p in 2..=4 {
@@ -140,16 +146,7 @@ fn a_full_node_weighs_a_dialler_on_the_rtt_the_dialler_measured() {
 
 #[test]
 fn refused_dialler_takes_suggestions_without_a_violation() {
-    let s = signer();
-    let mut net = Net::new(5);
-    let mut cfg = Config::viewer(s.stream());
-    cfg.max_degree = 2;
-    net.add(1, cfg);
-    for p in 2..=6 {
-        net.add(p, Config::viewer(s.stream()));
-    }
-    net.connect(4, 5);
-    net.connect(4, 6);
+    let mut net = capped_at_two_beside_a_well_connected_four();
     net.connect(2, 1);
     net.connect(3, 1);
     net.run_for(100);
