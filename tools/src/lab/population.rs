@@ -47,21 +47,24 @@ pub(crate) fn upload_caps(sc: &Scenario) -> Vec<Option<u64>> {
         .map(|slot| match (&sc.upload, slot) {
             (_, 0) | (UploadSpec::Unlimited, _) => None,
             (UploadSpec::Fixed { bps }, _) => Some(*bps),
-            // About 30 % of viewers below the bitrate, the rest above: the
-            // spread of residential uplinks relative to a 2 Mbps stream.
             (UploadSpec::Mixed, _) => {
-                let x: f64 = rng.gen();
-                let factor = match x {
-                    x if x < 0.15 => 0.5,
-                    x if x < 0.30 => 0.8,
-                    x if x < 0.60 => 1.5,
-                    x if x < 0.85 => 3.0,
-                    _ => 10.0,
-                };
-                Some((sc.bitrate_bps as f64 * factor) as u64)
+                Some((sc.bitrate_bps as f64 * mixed_upload_factor(rng.gen())) as u64)
             }
         })
         .collect()
+}
+
+/// A viewer's upload over the bitrate in the mixed spread, for a uniform
+/// draw `x` in [0, 1): about 30 % of viewers below the bitrate, the rest
+/// above, as residential uplinks are relative to a 2 Mbps stream.
+pub(crate) fn mixed_upload_factor(x: f64) -> f64 {
+    match x {
+        x if x < 0.15 => 0.5,
+        x if x < 0.30 => 0.8,
+        x if x < 0.60 => 1.5,
+        x if x < 0.85 => 3.0,
+        _ => 10.0,
+    }
 }
 
 /// The last occupant (`gen`) of each viewer slot whose peer id every process
