@@ -1,0 +1,141 @@
+//! What viewers report each interval, summed up per swarm.
+
+use serde::{Deserialize, Serialize};
+
+/// One viewer's interval, as it reports it to the coordinator.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewerReport {
+    /// Infrastructure payload it received in the interval, bytes.
+    pub infra_bytes: u64,
+    /// Pieces due at its player in the interval, and those there in time.
+    pub pieces_due: u64,
+    pub pieces_in_time: u64,
+    /// It has started playing: a viewer that cannot start delivers nothing.
+    pub playing: bool,
+    /// The upload it offers its swarm, bit/s (0: not known).
+    pub upload_bps: u64,
+}
+
+impl ViewerReport {
+    /// Its continuity in the interval; a viewer with nothing due yet is
+    /// judged by whether it plays.
+    fn continuity(&self) -> f64 {
+        if !self.playing {
+            0.0
+        } else if self.pieces_due == 0 {
+            1.0
+        } else {
+            self.pieces_in_time.min(self.pieces_due) as f64 / self.pieces_due as f64
+        }
+    }
+}
+
+/// One swarm's interval, summed over its viewers.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SwarmReport {
+    pub viewers: u32,
+    /// The stream's bitrate, bit/s.
+    pub bitrate_bps: f64,
+    /// Its viewers' upload in all, bit/s.
+    pub upload_bps: f64,
+    /// Infrastructure payload its viewers received, bit/s.
+    pub infra_bps: f64,
+    /// Bitrate × continuity, summed over its viewers.
+    pub goodput_bps: f64,
+}
+
+impl SwarmReport {
+    pub fn demand_bps(&self) -> f64 {
+        f64::from(self.viewers) * self.bitrate_bps
+    }
+}
+
+/// Viewer reports of one swarm, added up as they arrive.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct SwarmTally {
+    viewers: u32,
+    infra_bytes: u64,
+    continuity: f64,
+    upload_bps: u64,
+}
+
+impl SwarmTally {
+    pub fn add(&mut self, r: &ViewerReport) {
+        self.viewers = self.viewers.saturating_add(1);
+        self.infra_bytes = self.infra_bytes.saturating_add(r.infra_bytes);
+        self.continuity += r.continuity();
+        self.upload_bps = self.upload_bps.saturating_add(r.upload_bps);
+    }
+
+    pub fn viewers(&self) -> u32 {
+        self.viewers
+    }
+
+    /// The swarm's report for an interval of `interval_ms` of a stream at
+    /// `bitrate_bps`.
+    pub fn report(&self, interval_ms: u64, bitrate_bps: f64) -> SwarmReport {
+        let seconds = interval_ms.max(1) as f64 / 1_000.0;
+        SwarmReport {
+            viewers: self.viewers,
+            bitrate_bps,
+            upload_bps: self.upload_bps as f64,
+            infra_bps: self.infra_bytes as f64 * 8.0 / seconds,
+            goodput_bps: self.continuity * bitrate_bps,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_swarm_report_sums_its_viewers() {
+        let mut t = SwarmTally::default();
+        let playing = ViewerReport {
+            infra_bytes: 125_000,
+            pieces_due: 10,
+            pieces_in_time: 9,
+            playing: true,
+            upload_bps: 4_000_000,
+        };
+        t.add(&playing);
+        t.add(&ViewerReport {
+            playing: true,
+            ..ViewerReport::default()
+        });
+        t.add(&ViewerReport {
+            upload_bps: 1_000_000,
+            ..ViewerReport::default()
+        });
+        let r = t.report(1_000, 2_000_000.0);
+        assert_eq!(r.viewers, 3);
+        assert_eq!(r.infra_bps, 1_000_000.0);
+        assert_eq!(r.upload_bps, 5_000_000.0);
+        // 0.9 + 1 (nothing due yet, playing) + 0 (not started).
+        assert!((r.goodput_bps - 1.9 * 2_000_000.0).abs() < 1e-6);
+        assert_eq!(r.demand_bps(), 6_000_000.0);
+    }
+
+    #[test]
+    fn a_report_claiming_more_in_time_than_due_counts_as_whole() {
+        let mut t = SwarmTally::default();
+        t.add(&ViewerReport {
+            pieces_due: 2,
+            pieces_in_time: u64::MAX,
+            playing: true,
+            ..Default::default()
+        });
+        t.add(&ViewerReport {
+            infra_bytes: u64::MAX,
+            ..Default::default()
+        });
+        t.add(&ViewerReport {
+            infra_bytes: u64::MAX,
+            ..Default::default()
+        });
+        let r = t.report(0, 1.0);
+        assert_eq!(r.goodput_bps, 1.0);
+        assert!(r.infra_bps.is_finite());
+    }
+}
