@@ -4,8 +4,10 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::bail;
 use clap::{Parser, Subcommand};
+use shoal_mesh::allocation::Policy;
 use shoal_seeder::Input;
 use shoal_tools::lab::{
+    allocate::{self, allocate, AllocateConfig},
     bench,
     cli::ScenarioArgs,
     run::{self as lab_run, RunOptions},
@@ -79,7 +81,6 @@ enum Cmd {
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
         processes: u16,
     },
-    /// One scenario, several systems, side by side.
     /// The real engines in virtual time (deterministic discrete-event
     /// simulation) under the scenario's topology and upload spread.
     Sim {
@@ -97,6 +98,7 @@ enum Cmd {
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=2))]
         threads: Option<u16>,
     },
+    /// One scenario, several systems, side by side.
     Bench {
         #[command(flatten)]
         scenario: ScenarioArgs,
@@ -113,6 +115,33 @@ enum Cmd {
         /// Write an HTML report comparing the systems into this directory.
         #[arg(long)]
         report: Option<PathBuf>,
+    },
+    /// The coordinator's allocation round at scale (Zipf streams, every
+    /// viewer reporting), timed on one core for each policy.
+    Allocate {
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        streams: u32,
+        /// Viewers in all (at least one per stream).
+        #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+        viewers: u64,
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+        rounds: u32,
+        /// Infrastructure upload as a multiple of what the swarms need to
+        /// play everywhere, e.g. 1.0 or 0.8.
+        #[arg(long, default_value_t = 1.0)]
+        budget: f64,
+        /// Policies to run, comma-separated: antfarm, first-come, by-viewers.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "antfarm,first-come,by-viewers"
+        )]
+        policies: Vec<Policy>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Write the rounds and figures as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// A share of a `run --processes K`'s viewers (started by `run`).
     #[command(hide = true)]
@@ -263,6 +292,33 @@ async fn run(args: Args) -> anyhow::Result<()> {
             );
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&out)? + "\n")?;
+            }
+            Ok(())
+        }
+        Cmd::Allocate {
+            streams,
+            viewers,
+            rounds,
+            budget,
+            policies,
+            seed,
+            json,
+        } => {
+            let cfg = AllocateConfig {
+                streams,
+                viewers,
+                rounds,
+                budget_of_need: budget,
+                policies,
+                seed,
+                ..AllocateConfig::default()
+            };
+            let out = tokio::task::spawn_blocking(move || allocate(&cfg, &mut std::io::stdout()))
+                .await??;
+            println!("\n{}", allocate::table(&out));
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&out)? + "\n")?;
+                println!("written to {}", path.display());
             }
             Ok(())
         }

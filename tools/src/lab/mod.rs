@@ -1,5 +1,6 @@
 //! `shoal-lab`: local meshes on loopback, with every role real.
 
+pub mod allocate;
 pub mod baseline;
 pub mod bench;
 pub mod cli;
