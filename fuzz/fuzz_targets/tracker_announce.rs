@@ -33,6 +33,7 @@ use axum::{
 use http_body_util::BodyExt;
 use libfuzzer_sys::fuzz_target;
 use shoal_mesh::{
+    allocation::ViewerReport,
     hints::{Announce, Hints, Role, DEFAULT_WANT, MAX_WANT},
     proto::Coord,
 };
@@ -126,6 +127,9 @@ struct FuzzAnnounce {
     want: Option<u32>,
     counters: Counters,
     coord: Option<(f32, f32, f32, f32)>,
+    /// infra bytes, pieces due, pieces in time, playing, upload
+    report: Option<(u64, u64, u64, bool, u64)>,
+    bitrate_kbps: u32,
 }
 
 impl FuzzAnnounce {
@@ -187,6 +191,18 @@ impl FuzzAnnounce {
                 height,
                 error,
             }),
+            report: self
+                .report
+                .map(|(infra_bytes, pieces_due, pieces_in_time, playing, upload_bps)| {
+                    ViewerReport {
+                        infra_bytes,
+                        pieces_due,
+                        pieces_in_time,
+                        playing,
+                        upload_bps,
+                    }
+                }),
+            bitrate_kbps: self.bitrate_kbps,
         }
     }
 }

@@ -46,6 +46,8 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 /// tracker's JSON spells in lower case.
 pub use crate::proto::Role;
 
+use crate::allocation::ViewerReport;
+
 /// Body of `POST /v1/announce`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Announce {
@@ -76,6 +78,13 @@ pub struct Announce {
     /// The peer's network coordinate, when it has one.
     #[serde(default)]
     pub coord: Option<crate::proto::Coord>,
+    /// Viewers: what the interval since the last announce brought, for
+    /// the coordinator (docs/coordinator.md).
+    #[serde(default)]
+    pub report: Option<ViewerReport>,
+    /// Infrastructure: the stream's bitrate, kbit/s (0: not known).
+    #[serde(default)]
+    pub bitrate_kbps: u32,
 }
 
 fn default_want() -> u32 {
@@ -190,6 +199,10 @@ pub struct Hints {
     /// node sizes its share of long links by it.
     #[serde(default)]
     pub viewers: u32,
+    /// Infrastructure: the upload it may spend on this stream, bit/s, as
+    /// the coordinator split it (`None`: no budget, as before).
+    #[serde(default)]
+    pub budget_bps: Option<u64>,
 }
 
 /// One live stream, as listed by `GET /v1/streams`.
@@ -335,6 +348,8 @@ mod tests {
             want: DEFAULT_WANT,
             counters: serde_json::Value::Null,
             coord: None,
+            report: None,
+            bitrate_kbps: 0,
         }
     }
 
@@ -370,6 +385,7 @@ mod tests {
         let h: Hints = serde_json::from_value(old).unwrap();
         assert_eq!(h.you, Locality::default());
         assert_eq!(h.viewers, 0, "an older tracker does not say");
+        assert_eq!(h.budget_bps, None, "nor does one without a coordinator");
         assert_eq!(h.candidates[0].loc, Locality::default());
 
         let ip = "203.0.113.9".parse().unwrap();

@@ -143,6 +143,7 @@ impl Node {
             http: None,
             name: None,
             use_candidates: true,
+            bitrate_kbps: None,
         };
         tasks.push(announcer.spawn(&net));
         if player_addr.is_some() {

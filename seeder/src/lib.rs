@@ -3,6 +3,7 @@
 //! [`Seeder::start`] runs every part in the current tokio runtime, so the lab
 //! and the tests start seeders in-process; `main.rs` is a thin CLI over it.
 
+mod bitrate;
 pub mod ingest;
 pub mod keyfile;
 pub mod origin;
@@ -15,8 +16,13 @@ use shoal_mesh::{
     net::{self, now_ms, Announcer, Command, NetConfig, NetHandle},
     proto::{piece::flags, Config, Piece, Signer, Stats, StreamId, MAX_PIECE_BYTES},
 };
-use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
+use tokio::{
+    net::TcpListener,
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
 
+use bitrate::BitrateMeter;
 pub use ingest::Input;
 use origin::Origin;
 
@@ -158,6 +164,7 @@ impl Seeder {
             }
         })];
 
+        let (bitrate_tx, bitrate_rx) = watch::channel(0u32);
         if let Some(url) = &cfg.tracker {
             let announcer = Announcer {
                 client: TrackerClient::new(url)?,
@@ -169,6 +176,7 @@ impl Seeder {
                 name: Some(cfg.name.clone()),
                 // Viewers to spread its pushes over (see `engine::spread`).
                 use_candidates: true,
+                bitrate_kbps: Some(bitrate_rx),
             };
             tasks.push(announcer.spawn(&net));
         }
@@ -183,6 +191,7 @@ impl Seeder {
         let piece_bytes = (cfg.piece_bytes / 188).clamp(1, MAX_PIECE_BYTES / 188) * 188;
         tasks.push(tokio::spawn(async move {
             let mut seq = first_seq;
+            let mut bitrate = BitrateMeter::default();
             while let Some(cut) = cuts.recv().await {
                 for piece_cut in split(cut, piece_bytes) {
                     let mut f = 0;
@@ -202,6 +211,9 @@ impl Seeder {
                         }
                     };
                     seq += 1;
+                    if let Some(kbps) = bitrate.add(piece.header.produced_at, piece.data.len()) {
+                        bitrate_tx.send_replace(kbps);
+                    }
                     origin_feed.insert(&piece);
                     if let Some(hook) = &on_piece {
                         hook(&piece);

@@ -140,6 +140,11 @@ impl<K: Ord + Clone> Allocator<K> {
         self.swarms.remove(stream);
     }
 
+    /// Keeps only the streams `keep` says are still there.
+    pub fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {
+        self.swarms.retain(|k, _| keep(k));
+    }
+
     /// Splits `budget_bps` across the streams for the next interval. The
     /// shares, in stream order, never add up to more than the budget.
     pub fn round(&mut self, budget_bps: u64) -> Vec<Share<K>> {

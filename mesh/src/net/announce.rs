@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::Command;
 use crate::{
+    allocation::ViewerReport,
     hints::{Announce, Role, TrackerClient},
     proto::{wire, Locality, PeerInfo, Stats, StreamId},
 };
@@ -28,6 +29,9 @@ pub struct Announcer {
     pub name: Option<String>,
     /// Whether hints become neighbour candidates (seeders wait to be dialled).
     pub use_candidates: bool,
+    /// Infrastructure: the stream's bitrate as measured, kbit/s, for the
+    /// coordinator (`None`: not measured).
+    pub bitrate_kbps: Option<watch::Receiver<u32>>,
 }
 
 impl NetHandleParts {
@@ -62,8 +66,13 @@ impl Announcer {
         // with unknown, zero).
         let mut located = Locality::default();
         let mut viewers = 0u32;
+        let mut budget = None;
+        // The stats at the last announce: a viewer reports what came since.
+        let mut reported = node.stats.borrow().clone();
         loop {
             let stats = node.stats.borrow().clone();
+            let report = (self.role == Role::Viewer)
+                .then(|| viewer_report(&stats, &reported, self.upload_kbps));
             let announce = Announce {
                 stream: self.stream.to_string(),
                 peer_id: node.peer_id.to_string(),
@@ -77,6 +86,8 @@ impl Announcer {
                 want: self.max_degree * 2,
                 counters: stats.report(),
                 coord: stats.coord,
+                report,
+                bitrate_kbps: self.bitrate_kbps.as_ref().map_or(0, |b| *b.borrow()),
             };
             let interval = match self.client.announce(&announce).await {
                 Ok(hints) => {
@@ -96,6 +107,19 @@ impl Announcer {
                     if hints.viewers > 0 && hints.viewers != viewers {
                         viewers = hints.viewers;
                         if node.commands.send(Command::Swarm(viewers)).await.is_err() {
+                            return;
+                        }
+                    }
+                    reported = stats;
+                    if self.role.is_infra() && hints.budget_bps != budget {
+                        budget = hints.budget_bps;
+                        match budget {
+                            Some(bps) => {
+                                tracing::info!(bps, "coordinator's upload budget for the stream")
+                            }
+                            None => tracing::info!("no upload budget for the stream"),
+                        }
+                        if node.commands.send(Command::Budget(budget)).await.is_err() {
                             return;
                         }
                     }
@@ -146,6 +170,19 @@ impl Announcer {
             }
             tokio::time::sleep(interval).await;
         }
+    }
+}
+
+/// What a viewer's stats say of the time between two announces.
+fn viewer_report(now: &Stats, then: &Stats, upload_kbps: u32) -> ViewerReport {
+    ViewerReport {
+        infra_bytes: now
+            .payload_from_infra
+            .saturating_sub(then.payload_from_infra),
+        pieces_due: now.pieces_due.saturating_sub(then.pieces_due),
+        pieces_in_time: now.pieces_on_time.saturating_sub(then.pieces_on_time),
+        playing: now.startup_ms.is_some(),
+        upload_bps: u64::from(upload_kbps) * 1000,
     }
 }
 

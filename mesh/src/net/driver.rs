@@ -129,6 +129,7 @@ impl Driver {
             }
             Command::Located(loc) => self.engine.handle(Input::Located(loc), now),
             Command::Swarm(viewers) => self.engine.handle(Input::Swarm { viewers }, now),
+            Command::Budget(bps) => self.engine.handle(Input::Budget { bps }, now),
             Command::Origins(urls) => self.origins = urls,
             Command::Publish(piece) => self.engine.handle(Input::Publish(piece), now),
         }

@@ -102,6 +102,8 @@ pub enum Command {
     Located(Locality),
     /// Viewers in the stream, as the tracker counts them.
     Swarm(u32),
+    /// The coordinator's budget for this node in the stream, bit/s.
+    Budget(Option<u64>),
     /// Base URLs of infrastructure HTTP origins, for fallback.
     Origins(Vec<String>),
     /// A piece the broadcaster cut (seeders).

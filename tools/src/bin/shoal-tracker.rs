@@ -1,5 +1,7 @@
 //! `shoal-tracker --listen 127.0.0.1:7070 [--interval 5] [--peer-ttl 15s]
-//! [--asn-table FILE]`: the hint service.
+//! [--asn-table FILE] [--allocation antfarm|first-come|by-viewers|off]
+//! [--infra-budget RATE]`: the hint service, and the coordinator of the
+//! infrastructure's upload (docs/coordinator.md).
 
 use std::{
     io::{IsTerminal, Write},
@@ -12,7 +14,8 @@ use std::{
 
 use anyhow::Context;
 use clap::Parser;
-use shoal_tools::tracker::{self, AsnTable, TrackerConfig};
+use shoal_mesh::{allocation::Policy, rate::parse_bitrate};
+use shoal_tools::tracker::{self, AsnTable, CoordinatorConfig, TrackerConfig};
 
 /// Shoal's tracker: the HTTP/JSON hint service peers announce to.
 #[derive(Debug, Parser)]
@@ -32,6 +35,32 @@ struct Args {
     /// come from it; without it every AS is unknown.
     #[arg(long, value_name = "FILE")]
     asn_table: Option<PathBuf>,
+    /// How infrastructure upload is split across streams: antfarm,
+    /// first-come, by-viewers, or off (no budgets).
+    #[arg(long, default_value = "antfarm", value_parser = allocation)]
+    allocation: Allocation,
+    /// The infrastructure tier's upload to split, e.g. 500mbps (default:
+    /// what seeders and reflectors announce as their upload).
+    #[arg(long, value_parser = rate)]
+    infra_budget: Option<u64>,
+}
+
+/// A policy, or none.
+#[derive(Clone, Copy, Debug)]
+struct Allocation(Option<Policy>);
+
+fn allocation(s: &str) -> Result<Allocation, String> {
+    if s == "off" {
+        Ok(Allocation(None))
+    } else {
+        s.parse()
+            .map(|p| Allocation(Some(p)))
+            .map_err(|e: String| format!("{e}, or off"))
+    }
+}
+
+fn rate(s: &str) -> Result<u64, String> {
+    parse_bitrate(s).ok_or_else(|| format!("'{s}' is not a rate like 500mbps or 2gbps"))
 }
 
 #[tokio::main]
@@ -56,6 +85,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let mut config = TrackerConfig::with_interval(args.interval);
+    config.coordinator = args.allocation.0.map(|policy| CoordinatorConfig {
+        policy,
+        budget_bps: args.infra_budget,
+    });
     if let Some(ttl) = args.peer_ttl {
         config.peer_ttl = ttl;
     }

@@ -475,6 +475,8 @@ mod tests {
                 want: 10,
                 counters: serde_json::Value::Null,
                 coord: None,
+                report: None,
+                bitrate_kbps: 0,
             };
             let hints = registry.announce(announce, loopback, now).unwrap();
             assert_eq!(hints.you, topo.locality(slot), "slot {slot}");

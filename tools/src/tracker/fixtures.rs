@@ -25,6 +25,8 @@ pub(super) fn peer(id: &str, ip: &str, role: Role, degree: u32, max_degree: u32)
         want: DEFAULT_WANT,
         counters: serde_json::Value::Null,
         coord: None,
+        report: None,
+        bitrate_kbps: 0,
     }
 }
 

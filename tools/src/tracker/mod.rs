@@ -15,6 +15,9 @@
 //! - `ranking`: which peers an announcer is told about, in what order;
 //! - `addresses`: the address a peer's locality is taken from;
 //! - `asn`: the IP → AS table ([`AsnTable`], `--asn-table`);
+//! - `coordinator`: once per interval, the infrastructure tier's upload
+//!   split across streams from the viewers' reports; infrastructure is told
+//!   its budget in its hints (docs/coordinator.md);
 //! - `http`: the axum handlers around the registry, which only parse, lock,
 //!   and answer.
 //!
@@ -35,6 +38,7 @@
 
 mod addresses;
 mod asn;
+mod coordinator;
 mod http;
 mod ranking;
 mod registry;
@@ -43,6 +47,7 @@ mod registry;
 mod fixtures;
 
 pub use asn::{AsnTable, AsnTableError};
+pub use coordinator::CoordinatorConfig;
 pub use http::{router, serve, serve_with_shutdown, spawn};
 pub use registry::{
     AnnounceError, PeerRecord, Registry, StreamDetail, TrackerConfig, MAX_LISTED_PEERS,

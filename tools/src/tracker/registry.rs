@@ -13,11 +13,15 @@ use std::{
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::Serialize;
 use shoal_mesh::hints::{Announce, Hints, InvalidAnnounce, Role, StreamInfo, MAX_WANT};
-use shoal_mesh::proto::{Coord, Locality};
+use shoal_mesh::{
+    allocation::ViewerReport,
+    proto::{Coord, Locality},
+};
 
 use super::{
     addresses::subnet_ip,
     asn::AsnTable,
+    coordinator::{Coordinator, CoordinatorConfig},
     ranking::{self, usable_coord, Query},
 };
 
@@ -42,6 +46,8 @@ pub struct TrackerConfig {
     pub max_peers_total: usize,
     /// IP → AS numbers for peers' localities (empty: every AS unknown).
     pub asn_table: Arc<AsnTable>,
+    /// Split infrastructure upload across streams (`None`: no budgets).
+    pub coordinator: Option<CoordinatorConfig>,
 }
 
 impl TrackerConfig {
@@ -57,6 +63,7 @@ impl TrackerConfig {
             max_streams: 10_000,
             max_peers_total: 1_000_000,
             asn_table: Arc::default(),
+            coordinator: Some(CoordinatorConfig::default()),
         }
     }
 }
@@ -98,6 +105,9 @@ pub struct PeerRecord {
 pub struct StreamDetail {
     #[serde(flatten)]
     pub info: StreamInfo,
+    /// The stream's infrastructure budget from the last allocation round,
+    /// bit/s (`None`: none).
+    pub budget_bps: Option<u64>,
     /// At most [`MAX_LISTED_PEERS`], infrastructure first.
     pub peers: Vec<PeerRecord>,
 }
@@ -110,6 +120,7 @@ pub struct Registry {
     total_peers: usize,
     next_purge: Option<Instant>,
     rng: StdRng,
+    coordinator: Option<Coordinator>,
 }
 
 #[derive(Debug, Default)]
@@ -192,6 +203,11 @@ impl Table {
         removed
     }
 
+    /// The entries announced within `ttl` of `now`.
+    pub(super) fn live(&self, now: Instant, ttl: Duration) -> impl Iterator<Item = &PeerEntry> {
+        self.entries.iter().filter(move |p| p.is_live(now, ttl))
+    }
+
     /// All entries, or a window of [`SCAN_LIMIT`] from a random start.
     pub(super) fn window<'a>(&'a self, rng: &mut StdRng) -> impl Iterator<Item = &'a PeerEntry> {
         let len = self.entries.len();
@@ -211,13 +227,17 @@ pub(super) struct PeerEntry {
     pub(super) role: Role,
     pub(super) degree: u32,
     pub(super) max_degree: u32,
-    upload_kbps: u32,
+    pub(super) upload_kbps: u32,
     pub(super) http: Option<String>,
     name: Option<String>,
     counters: serde_json::Value,
     pub(super) loc: Locality,
     /// Network coordinate, when usable.
     pub(super) coord: Option<Coord>,
+    /// Viewers: their last interval, for the coordinator.
+    pub(super) report: Option<ViewerReport>,
+    /// Infrastructure: the stream's bitrate, kbit/s.
+    pub(super) bitrate_kbps: u32,
     last_seen: Instant,
 }
 
@@ -235,6 +255,8 @@ impl PeerEntry {
             counters: a.counters,
             loc,
             coord: usable_coord(a.coord),
+            report: a.report,
+            bitrate_kbps: a.bitrate_kbps,
             last_seen: now,
         }
     }
@@ -272,11 +294,12 @@ impl Registry {
     /// `seed` drives the tie-breaks and sampling, so tests are reproducible.
     pub fn new(config: TrackerConfig, seed: u64) -> Self {
         Self {
-            config,
             streams: HashMap::new(),
             total_peers: 0,
             next_purge: None,
             rng: StdRng::seed_from_u64(seed),
+            coordinator: config.coordinator.map(|c| Coordinator::new(c, seed)),
+            config,
         }
     }
 
@@ -314,8 +337,17 @@ impl Registry {
         let role = a.role;
         let coord = usable_coord(a.coord);
         self.record(&stream, &me, a, loc, now)?;
+        let interval = Duration::from_secs(self.config.interval_s.into());
+        let ttl = self.config.peer_ttl;
+        if let Some(c) = &mut self.coordinator {
+            c.maybe_round(&self.streams, now, interval, ttl);
+        }
 
         let swarm = &self.streams[&stream];
+        let budget_bps = match &self.coordinator {
+            Some(c) if role.is_infra() => c.budget_for(&stream, swarm, now, ttl),
+            _ => None,
+        };
         let query = Query {
             peer_id: &me,
             role,
@@ -334,6 +366,7 @@ impl Registry {
             you: loc,
             // Expired peers count until the next purge: an estimate.
             viewers: swarm.viewers.entries.len().try_into().unwrap_or(u32::MAX),
+            budget_bps,
         })
     }
 
@@ -360,6 +393,7 @@ impl Registry {
             .collect();
         Some(StreamDetail {
             info: swarm.info(&stream, now, self.config.peer_ttl),
+            budget_bps: self.coordinator.as_ref().and_then(|c| c.budget(&stream)),
             peers,
         })
     }
@@ -427,6 +461,11 @@ impl Registry {
             tracing::debug!(%stream, peer = %me, ?role, "new peer");
         }
         Ok(())
+    }
+
+    #[cfg(test)]
+    pub(super) fn streams_for_test(&self) -> &HashMap<String, Swarm> {
+        &self.streams
     }
 
     /// A full purge costs a pass over every peer, so announces run one at most

@@ -84,6 +84,11 @@ pub enum Input<P> {
     Located(Locality),
     /// The tracker told this node how many viewers the stream has.
     Swarm { viewers: u32 },
+    /// The coordinator's budget for this node in this stream, bit/s
+    /// (`None`: none): requests are served within it and within
+    /// [`Config::upload_limit`](super::Config::upload_limit), whichever is
+    /// less.
+    Budget { bps: Option<u64> },
 }
 
 /// Something the engine wants done.

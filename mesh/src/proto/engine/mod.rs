@@ -250,6 +250,7 @@ impl<P: PeerId> Engine<P> {
             }
             Input::Located(loc) => self.cfg.loc = loc,
             Input::Swarm { viewers } => self.selector.set_swarm_viewers(viewers),
+            Input::Budget { bps } => self.uploads.set_budget(bps.map(|b| b / 8), now),
             Input::InfraFailed { seq } => {
                 self.news = true;
                 // Not at the origin (yet): ask again after a pause.

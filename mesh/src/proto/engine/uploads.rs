@@ -18,6 +18,10 @@ pub(super) const UPLOAD_QUEUE: usize = 64;
 /// The upload queue and the budget it drains under.
 #[derive(Debug)]
 pub(super) struct Uploads<P> {
+    /// The node's own limit, bytes/s (`None`: unlimited).
+    configured: Option<u64>,
+    /// The coordinator's budget for this stream, bytes/s (infrastructure).
+    budget: Option<u64>,
     limit: TokenBucket,
     /// Pieces to send, and to whom, in order.
     queue: VecDeque<(P, u64)>,
@@ -35,9 +39,25 @@ impl<P: PeerId> Uploads<P> {
     /// An empty queue under `limit` bytes per second (`None`: unlimited).
     pub(super) fn new(limit: Option<u64>, now: u64) -> Self {
         Uploads {
+            configured: limit,
+            budget: None,
             limit: TokenBucket::new(limit, now),
             queue: VecDeque::new(),
         }
+    }
+
+    /// Holds sending to `budget` bytes/s as well as the node's own limit,
+    /// whichever is less (`None`: the node's own limit alone).
+    pub(super) fn set_budget(&mut self, budget: Option<u64>, now: u64) {
+        if budget == self.budget {
+            return;
+        }
+        self.budget = budget;
+        let rate = match (self.configured, budget) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.limit = TokenBucket::new(rate, now);
     }
 
     /// Queues what of `seqs` (asked by `from`) is held and fits: within
@@ -145,6 +165,32 @@ mod tests {
         assert_eq!(up.len() + refused.len(), 10);
         assert!((4..=6).contains(&up.len()), "queued {}", up.len());
         assert_eq!(refused.last(), Some(&9));
+    }
+
+    #[test]
+    fn a_budget_holds_sending_under_the_limit_and_lifting_it_restores_the_limit() {
+        let store = store(20);
+        let queued = |up: &mut Uploads<u32>| {
+            let refused = up.admit(&1, (0..10).collect(), &store, 0);
+            let n = up.len();
+            up.forget_peer(&1);
+            assert_eq!(n + refused.len(), 10);
+            n
+        };
+        let mut up = Uploads::<u32>::new(Some(40_000), 0);
+        let own = queued(&mut up);
+        up.set_budget(Some(8_000), 0);
+        let budgeted = queued(&mut up);
+        assert!(budgeted < own, "{budgeted} < {own}");
+        // A budget above the node's own limit does not raise it.
+        up.set_budget(Some(1_000_000), 0);
+        assert_eq!(queued(&mut up), own);
+        up.set_budget(None, 0);
+        assert_eq!(queued(&mut up), own);
+        // An unlimited node is held to its budget.
+        let mut free = Uploads::<u32>::new(None, 0);
+        free.set_budget(Some(8_000), 0);
+        assert_eq!(queued(&mut free), budgeted);
     }
 
     #[test]

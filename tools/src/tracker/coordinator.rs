@@ -1,0 +1,310 @@
+//! The coordinator inside the tracker (docs/coordinator.md): once per
+//! interval it sums each stream's viewer reports and splits the
+//! infrastructure tier's upload across the streams; each infrastructure
+//! announcer is told its part of its stream's budget.
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::{Duration, Instant},
+};
+
+use shoal_mesh::allocation::{Allocator, AllocatorConfig, Policy, SwarmTally};
+
+use super::registry::Swarm;
+
+/// How the tracker coordinates.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CoordinatorConfig {
+    pub policy: Policy,
+    /// The tier's upload to split, bit/s; `None`: what the live
+    /// infrastructure announces (`upload_kbps`), each node counted once.
+    pub budget_bps: Option<u64>,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig {
+            policy: Policy::Antfarm,
+            budget_bps: None,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct Coordinator {
+    budget_bps: Option<u64>,
+    allocator: Allocator<String>,
+    /// Each stream's budget from the last round.
+    budgets: HashMap<String, u64>,
+    next_round: Option<Instant>,
+}
+
+impl Coordinator {
+    pub(super) fn new(cfg: CoordinatorConfig, seed: u64) -> Self {
+        let alloc = AllocatorConfig {
+            policy: cfg.policy,
+            ..AllocatorConfig::default()
+        };
+        Coordinator {
+            budget_bps: cfg.budget_bps,
+            allocator: Allocator::new(alloc, seed),
+            budgets: HashMap::new(),
+            next_round: None,
+        }
+    }
+
+    /// Runs a round if one is due: at most once per `interval`, the span
+    /// viewers' reports cover.
+    pub(super) fn maybe_round(
+        &mut self,
+        streams: &HashMap<String, Swarm>,
+        now: Instant,
+        interval: Duration,
+        ttl: Duration,
+    ) {
+        if self.next_round.is_some_and(|at| now < at) {
+            return;
+        }
+        self.next_round = Some(now + interval);
+        self.round(streams, now, interval, ttl);
+    }
+
+    fn round(
+        &mut self,
+        streams: &HashMap<String, Swarm>,
+        now: Instant,
+        interval: Duration,
+        ttl: Duration,
+    ) {
+        let tier = self
+            .budget_bps
+            .unwrap_or_else(|| announced_capacity(streams, now, ttl));
+        let interval_ms = interval.as_millis().try_into().unwrap_or(u64::MAX);
+        let mut judged = HashSet::new();
+        for (id, swarm) in streams {
+            let bitrate_bps = (swarm.infra.live(now, ttl))
+                .map(|p| u64::from(p.bitrate_kbps) * 1000)
+                .max();
+            // Without a bitrate, goodput cannot be told from bytes.
+            let Some(bitrate_bps) = bitrate_bps.filter(|&b| b > 0) else {
+                continue;
+            };
+            let mut tally = SwarmTally::default();
+            for viewer in swarm.viewers.live(now, ttl) {
+                if let Some(report) = &viewer.report {
+                    tally.add(report);
+                }
+            }
+            self.allocator
+                .report(id.clone(), tally.report(interval_ms, bitrate_bps as f64));
+            judged.insert(id.as_str());
+        }
+        self.allocator.retain(|id| judged.contains(id.as_str()));
+        self.budgets.clear();
+        if tier == 0 {
+            return;
+        }
+        for share in self.allocator.round(tier) {
+            self.budgets.insert(share.stream, share.budget_bps);
+        }
+    }
+
+    /// The stream's budget from the last round.
+    pub(super) fn budget(&self, stream: &str) -> Option<u64> {
+        self.budgets.get(stream).copied()
+    }
+
+    /// The budget of one of `stream`'s live infrastructure nodes: an even
+    /// part of the stream's. `None` before the stream's first round, or
+    /// with no tier budget known.
+    pub(super) fn budget_for(
+        &self,
+        stream: &str,
+        swarm: &Swarm,
+        now: Instant,
+        ttl: Duration,
+    ) -> Option<u64> {
+        let budget = self.budget(stream)?;
+        let nodes = swarm.infra.live(now, ttl).count();
+        Some(budget / nodes.max(1) as u64)
+    }
+}
+
+/// The upload the live infrastructure announces, bit/s, each node once
+/// however many streams it carries.
+fn announced_capacity(streams: &HashMap<String, Swarm>, now: Instant, ttl: Duration) -> u64 {
+    let mut seen = HashSet::new();
+    let mut total = 0u64;
+    for swarm in streams.values() {
+        for p in swarm.infra.live(now, ttl) {
+            if seen.insert(p.peer_id.as_str()) {
+                total = total.saturating_add(u64::from(p.upload_kbps) * 1000);
+            }
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use shoal_mesh::{allocation::ViewerReport, hints::Role};
+
+    use super::*;
+    use crate::tracker::{
+        fixtures::{peer, stream},
+        Registry, TrackerConfig,
+    };
+
+    fn seeder(id: &str, n: u8, upload_kbps: u32) -> shoal_mesh::hints::Announce {
+        let mut a = peer(id, "10.0.0.1", Role::Seeder, 0, 8);
+        a.stream = stream(n);
+        a.upload_kbps = upload_kbps;
+        a.bitrate_kbps = 2_000;
+        a
+    }
+
+    fn viewer(id: &str, n: u8, continuity: f64) -> shoal_mesh::hints::Announce {
+        let mut a = peer(id, "10.0.1.1", Role::Viewer, 0, 8);
+        a.stream = stream(n);
+        a.report = Some(ViewerReport {
+            infra_bytes: 250_000,
+            pieces_due: 100,
+            pieces_in_time: (continuity * 100.0) as u64,
+            playing: true,
+            upload_bps: 3_000_000,
+        });
+        a
+    }
+
+    /// A big stream and a singleton on 12 Mbit/s of infrastructure.
+    fn two_streams(reg: &mut Registry, now: Instant) {
+        reg.announce(seeder("s1", 1, 6_000), None, now).unwrap();
+        reg.announce(seeder("s2", 2, 6_000), None, now).unwrap();
+        for i in 0..40 {
+            reg.announce(viewer(&format!("v{i}"), 1, 1.0), None, now)
+                .unwrap();
+        }
+        reg.announce(viewer("alone", 2, 0.5), None, now).unwrap();
+    }
+
+    #[test]
+    fn infrastructure_is_told_its_part_of_the_tier_split_across_streams() {
+        let mut reg = Registry::new(TrackerConfig::default(), 1);
+        let t0 = Instant::now();
+        two_streams(&mut reg, t0);
+        // The next interval's announces carry the first round's budgets.
+        let t1 = t0 + Duration::from_secs(5);
+        two_streams(&mut reg, t1);
+        let b1 = reg
+            .announce(seeder("s1", 1, 6_000), None, t1)
+            .unwrap()
+            .budget_bps;
+        let b2 = reg
+            .announce(seeder("s2", 2, 6_000), None, t1)
+            .unwrap()
+            .budget_bps;
+        let (b1, b2) = (b1.expect("a budget"), b2.expect("a budget"));
+        assert!(b1 + b2 <= 12_000_000, "{b1} + {b2}");
+        // Each stream at least its minimum: one copy of the stream.
+        assert!(b1 >= 2_000_000 && b2 >= 2_000_000, "{b1} {b2}");
+        let detail = reg.stream_detail(&stream(1), t1).unwrap();
+        assert_eq!(
+            detail.budget_bps,
+            Some(b1),
+            "one seeder: the stream's whole budget"
+        );
+        // Viewers are not given budgets.
+        assert_eq!(
+            reg.announce(viewer("v0", 1, 1.0), None, t1)
+                .unwrap()
+                .budget_bps,
+            None
+        );
+    }
+
+    #[test]
+    fn no_budget_is_given_without_a_capacity_or_a_bitrate() {
+        let mut reg = Registry::new(TrackerConfig::default(), 1);
+        let now = Instant::now();
+        let mut s = seeder("s1", 1, 0);
+        reg.announce(s.clone(), None, now).unwrap();
+        reg.announce(viewer("v", 1, 1.0), None, now).unwrap();
+        let later = now + Duration::from_secs(5);
+        assert_eq!(
+            reg.announce(s.clone(), None, later).unwrap().budget_bps,
+            None
+        );
+        s.upload_kbps = 10_000;
+        s.bitrate_kbps = 0;
+        let later = later + Duration::from_secs(5);
+        reg.announce(s.clone(), None, later).unwrap();
+        assert_eq!(
+            reg.announce(s, None, later + Duration::from_secs(5))
+                .unwrap()
+                .budget_bps,
+            None
+        );
+    }
+
+    #[test]
+    fn an_operator_budget_replaces_the_announced_capacity() {
+        let cfg = TrackerConfig {
+            coordinator: Some(CoordinatorConfig {
+                budget_bps: Some(4_000_000),
+                ..CoordinatorConfig::default()
+            }),
+            ..TrackerConfig::default()
+        };
+        let mut reg = Registry::new(cfg, 1);
+        let t0 = Instant::now();
+        two_streams(&mut reg, t0);
+        let t1 = t0 + Duration::from_secs(5);
+        two_streams(&mut reg, t1);
+        let b1 = reg
+            .announce(seeder("s1", 1, 6_000), None, t1)
+            .unwrap()
+            .budget_bps
+            .unwrap();
+        let b2 = reg
+            .announce(seeder("s2", 2, 6_000), None, t1)
+            .unwrap()
+            .budget_bps
+            .unwrap();
+        assert_eq!((b1, b2), (2_000_000, 2_000_000));
+    }
+
+    #[test]
+    fn a_tracker_without_a_coordinator_gives_no_budgets() {
+        let cfg = TrackerConfig {
+            coordinator: None,
+            ..TrackerConfig::default()
+        };
+        let mut reg = Registry::new(cfg, 1);
+        let t0 = Instant::now();
+        two_streams(&mut reg, t0);
+        let t1 = t0 + Duration::from_secs(5);
+        two_streams(&mut reg, t1);
+        assert_eq!(
+            reg.announce(seeder("s1", 1, 6_000), None, t1)
+                .unwrap()
+                .budget_bps,
+            None
+        );
+    }
+
+    #[test]
+    fn a_node_on_two_streams_counts_once() {
+        let mut reg = Registry::new(TrackerConfig::default(), 1);
+        let now = Instant::now();
+        reg.announce(seeder("r", 1, 6_000), None, now).unwrap();
+        reg.announce(seeder("r", 2, 6_000), None, now).unwrap();
+        reg.announce(seeder("s", 2, 1_000), None, now).unwrap();
+        let streams = &reg.streams_for_test();
+        assert_eq!(
+            announced_capacity(streams, now, Duration::from_secs(15)),
+            7_000_000
+        );
+    }
+}
