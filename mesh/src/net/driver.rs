@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::{
     clock::Clock,
-    fetch_piece,
+    origins::{fetch_first, Origins},
     session::{PeerEvent, Session},
     swarm::{build_swarm, listen_all, Behaviour, BehaviourEvent},
     Command, NetConfig, NetError, NetHandle, OnPiece, COMMAND_QUEUE, EVENT_QUEUE, INFRA_FETCHES,
@@ -23,6 +23,10 @@ use crate::proto::{Engine, Input, Output, PeerInfo, Stats};
 /// How long a connection outlives its closed session, so that the session's
 /// last frames leave the muxer first (protocol.md §10).
 const LINGER: Duration = Duration::from_secs(1);
+
+/// Connecting to an HTTP origin, at most: on a LAN or the internet a
+/// connection takes well under this, so longer means the origin is gone.
+const ORIGIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Starts a node: builds the swarm, listens, and runs the driver task.
 /// Returns once the listen addresses are known.
@@ -52,9 +56,12 @@ pub async fn start(cfg: NetConfig, on_piece: Option<OnPiece>) -> Result<NetHandl
         sessions: BTreeMap::new(),
         next_gen: 0,
         events_tx,
-        origins: Vec::new(),
+        origins: Origins::default(),
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(3))
+            // A dead origin is left in time to ask another within the
+            // engine's request timeout (3 s).
+            .connect_timeout(ORIGIN_CONNECT_TIMEOUT)
             .build()
             .map_err(|e| NetError::Transport(e.to_string()))?,
         fetches: Arc::new(Semaphore::new(INFRA_FETCHES)),
@@ -81,7 +88,7 @@ struct Driver {
     sessions: BTreeMap<PeerId, Session>,
     next_gen: u64,
     events_tx: mpsc::Sender<PeerEvent>,
-    origins: Vec<String>,
+    origins: Origins,
     http: reqwest::Client,
     fetches: Arc<Semaphore>,
     on_piece: Option<OnPiece>,
@@ -130,7 +137,7 @@ impl Driver {
             Command::Located(loc) => self.engine.handle(Input::Located(loc), now),
             Command::Swarm(viewers) => self.engine.handle(Input::Swarm { viewers }, now),
             Command::Budget(bps) => self.engine.handle(Input::Budget { bps }, now),
-            Command::Origins(urls) => self.origins = urls,
+            Command::Origins(urls) => self.origins.set(urls),
             Command::Publish(piece) => self.engine.handle(Input::Publish(piece), now),
         }
     }
@@ -218,6 +225,10 @@ impl Driver {
                 }
             }
             PeerEvent::Infra(input) => self.engine.handle(input, now),
+            PeerEvent::OriginDown(url) => {
+                tracing::debug!(%url, "origin unreachable: passed over for a while");
+                self.origins.down(&url, std::time::Instant::now());
+            }
         }
     }
 
@@ -324,17 +335,18 @@ impl Driver {
             let _ = tx.try_send(PeerEvent::Infra(Input::InfraFailed { seq }));
             return;
         }
-        let origin = self.origins[seq as usize % self.origins.len()].clone();
+        let tries = self.origins.pick(seq, std::time::Instant::now());
         let http = self.http.clone();
         let permits = self.fetches.clone();
         tokio::spawn(async move {
             let _permit = permits.acquire_owned().await;
-            let input = match fetch_piece(&http, &origin, seq).await {
-                Ok(piece) => Input::InfraPiece(piece),
-                Err(e) => {
-                    tracing::debug!(seq, %origin, "fallback fetch failed: {e}");
-                    Input::InfraFailed { seq }
-                }
+            let (piece, unreachable) = fetch_first(&http, &tries, seq).await;
+            for origin in unreachable {
+                let _ = tx.send(PeerEvent::OriginDown(origin)).await;
+            }
+            let input = match piece {
+                Some(piece) => Input::InfraPiece(piece),
+                None => Input::InfraFailed { seq },
             };
             let _ = tx.send(PeerEvent::Infra(input)).await;
         });

@@ -16,6 +16,7 @@ mod announce;
 mod clock;
 mod driver;
 mod origin;
+mod origins;
 mod session;
 mod shaper;
 mod swarm;
@@ -23,7 +24,7 @@ mod swarm;
 pub use announce::Announcer;
 pub use clock::now_ms;
 pub use driver::start;
-pub use origin::fetch_piece;
+pub use origin::{fetch_piece, FetchError};
 pub use shaper::{
     shaped_tcp_transport, DelayFn, Shaped, ShapedMuxer, Shaper, Shaping, ShapingCounters,
     MAX_QUEUED,

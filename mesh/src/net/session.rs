@@ -36,6 +36,8 @@ pub(super) enum PeerEvent {
     Lingered(PeerId),
     /// Result of a fallback fetch.
     Infra(Input<PeerId>),
+    /// A fallback fetch could not reach this origin.
+    OriginDown(String),
 }
 
 #[derive(Debug)]

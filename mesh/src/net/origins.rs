@@ -1,0 +1,189 @@
+//! The infrastructure HTTP origins a node falls back to, and which of them
+//! are down: a fetch that cannot reach one tries the next at once, and the
+//! one that failed is passed over for a while.
+
+use std::time::{Duration, Instant};
+
+use super::{fetch_piece, FetchError};
+use crate::proto::Piece;
+
+/// How long an origin that could not be reached is passed over: about one
+/// announce interval, by when the tracker has likely stopped naming it.
+const DOWN_FOR: Duration = Duration::from_secs(5);
+/// Origins one fetch tries, at most.
+pub(super) const TRIES: usize = 2;
+
+#[derive(Debug, Default)]
+pub(super) struct Origins {
+    /// Base URLs, and until when each is passed over.
+    list: Vec<(String, Option<Instant>)>,
+}
+
+impl Origins {
+    /// The tracker's latest list; an origin still listed stays down.
+    pub(super) fn set(&mut self, urls: Vec<String>) {
+        let old = std::mem::take(&mut self.list);
+        self.list = urls
+            .into_iter()
+            .map(|url| {
+                let down = old.iter().find(|(u, _)| *u == url).and_then(|(_, d)| *d);
+                (url, down)
+            })
+            .collect();
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// The origins to ask for piece `seq`, in order: from `seq mod n` on
+    /// (so pieces spread over the origins), the ones up before the ones down,
+    /// at most [`TRIES`].
+    pub(super) fn pick(&self, seq: u64, now: Instant) -> Vec<String> {
+        let n = self.list.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let start = (seq % n as u64) as usize;
+        let mut order: Vec<&(String, Option<Instant>)> =
+            (0..n).map(|i| &self.list[(start + i) % n]).collect();
+        // Stable: the rotation holds among the ones up, and among the ones
+        // down the soonest back comes first.
+        order.sort_by_key(|(_, down)| down.filter(|&until| until > now));
+        order
+            .into_iter()
+            .take(TRIES)
+            .map(|(u, _)| u.clone())
+            .collect()
+    }
+
+    /// `url` could not be reached at `now`.
+    pub(super) fn down(&mut self, url: &str, now: Instant) {
+        if let Some((_, down)) = self.list.iter_mut().find(|(u, _)| u == url) {
+            *down = Some(now + DOWN_FOR);
+        }
+    }
+}
+
+/// Asks `tries` in order for piece `seq` until one has it: an origin that
+/// cannot be reached hands over to the next at once, one that answers
+/// without the piece ends the fetch. Returns the piece, and the origins that
+/// could not be reached.
+pub(super) async fn fetch_first(
+    http: &reqwest::Client,
+    tries: &[String],
+    seq: u64,
+) -> (Option<Piece>, Vec<String>) {
+    let mut unreachable = Vec::new();
+    for origin in tries {
+        match fetch_piece(http, origin, seq).await {
+            Ok(piece) => return (Some(piece), unreachable),
+            Err(e @ FetchError::Unreachable(_)) => {
+                tracing::debug!(seq, %origin, "fallback fetch failed, trying the next origin: {e}");
+                unreachable.push(origin.clone());
+            }
+            Err(e @ FetchError::Refused(_)) => {
+                tracing::debug!(seq, %origin, "fallback fetch failed: {e}");
+                break;
+            }
+        }
+    }
+    (None, unreachable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origins(n: usize) -> Origins {
+        let mut o = Origins::default();
+        o.set((0..n).map(|i| format!("http://o{i}")).collect());
+        o
+    }
+
+    #[test]
+    fn pieces_spread_over_the_origins_and_each_fetch_has_a_second() {
+        let o = origins(3);
+        let now = Instant::now();
+        assert_eq!(o.pick(0, now), ["http://o0", "http://o1"]);
+        assert_eq!(o.pick(4, now), ["http://o1", "http://o2"]);
+        assert_eq!(o.pick(5, now), ["http://o2", "http://o0"]);
+        assert_eq!(origins(1).pick(7, now), ["http://o0"]);
+        assert!(origins(0).pick(7, now).is_empty());
+    }
+
+    #[test]
+    fn an_origin_that_failed_is_passed_over_until_it_may_be_back() {
+        let mut o = origins(3);
+        let now = Instant::now();
+        o.down("http://o1", now);
+        assert_eq!(o.pick(1, now), ["http://o2", "http://o0"]);
+        assert_eq!(o.pick(0, now), ["http://o0", "http://o2"]);
+        // A new list from the tracker keeps what is known to be down.
+        o.set(vec!["http://o1".into(), "http://o9".into()]);
+        assert_eq!(o.pick(0, now), ["http://o9", "http://o1"]);
+        let later = now + DOWN_FOR;
+        assert_eq!(o.pick(0, later), ["http://o1", "http://o9"]);
+    }
+
+    /// An origin on loopback that answers every request with `frame`.
+    async fn origin_serving(frame: Vec<u8>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let frame = frame.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = conn.read(&mut buf).await;
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        frame.len()
+                    );
+                    let _ = conn.write_all(head.as_bytes()).await;
+                    let _ = conn.write_all(&frame).await;
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    /// A loopback address nothing listens on.
+    async fn dead_origin() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_fetch_from_a_dead_origin_is_answered_by_the_next() {
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let signer = crate::proto::Signer::new(&key).unwrap();
+        let piece = signer.sign(7, 0, 0, 0, 0, vec![1u8; 100].into()).unwrap();
+        let message = crate::proto::Message::Piece(piece.clone());
+        let frame = crate::proto::wire::encode::<libp2p::PeerId>(&message);
+        let live = origin_serving(frame.to_vec()).await;
+        let dead = dead_origin().await;
+        let http = reqwest::Client::new();
+
+        let (got, down) = fetch_first(&http, &[dead.clone(), live.clone()], 7).await;
+        assert_eq!(got, Some(piece));
+        assert_eq!(down, std::slice::from_ref(&dead));
+
+        // An origin that answers, but with another piece, ends the fetch.
+        let (got, down) = fetch_first(&http, &[live, dead], 8).await;
+        assert_eq!(got, None);
+        assert!(down.is_empty());
+    }
+
+    #[test]
+    fn when_every_origin_is_down_the_soonest_back_is_tried_first() {
+        let mut o = origins(2);
+        let now = Instant::now();
+        o.down("http://o0", now + Duration::from_secs(1));
+        o.down("http://o1", now);
+        assert_eq!(o.pick(0, now), ["http://o1", "http://o0"]);
+    }
+}
