@@ -233,6 +233,15 @@ mod tests {
         }
     }
 
+    /// A swarm of `viewers` at 2 Mbit/s whose upload is not known.
+    fn without_upload(viewers: u32) -> Prior {
+        Prior {
+            viewers,
+            bitrate_bps: 2.0 * MBPS,
+            upload_bps: 0.0,
+        }
+    }
+
     fn assert_concave(c: &Curve) {
         for w in c.segments().windows(2) {
             assert!(w[1].slope <= w[0].slope, "{c:?}");
@@ -295,14 +304,7 @@ mod tests {
     fn a_swarm_that_left_budget_unused_is_flat_past_what_it_used() {
         let mut e = CurveEstimate::default();
         e.observe(obs(10.0, 3.0, 200.0, 200.0));
-        let c = e.curve(
-            200.0 * MBPS,
-            &Prior {
-                viewers: 100,
-                bitrate_bps: 2.0 * MBPS,
-                upload_bps: 0.0,
-            },
-        );
+        let c = e.curve(200.0 * MBPS, &without_upload(100));
         assert_concave(&c);
         assert!((c.knee() - 3.0 * MBPS).abs() < 1.0);
         assert_eq!(c.value(50.0 * MBPS), c.value(3.0 * MBPS));
@@ -312,14 +314,7 @@ mod tests {
     fn a_swarm_held_back_keeps_rising_past_the_last_budget_seen() {
         let mut e = CurveEstimate::default();
         e.observe(obs(1.0, 1.0, 50.0, 200.0));
-        let c = e.curve(
-            200.0 * MBPS,
-            &Prior {
-                viewers: 100,
-                bitrate_bps: 2.0 * MBPS,
-                upload_bps: 0.0,
-            },
-        );
+        let c = e.curve(200.0 * MBPS, &without_upload(100));
         assert_concave(&c);
         assert!((c.value(1.0 * MBPS) - 50.0 * MBPS).abs() < 1.0);
         assert!(c.value(2.0 * MBPS) > 50.0 * MBPS);
@@ -333,14 +328,7 @@ mod tests {
         e.observe(obs(1.0, 1.0, 40.0, 100.0));
         e.observe(obs(2.0, 2.0, 45.0, 100.0));
         e.observe(obs(3.0, 3.0, 90.0, 100.0));
-        let c = e.curve(
-            100.0 * MBPS,
-            &Prior {
-                viewers: 50,
-                bitrate_bps: 2.0 * MBPS,
-                upload_bps: 0.0,
-            },
-        );
+        let c = e.curve(100.0 * MBPS, &without_upload(50));
         assert_concave(&c);
         assert!(c.value(2.0 * MBPS) > 45.0 * MBPS);
         assert!((c.value(3.0 * MBPS) - 90.0 * MBPS).abs() < 1.0);
@@ -352,14 +340,7 @@ mod tests {
         let mut e = CurveEstimate::default();
         e.observe(obs(4.0, 4.0, 40.0, 100.0));
         e.observe(obs(8.0, 8.0, 42.0, 100.0));
-        let c = e.curve(
-            100.0 * MBPS,
-            &Prior {
-                viewers: 50,
-                bitrate_bps: 2.0 * MBPS,
-                upload_bps: 0.0,
-            },
-        );
+        let c = e.curve(100.0 * MBPS, &without_upload(50));
         assert_concave(&c);
         assert!((c.value(12.0 * MBPS) - 44.0 * MBPS).abs() < 1.0, "{c:?}");
         assert!((c.value(c.knee()) - 100.0 * MBPS).abs() < 1.0);
@@ -369,14 +350,7 @@ mod tests {
     fn a_swarm_that_never_played_rises_with_slope_one() {
         let mut e = CurveEstimate::default();
         e.observe(obs(0.0, 0.0, 0.0, 2.0));
-        let c = e.curve(
-            2.0 * MBPS,
-            &Prior {
-                viewers: 1,
-                bitrate_bps: 2.0 * MBPS,
-                upload_bps: 0.0,
-            },
-        );
+        let c = e.curve(2.0 * MBPS, &without_upload(1));
         assert_eq!(
             c.segments(),
             &[Segment {

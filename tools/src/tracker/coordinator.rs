@@ -149,7 +149,10 @@ fn announced_capacity(streams: &HashMap<String, Swarm>, now: Instant, ttl: Durat
 mod tests {
     use std::time::{Duration, Instant};
 
-    use shoal_mesh::{allocation::ViewerReport, hints::Role};
+    use shoal_mesh::{
+        allocation::ViewerReport,
+        hints::{Announce, Role},
+    };
 
     use super::*;
     use crate::tracker::{
@@ -157,7 +160,7 @@ mod tests {
         Registry, TrackerConfig,
     };
 
-    fn seeder(id: &str, n: u8, upload_kbps: u32) -> shoal_mesh::hints::Announce {
+    fn seeder(id: &str, n: u8, upload_kbps: u32) -> Announce {
         let mut a = peer(id, "10.0.0.1", Role::Seeder, 0, 8);
         a.stream = stream(n);
         a.upload_kbps = upload_kbps;
@@ -165,7 +168,7 @@ mod tests {
         a
     }
 
-    fn viewer(id: &str, n: u8, continuity: f64) -> shoal_mesh::hints::Announce {
+    fn viewer(id: &str, n: u8, continuity: f64) -> Announce {
         let mut a = peer(id, "10.0.1.1", Role::Viewer, 0, 8);
         a.stream = stream(n);
         a.report = Some(ViewerReport {
@@ -189,23 +192,27 @@ mod tests {
         reg.announce(viewer("alone", 2, 0.5), None, now).unwrap();
     }
 
-    #[test]
-    fn infrastructure_is_told_its_part_of_the_tier_split_across_streams() {
-        let mut reg = Registry::new(TrackerConfig::default(), 1);
+    /// A tracker with `cfg` after two intervals of [`two_streams`]: the
+    /// second interval's announces carry the first round's budgets.
+    fn after_two_rounds(cfg: TrackerConfig) -> (Registry, Instant) {
+        let mut reg = Registry::new(cfg, 1);
         let t0 = Instant::now();
         two_streams(&mut reg, t0);
-        // The next interval's announces carry the first round's budgets.
         let t1 = t0 + Duration::from_secs(5);
         two_streams(&mut reg, t1);
-        let b1 = reg
-            .announce(seeder("s1", 1, 6_000), None, t1)
-            .unwrap()
-            .budget_bps;
-        let b2 = reg
-            .announce(seeder("s2", 2, 6_000), None, t1)
-            .unwrap()
-            .budget_bps;
-        let (b1, b2) = (b1.expect("a budget"), b2.expect("a budget"));
+        (reg, t1)
+    }
+
+    /// The budget the tracker tells `a` at `now`.
+    fn budget_of(reg: &mut Registry, a: Announce, now: Instant) -> Option<u64> {
+        reg.announce(a, None, now).unwrap().budget_bps
+    }
+
+    #[test]
+    fn infrastructure_is_told_its_part_of_the_tier_split_across_streams() {
+        let (mut reg, t1) = after_two_rounds(TrackerConfig::default());
+        let b1 = budget_of(&mut reg, seeder("s1", 1, 6_000), t1).expect("a budget");
+        let b2 = budget_of(&mut reg, seeder("s2", 2, 6_000), t1).expect("a budget");
         assert!(b1 + b2 <= 12_000_000, "{b1} + {b2}");
         // Each stream at least its minimum: one copy of the stream.
         assert!(b1 >= 2_000_000 && b2 >= 2_000_000, "{b1} {b2}");
@@ -216,12 +223,7 @@ mod tests {
             "one seeder: the stream's whole budget"
         );
         // Viewers are not given budgets.
-        assert_eq!(
-            reg.announce(viewer("v0", 1, 1.0), None, t1)
-                .unwrap()
-                .budget_bps,
-            None
-        );
+        assert_eq!(budget_of(&mut reg, viewer("v0", 1, 1.0), t1), None);
     }
 
     #[test]
@@ -232,66 +234,35 @@ mod tests {
         reg.announce(s.clone(), None, now).unwrap();
         reg.announce(viewer("v", 1, 1.0), None, now).unwrap();
         let later = now + Duration::from_secs(5);
-        assert_eq!(
-            reg.announce(s.clone(), None, later).unwrap().budget_bps,
-            None
-        );
+        assert_eq!(budget_of(&mut reg, s.clone(), later), None);
         s.upload_kbps = 10_000;
         s.bitrate_kbps = 0;
         let later = later + Duration::from_secs(5);
         reg.announce(s.clone(), None, later).unwrap();
-        assert_eq!(
-            reg.announce(s, None, later + Duration::from_secs(5))
-                .unwrap()
-                .budget_bps,
-            None
-        );
+        assert_eq!(budget_of(&mut reg, s, later + Duration::from_secs(5)), None);
     }
 
     #[test]
     fn an_operator_budget_replaces_the_announced_capacity() {
-        let cfg = TrackerConfig {
+        let (mut reg, t1) = after_two_rounds(TrackerConfig {
             coordinator: Some(CoordinatorConfig {
                 budget_bps: Some(4_000_000),
                 ..CoordinatorConfig::default()
             }),
             ..TrackerConfig::default()
-        };
-        let mut reg = Registry::new(cfg, 1);
-        let t0 = Instant::now();
-        two_streams(&mut reg, t0);
-        let t1 = t0 + Duration::from_secs(5);
-        two_streams(&mut reg, t1);
-        let b1 = reg
-            .announce(seeder("s1", 1, 6_000), None, t1)
-            .unwrap()
-            .budget_bps
-            .unwrap();
-        let b2 = reg
-            .announce(seeder("s2", 2, 6_000), None, t1)
-            .unwrap()
-            .budget_bps
-            .unwrap();
-        assert_eq!((b1, b2), (2_000_000, 2_000_000));
+        });
+        let b1 = budget_of(&mut reg, seeder("s1", 1, 6_000), t1);
+        let b2 = budget_of(&mut reg, seeder("s2", 2, 6_000), t1);
+        assert_eq!((b1, b2), (Some(2_000_000), Some(2_000_000)));
     }
 
     #[test]
     fn a_tracker_without_a_coordinator_gives_no_budgets() {
-        let cfg = TrackerConfig {
+        let (mut reg, t1) = after_two_rounds(TrackerConfig {
             coordinator: None,
             ..TrackerConfig::default()
-        };
-        let mut reg = Registry::new(cfg, 1);
-        let t0 = Instant::now();
-        two_streams(&mut reg, t0);
-        let t1 = t0 + Duration::from_secs(5);
-        two_streams(&mut reg, t1);
-        assert_eq!(
-            reg.announce(seeder("s1", 1, 6_000), None, t1)
-                .unwrap()
-                .budget_bps,
-            None
-        );
+        });
+        assert_eq!(budget_of(&mut reg, seeder("s1", 1, 6_000), t1), None);
     }
 
     #[test]
