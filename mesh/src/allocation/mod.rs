@@ -18,4 +18,4 @@ pub mod tally;
 pub use allocator::{Allocator, AllocatorConfig, Share, StreamSettings};
 pub use curve::{Curve, CurveEstimate, Observation, Prior, Segment};
 pub use split::{split, Claim, Policy};
-pub use tally::{SwarmReport, SwarmTally, ViewerReport};
+pub use tally::{SwarmReport, SwarmTally, ViewerReport, MAX_INFRA_COPIES};

@@ -16,7 +16,24 @@ pub struct ViewerReport {
     pub upload_bps: u64,
 }
 
+/// Infrastructure payload a viewer can have received in an interval, in
+/// copies of the stream: a few, with fallback duplicates and catching up.
+/// A report of more describes no real interval, and would bend its
+/// swarm's response curve.
+pub const MAX_INFRA_COPIES: u64 = 4;
+
 impl ViewerReport {
+    /// The report with its infrastructure bytes held to
+    /// [`MAX_INFRA_COPIES`] of a stream at `bitrate_bps` over `interval_ms`:
+    /// a viewer's report is its word, and one viewer must not be able to
+    /// make its swarm look like a bad use of budget.
+    pub fn bounded(mut self, bitrate_bps: u64, interval_ms: u64) -> Self {
+        let stream_bytes = u128::from(bitrate_bps) * u128::from(interval_ms) / 8_000;
+        let most = (stream_bytes * u128::from(MAX_INFRA_COPIES)).min(u128::from(u64::MAX)) as u64;
+        self.infra_bytes = self.infra_bytes.min(most);
+        self
+    }
+
     /// Its continuity in the interval; a viewer with nothing due yet is
     /// judged by whether it plays.
     fn continuity(&self) -> f64 {
@@ -115,6 +132,25 @@ mod tests {
         // 0.9 + 1 (nothing due yet, playing) + 0 (not started).
         assert!((r.goodput_bps - 1.9 * 2_000_000.0).abs() < 1e-6);
         assert_eq!(r.demand_bps(), 6_000_000.0);
+    }
+
+    #[test]
+    fn a_report_of_more_than_a_few_copies_of_the_stream_is_held_to_them() {
+        let honest = ViewerReport {
+            infra_bytes: 250_000,
+            ..ViewerReport::default()
+        };
+        // 2 Mbit/s over 1 s is 250,000 bytes: one copy stands.
+        assert_eq!(honest.bounded(2_000_000, 1_000), honest);
+        let liar = ViewerReport {
+            infra_bytes: u64::MAX,
+            ..ViewerReport::default()
+        };
+        assert_eq!(
+            liar.bounded(2_000_000, 1_000).infra_bytes,
+            MAX_INFRA_COPIES * 250_000
+        );
+        assert_eq!(liar.bounded(u64::MAX, u64::MAX).infra_bytes, u64::MAX);
     }
 
     #[test]

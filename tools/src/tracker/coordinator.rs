@@ -91,8 +91,8 @@ impl Coordinator {
             };
             let mut tally = SwarmTally::default();
             for viewer in swarm.viewers.live(now, ttl) {
-                if let Some(report) = &viewer.report {
-                    tally.add(report);
+                if let Some(report) = viewer.report {
+                    tally.add(&report.bounded(bitrate_bps, interval_ms));
                 }
             }
             self.allocator
@@ -224,6 +224,37 @@ mod tests {
         );
         // Viewers are not given budgets.
         assert_eq!(budget_of(&mut reg, viewer("v0", 1, 1.0), t1), None);
+    }
+
+    #[test]
+    fn one_viewer_overstating_its_fallback_cannot_starve_its_stream() {
+        // Stream 1 turns budget into goodput five times over; stream 2's
+        // three viewers upload nothing, so it turns it into goodput once.
+        let budget_of_stream_1 = |liar: bool| {
+            let mut reg = Registry::new(TrackerConfig::default(), 1);
+            let t0 = Instant::now();
+            for now in [t0, t0 + Duration::from_secs(5)] {
+                reg.announce(seeder("s1", 1, 6_000), None, now).unwrap();
+                reg.announce(seeder("s2", 2, 6_000), None, now).unwrap();
+                for i in 0..40 {
+                    reg.announce(viewer(&format!("v{i}"), 1, 1.0), None, now)
+                        .unwrap();
+                }
+                if liar {
+                    let mut a = viewer("liar", 1, 1.0);
+                    a.report.as_mut().unwrap().infra_bytes = u64::MAX;
+                    reg.announce(a, None, now).unwrap();
+                }
+                for i in 0..3 {
+                    let mut a = viewer(&format!("w{i}"), 2, 0.5);
+                    a.report.as_mut().unwrap().upload_bps = 0;
+                    reg.announce(a, None, now).unwrap();
+                }
+            }
+            let now = t0 + Duration::from_secs(5);
+            budget_of(&mut reg, seeder("s1", 1, 6_000), now).expect("a budget")
+        };
+        assert_eq!(budget_of_stream_1(true), budget_of_stream_1(false));
     }
 
     #[test]
