@@ -277,6 +277,10 @@ enum Step {
     Swarm {
         viewers: u32,
     },
+    /// The coordinator's budget, any value or none.
+    Budget {
+        bps: Option<u64>,
+    },
     Advance {
         ms: u16,
     },
@@ -559,6 +563,7 @@ impl Harness {
                 now,
             ),
             Step::Swarm { viewers } => self.engine.handle(Input::Swarm { viewers: *viewers }, now),
+            Step::Budget { bps } => self.engine.handle(Input::Budget { bps: *bps }, now),
             Step::Advance { ms } => self.advance(u64::from(*ms)),
             Step::StepWall { s } => self.wall_offset += i64::from(*s) * 1_000,
         }

@@ -191,17 +191,15 @@ impl FuzzAnnounce {
                 height,
                 error,
             }),
-            report: self
-                .report
-                .map(|(infra_bytes, pieces_due, pieces_in_time, playing, upload_bps)| {
-                    ViewerReport {
-                        infra_bytes,
-                        pieces_due,
-                        pieces_in_time,
-                        playing,
-                        upload_bps,
-                    }
-                }),
+            report: self.report.map(
+                |(infra_bytes, pieces_due, pieces_in_time, playing, upload_bps)| ViewerReport {
+                    infra_bytes,
+                    pieces_due,
+                    pieces_in_time,
+                    playing,
+                    upload_bps,
+                },
+            ),
             bitrate_kbps: self.bitrate_kbps,
         }
     }

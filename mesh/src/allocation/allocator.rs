@@ -95,14 +95,6 @@ impl<K: Ord + Clone> Allocator<K> {
         }
     }
 
-    pub fn config(&self) -> &AllocatorConfig {
-        &self.cfg
-    }
-
-    pub fn streams(&self) -> usize {
-        self.swarms.len()
-    }
-
     /// A swarm's interval: what its viewers received with the budget it had.
     pub fn report(&mut self, stream: K, report: SwarmReport) {
         let arrived = self.rounds;
@@ -135,12 +127,8 @@ impl<K: Ord + Clone> Allocator<K> {
         }
     }
 
-    /// The stream ended, or its shard moved elsewhere.
-    pub fn remove(&mut self, stream: &K) {
-        self.swarms.remove(stream);
-    }
-
-    /// Keeps only the streams `keep` says are still there.
+    /// Keeps only the streams `keep` says are still there: the others
+    /// ended, or their shard moved elsewhere.
     pub fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {
         self.swarms.retain(|k, _| keep(k));
     }
@@ -198,7 +186,7 @@ impl<K: Ord + Clone> Allocator<K> {
             explore(&mut shares, &keep, self.cfg.explore, &mut self.rng);
         }
 
-        let keyed: Vec<Share<K>> = order
+        let mut keyed: Vec<Share<K>> = order
             .iter()
             .zip(&curves)
             .zip(&shares)
@@ -214,7 +202,6 @@ impl<K: Ord + Clone> Allocator<K> {
                 s.given_bps = Some(share.budget_bps as f64);
             }
         }
-        let mut keyed = keyed;
         keyed.sort_by(|a, b| a.stream.cmp(&b.stream));
         keyed
     }
@@ -300,6 +287,29 @@ mod tests {
         let second = a.round(20_000_000);
         let big = second.iter().find(|s| s.stream == "big").unwrap();
         assert_eq!(big.knee_bps, 3_000_000, "{first:?} {second:?}");
+    }
+
+    #[test]
+    fn a_stream_configured_with_priority_is_served_first() {
+        let cfg = AllocatorConfig {
+            explore: 0.0,
+            ..AllocatorConfig::default()
+        };
+        let share_of_b = |priority: f64| {
+            let mut a = Allocator::new(cfg, 1);
+            a.report("a", report(3, 0.0, 0.0, 1.0));
+            a.report("b", report(3, 0.0, 0.0, 1.0));
+            let settings = StreamSettings {
+                priority,
+                minimum_bps: None,
+            };
+            assert!(a.configure(&"b", settings));
+            a.round(6_000_000)[1].budget_bps
+        };
+        // Equal curves: at equal priority the tie goes to the first stream.
+        assert_eq!(share_of_b(1.0), 2_000_000);
+        assert_eq!(share_of_b(2.0), 4_000_000);
+        assert!(!Allocator::<&str>::new(cfg, 1).configure(&"c", StreamSettings::default()));
     }
 
     #[test]
