@@ -111,10 +111,10 @@ impl Node {
             None => NetConfig::local(keypair, engine),
         };
         if !cfg.listen.is_empty() {
-            net_cfg.listen = cfg.listen;
+            net_cfg.host.listen = cfg.listen;
         }
         if let Some(seed) = cfg.seed {
-            net_cfg.seed = seed;
+            net_cfg.host.seed = seed;
         }
         let mut tasks = Vec::new();
         let (net, player_addr) = match listener {

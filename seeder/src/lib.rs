@@ -141,7 +141,7 @@ impl Seeder {
             None => NetConfig::local(cfg.key.clone(), engine),
         };
         if !cfg.listen.is_empty() {
-            net_cfg.listen = cfg.listen.clone();
+            net_cfg.host.listen = cfg.listen.clone();
         }
         let window_ms = net_cfg.engine.window_ms;
         let net = net::start(net_cfg, None).await?;

@@ -66,7 +66,7 @@ async fn start_node() -> Result<(Signer, Node, JoinHandle<()>)> {
 }
 
 /// A bare libp2p peer (TCP + noise + yamux + libp2p-stream) with one
-/// `/shoal/1` stream open to the node, speaking whatever bytes the test writes.
+/// `/shoal/2/<stream>` stream open to the node, speaking whatever bytes the test writes.
 struct RawPeer {
     stream: Stream,
     swarm: JoinHandle<()>,
@@ -115,9 +115,12 @@ async fn connect_raw(node: &Node) -> Result<RawPeer> {
             swarm.select_next_some().await;
         }
     });
-    let stream = within("opening /shoal/1", control.open_stream(peer, net::PROTOCOL))
-        .await?
-        .context("opening /shoal/1")?;
+    let stream = within(
+        "opening /shoal/2",
+        control.open_stream(peer, net::protocol(&node.net.stream)),
+    )
+    .await?
+    .context("opening /shoal/2")?;
     Ok(RawPeer { stream, swarm })
 }
 

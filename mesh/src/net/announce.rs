@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use libp2p::{Multiaddr, PeerId};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
-use super::Command;
+use super::{Command, Commander};
 use crate::{
     allocation::ViewerReport,
     hints::{Announce, Role, TrackerClient},
@@ -39,8 +39,8 @@ impl NetHandleParts {
         NetHandleParts {
             peer_id: handle.peer_id,
             addrs: handle.addrs.clone(),
-            commands: handle.commands.clone(),
-            stats: handle.stats.clone(),
+            commands: handle.commander(),
+            stats: handle.stats_watch(),
         }
     }
 }
@@ -48,7 +48,7 @@ impl NetHandleParts {
 struct NetHandleParts {
     peer_id: PeerId,
     addrs: Vec<Multiaddr>,
-    commands: mpsc::Sender<Command>,
+    commands: Commander,
     stats: watch::Receiver<Stats>,
 }
 
@@ -165,7 +165,8 @@ impl Announcer {
                     Duration::from_secs(2)
                 }
             };
-            if node.commands.is_closed() {
+            // The host stopped, or the stream was left (its stats go).
+            if node.commands.is_closed() || node.stats.has_changed().is_err() {
                 return;
             }
             tokio::time::sleep(interval).await;
@@ -189,7 +190,7 @@ fn viewer_report(now: &Stats, then: &Stats, upload_kbps: u32) -> ViewerReport {
 /// A hint's addresses that parse as multiaddrs, within the wire's bounds:
 /// what the tracker says is checked like what a peer says before it is
 /// dialled or passed on.
-fn dialable(addrs: Vec<String>) -> Vec<String> {
+pub fn dialable(addrs: Vec<String>) -> Vec<String> {
     addrs
         .into_iter()
         .filter(|a| a.len() <= wire::MAX_ADDR_LEN && a.parse::<Multiaddr>().is_ok())

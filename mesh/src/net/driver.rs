@@ -1,7 +1,12 @@
-//! The driver task: one `select!` loop that feeds the engine swarm events,
-//! session frames, commands and its timer, and carries out what it asks.
+//! The driver task: one `select!` loop that feeds each stream's engine its
+//! swarm events, session frames, commands and timer, and carries out what
+//! it asks.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use futures::StreamExt;
 use libp2p::{
@@ -12,13 +17,16 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::{
     clock::Clock,
-    origins::{fetch_first, Origins},
-    session::{PeerEvent, Session},
+    handle::{Host, HostCommand, LaneWatch},
+    lane::Lane,
+    origins::fetch_first,
+    protocol,
+    session::{LaneEvent, PeerEvent, Session},
     swarm::{build_swarm, listen_all, Behaviour, BehaviourEvent},
-    Command, NetConfig, NetError, NetHandle, OnPiece, COMMAND_QUEUE, EVENT_QUEUE, INFRA_FETCHES,
-    PROTOCOL,
+    Command, HostConfig, NetConfig, NetError, NetHandle, OnPiece, COMMAND_QUEUE, EVENT_QUEUE,
+    INFRA_FETCHES,
 };
-use crate::proto::{Engine, Input, Output, PeerInfo, Stats};
+use crate::proto::{Config, Engine, Input, Output, PeerInfo, Stats, StreamId};
 
 /// How long a connection outlives its closed session, so that the session's
 /// last frames leave the muxer first (protocol.md §10).
@@ -28,35 +36,36 @@ const LINGER: Duration = Duration::from_secs(1);
 /// connection takes well under this, so longer means the origin is gone.
 const ORIGIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Starts a node: builds the swarm, listens, and runs the driver task.
+/// How long the loop sleeps with no engine timer pending (no lanes).
+const IDLE: Duration = Duration::from_secs(1);
+
+/// Starts a node of one stream: a host that joins `cfg.engine.stream`.
 /// Returns once the listen addresses are known.
 pub async fn start(cfg: NetConfig, on_piece: Option<OnPiece>) -> Result<NetHandle, NetError> {
-    let clock = Clock::start();
-    let engine = Engine::new(cfg.engine.clone(), cfg.seed, clock.now())?;
+    cfg.engine.check()?;
+    let host = start_host(cfg.host).await?;
+    host.join(cfg.engine, on_piece).await
+}
+
+/// Starts a host that carries no stream yet (see [`Host::join`]).
+/// Returns once the listen addresses are known.
+pub async fn start_host(cfg: HostConfig) -> Result<Host, NetError> {
     let mut swarm = build_swarm(&cfg)?;
     let addrs = listen_all(&mut swarm, &cfg.listen)
         .await
         .map_err(|(addr, reason)| NetError::Listen { addr, reason })?;
-    let incoming = swarm
-        .behaviour()
-        .stream
-        .new_control()
-        .accept(PROTOCOL)
-        .map_err(|e| NetError::Transport(e.to_string()))?;
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
-    let (stats_tx, stats_rx) = watch::channel(Stats::default());
-    let (neighbors_tx, neighbors_rx) = watch::channel(Vec::new());
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
     let peer_id = *swarm.local_peer_id();
     let driver = Driver {
-        clock,
+        clock: Clock::start(),
         control: swarm.behaviour().stream.new_control(),
         swarm,
-        engine,
-        sessions: BTreeMap::new(),
+        seed: cfg.seed,
+        lanes: BTreeMap::new(),
+        dialing: BTreeMap::new(),
         next_gen: 0,
         events_tx,
-        origins: Origins::default(),
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(3))
             // A dead origin is left in time to ask another within the
@@ -65,105 +74,180 @@ pub async fn start(cfg: NetConfig, on_piece: Option<OnPiece>) -> Result<NetHandl
             .build()
             .map_err(|e| NetError::Transport(e.to_string()))?,
         fetches: Arc::new(Semaphore::new(INFRA_FETCHES)),
-        on_piece,
-        stats_tx,
-        neighbors_tx,
     };
-    let task = tokio::spawn(driver.run(incoming, cmd_rx, events_rx));
-    Ok(NetHandle {
-        peer_id,
-        addrs,
-        commands: cmd_tx,
-        stats: stats_rx,
-        neighbors: neighbors_rx,
-        task,
-    })
+    let task = tokio::spawn(driver.run(cmd_rx, events_rx));
+    Ok(Host::new(peer_id, addrs, cmd_tx, task))
 }
 
 struct Driver {
     clock: Clock,
     swarm: Swarm<Behaviour>,
     control: libp2p_stream::Control,
-    engine: Engine<PeerId>,
-    sessions: BTreeMap<PeerId, Session>,
+    seed: u64,
+    lanes: BTreeMap<StreamId, Lane>,
+    /// Peers being dialled, and the streams that want a session with each.
+    dialing: BTreeMap<PeerId, BTreeSet<StreamId>>,
     next_gen: u64,
     events_tx: mpsc::Sender<PeerEvent>,
-    origins: Origins,
     http: reqwest::Client,
     fetches: Arc<Semaphore>,
-    on_piece: Option<OnPiece>,
-    stats_tx: watch::Sender<Stats>,
-    neighbors_tx: watch::Sender<Vec<PeerId>>,
 }
 
 impl Driver {
     async fn run(
         mut self,
-        mut incoming: libp2p_stream::IncomingStreams,
-        mut commands: mpsc::Receiver<Command>,
+        mut commands: mpsc::Receiver<HostCommand>,
         mut events: mpsc::Receiver<PeerEvent>,
     ) {
         let mut stats_every = tokio::time::interval(Duration::from_millis(250));
         loop {
-            let wake = self.engine.poll_timeout();
-            let sleep = Duration::from_millis(wake.saturating_sub(self.clock.now().mono));
+            let now = self.clock.now().mono;
+            let sleep = self
+                .lanes
+                .values()
+                .map(|l| l.engine.poll_timeout())
+                .min()
+                .map_or(IDLE, |wake| Duration::from_millis(wake.saturating_sub(now)));
             tokio::select! {
                 ev = self.swarm.select_next_some() => self.on_swarm(ev),
-                Some((peer, stream)) = incoming.next() => self.open_session(peer, stream, false),
                 Some(ev) = events.recv() => self.on_peer_event(ev),
                 cmd = commands.recv() => match cmd {
                     Some(cmd) => self.on_command(cmd),
-                    None => break, // the application let go of the handle
+                    None => break, // the application let go of every handle
                 },
-                _ = tokio::time::sleep(sleep) => self.engine.handle_timeout(self.clock.now()),
+                _ = tokio::time::sleep(sleep) => self.on_timeout(),
                 _ = stats_every.tick() => {
-                    self.stats_tx.send_replace(self.engine.stats().clone());
-                    self.neighbors_tx
-                        .send_replace(self.engine.neighbors().copied().collect());
+                    for lane in self.lanes.values() {
+                        lane.publish_stats();
+                    }
                 }
             }
-            self.drain();
+            self.drain_all();
         }
     }
 
-    fn on_command(&mut self, cmd: Command) {
-        let now = self.clock.now();
+    fn on_command(&mut self, cmd: HostCommand) {
         match cmd {
-            Command::Candidates(peers) => {
-                let me = *self.swarm.local_peer_id();
-                let peers = peers.into_iter().filter(|p| p.peer != me).collect();
-                self.engine.handle(Input::Candidates(peers), now);
+            HostCommand::Join {
+                engine,
+                on_piece,
+                reply,
+            } => {
+                let _ = reply.send(self.join(engine, on_piece));
             }
-            Command::Located(loc) => self.engine.handle(Input::Located(loc), now),
-            Command::Swarm(viewers) => self.engine.handle(Input::Swarm { viewers }, now),
-            Command::Budget(bps) => self.engine.handle(Input::Budget { bps }, now),
-            Command::Origins(urls) => self.origins.set(urls),
-            Command::Publish(piece) => self.engine.handle(Input::Publish(piece), now),
+            HostCommand::Leave(stream) => {
+                if let Some(lane) = self.lanes.remove(&stream) {
+                    // Dropping the sessions flushes and closes their
+                    // streams; each writer's end lets its connection go.
+                    drop(lane);
+                    for peers in self.dialing.values_mut() {
+                        peers.remove(&stream);
+                    }
+                }
+            }
+            HostCommand::Lane(stream, cmd) => self.on_lane_command(stream, cmd),
+        }
+    }
+
+    fn join(&mut self, cfg: Config, on_piece: Option<OnPiece>) -> Result<LaneWatch, NetError> {
+        let stream = cfg.stream;
+        if self.lanes.contains_key(&stream) {
+            return Err(NetError::AlreadyJoined(stream));
+        }
+        let mut seed = [0u8; 8];
+        seed.copy_from_slice(&stream.0[..8]);
+        let seed = self.seed ^ u64::from_le_bytes(seed);
+        let engine = Engine::new(cfg, seed, self.clock.now())?;
+        let mut incoming = self
+            .control
+            .accept(protocol(&stream))
+            .map_err(|e| NetError::Transport(e.to_string()))?;
+        // Each accepted stream goes to the driver at once: libp2p-stream
+        // holds only one waiting.
+        let tx = self.events_tx.clone();
+        let accept = tokio::spawn(async move {
+            while let Some((peer, s)) = incoming.next().await {
+                let ev = PeerEvent::Lane(stream, LaneEvent::Accepted(peer, s));
+                if tx.send(ev).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let (stats_tx, stats) = watch::channel(Stats::default());
+        let (neighbors_tx, neighbors) = watch::channel(Vec::new());
+        let lane = Lane::new(engine, on_piece, stats_tx, neighbors_tx, accept);
+        self.lanes.insert(stream, lane);
+        Ok(LaneWatch { stats, neighbors })
+    }
+
+    fn on_lane_command(&mut self, stream: StreamId, cmd: Command) {
+        let now = self.clock.now();
+        let me = *self.swarm.local_peer_id();
+        let Some(lane) = self.lanes.get_mut(&stream) else {
+            return; // left meanwhile
+        };
+        let input = match cmd {
+            Command::Candidates(peers) => {
+                Input::Candidates(peers.into_iter().filter(|p| p.peer != me).collect())
+            }
+            Command::Located(loc) => Input::Located(loc),
+            Command::Swarm(viewers) => Input::Swarm { viewers },
+            Command::Budget(bps) => Input::Budget { bps },
+            Command::Publish(piece) => Input::Publish(piece),
+            Command::Origins(urls) => {
+                lane.origins.set(urls);
+                return;
+            }
+        };
+        lane.engine.handle(input, now);
+    }
+
+    fn on_timeout(&mut self) {
+        let now = self.clock.now();
+        for lane in self.lanes.values_mut() {
+            if lane.engine.poll_timeout() <= now.mono {
+                lane.engine.handle_timeout(now);
+            }
         }
     }
 
     fn on_swarm(&mut self, ev: SwarmEvent<BehaviourEvent>) {
         match ev {
-            // The dialler opens the one shoal stream.
-            SwarmEvent::ConnectionEstablished {
-                peer_id, endpoint, ..
-            } if endpoint.is_dialer() && !self.sessions.contains_key(&peer_id) => {
-                self.open_stream(peer_id);
+            // Whoever asked for the dial opens its stream.
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                for stream in self.dialing.remove(&peer_id).unwrap_or_default() {
+                    let waiting = self
+                        .lanes
+                        .get(&stream)
+                        .is_some_and(|l| !l.sessions.contains_key(&peer_id));
+                    if waiting {
+                        self.open_stream(stream, peer_id);
+                    }
+                }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 num_established: 0,
                 ..
-            } => self.close_session(peer_id),
+            } => {
+                let now = self.clock.now();
+                for lane in self.lanes.values_mut() {
+                    lane.close_session(peer_id, now);
+                }
+            }
             SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(peer),
                 error,
                 ..
-            } => {
+            } if !self.swarm.is_connected(&peer) => {
                 tracing::debug!(%peer, "dial failed: {error}");
-                if !self.sessions.contains_key(&peer) {
-                    self.engine
-                        .handle(Input::DialFailed { peer }, self.clock.now());
+                let now = self.clock.now();
+                for stream in self.dialing.remove(&peer).unwrap_or_default() {
+                    if let Some(lane) = self.lanes.get_mut(&stream) {
+                        if !lane.sessions.contains_key(&peer) {
+                            lane.engine.handle(Input::DialFailed { peer }, now);
+                        }
+                    }
                 }
             }
             _ => {}
@@ -171,124 +255,148 @@ impl Driver {
     }
 
     fn on_peer_event(&mut self, ev: PeerEvent) {
-        let now = self.clock.now();
         match ev {
-            PeerEvent::Opened(peer, stream) => self.open_session(peer, stream, true),
-            PeerEvent::OpenFailed(peer) => {
-                if !self.sessions.contains_key(&peer) {
-                    self.engine.handle(Input::DialFailed { peer }, now);
-                }
-            }
-            PeerEvent::Frame(peer, gen, body) => {
-                if self.sessions.get(&peer).is_some_and(|s| s.gen == gen) {
-                    self.engine.handle(
-                        Input::Frame {
-                            from: peer,
-                            body: body.into(),
-                        },
-                        now,
-                    );
-                }
-            }
-            PeerEvent::Malformed(peer, gen) => {
-                if self.sessions.get(&peer).is_some_and(|s| s.gen == gen) {
-                    self.engine.handle(Input::Malformed { from: peer }, now);
-                }
-            }
-            PeerEvent::Closed(peer, gen) => {
-                if self.sessions.get(&peer).is_some_and(|s| s.gen == gen) {
-                    self.close_session(peer);
-                }
-            }
-            PeerEvent::WriterDone(peer, gen) => {
-                // Either a session the engine ended has flushed its last
-                // frames, or a live session's writer stalled or failed: in
-                // both cases the connection goes (and a live session with
-                // it, freeing its degree slot).
-                if self.sessions.get(&peer).is_some_and(|s| s.gen == gen) {
-                    self.close_session(peer);
-                }
-                if !self.sessions.contains_key(&peer) {
-                    // Not at once: the muxer may still hold the stream's
-                    // last frames (a Refuse), and closing the connection
-                    // under it drops them.
-                    let tx = self.events_tx.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(LINGER).await;
-                        let _ = tx.send(PeerEvent::Lingered(peer)).await;
-                    });
-                }
-            }
+            PeerEvent::Lane(stream, ev) => self.on_lane_event(stream, ev),
             PeerEvent::Lingered(peer) => {
-                if !self.sessions.contains_key(&peer) {
+                if !self.has_session(&peer) {
                     let _ = self.swarm.disconnect_peer_id(peer);
                 }
             }
-            PeerEvent::Infra(input) => self.engine.handle(input, now),
-            PeerEvent::OriginDown(url) => {
-                tracing::debug!(%url, "origin unreachable: passed over for a while");
-                self.origins.down(&url, std::time::Instant::now());
-            }
         }
+    }
+
+    fn on_lane_event(&mut self, stream: StreamId, ev: LaneEvent) {
+        let now = self.clock.now();
+        if let LaneEvent::WriterDone(peer, gen) = ev {
+            // Either a session the engine ended has flushed its last
+            // frames, or a live session's writer stalled or failed: in both
+            // cases the session goes (freeing its degree slot), and the
+            // connection with the peer's last session of any stream.
+            if let Some(lane) = self.lanes.get_mut(&stream) {
+                if lane.is_current(&peer, gen) {
+                    lane.close_session(peer, now);
+                }
+            }
+            if !self.has_session(&peer) {
+                // Not at once: the muxer may still hold the stream's last
+                // frames (a Refuse), and closing the connection under it
+                // drops them.
+                let tx = self.events_tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(LINGER).await;
+                    let _ = tx.send(PeerEvent::Lingered(peer)).await;
+                });
+            }
+            return;
+        }
+        let Some(lane) = self.lanes.get_mut(&stream) else {
+            return; // the stream was left: its streams close with it
+        };
+        match ev {
+            LaneEvent::Accepted(peer, s) => self.open_session(stream, peer, s, false),
+            LaneEvent::Opened(peer, s) => self.open_session(stream, peer, s, true),
+            LaneEvent::OpenFailed(peer) => {
+                if !lane.sessions.contains_key(&peer) {
+                    lane.engine.handle(Input::DialFailed { peer }, now);
+                }
+            }
+            LaneEvent::Frame(peer, gen, body) => {
+                if lane.is_current(&peer, gen) {
+                    let input = Input::Frame {
+                        from: peer,
+                        body: body.into(),
+                    };
+                    lane.engine.handle(input, now);
+                }
+            }
+            LaneEvent::Malformed(peer, gen) => {
+                if lane.is_current(&peer, gen) {
+                    lane.engine.handle(Input::Malformed { from: peer }, now);
+                }
+            }
+            LaneEvent::Closed(peer, gen) => {
+                if lane.is_current(&peer, gen) {
+                    lane.close_session(peer, now);
+                }
+            }
+            LaneEvent::Infra(input) => lane.engine.handle(input, now),
+            LaneEvent::OriginDown(url) => {
+                tracing::debug!(%url, "origin unreachable: passed over for a while");
+                lane.origins.down(&url, std::time::Instant::now());
+            }
+            LaneEvent::WriterDone(..) => unreachable!("handled above"),
+        }
+    }
+
+    fn has_session(&self, peer: &PeerId) -> bool {
+        self.lanes.values().any(|l| l.sessions.contains_key(peer))
     }
 
     /// Starts a session on a new stream. With two streams for one peer
     /// (both dialled at once), both sides keep the one opened by the
     /// smaller peer id, and the engine starts over on it.
-    fn open_session(&mut self, peer: PeerId, stream: libp2p::Stream, outbound: bool) {
+    fn open_session(&mut self, stream: StreamId, peer: PeerId, s: libp2p::Stream, outbound: bool) {
         let me = *self.swarm.local_peer_id();
+        let now = self.clock.now();
+        let Some(lane) = self.lanes.get_mut(&stream) else {
+            return;
+        };
         let opener = if outbound { me } else { peer };
-        if let Some(existing) = self.sessions.get(&peer) {
+        if let Some(existing) = lane.sessions.get(&peer) {
             let existing_opener = if existing.outbound { me } else { peer };
             if existing_opener <= opener {
                 return; // keep the existing stream; the new one is dropped
             }
-            self.close_session(peer);
+            lane.close_session(peer, now);
         }
         self.next_gen += 1;
         let session = Session::spawn(
+            stream,
             peer,
             self.next_gen,
             outbound,
-            stream,
+            s,
             self.events_tx.clone(),
         );
-        self.sessions.insert(peer, session);
-        self.engine
-            .handle(Input::Connected { peer, outbound }, self.clock.now());
+        lane.sessions.insert(peer, session);
+        lane.engine.handle(Input::Connected { peer, outbound }, now);
     }
 
-    fn close_session(&mut self, peer: PeerId) {
-        if self.sessions.remove(&peer).is_some() {
-            self.engine
-                .handle(Input::Disconnected { peer }, self.clock.now());
+    fn drain_all(&mut self) {
+        let streams: Vec<StreamId> = self.lanes.keys().copied().collect();
+        for stream in streams {
+            self.drain(stream);
         }
     }
 
-    /// Carries out everything the engine asked for.
-    fn drain(&mut self) {
-        while let Some(out) = self.engine.poll_output() {
+    /// Carries out everything a lane's engine asked for.
+    fn drain(&mut self, stream: StreamId) {
+        loop {
+            let Some(lane) = self.lanes.get_mut(&stream) else {
+                return;
+            };
+            let Some(out) = lane.engine.poll_output() else {
+                return;
+            };
             match out {
                 Output::Send { to, frame } => {
-                    let stuck = self.sessions.get(&to).is_some_and(|s| !s.send(frame));
+                    let stuck = lane.sessions.get(&to).is_some_and(|s| !s.send(frame));
                     if stuck {
                         tracing::debug!(peer = %to, "send queue full: dropping the peer");
-                        self.sessions.remove(&to);
+                        lane.close_session(to, self.clock.now());
                         let _ = self.swarm.disconnect_peer_id(to);
-                        self.engine
-                            .handle(Input::Disconnected { peer: to }, self.clock.now());
                     }
                 }
-                Output::Connect(info) => self.dial(info),
+                Output::Connect(info) => self.dial(stream, info),
                 Output::Disconnect { peer, reason } => {
                     tracing::debug!(%peer, reason, "disconnecting");
                     // Dropping the session flushes its queue (a Refuse, say)
                     // and closes the stream; WriterDone closes the connection.
-                    self.sessions.remove(&peer);
+                    lane.sessions.remove(&peer);
                 }
-                Output::FetchInfra { seq } => self.fetch_infra(seq),
+                Output::FetchInfra { seq } => self.fetch_infra(stream, seq),
                 Output::Deliver(piece) => {
-                    if let Some(f) = self.on_piece.as_mut() {
+                    if let Some(f) = lane.on_piece.as_mut() {
                         f(&piece);
                     }
                 }
@@ -296,59 +404,74 @@ impl Driver {
         }
     }
 
-    fn dial(&mut self, info: PeerInfo<PeerId>) {
+    fn dial(&mut self, stream: StreamId, info: PeerInfo<PeerId>) {
         let peer = info.peer;
         if self.swarm.is_connected(&peer) {
-            // Connected without a session (e.g. an old connection): open one.
-            self.open_stream(peer);
+            // Connected already (another stream's session, or an old
+            // connection): open this stream's session on it.
+            self.open_stream(stream, peer);
             return;
         }
+        self.dialing.entry(peer).or_default().insert(stream);
         let addrs: Vec<Multiaddr> = info.addrs.iter().filter_map(|a| a.parse().ok()).collect();
         let opts = DialOpts::peer_id(peer).addresses(addrs).build();
         if let Err(e) = self.swarm.dial(opts) {
             tracing::debug!(%peer, "cannot dial: {e}");
-            self.engine
-                .handle(Input::DialFailed { peer }, self.clock.now());
+            self.dialing.remove(&peer);
+            self.lane_input(stream, Input::DialFailed { peer });
+        }
+    }
+
+    fn lane_input(&mut self, stream: StreamId, input: Input<PeerId>) {
+        let now = self.clock.now();
+        if let Some(lane) = self.lanes.get_mut(&stream) {
+            lane.engine.handle(input, now);
         }
     }
 
     /// Opens a shoal stream to a connected peer, in a task.
-    fn open_stream(&self, peer: PeerId) {
+    fn open_stream(&self, stream: StreamId, peer: PeerId) {
         let mut control = self.control.clone();
         let tx = self.events_tx.clone();
         tokio::spawn(async move {
-            let ev = match control.open_stream(peer, PROTOCOL).await {
-                Ok(stream) => PeerEvent::Opened(peer, stream),
+            let ev = match control.open_stream(peer, protocol(&stream)).await {
+                Ok(s) => LaneEvent::Opened(peer, s),
                 Err(e) => {
                     tracing::debug!(%peer, "cannot open shoal stream: {e}");
-                    PeerEvent::OpenFailed(peer)
+                    LaneEvent::OpenFailed(peer)
                 }
             };
-            let _ = tx.send(ev).await;
+            let _ = tx.send(PeerEvent::Lane(stream, ev)).await;
         });
     }
 
     /// Fetches a piece from an HTTP origin in a task, bounded by a semaphore.
-    fn fetch_infra(&mut self, seq: u64) {
+    fn fetch_infra(&mut self, stream: StreamId, seq: u64) {
         let tx = self.events_tx.clone();
-        if self.origins.is_empty() {
-            let _ = tx.try_send(PeerEvent::Infra(Input::InfraFailed { seq }));
+        let Some(lane) = self.lanes.get(&stream) else {
+            return;
+        };
+        if lane.origins.is_empty() {
+            self.lane_input(stream, Input::InfraFailed { seq });
             return;
         }
-        let tries = self.origins.pick(seq, std::time::Instant::now());
+        let tries = lane.origins.pick(seq, std::time::Instant::now());
         let http = self.http.clone();
         let permits = self.fetches.clone();
         tokio::spawn(async move {
             let _permit = permits.acquire_owned().await;
             let (piece, unreachable) = fetch_first(&http, &tries, seq).await;
             for origin in unreachable {
-                let _ = tx.send(PeerEvent::OriginDown(origin)).await;
+                let ev = LaneEvent::OriginDown(origin);
+                let _ = tx.send(PeerEvent::Lane(stream, ev)).await;
             }
             let input = match piece {
                 Some(piece) => Input::InfraPiece(piece),
                 None => Input::InfraFailed { seq },
             };
-            let _ = tx.send(PeerEvent::Infra(input)).await;
+            let _ = tx
+                .send(PeerEvent::Lane(stream, LaneEvent::Infra(input)))
+                .await;
         });
     }
 }

@@ -1,29 +1,35 @@
-//! The libp2p + tokio driver: runs one [`Engine`] for real.
+//! The libp2p + tokio driver: runs [`Engine`]s for real, one per stream.
 //!
-//! One task owns the swarm and the engine and runs a single `select!` loop
-//! (after iroh-gossip's `net.rs`): swarm events, new shoal streams, frames
-//! read by per-session reader tasks, commands from the application, and the
-//! engine's timer. After every input it drains the engine's outputs.
+//! One task owns the swarm and every stream's engine (a *lane*) and runs a
+//! single `select!` loop (after iroh-gossip's `net.rs`): swarm events, new
+//! shoal streams, frames read by per-session reader tasks, commands from the
+//! application, and the engines' timers. After every input it drains the
+//! engines' outputs. A viewer or a seeder runs one lane; a reflector one per
+//! stream it carries, over one peer id and one set of connections.
 //!
 //! Transport: TCP + noise + yamux, and QUIC; identify; connection limits.
-//! Shoal speaks on one libp2p-stream stream per peer, protocol `/shoal/1`,
-//! opened by the dialler. Every queue is bounded: frames to a peer that
-//! cannot keep up are not buffered without limit — that peer is dropped.
+//! Shoal speaks on one libp2p-stream stream per peer and stream, protocol
+//! `/shoal/2/<stream id>`, opened by the dialler. Every queue is bounded:
+//! frames to a peer that cannot keep up are not buffered without limit —
+//! that peer is dropped.
 //!
 //! [`Engine`]: crate::proto::Engine
 
 mod announce;
 mod clock;
 mod driver;
+mod handle;
+mod lane;
 mod origin;
 mod origins;
 mod session;
 mod shaper;
 mod swarm;
 
-pub use announce::Announcer;
+pub use announce::{dialable, Announcer};
 pub use clock::now_ms;
-pub use driver::start;
+pub use driver::{start, start_host};
+pub use handle::{Commander, Host, NetHandle};
 pub use origin::{fetch_piece, FetchError};
 pub use shaper::{
     shaped_tcp_transport, DelayFn, Shaped, ShapedMuxer, Shaper, Shaping, ShapingCounters,
@@ -32,12 +38,15 @@ pub use shaper::{
 pub use swarm::listen_all;
 
 use libp2p::{identity::Keypair, Multiaddr, PeerId, StreamProtocol};
-use tokio::sync::{mpsc, watch};
 
-use crate::proto::{Config, Locality, PeerInfo, Piece, Stats};
+use crate::proto::{Config, Locality, PeerInfo, Piece, StreamId};
 
-/// Shoal's protocol name on libp2p-stream.
-pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/shoal/1");
+/// Shoal's protocol name on libp2p-stream for one stream: a node that does
+/// not carry the stream refuses it in negotiation, before any frame.
+pub fn protocol(stream: &StreamId) -> StreamProtocol {
+    StreamProtocol::try_from_owned(format!("/shoal/2/{stream}"))
+        .expect("a hex stream id makes a valid protocol name")
+}
 
 /// Frames queued per peer before the peer counts as stuck and is dropped.
 const PEER_QUEUE: usize = 128;
@@ -48,28 +57,29 @@ const COMMAND_QUEUE: usize = 256;
 /// Concurrent HTTP fetches from infrastructure.
 const INFRA_FETCHES: usize = 16;
 
-/// How to run a node on the network.
+/// How to run a host on the network: its identity, listeners and limits,
+/// whatever streams it carries.
 #[derive(Debug)]
-pub struct NetConfig {
+pub struct HostConfig {
     pub keypair: Keypair,
     /// Multiaddrs to listen on (TCP and/or QUIC).
     pub listen: Vec<Multiaddr>,
-    pub engine: Config,
-    /// Seed of the engine's random choices.
+    /// Seed of the engines' random choices (mixed with each stream's id).
     pub seed: u64,
     /// Established connections, at most (incoming + outgoing).
     pub max_connections: u32,
-    /// Lab network emulation (delay, caps). When set, the node runs over
+    /// Lab network emulation (delay, caps). When set, the host runs over
     /// [`shaped_tcp_transport`] only — no QUIC, no DNS — so `listen` must
-    /// hold TCP addresses (see [`NetConfig::lab`]).
+    /// hold TCP addresses (see [`HostConfig::lab`]).
     pub shaping: Option<Shaping>,
 }
 
-impl NetConfig {
-    /// Loopback TCP and QUIC on ephemeral ports.
-    pub fn local(keypair: Keypair, engine: Config) -> Self {
-        let max_connections = engine.max_degree as u32 * 2 + 16;
-        NetConfig {
+impl HostConfig {
+    /// Loopback TCP and QUIC on ephemeral ports, room for `sessions`
+    /// neighbours (over all streams).
+    pub fn local(keypair: Keypair, sessions: usize) -> Self {
+        let max_connections = u32::try_from(sessions).unwrap_or(u32::MAX / 4) * 2 + 16;
+        HostConfig {
             keypair,
             listen: vec![
                 "/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr"),
@@ -77,20 +87,40 @@ impl NetConfig {
                     .parse()
                     .expect("valid multiaddr"),
             ],
-            engine,
             seed: rand::random(),
             max_connections,
             shaping: None,
         }
     }
 
-    /// A lab node: loopback TCP only, its links shaped.
-    pub fn lab(keypair: Keypair, engine: Config, shaping: Shaping) -> Self {
-        NetConfig {
+    /// A lab host: loopback TCP only, its links shaped.
+    pub fn lab(keypair: Keypair, sessions: usize, shaping: Shaping) -> Self {
+        HostConfig {
             listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr")],
             shaping: Some(shaping),
-            ..Self::local(keypair, engine)
+            ..Self::local(keypair, sessions)
         }
+    }
+}
+
+/// How to run a node of one stream: a host and the stream's engine.
+#[derive(Debug)]
+pub struct NetConfig {
+    pub host: HostConfig,
+    pub engine: Config,
+}
+
+impl NetConfig {
+    /// Loopback TCP and QUIC on ephemeral ports.
+    pub fn local(keypair: Keypair, engine: Config) -> Self {
+        let host = HostConfig::local(keypair, engine.max_degree);
+        NetConfig { host, engine }
+    }
+
+    /// A lab node: loopback TCP only, its links shaped.
+    pub fn lab(keypair: Keypair, engine: Config, shaping: Shaping) -> Self {
+        let host = HostConfig::lab(keypair, engine.max_degree, shaping);
+        NetConfig { host, engine }
     }
 }
 
@@ -122,64 +152,8 @@ pub enum NetError {
     Listen { addr: Multiaddr, reason: String },
     #[error("the node has stopped")]
     Stopped,
-}
-
-/// A running node.
-#[derive(Debug)]
-pub struct NetHandle {
-    pub peer_id: PeerId,
-    /// Addresses the node listens on.
-    pub addrs: Vec<Multiaddr>,
-    commands: mpsc::Sender<Command>,
-    stats: watch::Receiver<Stats>,
-    neighbors: watch::Receiver<Vec<PeerId>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl NetHandle {
-    pub async fn send(&self, cmd: Command) -> Result<(), NetError> {
-        self.commands.send(cmd).await.map_err(|_| NetError::Stopped)
-    }
-
-    /// A sender for commands, for tasks that outlive a borrow of the handle.
-    pub fn commander(&self) -> mpsc::Sender<Command> {
-        self.commands.clone()
-    }
-
-    /// A receiver of stats snapshots.
-    pub fn stats_watch(&self) -> watch::Receiver<Stats> {
-        self.stats.clone()
-    }
-
-    /// The latest stats (refreshed four times a second).
-    pub fn stats(&self) -> Stats {
-        self.stats.borrow().clone()
-    }
-
-    /// Active neighbours (refreshed with the stats).
-    pub fn neighbors(&self) -> Vec<PeerId> {
-        self.neighbors.borrow().clone()
-    }
-
-    /// Degree now.
-    pub fn degree(&self) -> u32 {
-        self.stats.borrow().neighbors
-    }
-
-    pub fn is_running(&self) -> bool {
-        !self.task.is_finished()
-    }
-
-    /// Stops the node: its connections close.
-    pub fn shutdown(&self) {
-        self.task.abort();
-    }
-}
-
-impl Drop for NetHandle {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    #[error("the node carries stream {0} already")]
+    AlreadyJoined(StreamId),
 }
 
 /// Called with each verified piece new to this node (for its player).

@@ -16,13 +16,16 @@ use super::PEER_QUEUE;
 const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 use crate::proto::{
     wire::{self, Frame},
-    Input,
+    Input, StreamId,
 };
 
-/// What session tasks tell the driver. Sessions are told apart by
-/// generation, so events of a replaced session are ignored.
+/// What session and fetch tasks tell the driver, for one stream's lane.
+/// Sessions are told apart by generation, so events of a replaced session
+/// are ignored.
 #[derive(Debug)]
-pub(super) enum PeerEvent {
+pub(super) enum LaneEvent {
+    /// The peer opened a stream for this lane.
+    Accepted(PeerId, libp2p::Stream),
     Opened(PeerId, libp2p::Stream),
     OpenFailed(PeerId),
     Frame(PeerId, u64, Bytes),
@@ -31,13 +34,19 @@ pub(super) enum PeerEvent {
     Closed(PeerId, u64),
     /// The session's writer finished: the connection may be closed.
     WriterDone(PeerId, u64),
-    /// The linger after a writer finished is over: the connection goes if
-    /// no session took its place.
-    Lingered(PeerId),
     /// Result of a fallback fetch.
     Infra(Input<PeerId>),
     /// A fallback fetch could not reach this origin.
     OriginDown(String),
+}
+
+/// What tasks tell the driver.
+#[derive(Debug)]
+pub(super) enum PeerEvent {
+    Lane(StreamId, LaneEvent),
+    /// The linger after a writer finished is over: the connection goes if
+    /// no session (of any stream) took its place.
+    Lingered(PeerId),
 }
 
 #[derive(Debug)]
@@ -51,6 +60,7 @@ pub(super) struct Session {
 
 impl Session {
     pub(super) fn spawn(
+        lane: StreamId,
         peer: PeerId,
         gen: u64,
         outbound: bool,
@@ -82,30 +92,29 @@ impl Session {
                 }
             }
             let _ = tokio::time::timeout(WRITE_TIMEOUT, wr.close()).await;
-            let _ = done.send(PeerEvent::WriterDone(peer, gen)).await;
+            let _ = done
+                .send(PeerEvent::Lane(lane, LaneEvent::WriterDone(peer, gen)))
+                .await;
         });
         let reader = tokio::spawn(async move {
             let end = loop {
                 let mut len = [0u8; 4];
                 if rd.read_exact(&mut len).await.is_err() {
-                    break PeerEvent::Closed(peer, gen);
+                    break LaneEvent::Closed(peer, gen);
                 }
                 let Ok(len) = wire::check_len(u32::from_be_bytes(len)) else {
-                    break PeerEvent::Malformed(peer, gen);
+                    break LaneEvent::Malformed(peer, gen);
                 };
                 let mut body = vec![0u8; len];
                 if rd.read_exact(&mut body).await.is_err() {
-                    break PeerEvent::Closed(peer, gen);
+                    break LaneEvent::Closed(peer, gen);
                 }
-                if events
-                    .send(PeerEvent::Frame(peer, gen, Bytes::from(body)))
-                    .await
-                    .is_err()
-                {
+                let frame = LaneEvent::Frame(peer, gen, Bytes::from(body));
+                if events.send(PeerEvent::Lane(lane, frame)).await.is_err() {
                     return;
                 }
             };
-            let _ = events.send(end).await;
+            let _ = events.send(PeerEvent::Lane(lane, end)).await;
         });
         Session {
             gen,

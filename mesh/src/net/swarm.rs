@@ -13,7 +13,7 @@ use libp2p::{
     tcp, yamux, Multiaddr, Swarm,
 };
 
-use super::{shaped_tcp_transport, NetConfig, NetError};
+use super::{shaped_tcp_transport, HostConfig, NetError};
 
 #[derive(NetworkBehaviour)]
 pub(super) struct Behaviour {
@@ -57,7 +57,7 @@ pub async fn listen_all<B: NetworkBehaviour>(
     Ok(addrs)
 }
 
-pub(super) fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>, NetError> {
+pub(super) fn build_swarm(cfg: &HostConfig) -> Result<Swarm<Behaviour>, NetError> {
     let err = |e: &dyn std::fmt::Display| NetError::Transport(e.to_string());
     let limits = ConnectionLimits::default()
         .with_max_established(Some(cfg.max_connections))
@@ -116,19 +116,14 @@ mod tests {
     use super::build_swarm;
     use crate::net::{
         shaper::tests::{node, LIMIT},
-        NetConfig, Shaping,
+        HostConfig, Shaping,
     };
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn lab_config_builds_a_shaped_swarm() {
-        use crate::proto::{Config, StreamId};
         let shaping = Shaping::default();
         let counters = shaping.counters.clone();
-        let cfg = NetConfig::lab(
-            Keypair::generate_ed25519(),
-            Config::viewer(StreamId([0; 32])),
-            shaping,
-        );
+        let cfg = HostConfig::lab(Keypair::generate_ed25519(), 8, shaping);
         assert!(cfg.listen.iter().all(|a| a.to_string().contains("/tcp/")));
         let mut swarm = build_swarm(&cfg).unwrap();
         swarm.listen_on(cfg.listen[0].clone()).unwrap();

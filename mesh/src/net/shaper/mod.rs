@@ -3,7 +3,7 @@
 //!
 //! Why at the stream muxer: shaping wraps each substream of a connection
 //! after the noise + yamux upgrade. That is below every protocol — Shoal's
-//! `/shoal/1` streams, identify, libp2p-gossipsub in a baseline, even the
+//! `/shoal/2/…` streams, identify, libp2p-gossipsub in a baseline, even the
 //! multistream-select negotiation of each substream — so all of them see the
 //! same links. And it is the first place the remote [`PeerId`] is known
 //! (noise has authenticated it), so a delay can be chosen per remote peer.

@@ -1,0 +1,67 @@
+//! One stream on a host: its engine, its sessions, its fallback origins and
+//! where its stats go.
+
+use std::collections::BTreeMap;
+
+use libp2p::PeerId;
+use tokio::{sync::watch, task::JoinHandle};
+
+use super::{origins::Origins, session::Session, OnPiece};
+use crate::proto::{Engine, Input, Stats, Time};
+
+pub(super) struct Lane {
+    pub(super) engine: Engine<PeerId>,
+    /// At most one session per peer: both sides keep the stream opened by
+    /// the smaller peer id (see `Driver::open_session`).
+    pub(super) sessions: BTreeMap<PeerId, Session>,
+    pub(super) origins: Origins,
+    pub(super) on_piece: Option<OnPiece>,
+    stats_tx: watch::Sender<Stats>,
+    neighbors_tx: watch::Sender<Vec<PeerId>>,
+    /// Hands the lane's inbound streams to the driver; aborted with the lane.
+    accept: JoinHandle<()>,
+}
+
+impl Lane {
+    pub(super) fn new(
+        engine: Engine<PeerId>,
+        on_piece: Option<OnPiece>,
+        stats_tx: watch::Sender<Stats>,
+        neighbors_tx: watch::Sender<Vec<PeerId>>,
+        accept: JoinHandle<()>,
+    ) -> Self {
+        Lane {
+            engine,
+            sessions: BTreeMap::new(),
+            origins: Origins::default(),
+            on_piece,
+            stats_tx,
+            neighbors_tx,
+            accept,
+        }
+    }
+
+    /// The session with `peer`, if it is generation `gen`.
+    pub(super) fn is_current(&self, peer: &PeerId, gen: u64) -> bool {
+        self.sessions.get(peer).is_some_and(|s| s.gen == gen)
+    }
+
+    /// Ends the session with `peer`, if any, and tells the engine.
+    pub(super) fn close_session(&mut self, peer: PeerId, now: Time) {
+        if self.sessions.remove(&peer).is_some() {
+            self.engine.handle(Input::Disconnected { peer }, now);
+        }
+    }
+
+    pub(super) fn publish_stats(&self) {
+        self.stats_tx.send_replace(self.engine.stats().clone());
+        self.neighbors_tx
+            .send_replace(self.engine.neighbors().copied().collect());
+    }
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
