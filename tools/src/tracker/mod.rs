@@ -38,6 +38,7 @@
 
 mod addresses;
 mod asn;
+mod assignment;
 mod coordinator;
 mod http;
 mod ranking;
