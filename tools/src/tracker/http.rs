@@ -15,7 +15,9 @@ use axum::{
     routing::{get, post},
     Extension, Json, Router,
 };
-use shoal_mesh::hints::{is_stream_id, Announce, ErrorBody, InvalidAnnounce, StreamList};
+use shoal_mesh::hints::{
+    is_stream_id, Announce, ErrorBody, InvalidAnnounce, ReflectorAnnounce, StreamList,
+};
 use tower_http::cors::{Any, CorsLayer};
 
 use super::registry::{AnnounceError, Registry, TrackerConfig};
@@ -44,6 +46,7 @@ pub fn router(config: TrackerConfig) -> Router {
         .allow_methods([Method::GET]);
     Router::new()
         .route("/v1/announce", post(announce))
+        .route("/v1/reflectors", post(reflect))
         .route("/v1/streams", get(streams))
         .route("/v1/streams/{stream}", get(stream_detail))
         .route("/healthz", get(|| async { "ok" }))
@@ -69,12 +72,38 @@ async fn announce(
     let result = lock(&registry).announce(a, remote, Instant::now());
     match result {
         Ok(hints) => Json(hints).into_response(),
-        Err(AnnounceError::Invalid(e)) => {
+        Err(e) => refused(&registry, e),
+    }
+}
+
+async fn reflect(
+    State(registry): State<Shared>,
+    body: Result<Json<ReflectorAnnounce>, JsonRejection>,
+) -> Response {
+    let a = match body {
+        Ok(Json(a)) => a,
+        Err(rejection) => {
+            tracing::debug!(%rejection, "bad reflector announce");
+            return error(rejection.status(), rejection.body_text());
+        }
+    };
+    let result = lock(&registry).reflect(a, Instant::now());
+    match result {
+        Ok(assignments) => Json(assignments).into_response(),
+        Err(e) => refused(&registry, e),
+    }
+}
+
+/// The answer to an announce the registry refused: 400 when it breaks the
+/// rules, 503 with `Retry-After` when a bound is reached.
+fn refused(registry: &Shared, e: AnnounceError) -> Response {
+    match e {
+        AnnounceError::Invalid(e) => {
             tracing::debug!(error = %e, "invalid announce");
             error(StatusCode::BAD_REQUEST, e.to_string())
         }
-        Err(e @ AnnounceError::Full(_)) => {
-            let retry = lock(&registry).config().interval_s.to_string();
+        e @ AnnounceError::Full(_) => {
+            let retry = lock(registry).config().interval_s.to_string();
             let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
             if let Ok(v) = retry.parse() {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);

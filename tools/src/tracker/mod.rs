@@ -42,6 +42,7 @@ mod assignment;
 mod coordinator;
 mod http;
 mod ranking;
+mod reflectors;
 mod registry;
 
 #[cfg(test)]
@@ -50,6 +51,7 @@ mod fixtures;
 pub use asn::{AsnTable, AsnTableError};
 pub use coordinator::CoordinatorConfig;
 pub use http::{router, serve, serve_with_shutdown, spawn};
+pub use reflectors::ReflectorRecord;
 pub use registry::{
     AnnounceError, PeerRecord, Registry, StreamDetail, TrackerConfig, MAX_LISTED_PEERS,
     MAX_SEEDER_HINTS, SCAN_LIMIT,
