@@ -175,7 +175,7 @@ mod tests {
     use std::time::Duration;
 
     use serde_json::json;
-    use shoal_mesh::hints::{HintsError, Role, StreamInfo, TrackerClient};
+    use shoal_mesh::hints::{HintsError, ReflectorAnnounce, Role, StreamInfo, TrackerClient};
 
     use super::*;
     use crate::tracker::fixtures::*;
@@ -338,6 +338,75 @@ mod tests {
             .unwrap();
         assert_eq!(resp.status().as_u16(), 503);
         assert_eq!(resp.headers()["retry-after"], "5");
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn reflectors_are_assigned_over_http_and_bad_ones_refused() {
+        let (base, task) = start(TrackerConfig::default()).await;
+        let client = TrackerClient::new(&base).unwrap();
+        client
+            .announce(&peer("seed", "127.0.0.1", Role::Seeder, 0, 8))
+            .await
+            .unwrap();
+        client
+            .announce(&viewer("v1", "127.0.0.1", 0))
+            .await
+            .unwrap();
+        let mut r0 = reflector("r0", 64);
+        r0.carrying = vec![stream(1).to_uppercase()];
+        let answer = client.reflect(&r0).await.unwrap();
+        assert_eq!(answer.interval_s, 5);
+        assert_eq!(answer.streams.len(), 1);
+        assert_eq!(answer.streams[0].stream, stream(1));
+        assert_eq!(answer.streams[0].parents[0].peer_id, "seed");
+
+        let detail: serde_json::Value = raw_client()
+            .get(format!("{base}/v1/streams/{}", stream(1)))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let tree = &detail["reflectors"][0];
+        assert_eq!(tree["peer_id"], "r0");
+        assert_eq!(tree["parents"][0]["role"], "seeder");
+        assert_eq!(tree["carrying"], true);
+
+        for (bad, says) in [
+            (reflector("r 1", 64), "peer_id"),
+            (reflector("r1", 0), "fan_out"),
+            (
+                ReflectorAnnounce {
+                    carrying: vec!["nope".into()],
+                    ..reflector("r1", 1)
+                },
+                "carrying",
+            ),
+            (
+                ReflectorAnnounce {
+                    failure_domain: Some("d".repeat(65)),
+                    ..reflector("r1", 1)
+                },
+                "failure_domain",
+            ),
+        ] {
+            match client.reflect(&bad).await {
+                Err(HintsError::Status {
+                    status: 400,
+                    message,
+                }) => assert!(message.contains(says), "{message}"),
+                other => panic!("expected a 400, got {other:?}"),
+            }
+        }
+        let resp = raw_client()
+            .post(format!("{base}/v1/reflectors"))
+            .json(&serde_json::json!({ "peer_id": "r1" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 422, "fan_out is required");
         task.abort();
     }
 

@@ -242,3 +242,190 @@ impl Reflectors {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use shoal_mesh::hints::{Announce, Role};
+
+    use crate::tracker::{fixtures::*, Registry};
+
+    /// A reflector's announce of the stream it was assigned.
+    fn carries(id: &str) -> Announce {
+        peer(id, "10.0.9.1", Role::Reflector, 0, 16)
+    }
+
+    fn streams_of(reg: &mut Registry, id: &str, now: Instant) -> Vec<String> {
+        let answer = reg.reflect(reflector(id, 100), now).unwrap();
+        answer.streams.into_iter().map(|a| a.stream).collect()
+    }
+
+    /// One seeder, three viewers and reflectors r0..r{n}.
+    fn reflected_stream(n: usize, now: Instant) -> Registry {
+        let mut reg = registry();
+        reg.announce(peer("seed", "10.0.0.1", Role::Seeder, 0, 8), None, now)
+            .unwrap();
+        for i in 0..3 {
+            reg.announce(viewer(&format!("v{i}"), "10.0.1.1", 0), None, now)
+                .unwrap();
+        }
+        for i in 0..n {
+            reg.reflect(reflector(&format!("r{i}"), 100), now).unwrap();
+        }
+        reg
+    }
+
+    #[test]
+    fn a_new_reflector_is_assigned_at_once_with_parents_it_can_dial() {
+        let t = Instant::now();
+        let mut reg = reflected_stream(0, t);
+        let answer = reg.reflect(reflector("r0", 100), t).unwrap();
+        assert_eq!(answer.interval_s, 5);
+        let [a] = &answer.streams[..] else {
+            panic!("{answer:?}")
+        };
+        assert_eq!(a.stream, stream(1));
+        assert_eq!(a.parents.len(), 1, "one seeder, no other reflector");
+        assert_eq!(a.parents[0].peer_id, "seed");
+        assert_eq!(a.parents[0].addrs, ["/ip4/10.0.0.1/tcp/4001"]);
+        // The second reflector arrives: each feeds the other.
+        let answer = reg.reflect(reflector("r1", 100), t).unwrap();
+        let parents: Vec<_> = (answer.streams[0].parents.iter())
+            .map(|p| (p.peer_id.as_str(), p.role))
+            .collect();
+        assert_eq!(parents, [("seed", Role::Seeder), ("r0", Role::Reflector)]);
+        assert_eq!(answer.streams[0].parents[1].addrs, ["/dns4/r0/tcp/4001"]);
+    }
+
+    #[test]
+    fn a_dead_reflectors_streams_move_within_an_interval() {
+        let t0 = Instant::now();
+        let mut reg = reflected_stream(3, t0);
+        let ttl = reg.config().peer_ttl;
+        let tree = |reg: &mut Registry, now| {
+            let detail = reg.stream_detail(&stream(1), now).unwrap();
+            let mut ids: Vec<String> = detail.reflectors.into_iter().map(|r| r.peer_id).collect();
+            ids.sort_unstable();
+            ids
+        };
+        let before = tree(&mut reg, t0);
+        assert_eq!(before.len(), 2, "{before:?}");
+        let dead = before[0].clone();
+        let alive: Vec<String> = (0..3)
+            .map(|i| format!("r{i}"))
+            .filter(|r| *r != dead)
+            .collect();
+        // Everyone but `dead` goes on announcing.
+        let mut now = t0;
+        let mut expired_at = None;
+        while now < t0 + ttl + Duration::from_secs(10) {
+            now += Duration::from_secs(1);
+            reg.announce(peer("seed", "10.0.0.1", Role::Seeder, 0, 8), None, now)
+                .unwrap();
+            reg.announce(viewer("v0", "10.0.1.1", 0), None, now)
+                .unwrap();
+            for id in &alive {
+                streams_of(&mut reg, id, now);
+            }
+            if now >= t0 + ttl && expired_at.is_none() {
+                expired_at = Some(now);
+            }
+            if tree(&mut reg, now) == alive {
+                break;
+            }
+        }
+        assert_eq!(tree(&mut reg, now), alive, "the spare took its place");
+        let expired_at = expired_at.unwrap();
+        assert!(
+            now <= expired_at + Duration::from_secs(5),
+            "within an interval"
+        );
+        assert_eq!(reg.reflector_count(), 2);
+    }
+
+    #[test]
+    fn viewers_fall_back_to_the_reflectors_once_one_has_announced() {
+        let t = Instant::now();
+        let mut reg = reflected_stream(2, t);
+        // Assigned, but no reflector has announced the stream yet: as before.
+        let hints = reg.announce(viewer("me", "10.0.1.2", 0), None, t).unwrap();
+        let fallbacks: Vec<&str> = hints.seeders.iter().map(|s| s.peer_id.as_str()).collect();
+        assert_eq!(fallbacks, ["seed"]);
+        assert!(ids(&hints).contains(&"seed"));
+
+        reg.announce(carries("r0"), None, t).unwrap();
+        // An unassigned reflector of the stream is nobody's fallback.
+        reg.announce(carries("stray"), None, t).unwrap();
+        let hints = reg.announce(viewer("me", "10.0.1.2", 0), None, t).unwrap();
+        let fallbacks: Vec<&str> = hints.seeders.iter().map(|s| s.peer_id.as_str()).collect();
+        assert_eq!(fallbacks, ["r0"]);
+        assert!(
+            !ids(&hints).contains(&"seed"),
+            "viewers do not dial seeders"
+        );
+        assert!(ids(&hints).contains(&"r0"));
+
+        // The seeder is handed no viewers: its reflectors dial it.
+        let hints = (reg.announce(peer("seed", "10.0.0.1", Role::Seeder, 0, 8), None, t)).unwrap();
+        assert!(
+            ids(&hints).iter().all(|id| !id.starts_with('v')),
+            "{hints:?}"
+        );
+        // A reflector still sees the swarm.
+        let hints = reg.announce(carries("r0"), None, t).unwrap();
+        assert!(ids(&hints).iter().any(|id| id.starts_with('v')));
+
+        let detail = reg.stream_detail(&stream(1), t).unwrap();
+        let r0 = detail
+            .reflectors
+            .iter()
+            .find(|r| r.peer_id == "r0")
+            .unwrap();
+        assert!(r0.announced && !r0.carrying);
+        assert_eq!(r0.parents.len(), 2);
+    }
+
+    #[test]
+    fn a_reflected_streams_budget_goes_to_its_reflectors() {
+        let t0 = Instant::now();
+        let mut reg = registry();
+        let mut seeder = peer("seed", "10.0.0.1", Role::Seeder, 0, 8);
+        seeder.upload_kbps = 10_000;
+        seeder.bitrate_kbps = 2_000;
+        let mut refl = carries("r0");
+        refl.bitrate_kbps = 2_000;
+        for now in [t0, t0 + Duration::from_secs(5)] {
+            reg.announce(seeder.clone(), None, now).unwrap();
+            reg.announce(viewer("v", "10.0.1.1", 0), None, now).unwrap();
+            reg.reflect(reflector("r0", 100), now).unwrap();
+            reg.announce(refl.clone(), None, now).unwrap();
+        }
+        let now = t0 + Duration::from_secs(5);
+        let stream_budget = reg.stream_detail(&stream(1), now).unwrap().budget_bps;
+        assert!(stream_budget.is_some());
+        let hints = reg.announce(refl, None, now).unwrap();
+        assert_eq!(
+            hints.budget_bps, stream_budget,
+            "the only reflector: all of it"
+        );
+        let assigned = reg.reflect(reflector("r0", 100), now).unwrap();
+        assert_eq!(assigned.streams[0].budget_bps, stream_budget);
+        let hints = reg.announce(seeder, None, now).unwrap();
+        assert_eq!(hints.budget_bps, None, "the seeder only feeds r0");
+    }
+
+    #[test]
+    fn a_full_tier_refuses_new_reflectors_but_not_known_ones() {
+        let config = crate::tracker::TrackerConfig {
+            max_reflectors: 1,
+            ..Default::default()
+        };
+        let (mut reg, t) = (Registry::new(config, 1), Instant::now());
+        reg.reflect(reflector("r0", 10), t).unwrap();
+        let err = reg.reflect(reflector("r1", 10), t).unwrap_err();
+        assert!(err.to_string().contains("too many reflectors"), "{err}");
+        reg.reflect(reflector("r0", 20), t).unwrap();
+        assert_eq!(reg.reflector_count(), 1);
+    }
+}
