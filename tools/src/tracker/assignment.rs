@@ -183,7 +183,7 @@ impl Tree {
         let tier1_free = |i: usize| free(i) && (!single || cap(i) >= 2);
 
         let mut chosen = Vec::with_capacity(want);
-        let Some(first) = ranked.next(|i| tier1_free(i)) else {
+        let Some(first) = ranked.next(tier1_free) else {
             return Tree {
                 chosen,
                 cross: false,
@@ -193,7 +193,7 @@ impl Tree {
         let domain = reflectors[first].domain;
         let apart = |i: usize| domain.is_none() || reflectors[i].domain != domain;
         let second = (want >= 2)
-            .then(|| ranked.next_preferring(|i| tier1_free(i), apart))
+            .then(|| ranked.next_preferring(tier1_free, apart))
             .flatten();
         let Some(second) = second else {
             return Tree {
