@@ -3,6 +3,8 @@
 //! Every peer (viewer, seeder, reflector) periodically `POST`s an [`Announce`]
 //! to `/v1/announce` and gets [`Hints`] back: ranked candidate neighbours, the
 //! stream's infrastructure to fall back to, and when to announce again.
+//! A reflector also `POST`s a [`ReflectorAnnounce`] to `/v1/reflectors` and
+//! gets its [`Assignments`] back: the streams it is to carry and their parents.
 //! `GET /v1/streams` lists live streams as a [`StreamList`]. Errors come back
 //! as a 4xx/5xx status with an [`ErrorBody`].
 //!
@@ -37,8 +39,21 @@ pub const DEFAULT_WANT: u32 = 10;
 /// The tracker never returns more candidates than this, whatever `want` says.
 pub const MAX_WANT: u32 = 200;
 
+/// Largest downstream fan-out a reflector may announce.
+pub const MAX_FAN_OUT: u32 = 4096;
+/// Most streams a reflector may list in `carrying`, and most it is assigned.
+pub const MAX_CARRYING: usize = 1024;
+/// Longest `failure_domain` the tracker accepts, in bytes.
+pub const MAX_FAILURE_DOMAIN_LEN: usize = 64;
+/// Most addresses of one parent in an [`Assignment`], so that a reflector's
+/// answer stays bounded however many streams it carries.
+pub const MAX_PARENT_ADDRS: usize = 8;
+
 /// Largest response body the client reads; the tracker's answers are far smaller.
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
+/// Largest [`Assignments`] the client reads: [`MAX_CARRYING`] streams, two
+/// parents each with [`MAX_PARENT_ADDRS`] addresses, fit.
+const MAX_ASSIGNMENTS_BYTES: usize = 8 << 20;
 /// Per-request timeout of [`TrackerClient::new`].
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -108,6 +123,14 @@ pub enum InvalidAnnounce {
     TextTooLong(&'static str),
     #[error("counters must be at most {MAX_COUNTERS_BYTES} bytes of JSON")]
     CountersTooLarge,
+    #[error("fan_out must be 1..={MAX_FAN_OUT}")]
+    FanOut,
+    #[error("carrying may list at most {MAX_CARRYING} streams")]
+    TooManyCarried,
+    #[error("each stream in carrying must be {STREAM_ID_HEX_LEN} hex characters")]
+    CarriedStreamId,
+    #[error("failure_domain must be at most {MAX_FAILURE_DOMAIN_LEN} bytes")]
+    FailureDomain,
 }
 
 impl Announce {
@@ -117,28 +140,7 @@ impl Announce {
         if !is_stream_id(&self.stream) {
             return Err(InvalidAnnounce::StreamId);
         }
-        let id_ok = !self.peer_id.is_empty()
-            && self.peer_id.len() <= MAX_PEER_ID_LEN
-            && !self
-                .peer_id
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control());
-        if !id_ok {
-            return Err(InvalidAnnounce::PeerId);
-        }
-        if self.addrs.len() > MAX_ADDRS {
-            return Err(InvalidAnnounce::TooManyAddrs);
-        }
-        if self
-            .addrs
-            .iter()
-            .any(|a| !a.starts_with('/') || a.len() > MAX_ADDR_LEN)
-        {
-            return Err(InvalidAnnounce::Addr);
-        }
-        if self.http.as_ref().is_some_and(|s| s.len() > MAX_TEXT_LEN) {
-            return Err(InvalidAnnounce::TextTooLong("http"));
-        }
+        validate_peer(&self.peer_id, &self.addrs, self.http.as_deref())?;
         if self.name.as_ref().is_some_and(|s| s.len() > MAX_TEXT_LEN) {
             return Err(InvalidAnnounce::TextTooLong("name"));
         }
@@ -149,6 +151,34 @@ impl Announce {
         }
         Ok(())
     }
+}
+
+/// The rules on who a peer is and where it is reached, one definition for
+/// [`Announce`] and [`ReflectorAnnounce`].
+fn validate_peer(
+    peer_id: &str,
+    addrs: &[String],
+    http: Option<&str>,
+) -> Result<(), InvalidAnnounce> {
+    let id_ok = !peer_id.is_empty()
+        && peer_id.len() <= MAX_PEER_ID_LEN
+        && !peer_id.chars().any(|c| c.is_whitespace() || c.is_control());
+    if !id_ok {
+        return Err(InvalidAnnounce::PeerId);
+    }
+    if addrs.len() > MAX_ADDRS {
+        return Err(InvalidAnnounce::TooManyAddrs);
+    }
+    if addrs
+        .iter()
+        .any(|a| !a.starts_with('/') || a.len() > MAX_ADDR_LEN)
+    {
+        return Err(InvalidAnnounce::Addr);
+    }
+    if http.is_some_and(|s| s.len() > MAX_TEXT_LEN) {
+        return Err(InvalidAnnounce::TextTooLong("http"));
+    }
+    Ok(())
 }
 
 /// Whether `s` has the shape of a stream id: exactly 64 hex digits (either case).
@@ -222,6 +252,84 @@ pub struct StreamList {
     pub streams: Vec<StreamInfo>,
 }
 
+/// Body of `POST /v1/reflectors`: a reflector offering itself to carry
+/// whatever streams the coordinator assigns it (docs/coordinator.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReflectorAnnounce {
+    pub peer_id: String,
+    /// Multiaddrs it listens on, for its children and viewers to dial.
+    pub addrs: Vec<String>,
+    /// Base URL of its HTTP origin, if it has one.
+    #[serde(default)]
+    pub http: Option<String>,
+    /// Downstream sessions it can hold across all streams: viewers and
+    /// the reflectors it feeds.
+    pub fan_out: u32,
+    /// Upload capacity; 0 = unknown.
+    #[serde(default)]
+    pub upload_kbps: u32,
+    /// Stream ids it carries now.
+    #[serde(default)]
+    pub carrying: Vec<String>,
+    /// Where it shares fate with others (a rack, a site): reflectors of one
+    /// domain are not each other's only parents when that can be avoided.
+    #[serde(default)]
+    pub failure_domain: Option<String>,
+}
+
+impl ReflectorAnnounce {
+    /// Checks the limits the tracker enforces (docs/protocol.md §12.8).
+    pub fn validate(&self) -> Result<(), InvalidAnnounce> {
+        validate_peer(&self.peer_id, &self.addrs, self.http.as_deref())?;
+        if !(1..=MAX_FAN_OUT).contains(&self.fan_out) {
+            return Err(InvalidAnnounce::FanOut);
+        }
+        if self.carrying.len() > MAX_CARRYING {
+            return Err(InvalidAnnounce::TooManyCarried);
+        }
+        if !self.carrying.iter().all(|s| is_stream_id(s)) {
+            return Err(InvalidAnnounce::CarriedStreamId);
+        }
+        let domain_len = self.failure_domain.as_ref().map_or(0, String::len);
+        if domain_len > MAX_FAILURE_DOMAIN_LEN {
+            return Err(InvalidAnnounce::FailureDomain);
+        }
+        Ok(())
+    }
+}
+
+/// Answer to a [`ReflectorAnnounce`]: every stream the reflector is to carry.
+/// A stream it carries that is not listed is no longer its to carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignments {
+    /// Announce again after this many seconds.
+    pub interval_s: u32,
+    pub streams: Vec<Assignment>,
+}
+
+/// One stream a reflector carries, and where it takes it from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub stream: String,
+    /// The nodes that feed it full copies (seeders or reflectors), usually two.
+    pub parents: Vec<ParentHint>,
+    /// Downstream sessions it may hold for this stream.
+    pub max_degree: u32,
+    /// The upload it may spend on this stream, bit/s, as in [`Hints::budget_bps`].
+    #[serde(default)]
+    pub budget_bps: Option<u64>,
+}
+
+/// A parent of a reflector for one stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentHint {
+    pub peer_id: String,
+    /// At most [`MAX_PARENT_ADDRS`].
+    pub addrs: Vec<String>,
+    /// `seeder` or `reflector`.
+    pub role: Role,
+}
+
 /// Body of every error response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
@@ -247,6 +355,7 @@ pub enum HintsError {
 pub struct TrackerClient {
     http: reqwest::Client,
     announce_url: Url,
+    reflectors_url: Url,
     streams_url: Url,
 }
 
@@ -283,6 +392,7 @@ impl TrackerClient {
             .map_err(HintsError::Transport)?;
         Ok(Self {
             announce_url: join("v1/announce")?,
+            reflectors_url: join("v1/reflectors")?,
             streams_url: join("v1/streams")?,
             http,
         })
@@ -295,24 +405,38 @@ impl TrackerClient {
             .json(a)
             .send()
             .await?;
-        decode(resp).await
+        decode(resp, MAX_RESPONSE_BYTES).await
+    }
+
+    /// Offers a reflector to the tracker; the answer is what it is to carry.
+    pub async fn reflect(&self, a: &ReflectorAnnounce) -> Result<Assignments, HintsError> {
+        let resp = self
+            .http
+            .post(self.reflectors_url.clone())
+            .json(a)
+            .send()
+            .await?;
+        decode(resp, MAX_ASSIGNMENTS_BYTES).await
     }
 
     pub async fn streams(&self) -> Result<Vec<StreamInfo>, HintsError> {
         let resp = self.http.get(self.streams_url.clone()).send().await?;
-        Ok(decode::<StreamList>(resp).await?.streams)
+        Ok(decode::<StreamList>(resp, MAX_RESPONSE_BYTES)
+            .await?
+            .streams)
     }
 }
 
 async fn decode<T: serde::de::DeserializeOwned>(
     mut resp: reqwest::Response,
+    max_bytes: usize,
 ) -> Result<T, HintsError> {
     let status = resp.status();
     let mut body = Vec::new();
     while let Some(chunk) = resp.chunk().await? {
-        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+        if body.len() + chunk.len() > max_bytes {
             return Err(HintsError::Decode(format!(
-                "response larger than {MAX_RESPONSE_BYTES} bytes"
+                "response larger than {max_bytes} bytes"
             )));
         }
         body.extend_from_slice(&chunk);
@@ -423,6 +547,50 @@ mod tests {
         assert_eq!(a.validate(), Err(InvalidAnnounce::CountersTooLarge));
     }
 
+    fn reflector() -> ReflectorAnnounce {
+        ReflectorAnnounce {
+            peer_id: "12D3KooWRefl".into(),
+            addrs: vec!["/ip4/127.0.0.1/tcp/4002".into()],
+            http: Some("http://127.0.0.1:8081".into()),
+            fan_out: 256,
+            upload_kbps: 0,
+            carrying: vec!["cd".repeat(32)],
+            failure_domain: Some("rack-1".into()),
+        }
+    }
+
+    #[test]
+    fn reflector_announce_limits_and_defaults() {
+        assert_eq!(reflector().validate(), Ok(()));
+        let minimal = serde_json::json!({ "peer_id": "r", "addrs": [], "fan_out": 1 });
+        let a: ReflectorAnnounce = serde_json::from_value(minimal).unwrap();
+        assert_eq!((a.http, a.upload_kbps, a.failure_domain), (None, 0, None));
+        assert!(a.carrying.is_empty());
+
+        let bad = |f: fn(&mut ReflectorAnnounce)| {
+            let mut a = reflector();
+            f(&mut a);
+            a.validate().unwrap_err()
+        };
+        assert_eq!(bad(|a| a.peer_id = "a b".into()), InvalidAnnounce::PeerId);
+        assert_eq!(bad(|a| a.addrs = vec!["x".into()]), InvalidAnnounce::Addr);
+        let long_url = |a: &mut ReflectorAnnounce| a.http = Some("h".repeat(MAX_TEXT_LEN + 1));
+        assert_eq!(bad(long_url), InvalidAnnounce::TextTooLong("http"));
+        assert_eq!(bad(|a| a.fan_out = 0), InvalidAnnounce::FanOut);
+        assert_eq!(
+            bad(|a| a.fan_out = MAX_FAN_OUT + 1),
+            InvalidAnnounce::FanOut
+        );
+        let many = |a: &mut ReflectorAnnounce| a.carrying = vec!["ab".repeat(32); MAX_CARRYING + 1];
+        assert_eq!(bad(many), InvalidAnnounce::TooManyCarried);
+        let odd = |a: &mut ReflectorAnnounce| a.carrying.push("ab".into());
+        assert_eq!(bad(odd), InvalidAnnounce::CarriedStreamId);
+        let domain = |a: &mut ReflectorAnnounce| {
+            a.failure_domain = Some("d".repeat(MAX_FAILURE_DOMAIN_LEN + 1))
+        };
+        assert_eq!(bad(domain), InvalidAnnounce::FailureDomain);
+    }
+
     #[test]
     fn client_urls() {
         assert!(matches!(
@@ -435,6 +603,10 @@ mod tests {
         ));
         let c = TrackerClient::new("http://127.0.0.1:7070").unwrap();
         assert_eq!(c.announce_url.as_str(), "http://127.0.0.1:7070/v1/announce");
+        assert_eq!(
+            c.reflectors_url.as_str(),
+            "http://127.0.0.1:7070/v1/reflectors"
+        );
         let c = TrackerClient::new("http://h:1/shard/3?x=1").unwrap();
         assert_eq!(c.streams_url.as_str(), "http://h:1/shard/3/v1/streams");
     }

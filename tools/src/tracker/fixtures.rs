@@ -66,3 +66,15 @@ pub(super) fn with_asn_table(text: &str) -> Registry {
 pub(super) fn loc(ip: &str, asn: u32) -> Locality {
     Locality::of_ip(ip.parse().unwrap(), asn)
 }
+
+pub(super) fn reflector(id: &str, fan_out: u32) -> shoal_mesh::hints::ReflectorAnnounce {
+    shoal_mesh::hints::ReflectorAnnounce {
+        peer_id: id.into(),
+        addrs: vec![format!("/dns4/{id}/tcp/4001")],
+        http: None,
+        fan_out,
+        upload_kbps: 0,
+        carrying: Vec::new(),
+        failure_domain: None,
+    }
+}

@@ -15,7 +15,9 @@ use axum::{
     routing::{get, post},
     Extension, Json, Router,
 };
-use shoal_mesh::hints::{is_stream_id, Announce, ErrorBody, InvalidAnnounce, StreamList};
+use shoal_mesh::hints::{
+    is_stream_id, Announce, ErrorBody, InvalidAnnounce, ReflectorAnnounce, StreamList,
+};
 use tower_http::cors::{Any, CorsLayer};
 
 use super::registry::{AnnounceError, Registry, TrackerConfig};
@@ -44,6 +46,7 @@ pub fn router(config: TrackerConfig) -> Router {
         .allow_methods([Method::GET]);
     Router::new()
         .route("/v1/announce", post(announce))
+        .route("/v1/reflectors", post(reflect))
         .route("/v1/streams", get(streams))
         .route("/v1/streams/{stream}", get(stream_detail))
         .route("/healthz", get(|| async { "ok" }))
@@ -69,12 +72,38 @@ async fn announce(
     let result = lock(&registry).announce(a, remote, Instant::now());
     match result {
         Ok(hints) => Json(hints).into_response(),
-        Err(AnnounceError::Invalid(e)) => {
+        Err(e) => refused(&registry, e),
+    }
+}
+
+async fn reflect(
+    State(registry): State<Shared>,
+    body: Result<Json<ReflectorAnnounce>, JsonRejection>,
+) -> Response {
+    let a = match body {
+        Ok(Json(a)) => a,
+        Err(rejection) => {
+            tracing::debug!(%rejection, "bad reflector announce");
+            return error(rejection.status(), rejection.body_text());
+        }
+    };
+    let result = lock(&registry).reflect(a, Instant::now());
+    match result {
+        Ok(assignments) => Json(assignments).into_response(),
+        Err(e) => refused(&registry, e),
+    }
+}
+
+/// The answer to an announce the registry refused: 400 when it breaks the
+/// rules, 503 with `Retry-After` when a bound is reached.
+fn refused(registry: &Shared, e: AnnounceError) -> Response {
+    match e {
+        AnnounceError::Invalid(e) => {
             tracing::debug!(error = %e, "invalid announce");
             error(StatusCode::BAD_REQUEST, e.to_string())
         }
-        Err(e @ AnnounceError::Full(_)) => {
-            let retry = lock(&registry).config().interval_s.to_string();
+        e @ AnnounceError::Full(_) => {
+            let retry = lock(registry).config().interval_s.to_string();
             let mut resp = error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
             if let Ok(v) = retry.parse() {
                 resp.headers_mut().insert(header::RETRY_AFTER, v);
@@ -146,7 +175,7 @@ mod tests {
     use std::time::Duration;
 
     use serde_json::json;
-    use shoal_mesh::hints::{HintsError, Role, StreamInfo, TrackerClient};
+    use shoal_mesh::hints::{HintsError, ReflectorAnnounce, Role, StreamInfo, TrackerClient};
 
     use super::*;
     use crate::tracker::fixtures::*;
@@ -309,6 +338,75 @@ mod tests {
             .unwrap();
         assert_eq!(resp.status().as_u16(), 503);
         assert_eq!(resp.headers()["retry-after"], "5");
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn reflectors_are_assigned_over_http_and_bad_ones_refused() {
+        let (base, task) = start(TrackerConfig::default()).await;
+        let client = TrackerClient::new(&base).unwrap();
+        client
+            .announce(&peer("seed", "127.0.0.1", Role::Seeder, 0, 8))
+            .await
+            .unwrap();
+        client
+            .announce(&viewer("v1", "127.0.0.1", 0))
+            .await
+            .unwrap();
+        let mut r0 = reflector("r0", 64);
+        r0.carrying = vec![stream(1).to_uppercase()];
+        let answer = client.reflect(&r0).await.unwrap();
+        assert_eq!(answer.interval_s, 5);
+        assert_eq!(answer.streams.len(), 1);
+        assert_eq!(answer.streams[0].stream, stream(1));
+        assert_eq!(answer.streams[0].parents[0].peer_id, "seed");
+
+        let detail: serde_json::Value = raw_client()
+            .get(format!("{base}/v1/streams/{}", stream(1)))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let tree = &detail["reflectors"][0];
+        assert_eq!(tree["peer_id"], "r0");
+        assert_eq!(tree["parents"][0]["role"], "seeder");
+        assert_eq!(tree["carrying"], true);
+
+        for (bad, says) in [
+            (reflector("r 1", 64), "peer_id"),
+            (reflector("r1", 0), "fan_out"),
+            (
+                ReflectorAnnounce {
+                    carrying: vec!["nope".into()],
+                    ..reflector("r1", 1)
+                },
+                "carrying",
+            ),
+            (
+                ReflectorAnnounce {
+                    failure_domain: Some("d".repeat(65)),
+                    ..reflector("r1", 1)
+                },
+                "failure_domain",
+            ),
+        ] {
+            match client.reflect(&bad).await {
+                Err(HintsError::Status {
+                    status: 400,
+                    message,
+                }) => assert!(message.contains(says), "{message}"),
+                other => panic!("expected a 400, got {other:?}"),
+            }
+        }
+        let resp = raw_client()
+            .post(format!("{base}/v1/reflectors"))
+            .json(&serde_json::json!({ "peer_id": "r1" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 422, "fan_out is required");
         task.abort();
     }
 

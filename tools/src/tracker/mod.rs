@@ -18,6 +18,10 @@
 //! - `coordinator`: once per interval, the infrastructure tier's upload
 //!   split across streams from the viewers' reports; infrastructure is told
 //!   its budget in its hints (docs/coordinator.md);
+//! - `reflectors`: the reflectors as soft state, and the plan of which
+//!   carries which stream, redone each interval and when one comes or goes;
+//! - `assignment`: that plan's rule, a pure function (docs/coordinator.md,
+//!   "Reflectors");
 //! - `http`: the axum handlers around the registry, which only parse, lock,
 //!   and answer.
 //!
@@ -26,21 +30,26 @@
 //! the answer tells the announcer its own (`Hints::you`) and every
 //! candidate's, and ranks candidates in its subnet and AS first.
 //!
-//! Endpoints: `POST /v1/announce` ([`Announce`] → [`Hints`]), `GET /v1/streams`
+//! Endpoints: `POST /v1/announce` ([`Announce`] → [`Hints`]),
+//! `POST /v1/reflectors` ([`ReflectorAnnounce`] → [`Assignments`]), `GET /v1/streams`
 //! ([`StreamList`]), `GET /v1/streams/{stream}` (operators: the live peers and
 //! their counters, [`StreamDetail`]), `GET /healthz`. Errors are JSON
 //! [`ErrorBody`]s.
 //!
 //! [`Announce`]: shoal_mesh::hints::Announce
 //! [`Hints`]: shoal_mesh::hints::Hints
+//! [`ReflectorAnnounce`]: shoal_mesh::hints::ReflectorAnnounce
+//! [`Assignments`]: shoal_mesh::hints::Assignments
 //! [`StreamList`]: shoal_mesh::hints::StreamList
 //! [`ErrorBody`]: shoal_mesh::hints::ErrorBody
 
 mod addresses;
 mod asn;
+mod assignment;
 mod coordinator;
 mod http;
 mod ranking;
+mod reflectors;
 mod registry;
 
 #[cfg(test)]
@@ -49,6 +58,7 @@ mod fixtures;
 pub use asn::{AsnTable, AsnTableError};
 pub use coordinator::CoordinatorConfig;
 pub use http::{router, serve, serve_with_shutdown, spawn};
+pub use reflectors::ReflectorRecord;
 pub use registry::{
     AnnounceError, PeerRecord, Registry, StreamDetail, TrackerConfig, MAX_LISTED_PEERS,
     MAX_SEEDER_HINTS, SCAN_LIMIT,

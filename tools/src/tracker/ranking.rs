@@ -4,7 +4,10 @@
 //! infrastructure gets a fair sample of the swarm, and everyone gets the
 //! stream's closest seeders/reflectors to fall back to.
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashSet,
+    time::{Duration, Instant},
+};
 
 use rand::{rngs::StdRng, seq::IteratorRandom};
 use shoal_mesh::hints::{InfraHint, PeerHint, Role};
@@ -28,6 +31,9 @@ pub(super) struct Query<'a> {
     pub(super) want: usize,
     pub(super) now: Instant,
     pub(super) ttl: Duration,
+    /// The stream's serving reflectors, when it has any: its viewers then
+    /// see no seeders, and its seeders no viewers (docs/coordinator.md).
+    pub(super) reflectors: Option<&'a HashSet<&'a str>>,
 }
 
 impl Query<'_> {
@@ -40,10 +46,16 @@ impl Query<'_> {
 /// Up to `q.want` neighbour candidates for the announcer, best first.
 pub(super) fn candidates(swarm: &Swarm, q: &Query<'_>, rng: &mut StdRng) -> Vec<PeerHint> {
     let usable = |p: &&PeerEntry| q.usable(p);
+    let reflected = q.reflectors.is_some();
+    // Seeders of a reflected stream feed its reflectors only, which dial them.
+    let hide_seeders = reflected && q.role == Role::Viewer;
+    let hide_viewers = reflected && q.role == Role::Seeder;
     // Infra only as a neighbour with room to spare: otherwise it is a fallback.
     let infra = swarm.infra.window(rng).filter(usable);
     let candidates = infra.filter(|p| p.has_free_degree() && !p.addrs.is_empty());
+    let candidates = candidates.filter(|p| !(hide_seeders && p.role == Role::Seeder));
     let viewers = swarm.viewers.window(rng).filter(usable);
+    let viewers = viewers.filter(|_| !hide_viewers);
     let candidates = candidates.chain(viewers.filter(|p| !p.addrs.is_empty()));
     let candidates = if q.role.is_infra() {
         // Infrastructure spreads its pushes over the map, choosing by
@@ -67,9 +79,12 @@ pub(super) fn candidates(swarm: &Swarm, q: &Query<'_>, rng: &mut StdRng) -> Vec<
 }
 
 /// The stream's seeders/reflectors closest to the announcer, at most
-/// [`MAX_SEEDER_HINTS`], whether or not they have room for a neighbour.
+/// [`MAX_SEEDER_HINTS`], whether or not they have room for a neighbour; a
+/// viewer of a reflected stream is given its serving reflectors only.
 pub(super) fn fallbacks(swarm: &Swarm, q: &Query<'_>, rng: &mut StdRng) -> Vec<InfraHint> {
+    let only = q.reflectors.filter(|_| q.role == Role::Viewer);
     let infra = swarm.infra.window(rng).filter(|p| q.usable(p));
+    let infra = infra.filter(|p| only.is_none_or(|set| set.contains(p.peer_id.as_str())));
     best(infra, q.loc, q.coord, MAX_SEEDER_HINTS, rng)
         .into_iter()
         .map(|p| InfraHint {

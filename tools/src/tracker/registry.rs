@@ -12,7 +12,9 @@ use std::{
 
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::Serialize;
-use shoal_mesh::hints::{Announce, Hints, InvalidAnnounce, Role, StreamInfo, MAX_WANT};
+use shoal_mesh::hints::{
+    Announce, Assignments, Hints, InvalidAnnounce, ReflectorAnnounce, Role, StreamInfo, MAX_WANT,
+};
 use shoal_mesh::{
     allocation::ViewerReport,
     proto::{Coord, Locality},
@@ -23,6 +25,7 @@ use super::{
     asn::AsnTable,
     coordinator::{Coordinator, CoordinatorConfig},
     ranking::{self, usable_coord, Query},
+    reflectors::{ReflectorRecord, Reflectors},
 };
 
 /// Most peers ranked for one announce; larger swarms are sampled, which also
@@ -44,6 +47,8 @@ pub struct TrackerConfig {
     pub max_streams: usize,
     /// Bound on all peers of all streams together.
     pub max_peers_total: usize,
+    /// Bound on reflectors (`POST /v1/reflectors`).
+    pub max_reflectors: usize,
     /// IP → AS numbers for peers' localities (empty: every AS unknown).
     pub asn_table: Arc<AsnTable>,
     /// Split infrastructure upload across streams (`None`: no budgets).
@@ -62,6 +67,7 @@ impl TrackerConfig {
             max_peers_per_stream: 100_000,
             max_streams: 10_000,
             max_peers_total: 1_000_000,
+            max_reflectors: 10_000,
             asn_table: Arc::default(),
             coordinator: Some(CoordinatorConfig::default()),
         }
@@ -110,6 +116,9 @@ pub struct StreamDetail {
     pub budget_bps: Option<u64>,
     /// At most [`MAX_LISTED_PEERS`], infrastructure first.
     pub peers: Vec<PeerRecord>,
+    /// The reflectors assigned to it in the last round, tier 1 first, with
+    /// their parents: the stream's tree.
+    pub reflectors: Vec<ReflectorRecord>,
 }
 
 /// The tracker's soft state. Every method takes `now`; none reads a clock.
@@ -121,6 +130,7 @@ pub struct Registry {
     next_purge: Option<Instant>,
     rng: StdRng,
     coordinator: Option<Coordinator>,
+    reflectors: Reflectors,
 }
 
 #[derive(Debug, Default)]
@@ -169,6 +179,10 @@ pub(super) struct Table {
 }
 
 impl Table {
+    pub(super) fn get(&self, peer_id: &str) -> Option<&PeerEntry> {
+        Some(&self.entries[*self.index.get(peer_id)?])
+    }
+
     fn get_mut(&mut self, peer_id: &str) -> Option<&mut PeerEntry> {
         let i = *self.index.get(peer_id)?;
         Some(&mut self.entries[i])
@@ -299,6 +313,7 @@ impl Registry {
             next_purge: None,
             rng: StdRng::seed_from_u64(seed),
             coordinator: config.coordinator.map(|c| Coordinator::new(c, seed)),
+            reflectors: Reflectors::default(),
             config,
         }
     }
@@ -337,14 +352,16 @@ impl Registry {
         let role = a.role;
         let coord = usable_coord(a.coord);
         self.record(&stream, &me, a, loc, now)?;
-        let interval = Duration::from_secs(self.config.interval_s.into());
-        let ttl = self.config.peer_ttl;
-        if let Some(c) = &mut self.coordinator {
-            c.maybe_round(&self.streams, now, interval, ttl);
-        }
+        self.rounds(now);
 
+        let ttl = self.config.peer_ttl;
         let swarm = &self.streams[&stream];
+        let reflectors = self.reflectors.serving(&stream, swarm, now, ttl);
         let budget_bps = match &self.coordinator {
+            // Reflectors serve the stream's viewers: its budget is theirs,
+            // by the sessions each serves; its seeders only feed them.
+            Some(c) if role.is_infra() && reflectors.is_some() => (c.budget(&stream))
+                .and_then(|b| self.reflectors.plan().budget_share(&stream, &me, b)),
             Some(c) if role.is_infra() => c.budget_for(&stream, swarm, now, ttl),
             _ => None,
         };
@@ -355,7 +372,8 @@ impl Registry {
             coord,
             want,
             now,
-            ttl: self.config.peer_ttl,
+            ttl,
+            reflectors: reflectors.as_ref(),
         };
         let candidates = ranking::candidates(swarm, &query, &mut self.rng);
         let seeders = ranking::fallbacks(swarm, &query, &mut self.rng);
@@ -368,6 +386,35 @@ impl Registry {
             viewers: swarm.viewers.entries.len().try_into().unwrap_or(u32::MAX),
             budget_bps,
         })
+    }
+
+    /// Records a reflector's offer at `now` and answers with what it is to
+    /// carry (docs/coordinator.md).
+    pub fn reflect(
+        &mut self,
+        mut a: ReflectorAnnounce,
+        now: Instant,
+    ) -> Result<Assignments, AnnounceError> {
+        a.validate()?;
+        for stream in &mut a.carrying {
+            stream.make_ascii_lowercase();
+        }
+        self.maybe_purge(now);
+        let me = a.peer_id.clone();
+        (self.reflectors).record(a, now, self.config.max_reflectors)?;
+        self.rounds(now);
+        let budget = |stream: &str| self.coordinator.as_ref()?.budget(stream);
+        let streams =
+            (self.reflectors).assignments(&me, &self.streams, budget, now, self.config.peer_ttl);
+        Ok(Assignments {
+            interval_s: self.config.interval_s,
+            streams,
+        })
+    }
+
+    /// Reflectors held, live or not yet purged.
+    pub fn reflector_count(&self) -> usize {
+        self.reflectors.len()
     }
 
     /// Live streams, most viewers first.
@@ -391,10 +438,12 @@ impl Registry {
             .take(MAX_LISTED_PEERS)
             .map(|p| p.record(now))
             .collect();
+        let ttl = self.config.peer_ttl;
         Some(StreamDetail {
-            info: swarm.info(&stream, now, self.config.peer_ttl),
+            info: swarm.info(&stream, now, ttl),
             budget_bps: self.coordinator.as_ref().and_then(|c| c.budget(&stream)),
             peers,
+            reflectors: self.reflectors.records(&stream, swarm, now, ttl),
         })
     }
 
@@ -411,6 +460,7 @@ impl Registry {
             keep
         });
         self.total_peers -= removed;
+        self.reflectors.purge(now, ttl);
         self.next_purge = Some(now + Duration::from_secs(self.config.interval_s.into()));
     }
 
@@ -466,6 +516,17 @@ impl Registry {
     #[cfg(test)]
     pub(super) fn streams_for_test(&self) -> &HashMap<String, Swarm> {
         &self.streams
+    }
+
+    /// Runs the coordinator's round and the reflectors' assignment when
+    /// due: the budgets split from the same reports the plan is made from.
+    fn rounds(&mut self, now: Instant) {
+        let interval = Duration::from_secs(self.config.interval_s.into());
+        let ttl = self.config.peer_ttl;
+        if let Some(c) = &mut self.coordinator {
+            c.maybe_round(&self.streams, now, interval, ttl);
+        }
+        (self.reflectors).maybe_assign(&self.streams, now, interval, ttl);
     }
 
     /// A full purge costs a pass over every peer, so announces run one at most
