@@ -104,41 +104,50 @@ impl Origin {
             .route("/v1/stream", get(stream))
             .with_state(self.clone())
     }
-}
 
-async fn piece(State(origin): State<Origin>, Path(seq): Path<String>) -> Response {
-    let Ok(seq) = seq.parse::<u64>() else {
-        return (StatusCode::NOT_FOUND, "no such piece").into_response();
-    };
-    origin.inner.requests.fetch_add(1, Ordering::Relaxed);
-    let found = origin
-        .inner
-        .pieces
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .get(&seq)
-        .map(|(_, frame, len)| (frame.clone(), *len));
-    match found {
-        Some((frame, len)) => {
-            origin
-                .inner
-                .payload_served
-                .fetch_add(len as u64, Ordering::Relaxed);
-            ([(header::CONTENT_TYPE, "application/octet-stream")], frame).into_response()
+    /// The answer to `GET …/v1/pieces/{seq}`.
+    pub fn piece_response(&self, seq: &str) -> Response {
+        let Ok(seq) = seq.parse::<u64>() else {
+            return (StatusCode::NOT_FOUND, "no such piece").into_response();
+        };
+        self.inner.requests.fetch_add(1, Ordering::Relaxed);
+        let found = self
+            .inner
+            .pieces
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&seq)
+            .map(|(_, frame, len)| (frame.clone(), *len));
+        match found {
+            Some((frame, len)) => {
+                self.inner
+                    .payload_served
+                    .fetch_add(len as u64, Ordering::Relaxed);
+                ([(header::CONTENT_TYPE, "application/octet-stream")], frame).into_response()
+            }
+            None => (StatusCode::NOT_FOUND, "piece not held").into_response(),
         }
-        None => (StatusCode::NOT_FOUND, "piece not held").into_response(),
+    }
+
+    /// The answer to `GET …/v1/stream`.
+    pub fn describe(&self) -> serde_json::Value {
+        let inner = &self.inner;
+        let pieces = inner.pieces.lock().unwrap_or_else(PoisonError::into_inner);
+        serde_json::json!({
+            "stream": inner.stream.to_string(),
+            "name": inner.name,
+            "oldest_seq": pieces.keys().next(),
+            "newest_seq": pieces.keys().next_back(),
+            "payload_served": inner.payload_served.load(Ordering::Relaxed),
+            "requests": inner.requests.load(Ordering::Relaxed),
+        })
     }
 }
 
+async fn piece(State(origin): State<Origin>, Path(seq): Path<String>) -> Response {
+    origin.piece_response(&seq)
+}
+
 async fn stream(State(origin): State<Origin>) -> Json<serde_json::Value> {
-    let inner = &origin.inner;
-    let pieces = inner.pieces.lock().unwrap_or_else(PoisonError::into_inner);
-    Json(serde_json::json!({
-        "stream": inner.stream.to_string(),
-        "name": inner.name,
-        "oldest_seq": pieces.keys().next(),
-        "newest_seq": pieces.keys().next_back(),
-        "payload_served": inner.payload_served.load(Ordering::Relaxed),
-        "requests": inner.requests.load(Ordering::Relaxed),
-    }))
+    Json(origin.describe())
 }
