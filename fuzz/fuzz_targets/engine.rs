@@ -1,15 +1,17 @@
-//! An `Engine` (viewer or seeder) driven through its public façade by a
+//! An `Engine` (viewer, seeder or reflector) driven through its public façade by a
 //! sequence of arbitrary inputs (docs/fuzzing.md).
 //!
 //! Up to 12 fake peers connect, greet, send raw bytes or well-formed but
 //! hostile messages (any sequence number, any `Hello`), disconnect; real
 //! pieces signed by the stream's key are published (seeder) or arrive from
-//! peers and infrastructure (viewer), so there is stream state to attack;
+//! peers and infrastructure (viewer, reflector), so there is stream state
+//! to attack; a reflector is given parents among the fake peers;
 //! time moves forward and due timers fire. Peers that are asked for a piece
 //! they were given answer with it, so pieces flow both ways.
 //!
 //! After every step: no panic; `degree()` within the highest cap the engine
-//! has had (`max_degree` for a viewer) and equal to the
+//! has had (`max_degree` for a viewer; for infrastructure, plus its bounded
+//! sessions with infrastructure) and equal to the
 //! number of `neighbors()`; fewer than `MAX_OUTPUTS` outputs; every frame
 //! sent is within the frame limit and decodes; only verified pieces are
 //! delivered; the held pieces fit `max_store_bytes` and the window; after
@@ -86,7 +88,8 @@ fn pool() -> &'static Pool {
 
 #[derive(Arbitrary, Debug)]
 struct Scenario {
-    seeder: bool,
+    /// Viewer, seeder or reflector (`role`).
+    role: u8,
     max_degree: u8,
     store_pieces: u8,
     window_s: u8,
@@ -224,6 +227,9 @@ enum FuzzMsg {
     Peers {
         peers: Vec<FuzzPeerInfo>,
     },
+    Feed {
+        on: bool,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -257,6 +263,8 @@ enum Step {
         msg: FuzzMsg,
     },
     Candidates(Vec<FuzzPeerInfo>),
+    /// The coordinator's parents for a reflector (others ignore them).
+    Parents(Vec<FuzzPeerInfo>),
     /// The next `n` pieces of the stream, published (seeder) or fetched
     /// from infrastructure or pushed by a peer (viewer), as time goes by.
     Stream {
@@ -302,7 +310,7 @@ struct Harness {
     wall_offset: i64,
     /// Next pool piece the stream produces.
     head: u64,
-    seeder: bool,
+    role: Role,
     /// Frames fake peers send back (a requested piece they hold).
     answers: Vec<(u32, Bytes)>,
 }
@@ -440,6 +448,7 @@ impl Harness {
                 seqs: self.seqs(seqs),
             },
             FuzzMsg::Peers { peers: ps } => Message::Peers { peers: peers(ps) },
+            FuzzMsg::Feed { on } => Message::Feed { on: *on },
         }
     }
 
@@ -526,6 +535,10 @@ impl Harness {
                 let peers = peers.iter().take(64).map(|p| self.peer_info(p)).collect();
                 self.engine.handle(Input::Candidates(peers), now);
             }
+            Step::Parents(peers) => {
+                let peers = peers.iter().take(16).map(|p| self.peer_info(p)).collect();
+                self.engine.handle(Input::Parents(peers), now);
+            }
             Step::Stream { n, from } => {
                 for _ in 0..(n % 16) {
                     if self.head as usize >= POOL {
@@ -534,7 +547,7 @@ impl Harness {
                     let piece = pool().pieces[self.head as usize].clone();
                     self.head += 1;
                     self.advance(piece.header.produced_at.saturating_sub(self.now));
-                    let input = match (self.seeder, from) {
+                    let input = match (self.role == Role::Seeder, from) {
                         (true, _) => Input::Publish(piece),
                         (false, Some(peer)) => {
                             self.frame(peer.id(), &Message::Piece(piece));
@@ -647,12 +660,15 @@ impl Harness {
         // A viewer's cap is its max_degree; infrastructure's follows the
         // swarm's size (its spread) and never drops anyone when it falls.
         self.cap_seen = self.cap_seen.max(self.engine.degree_cap());
+        // Infrastructure's sessions with infrastructure are outside its cap,
+        // up to 16 besides its at most 8 parents (docs/protocol.md §7.7).
+        let backbone = if self.role.is_infra() { 16 + 8 } else { 0 };
         assert!(
-            degree <= self.cap_seen,
+            degree <= self.cap_seen + backbone,
             "degree {degree} over the cap {}",
             self.cap_seen
         );
-        if !self.seeder {
+        if !self.role.is_infra() {
             assert!(degree <= self.max_degree, "a viewer over max_degree");
         }
         assert_eq!(self.engine.neighbors().count(), degree);
@@ -681,10 +697,11 @@ impl Harness {
 
 fuzz_target!(|s: Scenario| {
     let p = pool();
-    let mut cfg = if s.seeder {
-        Config::seeder(p.stream)
-    } else {
-        Config::viewer(p.stream)
+    let role = role(s.role);
+    let mut cfg = match role {
+        Role::Viewer => Config::viewer(p.stream),
+        Role::Seeder => Config::seeder(p.stream),
+        Role::Reflector => Config::reflector(p.stream),
     };
     cfg.max_degree = 1 + usize::from(s.max_degree % 12);
     cfg.max_store_bytes = (1 + usize::from(s.store_pieces)) * PIECE_BYTES;
@@ -701,7 +718,7 @@ fuzz_target!(|s: Scenario| {
         now: T0,
         wall_offset: 0,
         head: 0,
-        seeder: s.seeder,
+        role,
         answers: Vec::new(),
     };
     h.drain();

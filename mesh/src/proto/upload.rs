@@ -6,6 +6,12 @@
 //! the link's queue short, so haves, requests and pings sent on the same
 //! stream are not stuck behind a second of payload.
 
+/// Debt that bytes sent outside the queue ([`TokenBucket::charge`]) may
+/// leave, in ms of rate: enough to refuse every request (whose backlog may
+/// not pass 250 ms) while they exceed the rate, little enough that the
+/// queue resumes within a second once they no longer do.
+const MAX_CHARGED_DEBT_MS: f64 = 1_000.0;
+
 /// Token bucket in bytes. `rate: None` never limits.
 #[derive(Clone, Debug)]
 pub(crate) struct TokenBucket {
@@ -50,6 +56,20 @@ impl TokenBucket {
             self.tokens = balance;
             false
         }
+    }
+
+    /// Spends `bytes` that went out whatever the balance (a feed, which is
+    /// never held back): the debt they leave delays what is queued and
+    /// refuses requests sooner ([`Self::drain_ms`]). It never takes the
+    /// balance below [`MAX_CHARGED_DEBT_MS`] of rate, nor raises it.
+    pub(crate) fn charge(&mut self, bytes: u64, now: u64) {
+        let Some(rate) = self.rate else {
+            return;
+        };
+        let balance = self.balance(now);
+        self.last = self.last.max(now);
+        let floor = -(rate as f64) * MAX_CHARGED_DEBT_MS / 1000.0;
+        self.tokens = (balance - bytes as f64).max(floor).min(balance);
     }
 
     /// How long sending `bytes` more would take from `now`, in ms (0 if
@@ -104,6 +124,29 @@ mod tests {
         assert!(t > 0);
         assert!(!b.take(65_536, t - 1));
         assert!(b.take(65_536, t));
+    }
+
+    #[test]
+    fn charged_bytes_delay_what_is_taken_and_their_debt_is_bounded() {
+        let mut b = TokenBucket::new(Some(100_000), 0);
+        b.charge(50_000, 0);
+        assert!(!b.take(1, 0), "the burst is spent");
+        // 45 kB of debt: 450 ms before anything more goes.
+        assert_eq!(b.drain_ms(0, 0), 450);
+        assert_eq!(b.drain_ms(10_000, 0), 550);
+        // A flood leaves at most a second of debt.
+        b.charge(10_000_000, 0);
+        assert_eq!(b.drain_ms(0, 0), 1_000);
+        assert!(b.take(1, 1_000));
+        // A charge never raises a balance already below the bound.
+        let mut deep = TokenBucket::new(Some(10_000), 0);
+        assert!(deep.take(65_536, 0));
+        let before = deep.drain_ms(0, 0);
+        deep.charge(1, 0);
+        assert_eq!(deep.drain_ms(0, 0), before);
+        let mut free = TokenBucket::new(None, 0);
+        free.charge(u64::MAX, 0);
+        assert!(free.take(1, 0));
     }
 
     #[test]

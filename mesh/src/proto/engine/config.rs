@@ -89,6 +89,18 @@ impl Config {
             ..Config::viewer(stream)
         }
     }
+
+    /// Defaults for a reflector: infrastructure like a seeder, fed by its
+    /// parents ([`Input::Parents`](super::Input::Parents)) instead of the
+    /// broadcaster. It delivers each new piece, which is how its HTTP
+    /// origin is filled.
+    pub fn reflector(stream: StreamId) -> Self {
+        Config {
+            role: Role::Reflector,
+            deliver: true,
+            ..Config::seeder(stream)
+        }
+    }
 }
 
 /// The degree caps an engine accepts (and so every CLI): at least one

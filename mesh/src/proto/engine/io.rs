@@ -74,6 +74,12 @@ pub enum Input<P> {
     Malformed { from: P },
     /// Peers we may connect to (tracker hints, peer exchange).
     Candidates(Vec<PeerInfo<P>>),
+    /// The peers this node takes the stream from, as the coordinator
+    /// assigned them: each is dialled, kept dialled, and asked to feed us
+    /// every new piece (docs/protocol.md §7.7). A new list replaces the
+    /// last; at most `MAX_PARENTS` (8) are kept. Reflectors only: others
+    /// ignore it.
+    Parents(Vec<PeerInfo<P>>),
     /// The broadcaster cut a new piece (seeders only).
     Publish(Piece),
     /// Answer to [`Output::FetchInfra`].

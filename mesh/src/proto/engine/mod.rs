@@ -7,6 +7,8 @@
 //! `push_fanout` neighbours), viewers spread it, and a piece still missing at
 //! deadline − margin is fetched from infrastructure, so P2P never stalls a
 //! viewer. Playback deadlines and the continuity measure live in [`playback`].
+//! Reflectors take full copies of every piece from several parents and
+//! pass each new one on at once to the reflectors they feed ([`feeds`]).
 //!
 //! Driving rule (as in quinn-proto and str0m): after every call to
 //! [`Engine::handle`] or [`Engine::handle_timeout`], drain
@@ -15,6 +17,7 @@
 
 mod config;
 mod edge;
+mod feeds;
 mod io;
 mod peers;
 mod playback;
@@ -48,6 +51,7 @@ pub use io::{Input, Output, Time};
 use peers::{
     candidates::{Candidates, HANDSHAKE_TIMEOUT_MS, MAX_CANDIDATES},
     neighbors::Neighbors,
+    parents::Parents,
 };
 use peers::{
     probe::{Prober, PROBES_PER_TICK, PROBE_MS},
@@ -75,6 +79,8 @@ pub struct Engine<P: PeerId> {
     edge: Edge,
     neighbors: Neighbors<P>,
     candidates: Candidates<P>,
+    /// Whom a reflector takes the stream from (see `feeds`).
+    parents: Parents<P>,
     requests: Requests<P>,
     playback: Playback,
     uploads: Uploads<P>,
@@ -132,6 +138,7 @@ impl<P: PeerId> Engine<P> {
             edge: Edge::default(),
             neighbors: Neighbors::default(),
             candidates: Candidates::default(),
+            parents: Parents::default(),
             requests: Requests::default(),
             playback: Playback::new(cfg.role == Role::Viewer),
             uploads: Uploads::new(cfg.upload_limit, now),
@@ -222,6 +229,7 @@ impl<P: PeerId> Engine<P> {
             Input::Disconnected { peer } => self.on_disconnected(&peer, now),
             Input::DialFailed { peer } => {
                 self.candidates.failed(&peer, now);
+                self.parents.lost(&peer, now);
                 self.selector.swap_failed(&peer);
                 self.prober.ended(&peer);
             }
@@ -238,6 +246,7 @@ impl<P: PeerId> Engine<P> {
                 peers.truncate(MAX_CANDIDATES);
                 self.add_candidates(peers)
             }
+            Input::Parents(peers) => self.set_parents(peers, now),
             Input::Publish(piece) => self.publish(piece, now),
             Input::InfraPiece(piece) => {
                 let seq = piece.header.seq;
@@ -364,6 +373,7 @@ impl<P: PeerId> Engine<P> {
             self.drop_peer(&p, "handshake timeout", now);
         }
         self.replace_if_starved(now);
+        self.dial_parents(now);
         self.fill_neighbors(now);
         if self.timers.is_due(Timer::Probe, now) {
             self.timers.set(Timer::Probe, now + PROBE_MS);

@@ -2,40 +2,29 @@
 //! verified, counted, stored within the window and announced.
 
 use super::{window::SeqWindow, Engine, PeerId, Timer};
-use crate::proto::{engine::Output, piece::Piece, wire::Message};
+use crate::proto::{engine::Output, piece::Piece, wire::Role};
 
 impl<P: PeerId> Engine<P> {
-    /// A seeder's new piece: store it, push it to `push_fanout` neighbours
-    /// (viewers first, round robin) and announce it to the rest.
+    /// A seeder's new piece: fanned out (see [`Self::fan_out`]), stored
+    /// and announced to the rest.
     pub(super) fn publish(&mut self, piece: Piece, now: u64) {
         if self.key.verify(&piece).is_err() || self.store.contains_key(&piece.header.seq) {
             return;
         }
-        self.edge.learn_pace(&self.store);
-        // Push to `spread` viewers: all of them when there are no more (they
-        // were chosen to cover the map), else the better-provisioned half
-        // in turn, where the first copies can be passed on quickly.
-        let mut viewers: Vec<(u32, P)> = self
-            .neighbors
-            .active_viewers()
-            .map(|(p, n)| (n.capacity(), p.clone()))
-            .collect();
-        let fanout = self.spread();
-        if fanout < viewers.len() {
-            viewers.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-            viewers.truncate(viewers.len().div_ceil(2));
-        }
-        let viewers: Vec<P> = viewers.into_iter().map(|(_, p)| p).collect();
-        let seq = piece.header.seq;
-        for i in 0..fanout.min(viewers.len()) {
-            let to = viewers[(self.push_next + i) % viewers.len()].clone();
-            if let Some(n) = self.neighbors.get_mut(&to) {
-                n.has.insert(seq);
-            }
-            self.send(&to, &Message::Piece(piece.clone()));
-        }
-        self.push_next = self.push_next.wrapping_add(1);
+        self.fan_out(&piece, None, now);
         self.store_piece(piece, now);
+    }
+
+    /// A new verified piece at infrastructure, from `from` (`None`: the
+    /// broadcaster or HTTP), before it is stored: fed neighbours get it
+    /// (`feed`), then `spread` viewers, as the seeder's push. Both are
+    /// marked as holding it, so the `Have`s that storing it queues skip
+    /// them.
+    fn fan_out(&mut self, piece: &Piece, from: Option<&P>, now: u64) {
+        // Infrastructure does not pull, so it learns the stream's pace here.
+        self.edge.learn_pace(&self.store);
+        self.feed(piece, from, now);
+        self.push_to_spread(piece, from);
     }
 
     /// A verified piece arrived from `from` (`None`: infra over HTTP).
@@ -51,6 +40,12 @@ impl<P: PeerId> Engine<P> {
             if let Some(n) = self.neighbors.get_mut(p) {
                 n.has.insert(seq);
             }
+            self.parents.delivered(p);
+        }
+        // A reflector passes on whatever is new to it, from whomever; the
+        // second parent's copy is a duplicate and went no further.
+        if self.cfg.role == Role::Reflector {
+            self.fan_out(&piece, from, now);
         }
         if self.cfg.deliver {
             self.outputs.push_back(Output::Deliver(piece.clone()));

@@ -7,7 +7,7 @@ use crate::proto::{
         neighbors::{Neighbor, Phase},
     },
     piece::Piece,
-    wire::{self, Hello, Message, RefuseReason, PROTOCOL_VERSION},
+    wire::{self, Hello, Message, RefuseReason, Role, PROTOCOL_VERSION},
 };
 
 /// Bad pieces a neighbour may send before it is disconnected.
@@ -23,6 +23,7 @@ impl<P: PeerId> Engine<P> {
             return;
         }
         self.candidates.dialled(&peer);
+        self.parents.connected(&peer);
         self.neighbors
             .open(peer.clone(), Neighbor::new(outbound, now));
         // The dialled side sends its `Hello` only once it accepts the
@@ -69,6 +70,7 @@ impl<P: PeerId> Engine<P> {
             self.news = true;
             self.requests.forget_peer(peer);
             self.uploads.forget_peer(peer);
+            self.parents.lost(peer, now);
             if let Some(c) = self.candidates.get_mut(peer) {
                 c.retry_at = c.retry_at.max(now + AFTER_SESSION_MS);
                 if let Some(rtt) = n.rtt.base_median() {
@@ -185,6 +187,7 @@ impl<P: PeerId> Engine<P> {
                 self.on_pong(&from, nonce, coord, now)
             }
             (Phase::Active, Message::Peers { peers }) => self.add_candidates(peers),
+            (Phase::Active, Message::Feed { on }) => self.on_feed(&from, on, now),
         }
     }
 
@@ -233,16 +236,22 @@ impl<P: PeerId> Engine<P> {
         } else if hello.stream != self.cfg.stream {
             Some(RefuseReason::UnknownStream)
         } else {
-            let full = inbound && self.degree() >= self.cfg.max_degree;
-            // Infrastructure always gets a slot: its pushes are the
-            // stream's way into this part of the mesh (see `spread`).
+            let full = inbound && self.capped_degree() >= self.cfg.max_degree;
+            // Infrastructure always gets a slot at a viewer: its pushes are
+            // the stream's way into this part of the mesh (see `spread`).
             // Infrastructure itself takes no newcomer by eviction: its
-            // neighbours are chosen to cover the map.
+            // neighbours are chosen to cover the map; and its sessions with
+            // infrastructure have their own bound (see `feeds`).
+            let backbone = self.is_backbone(hello.role);
             let admitted = !probed
-                && (!full
-                    || hello.role.is_infra()
-                    || (!self.cfg.role.is_infra() && self.evict_for(&from, &hello, now)));
-            if full && admitted && hello.role.is_infra() {
+                && if backbone {
+                    self.backbone_has_room(&from)
+                } else {
+                    !full
+                        || hello.role.is_infra()
+                        || (!self.cfg.role.is_infra() && self.evict_for(&from, &hello, now))
+                };
+            if full && admitted && hello.role.is_infra() && !backbone {
                 self.make_room_for_infra(now);
             }
             (!admitted).then_some(RefuseReason::Full)
@@ -268,7 +277,8 @@ impl<P: PeerId> Engine<P> {
             );
             return self.drop_peer(&from, "refused", now);
         }
-        if self.cfg.role.is_infra() && !inbound && !self.relays(&hello) {
+        let parent = self.parents.contains(&from);
+        if self.cfg.role.is_infra() && !inbound && !parent && !self.relays(&hello) {
             self.candidates.retry_at(&from, now + SHUNNED_MS);
             return self.drop_peer(&from, "too little upload to relay pushes", now);
         }
@@ -282,8 +292,15 @@ impl<P: PeerId> Engine<P> {
             }
         }
         // An outbound session over the cap (several dials completed at once)
-        // is closed too: the cap is never exceeded.
-        if self.degree() >= self.degree_cap() {
+        // is closed too: the cap is never exceeded. Infrastructure's
+        // sessions with infrastructure are outside it (`capped_degree`),
+        // within their own bound.
+        let over = if self.is_backbone(hello.role) {
+            !self.backbone_has_room(&from)
+        } else {
+            self.capped_degree() >= self.degree_cap()
+        };
+        if over {
             return self.drop_peer(&from, "degree cap", now);
         }
         let Some(n) = self.neighbors.activate(&from) else {
@@ -309,6 +326,7 @@ impl<P: PeerId> Engine<P> {
         }
         let map = self.buffer_map();
         self.send(&from, &map);
+        self.ask_to_feed(&from);
         self.update_neighbor_stats();
     }
 
@@ -339,7 +357,8 @@ impl<P: PeerId> Engine<P> {
         let infra = self.neighbors.get(&from).is_some_and(|n| n.role.is_infra());
         let fresh = !self.store.contains_key(&seq);
         self.accept(piece, Some(&from), infra, now);
-        if infra && !requested && fresh {
+        // A reflector passed it on already (`accept`).
+        if infra && !requested && fresh && self.cfg.role != Role::Reflector {
             self.relay_push(seq, &from, now);
         }
     }

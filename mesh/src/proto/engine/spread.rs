@@ -19,7 +19,8 @@ use super::peers::candidates::Candidate;
 use super::{peers::selection::Swap, Engine, PeerId};
 use crate::proto::{
     coords::Coord,
-    wire::{Hello, Role},
+    piece::Piece,
+    wire::{Hello, Message, Role},
 };
 
 /// A seeder pushes each piece to one viewer per this many in the swarm.
@@ -49,6 +50,40 @@ impl<P: PeerId> Engine<P> {
         by_swarm.min(MAX_SPREAD).max(self.cfg.push_fanout)
     }
 
+    /// Pushes a new piece, unasked, to `spread` active viewer neighbours
+    /// (not its source `from`, nor one known to hold it): all of them when
+    /// there are no more (they were chosen to cover the map), else the
+    /// better-provisioned half in turn, where the first copies can be
+    /// passed on quickly.
+    pub(super) fn push_to_spread(&mut self, piece: &Piece, from: Option<&P>) {
+        let mut viewers: Vec<(u32, P)> = self
+            .neighbors
+            .active_viewers()
+            .map(|(p, n)| (n.capacity(), p.clone()))
+            .collect();
+        let fanout = self.spread();
+        if fanout < viewers.len() {
+            viewers.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+            viewers.truncate(viewers.len().div_ceil(2));
+        }
+        let seq = piece.header.seq;
+        for i in 0..fanout.min(viewers.len()) {
+            let to = &viewers[(self.push_next + i) % viewers.len()].1;
+            // Chosen as if it lacked the piece, so that the turns do not
+            // depend on what neighbours announced; skipped if it has it.
+            if Some(to) == from {
+                continue;
+            }
+            let Some(n) = self.neighbors.get_mut(to).filter(|n| !n.has.contains(seq)) else {
+                continue;
+            };
+            n.has.insert(seq);
+            let to = to.clone();
+            self.send(&to, &Message::Piece(piece.clone()));
+        }
+        self.push_next = self.push_next.wrapping_add(1);
+    }
+
     /// No session is admitted over this: a viewer's `max_degree`;
     /// infrastructure takes inbound sessions up to `max_degree` (and other
     /// infrastructure always) and dials up to its spread. When the swarm
@@ -60,6 +95,24 @@ impl<P: PeerId> Engine<P> {
         } else {
             self.cfg.max_degree
         }
+    }
+
+    /// The sessions [`Self::degree_cap`] counts: a viewer's active ones;
+    /// infrastructure's with viewers only, for its sessions with other
+    /// infrastructure (parents and fed reflectors, the tier's backbone)
+    /// must never take a viewer's slot nor be refused for one.
+    pub(super) fn capped_degree(&self) -> usize {
+        if self.cfg.role.is_infra() {
+            self.neighbors.active_viewers().count()
+        } else {
+            self.degree()
+        }
+    }
+
+    /// Active sessions outside the cap: infrastructure's with
+    /// infrastructure.
+    pub(super) fn backbone_degree(&self) -> usize {
+        self.degree() - self.capped_degree()
     }
 
     /// A viewer at its cap greeted by infrastructure drops its worst viewer
@@ -81,7 +134,8 @@ impl<P: PeerId> Engine<P> {
     /// their nearest entry point (its neighbours and pending dials).
     pub(super) fn fill_spread(&mut self, now: u64) {
         let pending = |c: &Candidate<P>| c.dialing_since.is_some();
-        let used = self.neighbors.len() + self.candidates.values().filter(|c| pending(c)).count();
+        let used = self.neighbors.len() - self.backbone_degree()
+            + self.candidates.values().filter(|c| pending(c)).count();
         let cap = self.degree_cap();
         if used >= cap {
             return;
@@ -113,12 +167,13 @@ impl<P: PeerId> Engine<P> {
     /// worth it; a neighbour with too little upload to relay our pushes
     /// goes first. Dialled first, as a viewer's swap.
     pub(super) fn optimize_spread(&mut self, now: u64) {
-        if self.degree() < self.degree_cap() || !self.swap_done() {
+        if self.capped_degree() < self.degree_cap() || !self.swap_done() {
             return;
         }
         let mut entries: Vec<(P, Coord, bool)> = self
             .neighbors
             .active_viewers()
+            .filter(|(p, _)| !self.parents.contains(p))
             .filter(|(_, n)| now >= n.connected_at + self.cfg.optimize_ms)
             .filter_map(|(p, n)| Some((p.clone(), n.coord?, self.relays_upload(n.upload_kbps))))
             .collect();

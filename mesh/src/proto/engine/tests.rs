@@ -454,6 +454,7 @@ fn add_fake(net: &mut Net, fake: u32, stream: StreamId) {
 
 mod clock;
 mod exchange;
+mod feeds;
 mod hostile;
 mod invariants;
 mod peers;

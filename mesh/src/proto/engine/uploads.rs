@@ -102,6 +102,14 @@ impl<P: PeerId> Uploads<P> {
         self.queue.push_back((to, seq));
     }
 
+    /// Counts `bytes` a feed sent past the queue (docs/protocol.md §7.7):
+    /// the tier's backbone is never held back, but its bytes come out of
+    /// the same limit and budget, so the queue waits and requests are
+    /// refused sooner while feeds are busy.
+    pub(super) fn charge_feed(&mut self, bytes: u64, now: u64) {
+        self.limit.charge(bytes, now);
+    }
+
     /// When the head of the queue can go out under the limit.
     pub(super) fn ready_at(&self, store: &Store) -> Option<u64> {
         let (_, seq) = self.queue.front()?;
@@ -191,6 +199,17 @@ mod tests {
         let mut free = Uploads::<u32>::new(None, 0);
         free.set_budget(Some(8_000), 0);
         assert_eq!(queued(&mut free), budgeted);
+    }
+
+    #[test]
+    fn a_feed_charged_to_the_limit_refuses_requests_sooner() {
+        let store = store(10);
+        let mut calm = Uploads::<u32>::new(Some(20_000), 0);
+        let served = 10 - calm.admit(&1, (0..10).collect(), &store, 0).len();
+        let mut busy = Uploads::<u32>::new(Some(20_000), 0);
+        busy.charge_feed(4_000, 0);
+        let refused = busy.admit(&1, (0..10).collect(), &store, 0);
+        assert!(10 - refused.len() < served, "{refused:?}");
     }
 
     #[test]

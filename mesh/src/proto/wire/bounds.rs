@@ -58,6 +58,7 @@ pub(super) fn check_bounds<P>(msg: &Message<P>) -> Result<(), WireError> {
                 return Err(WireError::Bound("coordinate"));
             }
         }
+        Message::Feed { .. } => {}
     }
     Ok(())
 }

@@ -315,6 +315,8 @@ mod tests {
                     free: Some(2),
                 }],
             },
+            Message::Feed { on: true },
+            Message::Feed { on: false },
         ];
         for m in msgs {
             let frame = encode(&m);

@@ -26,7 +26,7 @@ pub use frame::{
 };
 
 /// Version of the handshake and message set.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Version byte that opens every frame body.
 pub const FRAME_VERSION: u8 = 1;
 /// Largest frame body (after the length prefix): one full piece plus headers.
@@ -198,6 +198,12 @@ pub enum Message<P> {
     /// and coordinates, so nodes improve their set without the tracker.
     Peers {
         peers: Vec<PeerInfo<P>>,
+    },
+    /// From a reflector to one of its parents: push me every new piece as
+    /// you get it (`on`), or stop (docs/protocol.md §7.7). Last, so that the
+    /// variants before it keep their tags.
+    Feed {
+        on: bool,
     },
 }
 

@@ -62,9 +62,12 @@ impl<P: PeerId> Engine<P> {
     }
 
     /// A candidate we may dial now: no session, no dial pending, retry
-    /// time passed.
+    /// time passed, and not a parent (those are dialled as parents).
     pub(crate) fn is_ready(&self, peer: &P, c: &Candidate<P>, now: u64) -> bool {
-        now >= c.retry_at && c.dialing_since.is_none() && !self.neighbors.contains_key(peer)
+        now >= c.retry_at
+            && c.dialing_since.is_none()
+            && !self.neighbors.contains_key(peer)
+            && !self.parents.contains(peer)
     }
 
     /// Asks the driver to dial a candidate; `false` if it is unknown.

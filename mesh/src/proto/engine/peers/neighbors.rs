@@ -57,6 +57,9 @@ pub(crate) struct Neighbor {
     pub(crate) loc: Locality,
     /// Neighbour slots it had free when it greeted us.
     pub(crate) free: Option<u16>,
+    /// A reflector that asked us for every new piece (`Feed { on: true }`,
+    /// docs/protocol.md §7.7).
+    pub(crate) fed: bool,
 }
 
 impl Neighbor {
@@ -78,6 +81,7 @@ impl Neighbor {
             coord: None,
             loc: Locality::default(),
             free: None,
+            fed: false,
         }
     }
 

@@ -8,7 +8,11 @@ use proptest::{prelude::*, test_runner::RngSeed};
 
 use super::*;
 use crate::proto::{
-    engine::{peers::candidates::MAX_CANDIDATES, uploads::UPLOAD_QUEUE},
+    engine::{
+        feeds::MAX_BACKBONE,
+        peers::{candidates::MAX_CANDIDATES, parents::MAX_PARENTS},
+        uploads::UPLOAD_QUEUE,
+    },
     wire::MAX_SEQ,
 };
 
@@ -63,6 +67,13 @@ enum Step {
     Candidates {
         peers: Vec<u32>,
     },
+    Parents {
+        peers: Vec<u32>,
+    },
+    Feed {
+        peer: u32,
+        on: bool,
+    },
     Advance {
         ms: u64,
     },
@@ -103,6 +114,8 @@ fn step() -> impl Strategy<Value = Step> {
         (peer.clone(), 0..POOL).prop_map(|(peer, index)| Step::Piece { peer, index }),
         (0..POOL).prop_map(|index| Step::Infra { index }),
         prop::collection::vec(2u32..40, 0..20).prop_map(|peers| Step::Candidates { peers }),
+        prop::collection::vec(2u32..12, 0..4).prop_map(|peers| Step::Parents { peers }),
+        (peer.clone(), any::<bool>()).prop_map(|(peer, on)| Step::Feed { peer, on }),
         (0u64..3_000).prop_map(|ms| Step::Advance { ms }),
         any::<i16>().prop_map(|s| Step::ShiftWall { s }),
     ]
@@ -193,6 +206,14 @@ impl Driven {
                     .collect();
                 self.engine.handle(Input::Candidates(infos), time);
             }
+            Step::Parents { peers } => {
+                let infos = peers
+                    .into_iter()
+                    .map(|p| PeerInfo::new(p, vec![]))
+                    .collect();
+                self.engine.handle(Input::Parents(infos), time);
+            }
+            Step::Feed { peer, on } => self.frame(peer, &Message::Feed { on }),
             Step::Advance { ms } => {
                 let end = self.now + ms;
                 // Every timer due on the way fires, as a driver fires them.
@@ -229,7 +250,8 @@ impl Driven {
     fn check(&mut self) {
         let e = &self.engine;
         self.cap_seen = self.cap_seen.max(e.degree_cap());
-        assert!(e.degree() <= self.cap_seen, "degree over the cap");
+        assert!(e.capped_degree() <= self.cap_seen, "degree over the cap");
+        assert!(e.backbone_degree() <= MAX_BACKBONE + MAX_PARENTS);
         assert_eq!(e.degree(), e.neighbors().count());
         assert!(e.store.bytes() <= e.cfg.max_store_bytes);
         assert!(e.edge.heard().len() <= 4 * wire::MAX_LIST);
@@ -250,12 +272,13 @@ proptest! {
 
     #[test]
     fn no_input_sequence_breaks_a_bound(
-        seeder in any::<bool>(),
+        role in 0usize..3,
         max_degree in 1usize..5,
         steps in prop::collection::vec(step(), 1..120),
     ) {
         let s = signer();
-        let mut cfg = if seeder { Config::seeder(s.stream()) } else { Config::viewer(s.stream()) };
+        let configs = [Config::viewer, Config::seeder, Config::reflector];
+        let mut cfg = configs[role](s.stream());
         cfg.max_degree = max_degree;
         cfg.max_store_bytes = 40_000;
         let pieces = (0..POOL / 4)
