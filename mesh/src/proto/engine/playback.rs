@@ -96,13 +96,31 @@ impl Playback {
 }
 
 impl<P: PeerId> Engine<P> {
-    /// Picks where to start (see [`Edge::start_point`]), once.
-    pub(super) fn choose_start(&mut self) -> Option<u64> {
+    /// Picks where to start (see [`Edge::start_point`]), and picks again
+    /// while start-up has not ended if the start went stale: its first
+    /// segment could not be had within twice the playout delay (its
+    /// missing pieces left every window we can reach — say the fallback
+    /// changed to a reflector that joined after them), so a newer segment
+    /// is a better bet than waiting on it for ever.
+    pub(super) fn choose_start(&mut self, wall: u64) -> Option<u64> {
         if !self.playback.enabled {
             return None;
         }
-        if self.playback.start.is_none() {
-            self.playback.start = self.edge.start_point(&self.store);
+        let stale_after = 2 * self.cfg.playout_delay_ms;
+        match self.playback.start {
+            None => self.playback.start = self.edge.start_point(&self.store),
+            Some(start)
+                if self.playback.started.is_none()
+                    && self
+                        .edge
+                        .produced_estimate(&self.store, start)
+                        .is_some_and(|at| wall > at.saturating_add(stale_after)) =>
+            {
+                if let Some(newer) = self.edge.start_point(&self.store).filter(|&s| s > start) {
+                    self.playback.start = Some(newer);
+                }
+            }
+            Some(_) => {}
         }
         self.playback.start
     }

@@ -46,11 +46,11 @@ impl<P: PeerId> Engine<P> {
             return;
         }
         self.expire_requests(now);
-        let Some(start) = self.choose_start() else {
-            return;
-        };
         // Deadlines are on the broadcaster's (wall) clock; timers are not.
         let wall = self.wall(now);
+        let Some(start) = self.choose_start(wall) else {
+            return;
+        };
         self.edge.extrapolate(&self.store, wall);
         let Some(newest) = self.edge.newest() else {
             return;

@@ -387,3 +387,40 @@ fn upload_limit_serves_what_a_refilled_budget_covers() {
     let (_, refused) = served(&net);
     assert_eq!(refused.len(), 2 * refused_fresh.len(), "{refused:?}");
 }
+
+#[test]
+fn a_start_whose_first_segment_cannot_be_had_gives_way_to_a_newer_one() {
+    const FEEDER: u32 = 9;
+    let s = signer();
+    let mut net = Net::new(10);
+    net.add(1, Config::viewer(s.stream()));
+    add_fake(&mut net, FEEDER, s.stream());
+    // The first segment's first piece is announced but never comes: nobody
+    // the viewer can reach holds it any more.
+    net.send_as(
+        FEEDER,
+        1,
+        &Message::Have {
+            seqs: vec![0],
+            segment_starts: vec![0],
+        },
+    );
+    for p in segment(&s, 0, 0, 4, net.now, 1_000).into_iter().skip(1) {
+        net.send_as(FEEDER, 1, &Message::Piece(p));
+    }
+    assert_eq!(net.e(1).playback.start, Some(0));
+    // The stream goes on, a segment a second, piece 0 still missing.
+    for seg in 1..10u64 {
+        net.run_for(1_000);
+        for p in segment(&s, seg * 4, seg, 4, net.now, 1_000) {
+            net.send_as(FEEDER, 1, &Message::Piece(p));
+        }
+    }
+    let v = net.e(1);
+    assert!(
+        v.playback.start > Some(0),
+        "still waiting on piece 0: {:?}",
+        v.playback.start
+    );
+    assert!(v.stats().startup_ms.is_some(), "never started");
+}
