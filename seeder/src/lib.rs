@@ -157,6 +157,7 @@ impl Seeder {
             source,
         })?;
         let origin = Origin::new(stream, cfg.name.clone(), window_ms);
+        origin.set_budget_gate(net.budget_gate());
         let router = origin.router();
         let mut tasks = vec![tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, router).await {

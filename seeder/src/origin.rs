@@ -21,7 +21,10 @@ use axum::{
 };
 use bytes::Bytes;
 use libp2p::PeerId;
-use shoal_mesh::proto::{wire, Message, Piece, StreamId};
+use shoal_mesh::{
+    net::BudgetGate,
+    proto::{wire, Message, Piece, StreamId},
+};
 
 /// The pieces of the last `window_ms`, encoded once as frames.
 #[derive(Clone, Debug)]
@@ -39,6 +42,9 @@ struct Inner {
     next: Mutex<(u64, u64)>,
     payload_served: AtomicU64,
     requests: AtomicU64,
+    /// The coordinator's budget for the stream on this node, shared with
+    /// its mesh uploads; answers over it are refused with 429.
+    budget: Mutex<Option<BudgetGate>>,
 }
 
 impl Origin {
@@ -52,6 +58,7 @@ impl Origin {
                 next: Mutex::new((0, 0)),
                 payload_served: AtomicU64::new(0),
                 requests: AtomicU64::new(0),
+                budget: Mutex::new(None),
             }),
         }
     }
@@ -82,6 +89,15 @@ impl Origin {
             }
             pieces.remove(&seq);
         }
+    }
+
+    /// Holds the answers to the node's budget for the stream.
+    pub fn set_budget_gate(&self, gate: BudgetGate) {
+        *self
+            .inner
+            .budget
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(gate);
     }
 
     /// Next piece and segment numbers after the newest piece kept.
@@ -118,7 +134,16 @@ impl Origin {
             .unwrap_or_else(PoisonError::into_inner)
             .get(&seq)
             .map(|(_, frame, len)| (frame.clone(), *len));
+        let gate = self
+            .inner
+            .budget
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         match found {
+            Some((_, len)) if gate.is_some_and(|g| !g.try_spend(len as u64)) => {
+                (StatusCode::TOO_MANY_REQUESTS, "over the stream's budget").into_response()
+            }
             Some((frame, len)) => {
                 self.inner
                     .payload_served

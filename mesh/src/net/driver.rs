@@ -23,8 +23,8 @@ use super::{
     protocol,
     session::{LaneEvent, PeerEvent, Session},
     swarm::{build_swarm, listen_all, Behaviour, BehaviourEvent},
-    Command, HostConfig, NetConfig, NetError, NetHandle, OnPiece, COMMAND_QUEUE, EVENT_QUEUE,
-    INFRA_FETCHES,
+    BudgetGate, Command, HostConfig, NetConfig, NetError, NetHandle, OnPiece, COMMAND_QUEUE,
+    EVENT_QUEUE, INFRA_FETCHES,
 };
 use crate::proto::{Config, Engine, Input, Output, PeerInfo, Stats, StreamId};
 
@@ -175,9 +175,21 @@ impl Driver {
         });
         let (stats_tx, stats) = watch::channel(Stats::default());
         let (neighbors_tx, neighbors) = watch::channel(Vec::new());
-        let lane = Lane::new(engine, on_piece, stats_tx, neighbors_tx, accept);
+        let gate = BudgetGate::default();
+        let lane = Lane::new(
+            engine,
+            on_piece,
+            gate.clone(),
+            stats_tx,
+            neighbors_tx,
+            accept,
+        );
         self.lanes.insert(stream, lane);
-        Ok(LaneWatch { stats, neighbors })
+        Ok(LaneWatch {
+            stats,
+            neighbors,
+            gate,
+        })
     }
 
     fn on_lane_command(&mut self, stream: StreamId, cmd: Command) {
@@ -192,8 +204,14 @@ impl Driver {
             }
             Command::Located(loc) => Input::Located(loc),
             Command::Swarm(viewers) => Input::Swarm { viewers },
-            Command::Budget(bps) => Input::Budget { bps },
+            Command::Budget(bps) => {
+                lane.gate.set_rate(bps.map(|b| b / 8));
+                Input::Budget { bps }
+            }
             Command::Publish(piece) => Input::Publish(piece),
+            Command::Parents(peers) => {
+                Input::Parents(peers.into_iter().filter(|p| p.peer != me).collect())
+            }
             Command::Origins(urls) => {
                 lane.origins.set(urls);
                 return;
@@ -380,6 +398,7 @@ impl Driver {
             };
             match out {
                 Output::Send { to, frame } => {
+                    lane.gate.charge(frame.parts().1.len() as u64);
                     let stuck = lane.sessions.get(&to).is_some_and(|s| !s.send(frame));
                     if stuck {
                         tracing::debug!(peer = %to, "send queue full: dropping the peer");

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{Command, NetError, OnPiece};
+use super::{BudgetGate, Command, NetError, OnPiece};
 use crate::proto::{Config, Stats, StreamId};
 
 /// What the handles ask of the driver task.
@@ -27,6 +27,7 @@ pub(super) enum HostCommand {
 pub(super) struct LaneWatch {
     pub(super) stats: watch::Receiver<Stats>,
     pub(super) neighbors: watch::Receiver<Vec<PeerId>>,
+    pub(super) gate: BudgetGate,
 }
 
 /// Aborts the driver task when the last handle goes.
@@ -94,6 +95,7 @@ impl Host {
             },
             stats: watch.stats,
             neighbors: watch.neighbors,
+            gate: watch.gate,
             host: self.clone(),
         })
     }
@@ -141,6 +143,7 @@ pub struct NetHandle {
     commands: Commander,
     stats: watch::Receiver<Stats>,
     neighbors: watch::Receiver<Vec<PeerId>>,
+    gate: BudgetGate,
     host: Host,
 }
 
@@ -172,6 +175,12 @@ impl NetHandle {
     /// Degree now.
     pub fn degree(&self) -> u32 {
         self.stats.borrow().neighbors
+    }
+
+    /// The coordinator's budget for this stream, for the node's HTTP
+    /// origin to ask before it serves.
+    pub fn budget_gate(&self) -> BudgetGate {
+        self.gate.clone()
     }
 
     /// The host this stream runs on.

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use libp2p::PeerId;
 use tokio::{sync::watch, task::JoinHandle};
 
-use super::{origins::Origins, session::Session, OnPiece};
+use super::{origins::Origins, session::Session, BudgetGate, OnPiece};
 use crate::proto::{Engine, Input, Stats, Time};
 
 pub(super) struct Lane {
@@ -16,6 +16,8 @@ pub(super) struct Lane {
     pub(super) sessions: BTreeMap<PeerId, Session>,
     pub(super) origins: Origins,
     pub(super) on_piece: Option<OnPiece>,
+    /// The coordinator's budget, shared with the node's HTTP origin.
+    pub(super) gate: BudgetGate,
     stats_tx: watch::Sender<Stats>,
     neighbors_tx: watch::Sender<Vec<PeerId>>,
     /// Hands the lane's inbound streams to the driver; aborted with the lane.
@@ -26,6 +28,7 @@ impl Lane {
     pub(super) fn new(
         engine: Engine<PeerId>,
         on_piece: Option<OnPiece>,
+        gate: BudgetGate,
         stats_tx: watch::Sender<Stats>,
         neighbors_tx: watch::Sender<Vec<PeerId>>,
         accept: JoinHandle<()>,
@@ -35,6 +38,7 @@ impl Lane {
             sessions: BTreeMap::new(),
             origins: Origins::default(),
             on_piece,
+            gate,
             stats_tx,
             neighbors_tx,
             accept,

@@ -16,6 +16,7 @@
 //! [`Engine`]: crate::proto::Engine
 
 mod announce;
+mod budget;
 mod clock;
 mod driver;
 mod handle;
@@ -27,6 +28,7 @@ mod shaper;
 mod swarm;
 
 pub use announce::{dialable, Announcer};
+pub use budget::BudgetGate;
 pub use clock::now_ms;
 pub use driver::{start, start_host};
 pub use handle::{Commander, Host, NetHandle};
@@ -133,12 +135,17 @@ pub enum Command {
     Located(Locality),
     /// Viewers in the stream, as the tracker counts them.
     Swarm(u32),
-    /// The coordinator's budget for this node in the stream, bit/s.
+    /// The coordinator's budget for this node in the stream, bit/s: held
+    /// by the engine on the mesh and by the stream's [`BudgetGate`] over
+    /// HTTP.
     Budget(Option<u64>),
     /// Base URLs of infrastructure HTTP origins, for fallback.
     Origins(Vec<String>),
     /// A piece the broadcaster cut (seeders).
     Publish(Piece),
+    /// The peers to take the stream from (reflectors: the coordinator's
+    /// assignment, protocol.md §7.7).
+    Parents(Vec<PeerInfo<PeerId>>),
 }
 
 /// Errors starting the driver.

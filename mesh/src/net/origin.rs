@@ -11,6 +11,10 @@ pub enum FetchError {
     /// The origin did not answer, or answered 5xx: another may.
     #[error("origin unreachable: {0}")]
     Unreachable(String),
+    /// The origin is over its budget for the stream (429): another may
+    /// have room.
+    #[error("origin busy: {0}")]
+    Busy(String),
     /// The origin answered, without the piece.
     #[error("{0}")]
     Refused(String),
@@ -28,6 +32,9 @@ pub async fn fetch_piece(
     let status = resp.status();
     if status.is_server_error() {
         return Err(FetchError::Unreachable(format!("HTTP {status}")));
+    }
+    if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+        return Err(FetchError::Busy(format!("HTTP {status}")));
     }
     if !status.is_success() {
         return Err(FetchError::Refused(format!("HTTP {status}")));

@@ -66,8 +66,8 @@ impl Origins {
 }
 
 /// Asks `tries` in order for piece `seq` until one has it: an origin that
-/// cannot be reached hands over to the next at once, one that answers
-/// without the piece ends the fetch. Returns the piece, and the origins that
+/// cannot be reached, or is over its budget, hands over to the next at
+/// once; one that answers without the piece ends the fetch. Returns the piece, and the origins that
 /// could not be reached.
 pub(super) async fn fetch_first(
     http: &reqwest::Client,
@@ -81,6 +81,9 @@ pub(super) async fn fetch_first(
             Err(e @ FetchError::Unreachable(_)) => {
                 tracing::debug!(seq, %origin, "fallback fetch failed, trying the next origin: {e}");
                 unreachable.push(origin.clone());
+            }
+            Err(e @ FetchError::Busy(_)) => {
+                tracing::debug!(seq, %origin, "origin busy, trying the next: {e}");
             }
             Err(e @ FetchError::Refused(_)) => {
                 tracing::debug!(seq, %origin, "fallback fetch failed: {e}");

@@ -8,7 +8,7 @@ pub mod piece;
 pub mod proximity;
 mod seqset;
 pub mod stats;
-mod upload;
+pub(crate) mod upload;
 pub mod wire;
 
 pub use coords::Coord;

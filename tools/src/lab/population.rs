@@ -296,7 +296,7 @@ impl Population {
                 self.stream,
             )
             .await?;
-            Viewer::Shoal(node)
+            Viewer::Shoal(Box::new(node))
         } else {
             infra
                 .context("baseline viewers run beside the infra side")?

@@ -148,7 +148,7 @@ impl FromStr for System {
 /// A running viewer of any system.
 #[derive(Debug)]
 pub enum Viewer {
-    Shoal(Node),
+    Shoal(Box<Node>),
     Gossip(GossipsubNode),
     Http(ClientServerViewer),
 }
