@@ -131,6 +131,12 @@ mod tests {
 
     /// An origin on loopback that answers every request with `frame`.
     async fn origin_serving(frame: Vec<u8>) -> String {
+        origin_answering("200 OK", frame).await
+    }
+
+    /// An origin on loopback that answers every request with `status` and
+    /// `body`.
+    async fn origin_answering(status: &'static str, frame: Vec<u8>) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -141,7 +147,7 @@ mod tests {
                     let mut buf = [0u8; 4096];
                     let _ = conn.read(&mut buf).await;
                     let head = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
                         frame.len()
                     );
                     let _ = conn.write_all(head.as_bytes()).await;
@@ -179,6 +185,21 @@ mod tests {
         let (got, down) = fetch_first(&http, &[live, dead], 8).await;
         assert_eq!(got, None);
         assert!(down.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_origin_over_its_budget_hands_the_fetch_on_and_is_not_down() {
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let signer = crate::proto::Signer::new(&key).unwrap();
+        let piece = signer.sign(7, 0, 0, 0, 0, vec![1u8; 100].into()).unwrap();
+        let message = crate::proto::Message::Piece(piece.clone());
+        let frame = crate::proto::wire::encode::<libp2p::PeerId>(&message);
+        let live = origin_serving(frame.to_vec()).await;
+        let busy = origin_answering("429 Too Many Requests", b"over".to_vec()).await;
+        let http = reqwest::Client::new();
+        let (got, down) = fetch_first(&http, &[busy, live], 7).await;
+        assert_eq!(got, Some(piece));
+        assert!(down.is_empty(), "a busy origin is not down: {down:?}");
     }
 
     #[test]

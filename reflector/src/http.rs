@@ -1,0 +1,89 @@
+//! The reflector's HTTP origin: fallback pieces of every stream it
+//! carries, each under its own base URL `/s/{stream}` so that a viewer's
+//! client (which appends `/v1/pieces/{seq}`) needs nothing new.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, PoisonError, RwLock},
+};
+
+use axum::{
+    extract::{Path, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::get,
+    Json, Router,
+};
+use shoal_mesh::proto::StreamId;
+use shoal_seeder::origin::Origin;
+
+/// The origins of the streams carried now, shared with the HTTP server.
+#[derive(Clone, Debug, Default)]
+pub struct Origins {
+    streams: Arc<RwLock<BTreeMap<StreamId, Origin>>>,
+}
+
+impl Origins {
+    pub fn insert(&self, stream: StreamId, origin: Origin) {
+        self.write().insert(stream, origin);
+    }
+
+    pub fn remove(&self, stream: &StreamId) {
+        self.write().remove(stream);
+    }
+
+    fn get(&self, stream: &str) -> Option<Origin> {
+        let stream = stream.parse::<StreamId>().ok()?;
+        self.streams
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&stream)
+            .cloned()
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<StreamId, Origin>> {
+        self.streams.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/s/{stream}/v1/pieces/{seq}", get(piece))
+            .route("/s/{stream}/v1/stream", get(stream))
+            .route("/v1/streams", get(streams))
+            .with_state(self.clone())
+    }
+}
+
+/// The base URL under which a stream's pieces are served.
+pub fn base_url(http: &str, stream: &StreamId) -> String {
+    format!("{http}/s/{stream}")
+}
+
+fn not_carried() -> Response {
+    (StatusCode::NOT_FOUND, "stream not carried").into_response()
+}
+
+async fn piece(
+    State(origins): State<Origins>,
+    Path((stream, seq)): Path<(String, String)>,
+) -> Response {
+    match origins.get(&stream) {
+        Some(origin) => origin.piece_response(&seq),
+        None => not_carried(),
+    }
+}
+
+async fn stream(State(origins): State<Origins>, Path(stream): Path<String>) -> Response {
+    match origins.get(&stream) {
+        Some(origin) => Json(origin.describe()).into_response(),
+        None => not_carried(),
+    }
+}
+
+async fn streams(State(origins): State<Origins>) -> Json<Vec<serde_json::Value>> {
+    let streams = origins
+        .streams
+        .read()
+        .unwrap_or_else(PoisonError::into_inner);
+    Json(streams.values().map(Origin::describe).collect())
+}

@@ -1,0 +1,274 @@
+//! `shoal-reflector`: infrastructure that carries whatever streams the
+//! coordinator assigns it. For each it takes full copies of every piece
+//! from two or more parents (seeders or other reflectors), keeps the first
+//! valid copy, and serves viewers and downstream reflectors over the mesh
+//! and over HTTP (docs/coordinator.md, docs/protocol.md §7.7, §12.8).
+
+mod carried;
+pub mod http;
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use libp2p::{identity::Keypair, Multiaddr};
+use shoal_mesh::{
+    hints::{Assignments, HintsError, ReflectorAnnounce, TrackerClient},
+    net::{self, Host, HostConfig, NetError, Shaping},
+    proto::{Stats, StreamId},
+};
+use tokio::{net::TcpListener, task::JoinHandle};
+
+use carried::{upload_kbps, Carried, Setting};
+use http::Origins;
+
+/// Downstream sessions a reflector holds over all its streams, unless told.
+pub const DEFAULT_FAN_OUT: u32 = 64;
+
+/// How to run a reflector.
+#[derive(Debug)]
+pub struct ReflectorConfig {
+    /// Tracker base URL: where the coordinator's assignments come from.
+    pub tracker: String,
+    pub keypair: Keypair,
+    /// Mesh listen addresses; empty: loopback TCP and QUIC.
+    pub listen: Vec<Multiaddr>,
+    /// HTTP origin address.
+    pub http: SocketAddr,
+    /// Upload limit over all streams, bit/s (`None`: unlimited).
+    pub upload_limit_bps: Option<u64>,
+    /// Downstream sessions (viewers and reflectors), over all streams.
+    pub fan_out: u32,
+    /// Its site or rack, so that the coordinator gives its children
+    /// parents in different domains.
+    pub failure_domain: Option<String>,
+    /// Lab network emulation.
+    pub shaping: Option<Shaping>,
+}
+
+impl ReflectorConfig {
+    pub fn new(tracker: &str) -> Self {
+        ReflectorConfig {
+            tracker: tracker.to_string(),
+            keypair: Keypair::generate_ed25519(),
+            listen: Vec::new(),
+            http: SocketAddr::from(([127, 0, 0, 1], 0)),
+            upload_limit_bps: None,
+            fan_out: DEFAULT_FAN_OUT,
+            failure_domain: None,
+            shaping: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReflectorError {
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error(transparent)]
+    Tracker(#[from] HintsError),
+    #[error("cannot serve HTTP on {addr}: {source}")]
+    Http {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running reflector.
+#[derive(Debug)]
+pub struct Reflector {
+    pub host: Host,
+    pub http_addr: SocketAddr,
+    carried: Arc<Mutex<BTreeMap<StreamId, Stats>>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Reflector {
+    pub async fn start(cfg: ReflectorConfig) -> Result<Reflector, ReflectorError> {
+        let client = TrackerClient::new(&cfg.tracker)?;
+        let sessions = cfg.fan_out as usize;
+        let mut host_cfg = match cfg.shaping.clone() {
+            Some(shaping) => HostConfig::lab(cfg.keypair.clone(), sessions, shaping),
+            None => HostConfig::local(cfg.keypair.clone(), sessions),
+        };
+        if !cfg.listen.is_empty() {
+            host_cfg.listen = cfg.listen.clone();
+        }
+        let host = net::start_host(host_cfg).await?;
+        let listener =
+            TcpListener::bind(cfg.http)
+                .await
+                .map_err(|source| ReflectorError::Http {
+                    addr: cfg.http,
+                    source,
+                })?;
+        let http_addr = listener
+            .local_addr()
+            .map_err(|source| ReflectorError::Http {
+                addr: cfg.http,
+                source,
+            })?;
+        let origins = Origins::default();
+        let router = origins.router();
+        let server = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!("HTTP origin stopped: {e}");
+            }
+        });
+        let carried = Arc::new(Mutex::new(BTreeMap::new()));
+        let control = Control {
+            cfg,
+            client,
+            host: host.clone(),
+            http: format!("http://{http_addr}"),
+            origins,
+            streams: BTreeMap::new(),
+            report: carried.clone(),
+        };
+        let control = tokio::spawn(control.run());
+        Ok(Reflector {
+            host,
+            http_addr,
+            carried,
+            tasks: vec![server, control],
+        })
+    }
+
+    /// The streams carried now, with each one's latest stats.
+    pub fn carried(&self) -> BTreeMap<StreamId, Stats> {
+        self.carried
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Whether the host and the control loop still run.
+    pub fn is_running(&self) -> bool {
+        self.host.is_running() && self.tasks.iter().all(|t| !t.is_finished())
+    }
+
+    /// Stops everything: streams, HTTP origin, announces.
+    pub fn shutdown(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.host.shutdown();
+    }
+}
+
+impl Drop for Reflector {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Asks the coordinator, every interval, what to carry, and makes it so.
+struct Control {
+    cfg: ReflectorConfig,
+    client: TrackerClient,
+    host: Host,
+    http: String,
+    origins: Origins,
+    streams: BTreeMap<StreamId, Carried>,
+    report: Arc<Mutex<BTreeMap<StreamId, Stats>>>,
+}
+
+impl Control {
+    async fn run(mut self) {
+        let mut warned = false;
+        loop {
+            let interval = match self.client.reflect(&self.announce()).await {
+                Ok(assignments) => {
+                    if warned {
+                        tracing::info!("tracker reachable again");
+                        warned = false;
+                    }
+                    let interval = assignments.interval_s.clamp(1, 300);
+                    self.apply(assignments).await;
+                    Duration::from_secs(u64::from(interval))
+                }
+                Err(e) => {
+                    // Carries on with what it has: the tracker is advice.
+                    if !warned {
+                        tracing::warn!("tracker unreachable (streams carried on): {e}");
+                        warned = true;
+                    }
+                    Duration::from_secs(2)
+                }
+            };
+            if !self.host.is_running() {
+                return;
+            }
+            let stats = self.streams.iter().map(|(s, c)| (*s, c.stats())).collect();
+            *self.report.lock().unwrap_or_else(PoisonError::into_inner) = stats;
+            tokio::time::sleep(interval).await;
+        }
+    }
+
+    fn announce(&self) -> ReflectorAnnounce {
+        ReflectorAnnounce {
+            peer_id: self.host.peer_id.to_string(),
+            addrs: self.host.addrs.iter().map(|a| a.to_string()).collect(),
+            http: Some(self.http.clone()),
+            fan_out: self.cfg.fan_out,
+            upload_kbps: upload_kbps(self.cfg.upload_limit_bps),
+            carrying: self.streams.keys().map(|s| s.to_string()).collect(),
+            failure_domain: self.cfg.failure_domain.clone(),
+        }
+    }
+
+    /// Joins the streams newly assigned, updates the others' parents and
+    /// leaves the streams no longer assigned.
+    async fn apply(&mut self, assignments: Assignments) {
+        let mut assigned = BTreeMap::new();
+        for a in assignments.streams {
+            match a.stream.parse::<StreamId>() {
+                Ok(stream) => {
+                    assigned.insert(stream, a);
+                }
+                Err(_) => {
+                    tracing::warn!(stream = a.stream, "assignment of a bad stream id: skipped")
+                }
+            }
+        }
+        let gone: Vec<StreamId> = self
+            .streams
+            .keys()
+            .filter(|s| !assigned.contains_key(s))
+            .copied()
+            .collect();
+        for stream in gone {
+            tracing::info!(%stream, "stream no longer assigned: left");
+            self.streams.remove(&stream);
+            self.origins.remove(&stream);
+        }
+        for (stream, a) in &assigned {
+            let result = match self.streams.get_mut(stream) {
+                Some(carried) => carried.update(a).await,
+                None => {
+                    let at = Setting {
+                        host: &self.host,
+                        client: &self.client,
+                        origins: &self.origins,
+                        http: &self.http,
+                        upload_limit_bps: self.cfg.upload_limit_bps,
+                    };
+                    match Carried::start(*stream, a, &at).await {
+                        Ok(carried) => {
+                            tracing::info!(%stream, max_degree = a.max_degree, "stream assigned: carried");
+                            self.streams.insert(*stream, carried);
+                            Ok(())
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            };
+            if let Err(e) = result {
+                tracing::warn!(%stream, "cannot carry the stream: {e}");
+            }
+        }
+    }
+}

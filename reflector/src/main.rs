@@ -1,0 +1,90 @@
+//! `shoal-reflector`: carries the streams the coordinator assigns it.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::Context;
+use clap::Parser;
+use libp2p::{identity::Keypair, Multiaddr};
+use shoal_mesh::rate::parse_bitrate;
+use shoal_reflector::{Reflector, ReflectorConfig, DEFAULT_FAN_OUT};
+use shoal_seeder::keyfile;
+
+/// Relays Shoal streams: takes each from two parents, serves viewers.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Tracker base URL (its coordinator assigns the streams).
+    #[arg(long)]
+    tracker: String,
+    /// Mesh listen address (repeatable); default: loopback TCP and QUIC.
+    #[arg(long)]
+    listen: Vec<Multiaddr>,
+    /// HTTP origin address (fallback for viewers).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    http: SocketAddr,
+    /// Upload limit over all streams, e.g. 100mbps (default: unlimited).
+    #[arg(long, value_parser = rate)]
+    upload_limit: Option<u64>,
+    /// Downstream sessions (viewers and reflectors) over all streams.
+    #[arg(long, default_value_t = DEFAULT_FAN_OUT, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    fan_out: u32,
+    /// Site or rack, so children get parents in different domains.
+    #[arg(long)]
+    failure_domain: Option<String>,
+    /// Identity key file (created if missing); default: a new identity.
+    #[arg(long)]
+    key: Option<PathBuf>,
+}
+
+fn rate(s: &str) -> Result<u64, String> {
+    parse_bitrate(s).ok_or_else(|| format!("'{s}' is not a rate like 100mbps, 800kbps"))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,libp2p=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shoal-reflector: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let mut cfg = ReflectorConfig::new(&args.tracker);
+    cfg.keypair = match &args.key {
+        Some(path) => keyfile::load_or_create(path)
+            .with_context(|| format!("cannot use key file {}", path.display()))?,
+        None => Keypair::generate_ed25519(),
+    };
+    cfg.listen = args.listen;
+    cfg.http = args.http;
+    cfg.upload_limit_bps = args.upload_limit;
+    cfg.fan_out = args.fan_out;
+    cfg.failure_domain = args.failure_domain;
+    let reflector = Reflector::start(cfg).await?;
+    println!("peer: {}", reflector.host.peer_id);
+    println!("origin: http://{}", reflector.http_addr);
+    for a in &reflector.host.addrs {
+        println!("mesh: {a}/p2p/{}", reflector.host.peer_id);
+    }
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = every.tick() => {
+                if !reflector.is_running() {
+                    anyhow::bail!("the reflector stopped");
+                }
+            }
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
