@@ -289,6 +289,8 @@ enum Step {
     Budget {
         bps: Option<u64>,
     },
+    /// The tracker says reflectors serve the stream, or no longer do.
+    Reflected(bool),
     Advance {
         ms: u16,
     },
@@ -577,6 +579,7 @@ impl Harness {
             ),
             Step::Swarm { viewers } => self.engine.handle(Input::Swarm { viewers: *viewers }, now),
             Step::Budget { bps } => self.engine.handle(Input::Budget { bps: *bps }, now),
+            Step::Reflected(on) => self.engine.handle(Input::Reflected(*on), now),
             Step::Advance { ms } => self.advance(u64::from(*ms)),
             Step::StepWall { s } => self.wall_offset += i64::from(*s) * 1_000,
         }

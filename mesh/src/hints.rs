@@ -233,6 +233,10 @@ pub struct Hints {
     /// the coordinator split it (`None`: no budget, as before).
     #[serde(default)]
     pub budget_bps: Option<u64>,
+    /// Reflectors serve the stream's viewers (docs/coordinator.md): its
+    /// seeders then feed the reflectors only.
+    #[serde(default)]
+    pub reflected: bool,
 }
 
 /// One live stream, as listed by `GET /v1/streams`.

@@ -67,6 +67,7 @@ impl Announcer {
         let mut located = Locality::default();
         let mut viewers = 0u32;
         let mut budget = None;
+        let mut reflected = false;
         // The stats at the last announce: a viewer reports what came since.
         let mut reported = node.stats.borrow().clone();
         loop {
@@ -120,6 +121,14 @@ impl Announcer {
                             None => tracing::info!("no upload budget for the stream"),
                         }
                         if node.commands.send(Command::Budget(budget)).await.is_err() {
+                            return;
+                        }
+                    }
+                    if self.role == Role::Seeder && hints.reflected != reflected {
+                        reflected = hints.reflected;
+                        tracing::info!(reflected, "reflectors serve the stream's viewers");
+                        let cmd = Command::Reflected(reflected);
+                        if node.commands.send(cmd).await.is_err() {
                             return;
                         }
                     }

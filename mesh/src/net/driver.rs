@@ -209,6 +209,7 @@ impl Driver {
                 Input::Budget { bps }
             }
             Command::Publish(piece) => Input::Publish(piece),
+            Command::Reflected(on) => Input::Reflected(on),
             Command::Parents(peers) => {
                 Input::Parents(peers.into_iter().filter(|p| p.peer != me).collect())
             }

@@ -146,6 +146,9 @@ pub enum Command {
     /// The peers to take the stream from (reflectors: the coordinator's
     /// assignment, protocol.md §7.7).
     Parents(Vec<PeerInfo<PeerId>>),
+    /// Whether reflectors serve the stream's viewers (seeders then feed
+    /// the reflectors only).
+    Reflected(bool),
 }
 
 /// Errors starting the driver.

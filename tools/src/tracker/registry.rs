@@ -377,6 +377,7 @@ impl Registry {
         };
         let candidates = ranking::candidates(swarm, &query, &mut self.rng);
         let seeders = ranking::fallbacks(swarm, &query, &mut self.rng);
+        let reflected = reflectors.is_some();
         Ok(Hints {
             candidates,
             seeders,
@@ -385,6 +386,7 @@ impl Registry {
             // Expired peers count until the next purge: an estimate.
             viewers: swarm.viewers.entries.len().try_into().unwrap_or(u32::MAX),
             budget_bps,
+            reflected,
         })
     }
 

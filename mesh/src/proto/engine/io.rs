@@ -80,6 +80,11 @@ pub enum Input<P> {
     /// last; at most `MAX_PARENTS` (8) are kept. Reflectors only: others
     /// ignore it.
     Parents(Vec<PeerInfo<P>>),
+    /// Whether reflectors serve the stream's viewers (the tracker says,
+    /// docs/coordinator.md). A seeder of a reflected stream feeds the
+    /// reflectors only: it drops its viewers, admits and dials none, and
+    /// pushes them nothing. Seeders only: others ignore it.
+    Reflected(bool),
     /// The broadcaster cut a new piece (seeders only).
     Publish(Piece),
     /// Answer to [`Output::FetchInfra`].

@@ -247,6 +247,7 @@ impl<P: PeerId> Engine<P> {
                 self.add_candidates(peers)
             }
             Input::Parents(peers) => self.set_parents(peers, now),
+            Input::Reflected(on) => self.set_reflected(on, now),
             Input::Publish(piece) => self.publish(piece, now),
             Input::InfraPiece(piece) => {
                 let seq = piece.header.seq;

@@ -43,6 +43,9 @@ impl<P: PeerId> Engine<P> {
     /// configured `push_fanout`, or one per [`VIEWERS_PER_PUSH`] viewers
     /// when the swarm is larger, up to [`MAX_SPREAD`].
     pub(super) fn spread(&self) -> usize {
+        if self.feeds_reflectors_only() {
+            return 0;
+        }
         let by_swarm = self
             .selector
             .swarm_viewers()
@@ -90,10 +93,38 @@ impl<P: PeerId> Engine<P> {
     /// shrinks, infrastructure's cap may fall below its degree: nobody is
     /// dropped, newcomers wait.
     pub fn degree_cap(&self) -> usize {
-        if self.cfg.role.is_infra() {
+        if self.feeds_reflectors_only() {
+            0
+        } else if self.cfg.role.is_infra() {
             self.cfg.max_degree.max(self.spread())
         } else {
             self.cfg.max_degree
+        }
+    }
+
+    /// A seeder of a stream whose viewers reflectors serve: its upload is
+    /// its reflectors' feeds, whatever the audience (docs/coordinator.md).
+    fn feeds_reflectors_only(&self) -> bool {
+        self.cfg.role == Role::Seeder && self.selector.reflected()
+    }
+
+    /// The tracker says whether reflectors serve the stream's viewers; a
+    /// seeder that now feeds reflectors only lets its viewers go (they
+    /// have the reflectors, and its upload goes to its feeds).
+    pub(super) fn set_reflected(&mut self, on: bool, now: u64) {
+        if self.cfg.role != Role::Seeder || on == self.selector.reflected() {
+            return;
+        }
+        self.selector.set_reflected(on);
+        if on {
+            let viewers: Vec<P> = self
+                .neighbors
+                .active_viewers()
+                .map(|(p, _)| p.clone())
+                .collect();
+            for p in viewers {
+                self.drop_peer(&p, "the stream is reflected", now);
+            }
         }
     }
 

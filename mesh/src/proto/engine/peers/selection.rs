@@ -60,6 +60,8 @@ pub(crate) struct Selector<P> {
     long_link_draw: f32,
     /// Viewers in the swarm, as the tracker last said.
     swarm_viewers: Option<u32>,
+    /// Reflectors serve the swarm's viewers, as the tracker last said.
+    reflected: bool,
 }
 
 impl<P: PeerId> Selector<P> {
@@ -72,6 +74,7 @@ impl<P: PeerId> Selector<P> {
             last_evict: None,
             long_link_draw,
             swarm_viewers: None,
+            reflected: false,
         }
     }
 
@@ -86,6 +89,14 @@ impl<P: PeerId> Selector<P> {
 
     pub(crate) fn set_swarm_viewers(&mut self, viewers: u32) {
         self.swarm_viewers = Some(viewers);
+    }
+
+    pub(crate) fn reflected(&self) -> bool {
+        self.reflected
+    }
+
+    pub(crate) fn set_reflected(&mut self, on: bool) {
+        self.reflected = on;
     }
 
     pub(crate) fn start_swap(&mut self, swap: Swap<P>) {

@@ -291,3 +291,37 @@ fn a_parent_session_is_never_refused_nor_costs_a_viewer_its_slot() {
     assert!(net.disconnects(REFLECTOR).is_empty());
     assert_eq!(feeds_sent(&net, REFLECTOR, PARENT_A), vec![true]);
 }
+
+#[test]
+fn a_seeder_of_a_reflected_stream_feeds_its_reflectors_and_lets_its_viewers_go() {
+    let s = signer();
+    let mut net = Net::new(5);
+    net.add(PARENT_A, Config::seeder(s.stream()));
+    add_child(&mut net, CHILD, PARENT_A);
+    greet(&mut net, VIEWER, PARENT_A, Role::Viewer);
+    net.input(PARENT_A, Input::Reflected(true));
+    assert!(!is_neighbor(&net, PARENT_A, VIEWER), "the viewer goes");
+    assert!(is_neighbor(&net, PARENT_A, CHILD), "the reflector stays");
+    for seq in 0..5 {
+        let fl = if seq == 0 { flags::FIRST } else { 0 };
+        net.input(
+            PARENT_A,
+            Input::Publish(piece(&s, seq, 0, fl, net.now, SIZE)),
+        );
+        net.run_for(100);
+    }
+    assert_eq!(
+        pieces_sent(&net, PARENT_A, CHILD),
+        (0..5).collect::<Vec<_>>()
+    );
+    assert!(pieces_sent(&net, PARENT_A, VIEWER).is_empty());
+    // A viewer that dials it now is not admitted.
+    const LATE: u32 = 70;
+    let stream = s.stream();
+    net.connect(LATE, PARENT_A);
+    net.send_as(LATE, PARENT_A, &hello(stream, Role::Viewer));
+    assert!(!is_neighbor(&net, PARENT_A, LATE));
+    // Once the reflectors are gone, viewers are welcome again.
+    net.input(PARENT_A, Input::Reflected(false));
+    greet(&mut net, VIEWER, PARENT_A, Role::Viewer);
+}
