@@ -12,6 +12,12 @@ pub fn parse_bitrate(s: &str) -> Option<u64> {
     (bits.is_finite() && bits >= 1.0 && bits <= u64::MAX as f64).then_some(bits as u64)
 }
 
+/// [`parse_bitrate`] for a command-line flag: the error says what a rate
+/// looks like.
+pub fn rate_arg(s: &str) -> Result<u64, String> {
+    parse_bitrate(s).ok_or_else(|| format!("'{s}' is not a rate like 800kbps, 4mbps or 1gbps"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

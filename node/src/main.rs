@@ -7,7 +7,7 @@ use clap::Parser;
 use libp2p::Multiaddr;
 use shoal_mesh::{
     proto::{engine::parse_degree_cap, StreamId},
-    rate::parse_bitrate,
+    rate::rate_arg,
 };
 use shoal_node::{Node, NodeConfig};
 
@@ -28,15 +28,11 @@ struct Args {
     #[arg(long, default_value_t = 8, value_parser = parse_degree_cap)]
     max_degree: usize,
     /// Upload limit for serving other viewers, e.g. 4mbps (default: unlimited).
-    #[arg(long, value_parser = rate)]
+    #[arg(long, value_parser = rate_arg)]
     upload_limit: Option<u64>,
     /// Mesh listen address (repeatable); default: loopback TCP and QUIC.
     #[arg(long)]
     listen: Vec<Multiaddr>,
-}
-
-fn rate(s: &str) -> Result<u64, String> {
-    parse_bitrate(s).ok_or_else(|| format!("'{s}' is not a rate like 4mbps, 800kbps"))
 }
 
 #[tokio::main]

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::Context;
 use clap::Parser;
 use libp2p::{identity::Keypair, Multiaddr};
-use shoal_mesh::rate::parse_bitrate;
+use shoal_mesh::rate::rate_arg;
 use shoal_reflector::{Reflector, ReflectorConfig, DEFAULT_FAN_OUT};
 use shoal_seeder::keyfile;
 
@@ -23,7 +23,7 @@ struct Args {
     #[arg(long, default_value = "127.0.0.1:0")]
     http: SocketAddr,
     /// Upload limit over all streams, e.g. 100mbps (default: unlimited).
-    #[arg(long, value_parser = rate)]
+    #[arg(long, value_parser = rate_arg)]
     upload_limit: Option<u64>,
     /// Downstream sessions (viewers and reflectors) over all streams.
     #[arg(long, default_value_t = DEFAULT_FAN_OUT, value_parser = clap::value_parser!(u32).range(1..=4096))]
@@ -34,10 +34,6 @@ struct Args {
     /// Identity key file (created if missing); default: a new identity.
     #[arg(long)]
     key: Option<PathBuf>,
-}
-
-fn rate(s: &str) -> Result<u64, String> {
-    parse_bitrate(s).ok_or_else(|| format!("'{s}' is not a rate like 100mbps, 800kbps"))
 }
 
 #[tokio::main]

@@ -158,6 +158,16 @@ mod tests {
         format!("http://{addr}")
     }
 
+    /// A signed piece `seq`, and its frame as an origin serves it.
+    fn signed_piece(seq: u64) -> (Piece, Vec<u8>) {
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let signer = crate::proto::Signer::new(&key).unwrap();
+        let piece = signer.sign(seq, 0, 0, 0, 0, vec![1u8; 100].into()).unwrap();
+        let message = crate::proto::Message::Piece(piece.clone());
+        let frame = crate::proto::wire::encode::<libp2p::PeerId>(&message);
+        (piece, frame.to_vec())
+    }
+
     /// A loopback address nothing listens on.
     async fn dead_origin() -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -168,12 +178,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_fetch_from_a_dead_origin_is_answered_by_the_next() {
-        let key = libp2p::identity::Keypair::generate_ed25519();
-        let signer = crate::proto::Signer::new(&key).unwrap();
-        let piece = signer.sign(7, 0, 0, 0, 0, vec![1u8; 100].into()).unwrap();
-        let message = crate::proto::Message::Piece(piece.clone());
-        let frame = crate::proto::wire::encode::<libp2p::PeerId>(&message);
-        let live = origin_serving(frame.to_vec()).await;
+        let (piece, frame) = signed_piece(7);
+        let live = origin_serving(frame).await;
         let dead = dead_origin().await;
         let http = reqwest::Client::new();
 
@@ -189,12 +195,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_origin_over_its_budget_hands_the_fetch_on_and_is_not_down() {
-        let key = libp2p::identity::Keypair::generate_ed25519();
-        let signer = crate::proto::Signer::new(&key).unwrap();
-        let piece = signer.sign(7, 0, 0, 0, 0, vec![1u8; 100].into()).unwrap();
-        let message = crate::proto::Message::Piece(piece.clone());
-        let frame = crate::proto::wire::encode::<libp2p::PeerId>(&message);
-        let live = origin_serving(frame.to_vec()).await;
+        let (piece, frame) = signed_piece(7);
+        let live = origin_serving(frame).await;
         let busy = origin_answering("429 Too Many Requests", b"over".to_vec()).await;
         let http = reqwest::Client::new();
         let (got, down) = fetch_first(&http, &[busy, live], 7).await;

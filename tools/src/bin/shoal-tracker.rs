@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::Context;
 use clap::Parser;
-use shoal_mesh::{allocation::Policy, rate::parse_bitrate};
+use shoal_mesh::{allocation::Policy, rate::rate_arg};
 use shoal_tools::tracker::{self, AsnTable, CoordinatorConfig, TrackerConfig};
 
 /// Shoal's tracker: the HTTP/JSON hint service peers announce to.
@@ -41,7 +41,7 @@ struct Args {
     allocation: Allocation,
     /// The infrastructure tier's upload to split, e.g. 500mbps (default:
     /// what seeders and reflectors announce as their upload).
-    #[arg(long, value_parser = rate)]
+    #[arg(long, value_parser = rate_arg)]
     infra_budget: Option<u64>,
 }
 
@@ -57,10 +57,6 @@ fn allocation(s: &str) -> Result<Allocation, String> {
             .map(|p| Allocation(Some(p)))
             .map_err(|e: String| format!("{e}, or off"))
     }
-}
-
-fn rate(s: &str) -> Result<u64, String> {
-    parse_bitrate(s).ok_or_else(|| format!("'{s}' is not a rate like 500mbps or 2gbps"))
 }
 
 #[tokio::main]
