@@ -6,6 +6,7 @@ pub mod bench;
 pub mod cli;
 pub mod demo;
 mod measure;
+pub mod mix;
 mod population;
 pub mod report;
 pub mod result;
