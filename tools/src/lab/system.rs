@@ -186,6 +186,8 @@ impl Viewer {
 #[derive(Debug)]
 pub struct Infra {
     system: System,
+    /// The seeder's name in its announces.
+    name: String,
     key: Keypair,
     shaping: Shaping,
     tracker_url: String,
@@ -209,6 +211,7 @@ impl Infra {
     pub async fn start(
         system: System,
         sc: &Scenario,
+        name: &str,
         tracker_url: &str,
         key: Keypair,
         shaping: Shaping,
@@ -220,6 +223,7 @@ impl Infra {
         let gossip = (system == System::Gossipsub).then(|| Gossip::new(sc, &key, &shaping));
         let mut infra = Infra {
             system,
+            name: name.to_string(),
             key,
             shaping,
             tracker_url: tracker_url.to_string(),
@@ -248,7 +252,7 @@ impl Infra {
         let input = Input::Synthetic {
             bits_per_sec: self.scenario.bitrate_bps,
         };
-        let mut cfg = SeederConfig::new(&self.scenario.name, input, self.key.clone());
+        let mut cfg = SeederConfig::new(&self.name, input, self.key.clone());
         cfg.tracker = Some(self.tracker_url.clone());
         cfg.shaping = Some(self.shaping.clone());
         if let Some(http) = self.http {
