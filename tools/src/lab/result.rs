@@ -90,3 +90,22 @@ pub struct Sample {
     pub seeder_egress: Option<f64>,
     pub neighbors_mean: f64,
 }
+
+/// How each of several runs is named in tables, JSON and plots: by system;
+/// by allocation policy when the runs share a system but not a policy (a
+/// policies bench); by both when both differ.
+pub fn run_names(runs: &[RunResult]) -> Vec<String> {
+    let differ = |f: fn(&RunResult) -> String| {
+        runs.iter()
+            .any(|r| runs.first().is_some_and(|a| f(a) != f(r)))
+    };
+    let systems_differ = differ(|r| r.system.clone());
+    let policies_differ = differ(|r| r.scenario.allocation.to_string());
+    runs.iter()
+        .map(|r| match (systems_differ, policies_differ) {
+            (false, true) => r.scenario.allocation.to_string(),
+            (true, true) => format!("{} {}", r.system, r.scenario.allocation),
+            _ => r.system.clone(),
+        })
+        .collect()
+}
