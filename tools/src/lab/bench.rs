@@ -178,10 +178,13 @@ pub fn policies_table(results: &[RunResult]) -> String {
         }
         s.push('\n');
     }
-    s.push_str("\nper stream: infra kbit/s per viewer / continuity mean / budget kbit/s\n");
+    s.push_str(
+        "\nper stream: infra kbit/s per viewer / continuity mean / budget kbit/s / \
+         seeder mesh + HTTP kbit/s\n",
+    );
     s.push_str(&format!("{:<7} {:>7}", "stream", "viewers"));
     for name in &names {
-        s.push_str(&format!(" {name:>22}"));
+        s.push_str(&format!(" {name:>32}"));
     }
     s.push('\n');
     let streams = results.iter().map(|r| r.streams.len()).max().unwrap_or(0);
@@ -194,14 +197,16 @@ pub fn policies_table(results: &[RunResult]) -> String {
         for r in results {
             let cell = r.streams.get(i).map_or("-".into(), |st| {
                 format!(
-                    "{:.0} / {:.3} / {}",
+                    "{:.0} / {:.3} / {} / {:.0}+{:.0}",
                     st.infra_bps_per_viewer / 1e3,
                     st.summary.continuity.mean,
                     st.budget_bps
-                        .map_or("-".into(), |b| format!("{:.0}", b as f64 / 1e3))
+                        .map_or("-".into(), |b| format!("{:.0}", b as f64 / 1e3)),
+                    st.seeder_mesh_bps / 1e3,
+                    st.seeder_http_bps / 1e3,
                 )
             });
-            s.push_str(&format!(" {cell:>22}"));
+            s.push_str(&format!(" {cell:>32}"));
         }
         s.push('\n');
     }

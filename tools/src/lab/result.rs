@@ -54,6 +54,13 @@ pub struct StreamResult {
     /// Infrastructure payload its viewers received, bits/s per viewer:
     /// bytes × 8 / viewers / run seconds ("bandwidth per viewer").
     pub infra_bps_per_viewer: f64,
+    /// What its seeder sent over the run, bit/s: over the mesh (held to
+    /// the coordinator's budget) and as HTTP fallback (not held to it yet,
+    /// docs/coordinator.md), which together make up what its viewers got.
+    #[serde(default)]
+    pub seeder_mesh_bps: f64,
+    #[serde(default)]
+    pub seeder_http_bps: f64,
     /// The last budget the coordinator gave the stream, bits/s
     /// (`GET /v1/streams/{id}`; `None`: no allocation, or none yet).
     pub budget_bps: Option<u64>,

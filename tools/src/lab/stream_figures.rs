@@ -28,6 +28,8 @@ pub(crate) fn stream_results(
                 .collect();
             let (infra_stats, http) = infra.get(s).map_or_else(Default::default, |i| i.egress());
             let summary = Summary::new(&viewers, &infra_stats, http);
+            let mesh: u64 = infra_stats.iter().map(|i| i.payload_sent).sum();
+            let bps = |bytes: u64| bytes as f64 * 8.0 / sc.duration_s.max(1e-9);
             let from_infra: u64 = viewers.iter().map(|v| v.payload_from_infra).sum();
             let n = layout.viewers_of(s);
             StreamResult {
@@ -43,6 +45,8 @@ pub(crate) fn stream_results(
                     / n.max(1) as f64
                     / sc.duration_s.max(1e-9),
                 budget_bps: budgets.get(s).copied().flatten(),
+                seeder_mesh_bps: bps(mesh),
+                seeder_http_bps: bps(http),
             }
         })
         .collect()

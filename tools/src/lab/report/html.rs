@@ -144,6 +144,18 @@ const STREAM_COLUMNS: &[StreamColumn] = &[
         },
     ),
     (
+        "seeder mesh kbit/s",
+        "Payload the stream's seeder sent over the mesh \u{d7} 8 / run seconds: what \
+         the budget holds.",
+        |s| fixed(s.seeder_mesh_bps / 1e3, 0),
+    ),
+    (
+        "seeder HTTP kbit/s",
+        "Payload the stream's seeder served as HTTP fallback \u{d7} 8 / run seconds: \
+         not held to the budget yet (docs/coordinator.md).",
+        |s| fixed(s.seeder_http_bps / 1e3, 0),
+    ),
+    (
         "offload",
         "As in the summary, over the stream's viewers.",
         |s| ratio(s.summary.offload),

@@ -109,6 +109,8 @@ fn synthetic(system: &str, scale: f64) -> RunResult {
             summary: summary.clone(),
             infra_bps_per_viewer: 500_000.0 * scale,
             budget_bps: None,
+            seeder_mesh_bps: 1_000_000.0,
+            seeder_http_bps: 200_000.0,
         }],
         continuity_goodput_bps: 6.0 * 2e6 * summary.continuity.mean,
         summary,
