@@ -552,6 +552,62 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_mix_runs_shoal_engine_systems_in_one_process_only() {
+        let sc = Scenario {
+            nodes: 5,
+            streams: Some("4,1".parse().unwrap()),
+            ..Scenario::default()
+        };
+        let opts = |system, processes| RunOptions {
+            system,
+            progress: false,
+            processes,
+        };
+        for system in [System::Shoal, System::Rtt, System::Random] {
+            assert_eq!(check_processes(&sc, &opts(system, 1)).unwrap(), 1);
+        }
+        let err = check_processes(&sc, &opts(System::Gossipsub, 1))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("gossipsub carries one stream"), "{err}");
+        let err = check_processes(&sc, &opts(System::Shoal, 2))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--processes 1"), "{err}");
+    }
+
+    #[test]
+    fn the_lab_tracker_takes_the_scenarios_allocation() {
+        let topo = Topology::new(&super::super::scenario::TopologySpec::Geo, 3, 1).unwrap();
+        let today = scenario_tracker_config(&topo, &Scenario::default()).unwrap();
+        assert_eq!(
+            today.coordinator,
+            tracker_config(&topo).unwrap().coordinator
+        );
+        let sc = Scenario {
+            allocation: super::super::scenario::Allocation::ByViewers,
+            infra_budget_bps: Some(3_000_000),
+            ..Scenario::default()
+        };
+        let cfg = scenario_tracker_config(&topo, &sc)
+            .unwrap()
+            .coordinator
+            .unwrap();
+        assert_eq!(
+            (cfg.policy, cfg.budget_bps),
+            (shoal_mesh::allocation::Policy::ByViewers, Some(3_000_000))
+        );
+        let off = Scenario {
+            allocation: super::super::scenario::Allocation::Off,
+            ..Scenario::default()
+        };
+        assert!(scenario_tracker_config(&topo, &off)
+            .unwrap()
+            .coordinator
+            .is_none());
+    }
+
+    #[test]
     fn the_lab_tracker_tells_each_slot_its_synthetic_locality() {
         let topo = Topology::new(&super::super::scenario::TopologySpec::Geo, 41, 9).unwrap();
         let mut registry = tracker::Registry::new(tracker_config(&topo).unwrap(), 1);
