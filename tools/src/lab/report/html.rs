@@ -337,15 +337,30 @@ pub(super) fn page(
         }
         h.push_str("</tr>\n");
     }
-    let _ = writeln!(
+    let _ = write!(
         h,
         "</tbody>\n</table>\n<p class=\"defs\">Shares and ratios are over the whole run and \
-         all viewers; hover a column header for its definition (DESIGN.md, Measures). \
-         One seeder copy per piece bounds offload at 1 \u{2212} 1/N = {:.3} for N = {} \
-         viewers.</p>",
-        1.0 - 1.0 / s.nodes.max(1) as f64,
-        s.nodes
+         all viewers; hover a column header for its definition (DESIGN.md, Measures). "
     );
+    let streams = s.mix().streams();
+    let n = s.nodes.max(1);
+    if streams > 1 {
+        // One seeder copy per piece per stream.
+        let _ = writeln!(
+            h,
+            "One seeder copy per piece of each stream bounds offload at 1 \u{2212} S/N = {:.3} \
+             for S = {streams} streams and N = {n} viewers.</p>",
+            1.0 - streams as f64 / n as f64,
+        );
+    } else {
+        let _ = writeln!(
+            h,
+            "One seeder copy per piece bounds offload at 1 \u{2212} 1/N = {:.3} for N = {} \
+             viewers.</p>",
+            1.0 - 1.0 / n as f64,
+            s.nodes
+        );
+    }
 
     if runs.iter().any(|r| r.streams.len() > 1) {
         stream_table(&mut h, runs, systems);
