@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use super::{streams_by_size, Figure, ReportError, RunResult, StreamResult, System};
+use crate::lab::scenario::Scenario;
 
 /// Escapes text for HTML element content and quoted attribute values.
 pub(super) fn escape(s: &str) -> String {
@@ -368,7 +369,15 @@ pub(super) fn page(
 
     // Scenario(s).
     h.push_str("<h2>Scenario</h2>\n");
-    if runs.iter().all(|r| r.scenario == first.scenario) {
+    // Runs of a policies bench differ only in their allocation, which
+    // names them: one scenario shows for all.
+    let same_but_allocation = |r: &RunResult| {
+        Scenario {
+            allocation: first.scenario.allocation,
+            ..r.scenario.clone()
+        } == first.scenario
+    };
+    if runs.iter().all(same_but_allocation) {
         let _ = writeln!(
             h,
             "<pre>{}</pre>",

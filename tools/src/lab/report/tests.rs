@@ -337,6 +337,10 @@ fn policies_are_named_and_plotted_per_stream_largest_first() {
     let first_row = html.find("<td title=\"").unwrap();
     assert!(html[first_row..].starts_with(&format!("<td title=\"{:064x}\">2</td><td>4</td>", 2)));
     assert!(html.contains("3 streams of 1,2,4 viewers"));
+    assert!(
+        !html.contains("do not share one scenario"),
+        "only the policy differs"
+    );
     assert!(html.contains("1 \u{2212} S/N = 0.571 for S = 3 streams and N = 7 viewers"));
     // The small streams' starvation is in the plotted data.
     let first_come = &plots(&runs, &systems(&runs))[7].series[1];
