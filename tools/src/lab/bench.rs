@@ -15,7 +15,7 @@ use serde_json::json;
 use shoal_mesh::allocation::Policy;
 
 use super::{
-    result::{run_names, RunResult},
+    result::RunResult,
     scenario::{Allocation, Scenario},
     system::System,
 };
@@ -129,7 +129,7 @@ pub fn bench_json(sc: &Scenario, results: &[RunResult]) -> serde_json::Value {
 /// `{"scenario": {...}, "policies": {"antfarm": {...}, ...}}`: each
 /// policy's measures, its goodput and its per-stream figures.
 pub fn policies_json(sc: &Scenario, results: &[RunResult]) -> serde_json::Value {
-    let policies: serde_json::Map<String, serde_json::Value> = run_names(results)
+    let policies: serde_json::Map<String, serde_json::Value> = policy_names(results)
         .into_iter()
         .zip(results)
         .map(|(name, r)| {
@@ -165,7 +165,7 @@ pub fn policies_table(results: &[RunResult]) -> String {
         ("lag p95", |r| r.summary.lag_ms.p95 as f64),
         ("start p50", |r| r.summary.startup_ms.p50 as f64),
     ];
-    let names = run_names(results);
+    let names = policy_names(results);
     let mut s = format!("{:<14}", "policy");
     for (name, _) in &cols {
         s.push_str(&format!(" {name:>12}"));
@@ -211,6 +211,14 @@ pub fn policies_table(results: &[RunResult]) -> String {
         s.push('\n');
     }
     s
+}
+
+/// Each run's allocation policy, which names it in a policies bench (even
+/// a bench of one policy).
+fn policy_names(results: &[RunResult]) -> Vec<String> {
+    (results.iter())
+        .map(|r| r.scenario.allocation.to_string())
+        .collect()
 }
 
 /// The comparison table, each system's figures with its ratio to Shoal.
@@ -264,5 +272,72 @@ fn fmt(v: f64) -> String {
         format!("{v:.0}")
     } else {
         format!("{v:.3}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_mesh::proto::Summary;
+
+    use super::*;
+    use crate::lab::result::StreamResult;
+
+    fn policy_run(policy: Policy, small_continuity: f64) -> RunResult {
+        let stream = |index: usize, viewers: usize, continuity: f64| {
+            let mut summary = Summary::default();
+            summary.continuity.mean = continuity;
+            StreamResult {
+                index,
+                stream: format!("{index:064x}"),
+                viewers,
+                bitrate_bps: 2_000_000,
+                summary,
+                infra_bps_per_viewer: 100_000.0,
+                budget_bps: Some(1_000_000),
+                seeder_mesh_bps: 2_000_000.0,
+                seeder_http_bps: 0.0,
+            }
+        };
+        RunResult {
+            system: "shoal".into(),
+            scenario: Scenario {
+                allocation: policy.into(),
+                ..Scenario::default()
+            },
+            summary: Summary::default(),
+            streams: vec![stream(0, 10, 1.0), stream(1, 1, small_continuity)],
+            continuity_goodput_bps: 0.0,
+            neighbor_rtt_ratio: None,
+            nodes: Vec::new(),
+            timeline: Vec::new(),
+            wall_s: 0.0,
+            cpu_s: 0.0,
+            cpu_s_per_node: 0.0,
+            peak_rss_bytes: 0,
+            peak_rss_bytes_per_node: 0,
+        }
+    }
+
+    #[test]
+    fn policies_are_keyed_by_name_with_their_streams() {
+        let sc = Scenario::default();
+        let one = [policy_run(Policy::FirstCome, 0.5)];
+        let v = policies_json(&sc, &one);
+        let streams = &v["policies"]["first-come"]["streams"];
+        assert_eq!(streams.as_array().map(Vec::len), Some(2), "{v}");
+        assert_eq!(streams[1]["viewers"], 1);
+
+        let both = [
+            policy_run(Policy::Antfarm, 1.0),
+            policy_run(Policy::ByViewers, 0.25),
+        ];
+        let table = policies_table(&both);
+        assert!(
+            table.contains("antfarm") && table.contains("by-viewers"),
+            "{table}"
+        );
+        // The worst stream's continuity, and the singleton's row.
+        assert!(table.contains("0.250"), "{table}");
+        assert!(table.contains("100 / 0.250 / 1000 / 2000+0"), "{table}");
     }
 }
