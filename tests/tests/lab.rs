@@ -52,3 +52,48 @@ async fn a_short_run_writes_a_report_with_svg_plots() {
     assert!(svgs >= 6, "{svgs} plots");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A short run of two streams (4 viewers and a singleton) under a tight
+/// infrastructure budget: every viewer of each stream starts, each stream
+/// has its own figures, and the streams' viewers add up to the run's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_mix_runs_every_stream_and_measures_each() {
+    let sc = Scenario {
+        name: "mix".into(),
+        nodes: 5,
+        streams: Some("4,1".parse().unwrap()),
+        infra_budget_bps: Some(3_000_000),
+        duration_s: 15.0,
+        topology: TopologySpec::Uniform { rtt_ms: 40 },
+        upload: UploadSpec::Fixed { bps: 8_000_000 },
+        join_over_s: 1.0,
+        ..Scenario::default()
+    };
+    let opts = RunOptions {
+        system: System::Shoal,
+        progress: false,
+        processes: 1,
+    };
+    let result = run(&sc, &opts, &mut std::io::sink()).await.unwrap();
+    assert_eq!(result.nodes.len(), 5);
+    assert_eq!(result.summary.not_started, 0, "{:?}", result.summary);
+    assert_eq!(result.streams.len(), 2);
+    let ids: std::collections::HashSet<&str> =
+        result.streams.iter().map(|s| s.stream.as_str()).collect();
+    assert_eq!(ids.len(), 2, "each stream its own seeder key and id");
+    for (s, want) in result.streams.iter().zip([4, 1]) {
+        assert_eq!((s.viewers, s.summary.nodes), (want, want), "{s:?}");
+        assert_eq!(
+            s.summary.not_started, 0,
+            "stream {}: {:?}",
+            s.index, s.summary
+        );
+        assert!(s.infra_bps_per_viewer > 0.0, "stream {}", s.index);
+        assert!(s.summary.lag_ms.p50 > 0, "stream {}", s.index);
+        assert!(s.budget_bps.is_some(), "stream {} has a budget", s.index);
+    }
+    let per_stream: usize = result.streams.iter().map(|s| s.summary.nodes).sum();
+    assert_eq!(per_stream, result.summary.nodes);
+    assert!(result.nodes.iter().filter(|n| n.stream == 1).count() == 1);
+    assert!(result.continuity_goodput_bps > 0.0);
+}

@@ -98,18 +98,20 @@ enum Cmd {
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=2))]
         threads: Option<u16>,
     },
-    /// One scenario, several systems, side by side.
+    /// One scenario, several systems (or allocation policies) side by side.
     Bench {
         #[command(flatten)]
         scenario: ScenarioArgs,
-        /// Systems to compare, comma-separated.
-        #[arg(
-            long,
-            value_delimiter = ',',
-            default_value = "client-server,gossipsub,random,rtt,shoal"
-        )]
-        systems: Vec<System>,
-        /// Write `{"scenario", "systems": {...}}` as JSON.
+        /// Systems to compare, comma-separated [default:
+        /// client-server,gossipsub,random,rtt,shoal].
+        #[arg(long, value_delimiter = ',', conflicts_with = "policies")]
+        systems: Option<Vec<System>>,
+        /// Compare the coordinator's allocation policies instead, system
+        /// shoal, e.g. antfarm,first-come,by-viewers (with --streams).
+        #[arg(long, value_delimiter = ',')]
+        policies: Option<Vec<Policy>>,
+        /// Write `{"scenario", "systems": {...}}` (with --policies,
+        /// `"policies": {...}`) as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
         /// Write an HTML report comparing the systems into this directory.
@@ -325,14 +327,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Cmd::Bench {
             scenario,
             systems,
+            policies,
             json,
             report,
         } => {
             let sc = scenario.scenario()?;
-            let results = bench::bench(&sc, &systems, &mut std::io::stdout()).await?;
-            println!("\n{}", bench::table(&results));
+            sc.validate_lab()?;
+            let mut out = std::io::stdout();
+            let (results, v) = match policies {
+                Some(policies) => {
+                    let results = bench::bench_policies(&sc, &policies, &mut out).await?;
+                    println!("\n{}", bench::policies_table(&results));
+                    let v = bench::policies_json(&sc, &results);
+                    (results, v)
+                }
+                None => {
+                    let systems = systems.unwrap_or_else(|| System::ALL.to_vec());
+                    let results = bench::bench(&sc, &systems, &mut out).await?;
+                    println!("\n{}", bench::table(&results));
+                    let v = bench::bench_json(&sc, &results);
+                    (results, v)
+                }
+            };
             if let Some(path) = json {
-                let v = bench::bench_json(&sc, &results);
                 std::fs::write(&path, serde_json::to_string_pretty(&v)? + "\n")?;
                 println!("written to {}", path.display());
             }

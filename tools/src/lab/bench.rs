@@ -1,16 +1,24 @@
-//! `shoal-lab bench`: one scenario, several systems, one invocation.
+//! `shoal-lab bench`: one scenario, several systems, one invocation; or,
+//! with `--policies`, one scenario (normally a stream mix) under several
+//! allocation policies of the coordinator, system shoal.
 //!
-//! Each system runs in its own child process (`shoal-lab run`), one after
+//! Each run goes in its own child process (`shoal-lab run`), one after
 //! the other, under the same scenario and seed, so CPU time and peak memory
-//! are each system's own and nothing one system leaves behind (sockets,
-//! tasks) disturbs the next.
+//! are each run's own and nothing one run leaves behind (sockets, tasks)
+//! disturbs the next.
 
 use std::{io::Write, process::Stdio};
 
 use anyhow::{bail, Context};
 use serde_json::json;
 
-use super::{result::RunResult, scenario::Scenario, system::System};
+use shoal_mesh::allocation::Policy;
+
+use super::{
+    result::RunResult,
+    scenario::{Allocation, Scenario},
+    system::System,
+};
 
 /// Runs every system and returns their results in the order given.
 pub async fn bench(
@@ -18,19 +26,52 @@ pub async fn bench(
     systems: &[System],
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<Vec<RunResult>> {
+    let runs: Vec<(System, Scenario)> = systems.iter().map(|&s| (s, sc.clone())).collect();
+    run_each(&runs, out).await
+}
+
+/// Runs Shoal through the scenario once per allocation policy and returns
+/// their results in the order given.
+pub async fn bench_policies(
+    sc: &Scenario,
+    policies: &[Policy],
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<Vec<RunResult>> {
+    let runs: Vec<(System, Scenario)> = policies
+        .iter()
+        .map(|&p| {
+            let sc = Scenario {
+                allocation: Allocation::from(p),
+                ..sc.clone()
+            };
+            (System::Shoal, sc)
+        })
+        .collect();
+    run_each(&runs, out).await
+}
+
+/// Runs each (system, scenario) in turn, each in its own child process.
+async fn run_each(
+    runs: &[(System, Scenario)],
+    out: &mut (dyn Write + Send),
+) -> anyhow::Result<Vec<RunResult>> {
     let exe = std::env::current_exe().context("cannot find the shoal-lab executable")?;
     let dir = std::env::temp_dir().join(format!("shoal-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let scenario_file = dir.join("scenario.json");
-    std::fs::write(&scenario_file, serde_json::to_string(sc)?)?;
     let mut results = Vec::new();
-    for system in systems {
+    for (i, (system, sc)) in runs.iter().enumerate() {
+        let what = match &sc.streams {
+            Some(mix) => format!("{system}, allocation {}, streams {mix}", sc.allocation),
+            None => system.to_string(),
+        };
         writeln!(
             out,
-            "running {system} ({} viewers, {} s)...",
+            "running {what} ({} viewers, {} s)...",
             sc.nodes, sc.duration_s
         )?;
-        let json = dir.join(format!("{system}.json"));
+        let scenario_file = dir.join(format!("scenario-{i}.json"));
+        std::fs::write(&scenario_file, serde_json::to_string(sc)?)?;
+        let json = dir.join(format!("{system}-{i}.json"));
         let status = tokio::process::Command::new(&exe)
             .arg("run")
             .arg("--scenario-file")
@@ -52,7 +93,7 @@ pub async fn bench(
         let r: RunResult = serde_json::from_str(&text)?;
         writeln!(
             out,
-            "  {system}: offload {:.3}, continuity {:.4}, lag p95 {} ms",
+            "  {what}: offload {:.3}, continuity {:.4}, lag p95 {} ms",
             r.summary.offload, r.summary.continuity.mean, r.summary.lag_ms.p95
         )?;
         results.push(r);
@@ -83,6 +124,101 @@ pub fn bench_json(sc: &Scenario, results: &[RunResult]) -> serde_json::Value {
         .map(|r| (r.system.clone(), measures(r)))
         .collect();
     json!({ "scenario": sc, "systems": systems })
+}
+
+/// `{"scenario": {...}, "policies": {"antfarm": {...}, ...}}`: each
+/// policy's measures, its goodput and its per-stream figures.
+pub fn policies_json(sc: &Scenario, results: &[RunResult]) -> serde_json::Value {
+    let policies: serde_json::Map<String, serde_json::Value> = policy_names(results)
+        .into_iter()
+        .zip(results)
+        .map(|(name, r)| {
+            let mut v = measures(r);
+            if let Some(m) = v.as_object_mut() {
+                m.insert(
+                    "continuity_goodput_bps".into(),
+                    json!(r.continuity_goodput_bps),
+                );
+                m.insert("streams".into(), json!(r.streams));
+            }
+            (name, v)
+        })
+        .collect();
+    json!({ "scenario": sc, "policies": policies })
+}
+
+/// The policies side by side: whole-run figures, then each stream's
+/// infrastructure bandwidth per viewer, continuity and budget under each.
+pub fn policies_table(results: &[RunResult]) -> String {
+    type Col = (&'static str, fn(&RunResult) -> f64);
+    let cols: [Col; 8] = [
+        ("goodput Mb/s", |r| r.continuity_goodput_bps / 1e6),
+        ("cont.mean", |r| r.summary.continuity.mean),
+        ("cont.min", |r| r.summary.continuity.min),
+        ("worst strm", |r| {
+            (r.streams.iter())
+                .map(|s| s.summary.continuity.mean)
+                .fold(f64::NAN, f64::min)
+        }),
+        ("offload", |r| r.summary.offload),
+        ("egress", |r| r.summary.seeder_egress),
+        ("lag p95", |r| r.summary.lag_ms.p95 as f64),
+        ("start p50", |r| r.summary.startup_ms.p50 as f64),
+    ];
+    let names = policy_names(results);
+    let mut s = format!("{:<14}", "policy");
+    for (name, _) in &cols {
+        s.push_str(&format!(" {name:>12}"));
+    }
+    s.push('\n');
+    for (r, name) in results.iter().zip(&names) {
+        s.push_str(&format!("{name:<14}"));
+        for (_, f) in &cols {
+            s.push_str(&format!(" {:>12}", fmt(f(r))));
+        }
+        s.push('\n');
+    }
+    s.push_str(
+        "\nper stream: infra kbit/s per viewer / continuity mean / budget kbit/s / \
+         seeder mesh + HTTP kbit/s\n",
+    );
+    s.push_str(&format!("{:<7} {:>7}", "stream", "viewers"));
+    for name in &names {
+        s.push_str(&format!(" {name:>32}"));
+    }
+    s.push('\n');
+    let streams = results.iter().map(|r| r.streams.len()).max().unwrap_or(0);
+    for i in 0..streams {
+        let viewers = results
+            .iter()
+            .find_map(|r| r.streams.get(i))
+            .map_or(0, |st| st.viewers);
+        s.push_str(&format!("{i:<7} {viewers:>7}"));
+        for r in results {
+            let cell = r.streams.get(i).map_or("-".into(), |st| {
+                format!(
+                    "{:.0} / {:.3} / {} / {:.0}+{:.0}",
+                    st.infra_bps_per_viewer / 1e3,
+                    st.summary.continuity.mean,
+                    st.budget_bps
+                        .map_or("-".into(), |b| format!("{:.0}", b as f64 / 1e3)),
+                    st.seeder_mesh_bps / 1e3,
+                    st.seeder_http_bps / 1e3,
+                )
+            });
+            s.push_str(&format!(" {cell:>32}"));
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// Each run's allocation policy, which names it in a policies bench (even
+/// a bench of one policy).
+fn policy_names(results: &[RunResult]) -> Vec<String> {
+    (results.iter())
+        .map(|r| r.scenario.allocation.to_string())
+        .collect()
 }
 
 /// The comparison table, each system's figures with its ratio to Shoal.
@@ -136,5 +272,72 @@ fn fmt(v: f64) -> String {
         format!("{v:.0}")
     } else {
         format!("{v:.3}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_mesh::proto::Summary;
+
+    use super::*;
+    use crate::lab::result::StreamResult;
+
+    fn policy_run(policy: Policy, small_continuity: f64) -> RunResult {
+        let stream = |index: usize, viewers: usize, continuity: f64| {
+            let mut summary = Summary::default();
+            summary.continuity.mean = continuity;
+            StreamResult {
+                index,
+                stream: format!("{index:064x}"),
+                viewers,
+                bitrate_bps: 2_000_000,
+                summary,
+                infra_bps_per_viewer: 100_000.0,
+                budget_bps: Some(1_000_000),
+                seeder_mesh_bps: 2_000_000.0,
+                seeder_http_bps: 0.0,
+            }
+        };
+        RunResult {
+            system: "shoal".into(),
+            scenario: Scenario {
+                allocation: policy.into(),
+                ..Scenario::default()
+            },
+            summary: Summary::default(),
+            streams: vec![stream(0, 10, 1.0), stream(1, 1, small_continuity)],
+            continuity_goodput_bps: 0.0,
+            neighbor_rtt_ratio: None,
+            nodes: Vec::new(),
+            timeline: Vec::new(),
+            wall_s: 0.0,
+            cpu_s: 0.0,
+            cpu_s_per_node: 0.0,
+            peak_rss_bytes: 0,
+            peak_rss_bytes_per_node: 0,
+        }
+    }
+
+    #[test]
+    fn policies_are_keyed_by_name_with_their_streams() {
+        let sc = Scenario::default();
+        let one = [policy_run(Policy::FirstCome, 0.5)];
+        let v = policies_json(&sc, &one);
+        let streams = &v["policies"]["first-come"]["streams"];
+        assert_eq!(streams.as_array().map(Vec::len), Some(2), "{v}");
+        assert_eq!(streams[1]["viewers"], 1);
+
+        let both = [
+            policy_run(Policy::Antfarm, 1.0),
+            policy_run(Policy::ByViewers, 0.25),
+        ];
+        let table = policies_table(&both);
+        assert!(
+            table.contains("antfarm") && table.contains("by-viewers"),
+            "{table}"
+        );
+        // The worst stream's continuity, and the singleton's row.
+        assert!(table.contains("0.250"), "{table}");
+        assert!(table.contains("100 / 0.250 / 1000 / 2000+0"), "{table}");
     }
 }

@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use shoal_mesh::rate::parse_bitrate;
 
-use super::scenario::{Restart, RestartRole, Scenario, TopologySpec, UploadSpec};
+use super::{
+    mix::StreamMix,
+    scenario::{Allocation, Restart, RestartRole, Scenario, TopologySpec, UploadSpec},
+};
 
 /// Scenario flags shared by `run` and `bench`. Flags override the named
 /// scenario's values.
@@ -14,9 +17,21 @@ pub struct ScenarioArgs {
     /// A scenario by name (lab/scenarios/NAME.toml) or path.
     #[arg(long)]
     pub scenario: Option<String>,
-    /// Viewers.
+    /// Viewers in all (with --streams, the mix's total; leave it out).
     #[arg(long)]
     pub nodes: Option<usize>,
+    /// Several streams, each with its own seeder: viewers per stream,
+    /// e.g. 150,3x10,1 (one of 150, ten of 3, one of 1).
+    #[arg(long, value_parser = mix)]
+    pub streams: Option<StreamMix>,
+    /// How the tracker splits the infrastructure budget across streams:
+    /// antfarm, first-come, by-viewers or off.
+    #[arg(long)]
+    pub allocation: Option<Allocation>,
+    /// The infrastructure tier's budget to split, e.g. 3mbps (default:
+    /// the seeders' announced upload).
+    #[arg(long, value_parser = rate)]
+    pub infra_budget: Option<u64>,
     /// e.g. 60s, 2m.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<std::time::Duration>,
@@ -26,7 +41,8 @@ pub struct ScenarioArgs {
     /// `geo` or `uniform:50ms`.
     #[arg(long, value_parser = topology)]
     pub topology: Option<TopologySpec>,
-    /// CSV `a,b,rtt_ms` (node 0 is the seeder).
+    /// CSV `a,b,rtt_ms` (nodes 0..S-1 are the S streams' seeders, then
+    /// the viewers; node 0 is the seeder of a single stream).
     #[arg(long)]
     pub rtt_matrix: Option<PathBuf>,
     /// Viewer upload: a rate (4mbps), `mixed` or `unlimited`.
@@ -60,6 +76,18 @@ impl ScenarioArgs {
         };
         if let Some(v) = self.nodes {
             s.nodes = v;
+        }
+        if let Some(mix) = &self.streams {
+            if self.nodes.is_none() {
+                s.nodes = mix.total();
+            }
+            s.streams = Some(mix.clone());
+        }
+        if let Some(v) = self.allocation {
+            s.allocation = v;
+        }
+        if self.infra_budget.is_some() {
+            s.infra_budget_bps = self.infra_budget;
         }
         if let Some(v) = self.duration {
             s.duration_s = v.as_secs_f64();
@@ -121,6 +149,10 @@ fn scenario_path(name: &str) -> PathBuf {
 
 fn rate(s: &str) -> Result<u64, String> {
     parse_bitrate(s).ok_or_else(|| format!("'{s}' is not a rate like 2mbps or 800kbps"))
+}
+
+fn mix(s: &str) -> Result<StreamMix, String> {
+    s.parse().map_err(|e| format!("{e}"))
 }
 
 fn topology(s: &str) -> Result<TopologySpec, String> {
@@ -195,6 +227,30 @@ mod tests {
             (RestartRole::Tracker, 60.0, 5.0)
         );
         assert!(restart("cdn@5s").unwrap_err().contains("seeder or tracker"));
+        assert_eq!(mix("4,1").unwrap().viewers(), [4, 1]);
+        assert!(mix("4,x").unwrap_err().contains("VIEWERSxSTREAMS"));
+    }
+
+    #[test]
+    fn a_mix_on_the_command_line_sets_the_viewers_and_the_tracker() {
+        let args = ScenarioArgs {
+            streams: Some("100,20,1".parse().unwrap()),
+            allocation: Some(Allocation::FirstCome),
+            infra_budget: Some(3_000_000),
+            ..ScenarioArgs::default()
+        };
+        let s = args.scenario().unwrap();
+        assert_eq!(s.nodes, 121);
+        assert_eq!(s.mix().streams(), 3);
+        assert_eq!(s.allocation, Allocation::FirstCome);
+        assert_eq!(s.infra_budget_bps, Some(3_000_000));
+        let disagree = ScenarioArgs {
+            nodes: Some(5),
+            ..args
+        };
+        assert!(disagree.scenario().is_err());
+        let none = ScenarioArgs::default().scenario().unwrap();
+        assert_eq!((none.streams, none.allocation), (None, Allocation::Antfarm));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use libp2p::PeerId;
 use shoal_mesh::proto::Stats;
 
 use super::{
+    layout::Layout,
     population::{upload_caps, Book, NodeSnap},
     result::{NodeResult, Sample},
     scenario::Scenario,
@@ -25,18 +26,20 @@ pub(crate) fn node_results(
     departed: Vec<NodeSnap>,
 ) -> (Vec<NodeResult>, Option<f64>) {
     let caps = upload_caps(sc);
+    let layout = Layout::of(sc);
     let mut results: Vec<NodeResult> = departed
         .into_iter()
-        .map(|n| node_result(n, &caps, topo))
+        .map(|n| node_result(n, &caps, topo, &layout))
         .collect();
     let book = book.read().expect("lock");
-    let ratio = judge_neighbors(present, &book, topo, &caps, &mut results);
+    let ratio = judge_neighbors(present, &book, topo, &caps, &layout, &mut results);
     (results, ratio)
 }
 
-fn node_result(n: NodeSnap, caps: &[Option<u64>], topo: &Topology) -> NodeResult {
+fn node_result(n: NodeSnap, caps: &[Option<u64>], topo: &Topology, layout: &Layout) -> NodeResult {
     NodeResult {
         index: n.slot,
+        stream: layout.stream_of(n.slot),
         peer_id: n.peer_id,
         region: topo.region(n.slot).map(str::to_string),
         upload_cap_bps: caps[n.slot],
@@ -48,20 +51,25 @@ fn node_result(n: NodeSnap, caps: &[Option<u64>], topo: &Topology) -> NodeResult
     }
 }
 
-/// Neighbour quality, judged against every node present at the end (the
-/// seeder included): appends the present viewers' results, with their
-/// neighbours' mean RTT and the best possible, to `results`, and returns
-/// Σ chosen / Σ best. `present` is by slot.
+/// Neighbour quality, judged against every node of the viewer's stream
+/// present at the end (its seeder included): appends the present viewers'
+/// results, with their neighbours' mean RTT and the best possible, to
+/// `results`, and returns Σ chosen / Σ best. `present` is by slot.
 fn judge_neighbors(
     present: Vec<NodeSnap>,
     book: &HashMap<PeerId, usize>,
     topo: &Topology,
     caps: &[Option<u64>],
+    layout: &Layout,
     results: &mut Vec<NodeResult>,
 ) -> Option<f64> {
-    let present_slots: Vec<usize> = std::iter::once(0)
-        .chain(present.iter().map(|n| n.slot))
+    // Each stream's present nodes: only they can be a viewer's neighbours.
+    let mut present_slots: Vec<Vec<usize>> = (0..layout.streams())
+        .map(|s| vec![layout.seeder_slot(s)])
         .collect();
+    for n in &present {
+        present_slots[layout.stream_of(n.slot)].push(n.slot);
+    }
     let (mut chosen_sum, mut best_sum) = (0.0, 0.0);
     for n in present {
         let slots_of: Vec<usize> = n
@@ -70,14 +78,14 @@ fn judge_neighbors(
             .filter_map(|p| p.parse::<PeerId>().ok())
             .filter_map(|p| book.get(&p).copied())
             .collect();
-        let mut r = node_result(n, caps, topo);
+        let mut r = node_result(n, caps, topo, layout);
         if !slots_of.is_empty() {
             let chosen = slots_of
                 .iter()
                 .map(|&s| topo.rtt_ms(r.index, s))
                 .sum::<f64>()
                 / slots_of.len() as f64;
-            let best = topo.best_mean_rtt(r.index, &present_slots, slots_of.len());
+            let best = topo.best_mean_rtt(r.index, &present_slots[r.stream], slots_of.len());
             r.neighbor_rtt_ms = Some(chosen);
             r.best_rtt_ms = best;
             if let Some(b) = best {
@@ -106,14 +114,14 @@ pub(crate) fn sample(
     t: f64,
     live: &[Stats],
     departed: &Stats,
-    infra: &Infra,
+    infra: &[Infra],
     prev: &Totals,
 ) -> (Sample, Totals) {
     let mut all = departed.clone();
     for s in live {
         all.merge(s);
     }
-    let (infra_stats, http) = infra.egress();
+    let (infra_stats, http) = egress(infra);
     let totals = Totals {
         from_peers: all.payload_from_peers,
         from_infra: all.payload_from_infra,
@@ -142,4 +150,17 @@ pub(crate) fn sample(
             / live.len().max(1) as f64,
     };
     (sample, totals)
+}
+
+/// Infrastructure mesh stats and HTTP payload served, over every stream's
+/// infra side.
+pub(crate) fn egress(infra: &[Infra]) -> (Vec<Stats>, u64) {
+    let mut stats = Vec::new();
+    let mut http = 0;
+    for i in infra {
+        let (s, h) = i.egress();
+        stats.extend(s);
+        http += h;
+    }
+    (stats, http)
 }

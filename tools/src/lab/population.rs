@@ -9,6 +9,7 @@
 use std::{
     collections::HashMap,
     net::Ipv4Addr,
+    ops::Range,
     sync::{Arc, RwLock},
     time::Duration,
 };
@@ -25,6 +26,7 @@ use shoal_mesh::{
 use shoal_node::{Node, NodeConfig};
 
 use super::{
+    layout::Layout,
     scenario::{Scenario, UploadSpec},
     system::{Infra, System, Viewer},
     topology::Topology,
@@ -40,14 +42,16 @@ pub(crate) fn slot_key(seed: u64, slot: usize, gen: u32) -> Keypair {
     Keypair::ed25519_from_bytes(&mut secret).expect("32 bytes make a key")
 }
 
-/// Upload cap of each viewer slot, bits/s.
+/// Upload cap of each slot, bits/s (`None` for the seeders).
 pub(crate) fn upload_caps(sc: &Scenario) -> Vec<Option<u64>> {
+    let layout = Layout::of(sc);
     let mut rng = ChaCha8Rng::seed_from_u64(sc.seed ^ 0x5EED_CAFE);
-    (0..=sc.nodes)
-        .map(|slot| match (&sc.upload, slot) {
-            (_, 0) | (UploadSpec::Unlimited, _) => None,
-            (UploadSpec::Fixed { bps }, _) => Some(*bps),
-            (UploadSpec::Mixed, _) => {
+    (0..layout.slots())
+        .map(|slot| match &sc.upload {
+            _ if !layout.viewer_slots().contains(&slot) => None,
+            UploadSpec::Unlimited => None,
+            UploadSpec::Fixed { bps } => Some(*bps),
+            UploadSpec::Mixed => {
                 Some((sc.bitrate_bps as f64 * mixed_upload_factor(rng.gen())) as u64)
             }
         })
@@ -77,12 +81,16 @@ pub(crate) fn known_gens(sc: &Scenario) -> u32 {
 }
 
 /// A book of every peer id a run's processes can know without talking: the
-/// seeder's key and each viewer slot's occupants 0..=[`known_gens`].
+/// seeders' keys and each viewer slot's occupants 0..=[`known_gens`].
 pub(crate) fn full_book(sc: &Scenario) -> Book {
     let gens = known_gens(sc);
-    let mut map = HashMap::with_capacity(1 + sc.nodes * (gens as usize + 1));
-    map.insert(slot_key(sc.seed, 0, 0).public().to_peer_id(), 0);
-    for slot in 1..=sc.nodes {
+    let layout = Layout::of(sc);
+    let mut map = HashMap::with_capacity(layout.slots() * (gens as usize + 1));
+    for stream in 0..layout.streams() {
+        let slot = layout.seeder_slot(stream);
+        map.insert(slot_key(sc.seed, slot, 0).public().to_peer_id(), slot);
+    }
+    for slot in layout.viewer_slots() {
         for gen in 0..=gens {
             map.insert(slot_key(sc.seed, slot, gen).public().to_peer_id(), slot);
         }
@@ -152,15 +160,18 @@ impl Slot {
 
 /// The viewer slots one process runs (all of them in a single-process run):
 /// their joins, their churn and their figures. `infra` is the run's infra
-/// side when it lives in this process (baseline viewers need it; a viewer
-/// that leaves is accounted with it), `None` in a worker.
+/// side of each stream, by stream, when it lives in this process (baseline
+/// viewers need it; a viewer that leaves is accounted with its stream's),
+/// empty in a worker.
 pub(crate) struct Population {
     system: System,
     sc: Scenario,
+    layout: Layout,
     topo: Arc<Topology>,
     book: Book,
     tracker_url: String,
-    stream: StreamId,
+    /// Each stream's id, by stream.
+    streams: Vec<StreamId>,
     /// Indexed by slot; only the owned ones are used.
     slots: Vec<Slot>,
     /// This process's viewer slots, ascending: `slot % processes == index`.
@@ -184,18 +195,21 @@ impl Population {
         topo: Arc<Topology>,
         book: Book,
         tracker_url: &str,
-        stream: StreamId,
+        streams: Vec<StreamId>,
         index: usize,
         processes: usize,
     ) -> Population {
         let caps = upload_caps(sc);
+        let layout = Layout::of(sc);
         Population {
             system,
             sc: sc.clone(),
+            owned: owned_slots(layout.viewer_slots(), index, processes),
+            layout,
             topo,
             book,
             tracker_url: tracker_url.to_string(),
-            stream,
+            streams,
             slots: caps
                 .into_iter()
                 .map(|upload| Slot {
@@ -205,7 +219,6 @@ impl Population {
                     upload,
                 })
                 .collect(),
-            owned: owned_slots(sc.nodes, index, processes),
             joined: 0,
             // Staggered by 1/K, so that K processes with equal shares leave
             // as many viewers in all as one process would:
@@ -218,11 +231,12 @@ impl Population {
         }
     }
 
-    /// Starts the viewers whose time has come: viewer `k` joins at
-    /// `join_over_s × (k − 1) / nodes`.
-    pub(crate) async fn join_due(&mut self, t: f64, infra: Option<&Infra>) -> anyhow::Result<()> {
+    /// Starts the viewers whose time has come: the `k`-th viewer slot (from
+    /// 0) joins at `join_over_s × k / nodes`.
+    pub(crate) async fn join_due(&mut self, t: f64, infra: &[Infra]) -> anyhow::Result<()> {
         while let Some(&slot) = self.owned.get(self.joined) {
-            if t < self.sc.join_over_s * (slot - 1) as f64 / self.sc.nodes as f64 {
+            let k = self.layout.viewer_ordinal(slot);
+            if t < self.sc.join_over_s * k as f64 / self.sc.nodes as f64 {
                 break;
             }
             self.start_viewer(slot, t, infra).await?;
@@ -233,7 +247,7 @@ impl Population {
 
     /// One second of churn: abrupt leaves, each replaced by a fresh viewer
     /// in the same slot. The rate applies to this process's viewers present.
-    pub(crate) async fn churn(&mut self, t: f64, infra: Option<&Infra>) -> anyhow::Result<()> {
+    pub(crate) async fn churn(&mut self, t: f64, infra: &[Infra]) -> anyhow::Result<()> {
         let live: Vec<usize> = self
             .owned
             .iter()
@@ -246,7 +260,8 @@ impl Population {
             let slot = *live.choose(&mut self.rng).expect("not empty");
             let state = &mut self.slots[slot];
             self.departed.extend(state.snapshot(slot, Some(t)));
-            if let (Some(v), Some(infra)) = (state.viewer.take(), infra) {
+            let stream = self.layout.stream_of(slot);
+            if let (Some(v), Some(infra)) = (state.viewer.take(), infra.get(stream)) {
                 infra.account(&v);
             }
             state.gen += 1;
@@ -255,12 +270,8 @@ impl Population {
         Ok(())
     }
 
-    async fn start_viewer(
-        &mut self,
-        slot: usize,
-        t: f64,
-        infra: Option<&Infra>,
-    ) -> anyhow::Result<()> {
+    async fn start_viewer(&mut self, slot: usize, t: f64, infra: &[Infra]) -> anyhow::Result<()> {
+        let stream = self.layout.stream_of(slot);
         let state = &mut self.slots[slot];
         if let Some(g) = self.known_gens.filter(|&g| state.gen == g + 1) {
             tracing::warn!(
@@ -293,12 +304,13 @@ impl Population {
                 shaping,
                 address,
                 &self.tracker_url,
-                self.stream,
+                self.streams[stream],
             )
             .await?;
             Viewer::Shoal(Box::new(node))
         } else {
             infra
+                .get(stream)
                 .context("baseline viewers run beside the infra side")?
                 .start_baseline_viewer(slot, key, shaping, &self.topo)
                 .await?
@@ -330,18 +342,20 @@ impl Population {
     }
 
     /// The run is over: snapshots of the viewers present, each accounted
-    /// with the infra side.
-    pub(crate) fn finish(&self, infra: &Infra) -> Vec<NodeSnap> {
-        for (_, s) in self.present() {
-            infra.account(s.viewer.as_ref().expect("present"));
+    /// with its stream's infra side.
+    pub(crate) fn finish(&self, infra: &[Infra]) -> Vec<NodeSnap> {
+        for (slot, s) in self.present() {
+            if let Some(infra) = infra.get(self.layout.stream_of(slot)) {
+                infra.account(s.viewer.as_ref().expect("present"));
+            }
         }
         self.snapshots()
     }
 }
 
-/// The viewer slots (1..=nodes) process `index` of `processes` runs.
-fn owned_slots(nodes: usize, index: usize, processes: usize) -> Vec<usize> {
-    (1..=nodes).filter(|s| s % processes == index).collect()
+/// The viewer slots process `index` of `processes` runs.
+fn owned_slots(viewers: Range<usize>, index: usize, processes: usize) -> Vec<usize> {
+    viewers.filter(|s| s % processes == index).collect()
 }
 
 /// Starts a Shoal (or random-neighbour Shoal) viewer in `slot`, listening
@@ -397,10 +411,10 @@ mod tests {
             ..Scenario::default()
         };
         assert_eq!(known_gens(&sc), 11);
-        assert_eq!(owned_slots(7, 0, 1), [1, 2, 3, 4, 5, 6, 7]);
-        assert_eq!(owned_slots(7, 0, 3), [3, 6]);
-        assert_eq!(owned_slots(7, 1, 3), [1, 4, 7]);
-        assert_eq!(owned_slots(7, 2, 3), [2, 5]);
+        assert_eq!(owned_slots(1..8, 0, 1), [1, 2, 3, 4, 5, 6, 7]);
+        assert_eq!(owned_slots(1..8, 0, 3), [3, 6]);
+        assert_eq!(owned_slots(1..8, 1, 3), [1, 4, 7]);
+        assert_eq!(owned_slots(1..8, 2, 3), [2, 5]);
         let book = full_book(&sc);
         let book = book.read().unwrap();
         assert_eq!(book.len(), 1 + 7 * 12);

@@ -1,7 +1,9 @@
 //! The lab's report: `index.html` plus one SVG per plot, for one run or for
 //! several systems on the same scenario side by side (`shoal-lab bench`:
 //! shoal, random, gossipsub, client-server), each system overlaid in every
-//! plot in its own colour.
+//! plot in its own colour. Runs of one system under several allocation
+//! policies (`bench --policies`) are named and coloured by policy, and the
+//! per-stream plots show what each policy gave each stream of the mix.
 //!
 //! The page is self-contained (inline CSS, no scripts) apart from the SVG
 //! files it links, which sit next to it. Missing data never fails a report:
@@ -15,7 +17,7 @@ use std::{
 use plotters::{chart::SeriesLabelPosition, style::RGBColor};
 use shoal_mesh::proto::MsHistogram;
 
-use super::result::{RunResult, Sample};
+use super::result::{run_names, RunResult, Sample, StreamResult};
 
 mod html;
 mod svg;
@@ -96,11 +98,11 @@ const SPARE: [RGBColor; 6] = [
 fn systems(runs: &[RunResult]) -> Vec<System> {
     let mut out: Vec<System> = Vec::with_capacity(runs.len());
     let mut spare = SPARE.iter().cycle();
-    for run in runs {
-        let base = if run.system.trim().is_empty() {
+    for name in run_names(runs) {
+        let base = if name.trim().is_empty() {
             "unnamed"
         } else {
-            run.system.trim()
+            name.trim()
         };
         let same = out
             .iter()
@@ -342,7 +344,86 @@ fn plots(runs: &[RunResult], systems: &[System]) -> Vec<Plot> {
             legend_at: SeriesLabelPosition::UpperRight,
             series: time(|s| s.seeder_egress),
         },
+        Plot {
+            file: "stream_bandwidth.svg",
+            title: "Infrastructure bandwidth per viewer, by stream",
+            caption: format!(
+                "Infrastructure payload each stream's viewers received over the run, in \
+                 kbit/s per viewer, streams ordered largest to smallest ({}). The y axis \
+                 reaches the bitrate, one whole copy per viewer: a small stream far \
+                 below it gets its pieces from peers or not at all (see the next plot).",
+                stream_order(runs)
+            ),
+            empty_note: "No run has per-stream figures.",
+            x_desc: "stream, largest to smallest (1 = most viewers)",
+            y_desc: "infrastructure kbit/s per viewer",
+            mark: Mark::Lines,
+            x_log: false,
+            y_top: (runs.iter())
+                .map(|r| r.scenario.bitrate_bps as f64 / 1e3)
+                .fold(0.0, f64::max),
+            diagonal: None,
+            legend_at: SeriesLabelPosition::UpperRight,
+            series: series(&|run: &RunResult| by_size(run, |s| s.infra_bps_per_viewer / 1e3)),
+        },
+        Plot {
+            file: "stream_continuity.svg",
+            title: "Continuity by stream",
+            caption: format!(
+                "Mean continuity over each stream's viewers (a viewer that never started \
+                 counts as 0), streams ordered largest to smallest ({}): a policy that \
+                 starves small streams shows as a curve falling to the right.",
+                stream_order(runs)
+            ),
+            empty_note: "No run has per-stream figures.",
+            x_desc: "stream, largest to smallest (1 = most viewers)",
+            y_desc: "continuity (mean over the stream's viewers)",
+            mark: Mark::Lines,
+            x_log: false,
+            y_top: 1.0,
+            diagonal: None,
+            legend_at: SeriesLabelPosition::LowerLeft,
+            series: series(&|run: &RunResult| by_size(run, |s| s.summary.continuity.mean)),
+        },
     ]
+}
+
+/// A run's streams, largest first (ties in mix order).
+fn streams_by_size(run: &RunResult) -> Vec<&StreamResult> {
+    let mut streams: Vec<&StreamResult> = run.streams.iter().collect();
+    streams.sort_by_key(|s| (std::cmp::Reverse(s.viewers), s.index));
+    streams
+}
+
+/// One value per stream at its rank by size (1 = the largest).
+fn by_size(run: &RunResult, value: fn(&StreamResult) -> f64) -> Segments {
+    let points: Vec<(f64, f64)> = streams_by_size(run)
+        .into_iter()
+        .enumerate()
+        .map(|(rank, s)| ((rank + 1) as f64, value(s)))
+        .collect();
+    if points.is_empty() {
+        Vec::new()
+    } else {
+        vec![points]
+    }
+}
+
+/// The viewers of each rank, as the caption says them: "1 = 100 viewers,
+/// 2 = 20, 3 = 1" (from the first run with streams).
+fn stream_order(runs: &[RunResult]) -> String {
+    let Some(run) = runs.iter().find(|r| !r.streams.is_empty()) else {
+        return "no streams".into();
+    };
+    let sizes: Vec<String> = streams_by_size(run)
+        .iter()
+        .enumerate()
+        .map(|(rank, s)| match rank {
+            0 => format!("1 = {} viewers", s.viewers),
+            _ => format!("{} = {}", rank + 1, s.viewers),
+        })
+        .collect();
+    sizes.join(", ")
 }
 
 /// Splits a timeline into runs of consecutive samples that have a value, so

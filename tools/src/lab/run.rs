@@ -12,12 +12,18 @@
 //! the joins and churn of its own slots, and this one merges the workers'
 //! snapshots into its samples and results.
 //!
+//! A scenario with a stream mix (`streams`) runs one seeder per stream,
+//! each with its own key and so its own stream id, all announcing to the
+//! one tracker, whose coordinator splits the scenario's infrastructure
+//! budget among them; every viewer watches one stream ([`Layout`]). Only
+//! the Shoal-engine systems run a mix, in one process.
+//!
 //! Each Shoal viewer listens on its slot's own loopback address 127.A.B.C
 //! ([`Topology::address`]), whose /24 is its synthetic subnet, and the
 //! in-process tracker holds the topology's AS table, so the tracker tells
 //! every node its synthetic locality as it would on the Internet. The
-//! seeder, its HTTP origin and the tracker stay on 127.0.0.1 (the seeder's
-//! own /24 and AS).
+//! seeders, their HTTP origins and the tracker stay on 127.0.0.1 (the
+//! seeder's own /24 and AS).
 
 use std::{
     collections::HashMap,
@@ -31,16 +37,18 @@ use anyhow::{bail, Context};
 use shoal_mesh::proto::{Stats, StreamId, Summary};
 
 use super::{
-    measure::{node_results, sample, Totals},
+    layout::Layout,
+    measure::{egress, node_results, sample, Totals},
     population::{full_book, shaping, slot_key, Book, Population},
     result::{RunResult, Sample},
     scenario::{Restart, RestartRole, Scenario},
+    stream_figures::{continuity_goodput_bps, stream_results},
     system::{Infra, System},
     topology::Topology,
     usage,
     worker::{WorkerSpec, Workers},
 };
-use crate::tracker::{self, AsnTable, TrackerConfig};
+use crate::tracker::{self, AsnTable, CoordinatorConfig, TrackerConfig};
 
 /// How a run is watched.
 #[derive(Clone, Debug)]
@@ -71,6 +79,20 @@ pub async fn run(
 fn check_processes(sc: &Scenario, opts: &RunOptions) -> anyhow::Result<usize> {
     sc.validate_lab()?;
     let processes = opts.processes.max(1);
+    if let Some(mix) = &sc.streams {
+        if !opts.system.runs_shoal_engine() {
+            bail!(
+                "--streams {mix}: {} carries one stream; a mix runs with shoal, rtt or random",
+                opts.system
+            );
+        }
+        if processes > 1 {
+            bail!(
+                "--streams {mix} runs in one process only (worker processes carry one \
+                 stream); use --processes 1"
+            );
+        }
+    }
     if processes > 1 {
         if !opts.system.runs_shoal_engine() {
             bail!(
@@ -97,7 +119,8 @@ struct Lab<'a> {
     topo: Arc<Topology>,
     book: Book,
     tracker: LabTracker,
-    infra: Infra,
+    /// Each stream's infra side, by stream.
+    infra: Vec<Infra>,
     pop: Population,
     workers: Workers,
     restarts: Vec<ScheduledRestart>,
@@ -112,19 +135,29 @@ impl<'a> Lab<'a> {
         processes: usize,
         out: &mut (dyn Write + Send),
     ) -> anyhow::Result<Lab<'a>> {
-        let topo = Arc::new(Topology::new(&sc.topology, sc.nodes + 1, sc.seed)?);
+        let layout = Layout::of(sc);
+        let topo = Arc::new(Topology::with_infra(
+            &sc.topology,
+            layout.streams(),
+            layout.slots(),
+            sc.seed,
+        )?);
         let book = new_book(sc, processes);
-        let tracker = LabTracker::start(&topo).await?;
+        let tracker = LabTracker::start(&topo, sc).await?;
         let tracker_url = tracker.url();
-        let infra = start_infra(sc, system, &topo, &book, &tracker_url).await?;
-        write_header(out, sc, system, processes, infra.stream())?;
+        let mut infra = Vec::with_capacity(layout.streams());
+        for stream in 0..layout.streams() {
+            infra.push(start_infra(sc, system, &layout, stream, &topo, &book, &tracker_url).await?);
+        }
+        let streams: Vec<StreamId> = infra.iter().map(Infra::stream).collect();
+        write_header(out, sc, system, processes, &streams)?;
         let pop = Population::new(
             system,
             sc,
             topo.clone(),
             book.clone(),
             &tracker_url,
-            infra.stream(),
+            streams.clone(),
             0,
             processes,
         );
@@ -134,7 +167,8 @@ impl<'a> Lab<'a> {
             index: 0,
             processes,
             tracker_url,
-            stream: infra.stream().to_string(),
+            // Worker processes run single-stream scenarios only.
+            stream: streams[0].to_string(),
         };
         let workers = Workers::spawn(&spec, &book).await?;
         Ok(Lab {
@@ -177,7 +211,7 @@ impl<'a> Lab<'a> {
             if t >= self.sc.duration_s {
                 break;
             }
-            self.pop.join_due(t, Some(&self.infra)).await?;
+            self.pop.join_due(t, &self.infra).await?;
             self.apply_restarts(t, out).await?;
             if t >= next_sample {
                 next_sample += 1.0;
@@ -203,7 +237,7 @@ impl<'a> Lab<'a> {
                 writeln!(out, "  {t:.0}s: {role} goes down for {down_s} s")?;
                 match role {
                     RestartRole::Tracker => self.tracker.stop(),
-                    RestartRole::Seeder => self.infra.stop(),
+                    RestartRole::Seeder => self.infra.iter_mut().for_each(Infra::stop),
                 }
             }
             if r.phase == RestartPhase::Down && t >= at_s + down_s {
@@ -211,11 +245,14 @@ impl<'a> Lab<'a> {
                 writeln!(out, "  {t:.0}s: {role} is back")?;
                 match role {
                     RestartRole::Tracker => self.tracker.restart().await?,
-                    RestartRole::Seeder => self
-                        .infra
-                        .restart()
-                        .await
-                        .context("the seeder failed to restart")?,
+                    RestartRole::Seeder => {
+                        for infra in &mut self.infra {
+                            infra
+                                .restart()
+                                .await
+                                .context("the seeder failed to restart")?;
+                        }
+                    }
                 }
             }
         }
@@ -226,7 +263,7 @@ impl<'a> Lab<'a> {
     /// and samples every viewer.
     async fn churn_and_sample(&mut self, t: f64, prev: &mut Totals) -> anyhow::Result<Sample> {
         self.workers.check().await?;
-        self.pop.churn(t, Some(&self.infra)).await?;
+        self.pop.churn(t, &self.infra).await?;
         // This process's viewers now, the workers' as of their latest
         // report (at most a second old).
         let mut live = self.pop.present_stats();
@@ -269,21 +306,28 @@ impl<'a> Lab<'a> {
 
         let (mut results, neighbor_rtt_ratio) = node_results(sc, &topo, &book, present, departed);
         let viewers: Vec<Stats> = results.iter().map(|r| r.stats.clone()).collect();
-        let (infra_stats, http) = infra.egress();
+        let (infra_stats, http) = egress(&infra);
         let summary = Summary::new(&viewers, &infra_stats, http);
+        let mut budgets = Vec::with_capacity(infra.len());
+        for i in &infra {
+            budgets.push(tracker.budget(i.stream()).await);
+        }
+        let streams = stream_results(sc, &results, &infra, &budgets);
         // The workers' CPU and peak memory add to this process's (the sum of
         // the peaks bounds the peak of the sum).
         let cpu_s = usage::cpu_seconds() - cpu0 + remote.cpu_s;
         let peak = usage::peak_rss_bytes() + remote.peak_rss_bytes;
         results.sort_by_key(|r| (r.index, r.joined_at_s as u64));
         drop(pop);
-        infra.stop();
+        infra.iter_mut().for_each(Infra::stop);
         tracker.stop();
         let n = sc.nodes.max(1);
         Ok(RunResult {
             system: system.to_string(),
             scenario: sc.clone(),
             summary,
+            continuity_goodput_bps: continuity_goodput_bps(&streams),
+            streams,
             neighbor_rtt_ratio,
             nodes: results,
             timeline,
@@ -306,23 +350,32 @@ fn new_book(sc: &Scenario, processes: usize) -> Book {
     }
 }
 
-/// Starts the infra side in slot 0: the seeder (and, for gossipsub, the
-/// publisher it feeds).
+/// Starts a stream's infra side in its seeder slot: the seeder (and, for
+/// gossipsub, the publisher it feeds). The seeders of a mix are named
+/// `NAME-0`, `NAME-1`, ...; a single stream's is the scenario's name.
 async fn start_infra(
     sc: &Scenario,
     system: System,
+    layout: &Layout,
+    stream: usize,
     topo: &Arc<Topology>,
     book: &Book,
     tracker_url: &str,
 ) -> anyhow::Result<Infra> {
-    let seeder_key = slot_key(sc.seed, 0, 0);
+    let slot = layout.seeder_slot(stream);
+    let seeder_key = slot_key(sc.seed, slot, 0);
     book.write()
         .expect("lock")
-        .insert(seeder_key.public().to_peer_id(), 0);
-    let seeder_shaping = shaping(topo, book, 0, None, None);
+        .insert(seeder_key.public().to_peer_id(), slot);
+    let seeder_shaping = shaping(topo, book, slot, None, None);
+    let name = match layout.streams() {
+        1 => sc.name.clone(),
+        _ => format!("{}-{stream}", sc.name),
+    };
     Infra::start(
         system,
         sc,
+        &name,
         tracker_url,
         seeder_key,
         seeder_shaping,
@@ -337,8 +390,26 @@ fn write_header(
     sc: &Scenario,
     system: System,
     processes: usize,
-    stream: StreamId,
+    streams: &[StreamId],
 ) -> std::io::Result<()> {
+    if streams.len() > 1 {
+        let mix = sc.mix();
+        writeln!(
+            out,
+            "{system}: {} viewers in {} streams ({mix}), {} s, allocation {}{}",
+            sc.nodes,
+            streams.len(),
+            sc.duration_s,
+            sc.allocation,
+            sc.infra_budget_bps
+                .map_or(String::new(), |b| format!(" of {:.2} Mbps", b as f64 / 1e6)),
+        )?;
+        for (s, (id, n)) in streams.iter().zip(mix.viewers()).enumerate() {
+            writeln!(out, "  stream {s}: {n} viewers, {id}")?;
+        }
+        return Ok(());
+    }
+    let stream = streams[0];
     if processes > 1 {
         writeln!(
             out,
@@ -390,6 +461,18 @@ pub(crate) fn tracker_config(topo: &Topology) -> anyhow::Result<TrackerConfig> {
     })
 }
 
+/// The lab's tracker for a scenario: its coordinator splits the scenario's
+/// infrastructure budget by its allocation policy, or is off.
+fn scenario_tracker_config(topo: &Topology, sc: &Scenario) -> anyhow::Result<TrackerConfig> {
+    Ok(TrackerConfig {
+        coordinator: sc.allocation.policy().map(|policy| CoordinatorConfig {
+            policy,
+            budget_bps: sc.infra_budget_bps,
+        }),
+        ..tracker_config(topo)?
+    })
+}
+
 /// The run's tracker, which a restart stops and starts again at the same
 /// address.
 struct LabTracker {
@@ -399,9 +482,9 @@ struct LabTracker {
 }
 
 impl LabTracker {
-    async fn start(topo: &Topology) -> anyhow::Result<LabTracker> {
+    async fn start(topo: &Topology, sc: &Scenario) -> anyhow::Result<LabTracker> {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
-        let config = tracker_config(topo)?;
+        let config = scenario_tracker_config(topo, sc)?;
         let (addr, task) = tracker::spawn(any, config.clone())
             .await
             .context("tracker")?;
@@ -414,6 +497,19 @@ impl LabTracker {
 
     fn stop(&self) {
         self.task.abort();
+    }
+
+    /// The stream's last budget from the coordinator, as operators read it
+    /// (`GET /v1/streams/{id}`); `None` without one, or if the tracker
+    /// does not answer.
+    async fn budget(&self, stream: StreamId) -> Option<u64> {
+        let url = format!("{}/v1/streams/{stream}", self.url());
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .ok()?;
+        let detail: serde_json::Value = client.get(url).send().await.ok()?.json().await.ok()?;
+        detail.get("budget_bps")?.as_u64()
     }
 
     async fn restart(&mut self) -> anyhow::Result<()> {
@@ -454,6 +550,62 @@ impl ScheduledRestart {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mix_runs_shoal_engine_systems_in_one_process_only() {
+        let sc = Scenario {
+            nodes: 5,
+            streams: Some("4,1".parse().unwrap()),
+            ..Scenario::default()
+        };
+        let opts = |system, processes| RunOptions {
+            system,
+            progress: false,
+            processes,
+        };
+        for system in [System::Shoal, System::Rtt, System::Random] {
+            assert_eq!(check_processes(&sc, &opts(system, 1)).unwrap(), 1);
+        }
+        let err = check_processes(&sc, &opts(System::Gossipsub, 1))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("gossipsub carries one stream"), "{err}");
+        let err = check_processes(&sc, &opts(System::Shoal, 2))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--processes 1"), "{err}");
+    }
+
+    #[test]
+    fn the_lab_tracker_takes_the_scenarios_allocation() {
+        let topo = Topology::new(&super::super::scenario::TopologySpec::Geo, 3, 1).unwrap();
+        let today = scenario_tracker_config(&topo, &Scenario::default()).unwrap();
+        assert_eq!(
+            today.coordinator,
+            tracker_config(&topo).unwrap().coordinator
+        );
+        let sc = Scenario {
+            allocation: super::super::scenario::Allocation::ByViewers,
+            infra_budget_bps: Some(3_000_000),
+            ..Scenario::default()
+        };
+        let cfg = scenario_tracker_config(&topo, &sc)
+            .unwrap()
+            .coordinator
+            .unwrap();
+        assert_eq!(
+            (cfg.policy, cfg.budget_bps),
+            (shoal_mesh::allocation::Policy::ByViewers, Some(3_000_000))
+        );
+        let off = Scenario {
+            allocation: super::super::scenario::Allocation::Off,
+            ..Scenario::default()
+        };
+        assert!(scenario_tracker_config(&topo, &off)
+            .unwrap()
+            .coordinator
+            .is_none());
+    }
 
     #[test]
     fn the_lab_tracker_tells_each_slot_its_synthetic_locality() {

@@ -4,7 +4,9 @@
 use std::{fmt, path::Path, str::FromStr, time::Duration};
 
 use serde::{Deserialize, Serialize};
-use shoal_mesh::proto::engine::DEGREE_CAPS;
+use shoal_mesh::{allocation::Policy, proto::engine::DEGREE_CAPS};
+
+use super::mix::StreamMix;
 
 /// How latency between nodes is drawn.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -80,13 +82,93 @@ fn default_down() -> f64 {
     2.0
 }
 
+/// How the lab's tracker splits the infrastructure budget across streams:
+/// a coordinator policy, or no coordinator at all (no budgets).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Allocation {
+    /// The tracker's default: Antfarm.
+    #[default]
+    Antfarm,
+    FirstCome,
+    ByViewers,
+    Off,
+}
+
+impl Allocation {
+    pub const ALL: [Allocation; 4] = [
+        Allocation::Antfarm,
+        Allocation::FirstCome,
+        Allocation::ByViewers,
+        Allocation::Off,
+    ];
+
+    /// The coordinator's policy; `None` when allocation is off.
+    pub fn policy(self) -> Option<Policy> {
+        match self {
+            Allocation::Antfarm => Some(Policy::Antfarm),
+            Allocation::FirstCome => Some(Policy::FirstCome),
+            Allocation::ByViewers => Some(Policy::ByViewers),
+            Allocation::Off => None,
+        }
+    }
+}
+
+impl From<Policy> for Allocation {
+    fn from(p: Policy) -> Allocation {
+        match p {
+            Policy::Antfarm => Allocation::Antfarm,
+            Policy::FirstCome => Allocation::FirstCome,
+            Policy::ByViewers => Allocation::ByViewers,
+        }
+    }
+}
+
+impl fmt::Display for Allocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.policy() {
+            Some(p) => f.write_str(p.name()),
+            None => f.write_str("off"),
+        }
+    }
+}
+
+impl FromStr for Allocation {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Allocation::ALL
+            .into_iter()
+            .find(|a| a.to_string() == s)
+            .ok_or_else(|| {
+                format!("unknown allocation '{s}': antfarm, first-come, by-viewers or off")
+            })
+    }
+}
+
+impl TryFrom<String> for Allocation {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<Allocation> for String {
+    fn from(a: Allocation) -> String {
+        a.to_string()
+    }
+}
+
 /// A whole lab run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
     #[serde(default = "default_name")]
     pub name: String,
-    /// Viewers (the seeder comes on top).
+    /// Viewers in all (the seeders come on top). With `streams`, it may be
+    /// left out of a scenario file: it is the mix's total.
+    #[serde(default)]
     pub nodes: usize,
     pub duration_s: f64,
     #[serde(default = "default_bitrate")]
@@ -110,6 +192,17 @@ pub struct Scenario {
     pub seed: u64,
     #[serde(default = "default_degree")]
     pub max_degree: usize,
+    /// Several streams, each with its own seeder and viewers (`None`: one
+    /// stream of `nodes` viewers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub streams: Option<StreamMix>,
+    /// The tracker's split of the infrastructure budget across streams.
+    #[serde(default)]
+    pub allocation: Allocation,
+    /// The infrastructure tier's budget to split, bits/s (`None`: what
+    /// the seeders announce as their upload).
+    #[serde(default)]
+    pub infra_budget_bps: Option<u64>,
 }
 
 fn default_name() -> String {
@@ -149,6 +242,9 @@ impl Default for Scenario {
             restarts: Vec::new(),
             seed: default_seed(),
             max_degree: default_degree(),
+            streams: None,
+            allocation: Allocation::default(),
+            infra_budget_bps: None,
         }
     }
 }
@@ -181,10 +277,13 @@ impl Scenario {
             path: path.display().to_string(),
             source,
         })?;
-        let s: Scenario = toml::from_str(&text).map_err(|source| ScenarioError::Parse {
+        let mut s: Scenario = toml::from_str(&text).map_err(|source| ScenarioError::Parse {
             path: path.display().to_string(),
             source,
         })?;
+        if let (0, Some(mix)) = (s.nodes, &s.streams) {
+            s.nodes = mix.total();
+        }
         s.validate()?;
         Ok(s)
     }
@@ -199,6 +298,13 @@ impl Scenario {
             )));
         }
         Ok(())
+    }
+
+    /// The streams of the run: the mix, or one stream of `nodes` viewers.
+    pub fn mix(&self) -> StreamMix {
+        self.streams
+            .clone()
+            .unwrap_or_else(|| StreamMix::single(self.nodes))
     }
 
     /// Checks a scenario (the simulator's bounds).
@@ -218,6 +324,22 @@ impl Scenario {
         }
         if self.join_over_s < 0.0 || self.join_over_s > self.duration_s {
             return bad("join-over must be within the duration");
+        }
+        if let Some(mix) = &self.streams {
+            if mix.total() != self.nodes {
+                return bad(&format!(
+                    "nodes ({}) must be the stream mix's viewers in all ({} in {mix}); \
+                     leave nodes out to take the mix's",
+                    self.nodes,
+                    mix.total()
+                ));
+            }
+        }
+        if self.allocation == Allocation::Off && self.infra_budget_bps.is_some() {
+            return bad("an infrastructure budget needs an allocation policy, not 'off'");
+        }
+        if self.infra_budget_bps == Some(0) {
+            return bad("the infrastructure budget must be above 0");
         }
         if !DEGREE_CAPS.contains(&self.max_degree) {
             return bad(&format!(
@@ -261,6 +383,55 @@ mod tests {
             ..Scenario::default()
         };
         assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn a_mix_sets_the_viewers_and_must_agree_with_nodes() {
+        let s: Scenario =
+            toml::from_str("duration_s = 10\nstreams = [4, \"2x3\"]\nallocation = \"by-viewers\"")
+                .unwrap();
+        assert_eq!(s.allocation, Allocation::ByViewers);
+        assert_eq!(s.streams.as_ref().unwrap().total(), 10);
+        let path = std::env::temp_dir().join(format!("shoal-mix-{}.toml", std::process::id()));
+        std::fs::write(&path, "duration_s = 10\nstreams = [4, \"2x3\"]\n").unwrap();
+        let loaded = Scenario::load(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!((loaded.nodes, loaded.mix().streams()), (10, 4));
+        let disagree = Scenario {
+            nodes: 9,
+            streams: Some("4,2x3".parse().unwrap()),
+            ..Scenario::default()
+        };
+        let err = disagree.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("nodes (9)") && err.contains("10 in 4,2x3"),
+            "{err}"
+        );
+        let too_many = Scenario {
+            nodes: 2_001,
+            streams: Some("2000,1".parse().unwrap()),
+            ..Scenario::default()
+        };
+        assert!(too_many.validate_lab().is_err());
+        let off_with_budget = Scenario {
+            allocation: Allocation::Off,
+            infra_budget_bps: Some(3_000_000),
+            ..Scenario::default()
+        };
+        assert!(off_with_budget.validate().is_err());
+        let err = toml::from_str::<Scenario>("nodes = 5\nduration_s = 10\nallocation = \"fair\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("first-come"), "{err}");
+    }
+
+    #[test]
+    fn without_a_mix_a_run_is_one_stream_of_all_its_viewers() {
+        let s = Scenario::default();
+        assert_eq!(s.mix().viewers(), [s.nodes]);
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(!json.contains("streams"), "{json}");
+        assert_eq!(serde_json::from_str::<Scenario>(&json).unwrap(), s);
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub fn run_sim(sc: &Scenario, system: System, threads: Option<u16>) -> anyhow::R
     if !sc.restarts.is_empty() || sc.download_bps.is_some() {
         bail!("restarts and download caps are not simulated yet: use `shoal-lab run`");
     }
+    if sc.streams.is_some() {
+        bail!("the simulator carries one stream: --streams runs under `shoal-lab run`");
+    }
     let topo = Arc::new(Topology::new(&sc.topology, sc.nodes + 1, sc.seed)?);
     let topo_loc = topo.clone();
     let network = Network {

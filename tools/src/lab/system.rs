@@ -146,6 +146,9 @@ impl FromStr for System {
 }
 
 /// A running viewer of any system.
+// One per slot, at most a few thousand in a run: boxing the Shoal node to
+// save a few hundred bytes each would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Viewer {
     Shoal(Box<Node>),
@@ -186,6 +189,8 @@ impl Viewer {
 #[derive(Debug)]
 pub struct Infra {
     system: System,
+    /// The seeder's name in its announces.
+    name: String,
     key: Keypair,
     shaping: Shaping,
     tracker_url: String,
@@ -209,6 +214,7 @@ impl Infra {
     pub async fn start(
         system: System,
         sc: &Scenario,
+        name: &str,
         tracker_url: &str,
         key: Keypair,
         shaping: Shaping,
@@ -220,6 +226,7 @@ impl Infra {
         let gossip = (system == System::Gossipsub).then(|| Gossip::new(sc, &key, &shaping));
         let mut infra = Infra {
             system,
+            name: name.to_string(),
             key,
             shaping,
             tracker_url: tracker_url.to_string(),
@@ -248,7 +255,7 @@ impl Infra {
         let input = Input::Synthetic {
             bits_per_sec: self.scenario.bitrate_bps,
         };
-        let mut cfg = SeederConfig::new(&self.scenario.name, input, self.key.clone());
+        let mut cfg = SeederConfig::new(&self.name, input, self.key.clone());
         cfg.tracker = Some(self.tracker_url.clone());
         cfg.shaping = Some(self.shaping.clone());
         if let Some(http) = self.http {

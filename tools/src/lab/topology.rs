@@ -1,7 +1,9 @@
 //! Emulated latency between lab nodes: who is how far from whom.
 //!
 //! Slot 0 is the seeder; slots 1..=N are viewers (a viewer replaced by
-//! churn takes over its slot). RTTs are symmetric and fixed for a run, drawn
+//! churn takes over its slot). A run of S streams puts its S seeders in
+//! slots 0..S-1 ([`Topology::with_infra`], `super::layout`), all in the
+//! seeder's region. RTTs are symmetric and fixed for a run, drawn
 //! from the scenario's seed.
 //!
 //! Each slot also has a synthetic place in the Internet's structure, a
@@ -125,13 +127,26 @@ pub enum TopologyError {
 impl Topology {
     /// A topology for `slots` slots (seeder included).
     pub fn new(spec: &TopologySpec, slots: usize, seed: u64) -> Result<Topology, TopologyError> {
+        Topology::with_infra(spec, 1, slots, seed)
+    }
+
+    /// A topology for `slots` slots of which the first `infra` are seeders:
+    /// under `geo` they sit in the seeder's region with a datacenter's
+    /// access delay and no jitter. (Their synthetic addresses go unused:
+    /// seeders listen on 127.0.0.1.)
+    pub fn with_infra(
+        spec: &TopologySpec,
+        infra: usize,
+        slots: usize,
+        seed: u64,
+    ) -> Result<Topology, TopologyError> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7070_7070);
         let (kind, access_ms, jitter_ms) = match spec {
             TopologySpec::Geo => {
                 let mut region = Vec::with_capacity(slots);
                 let mut pos = Vec::with_capacity(slots);
                 for slot in 0..slots {
-                    let r = if slot == 0 {
+                    let r = if slot < infra {
                         SEEDER_REGION
                     } else {
                         pick_region(rng.gen())
@@ -144,10 +159,22 @@ impl Topology {
                     pos.push((radius * a.cos(), radius * a.sin()));
                 }
                 let access: Vec<f64> = (0..slots)
-                    .map(|s| if s == 0 { 0.5 } else { rng.gen_range(1.0..5.0) })
+                    .map(|s| {
+                        if s < infra {
+                            0.5
+                        } else {
+                            rng.gen_range(1.0..5.0)
+                        }
+                    })
                     .collect();
                 let jitter = (0..slots)
-                    .map(|s| if s == 0 { 0.0 } else { rng.gen_range(0.0..3.0) })
+                    .map(|s| {
+                        if s < infra {
+                            0.0
+                        } else {
+                            rng.gen_range(0.0..3.0)
+                        }
+                    })
                     .collect();
                 let spots = (0..slots)
                     .map(|s| Spot {

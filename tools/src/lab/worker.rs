@@ -128,7 +128,7 @@ pub async fn main() -> anyhow::Result<()> {
         topo,
         full_book(&sc),
         &spec.tracker_url,
-        stream,
+        vec![stream],
         spec.index,
         spec.processes,
     );
@@ -156,10 +156,10 @@ pub async fn main() -> anyhow::Result<()> {
     let mut next_report = 1.0 - REPORT_LEAD_S;
     loop {
         let t = start.elapsed().as_secs_f64();
-        pop.join_due(t, None).await?;
+        pop.join_due(t, &[]).await?;
         if t >= next_report {
             next_report += 1.0;
-            pop.churn(t, None).await?;
+            pop.churn(t, &[]).await?;
             write_line(
                 &mut out,
                 &Line::Report(report(&pop, &mut reported, t, false)),

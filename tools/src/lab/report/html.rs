@@ -2,7 +2,8 @@
 
 use std::fmt::Write as _;
 
-use super::{Figure, ReportError, RunResult, System};
+use super::{streams_by_size, Figure, ReportError, RunResult, StreamResult, System};
+use crate::lab::scenario::Scenario;
 
 /// Escapes text for HTML element content and quoted attribute values.
 pub(super) fn escape(s: &str) -> String {
@@ -122,6 +123,118 @@ const COLUMNS: &[Column] = &[
     }),
 ];
 
+/// Per-stream table columns: header, definition, value.
+type StreamColumn = (&'static str, &'static str, fn(&StreamResult) -> String);
+
+const STREAM_COLUMNS: &[StreamColumn] = &[
+    ("viewers", "Viewers of the stream in the mix.", |s| {
+        s.viewers.to_string()
+    }),
+    (
+        "infra kbit/s per viewer",
+        "Infrastructure payload the stream's viewers received (mesh and HTTP) \
+         \u{d7} 8 / viewers / run seconds.",
+        |s| fixed(s.infra_bps_per_viewer / 1e3, 0),
+    ),
+    (
+        "budget kbit/s",
+        "The last budget the coordinator gave the stream (GET /v1/streams/{id}).",
+        |s| {
+            s.budget_bps
+                .map_or_else(|| "\u{2013}".into(), |b| fixed(b as f64 / 1e3, 0))
+        },
+    ),
+    (
+        "seeder mesh kbit/s",
+        "Payload the stream's seeder sent over the mesh \u{d7} 8 / run seconds: what \
+         the budget holds.",
+        |s| fixed(s.seeder_mesh_bps / 1e3, 0),
+    ),
+    (
+        "seeder HTTP kbit/s",
+        "Payload the stream's seeder served as HTTP fallback \u{d7} 8 / run seconds: \
+         not held to the budget yet (docs/coordinator.md).",
+        |s| fixed(s.seeder_http_bps / 1e3, 0),
+    ),
+    (
+        "offload",
+        "As in the summary, over the stream's viewers.",
+        |s| ratio(s.summary.offload),
+    ),
+    (
+        "continuity mean",
+        "As in the summary, over the stream's viewers.",
+        |s| ratio(s.summary.continuity.mean),
+    ),
+    ("continuity min", "The stream's worst viewer.", |s| {
+        ratio(s.summary.continuity.min)
+    }),
+    (
+        "lag p50 (ms)",
+        "Lag, median over the stream's pieces.",
+        |s| s.summary.lag_ms.p50.to_string(),
+    ),
+    ("lag p95 (ms)", "Lag, 95th percentile.", |s| {
+        s.summary.lag_ms.p95.to_string()
+    }),
+    (
+        "start-up p50 (ms)",
+        "Join to first playable segment, median over the stream's viewers that started.",
+        |s| s.summary.startup_ms.p50.to_string(),
+    ),
+    (
+        "not started",
+        "The stream's viewers that never started.",
+        |s| s.summary.not_started.to_string(),
+    ),
+];
+
+/// Each run's streams, largest first, and its continuity-weighted goodput.
+fn stream_table(h: &mut String, runs: &[RunResult], systems: &[System]) {
+    h.push_str("<h2>Streams</h2>\n<table>\n<thead><tr><th>run</th><th>stream</th>");
+    for (name, def, _) in STREAM_COLUMNS {
+        let _ = write!(h, "<th title=\"{}\">{}</th>", escape(def), escape(name));
+    }
+    h.push_str("</tr></thead>\n<tbody>\n");
+    for (run, sys) in runs.iter().zip(systems) {
+        for s in streams_by_size(run) {
+            let _ = write!(
+                h,
+                "<tr><td><span class=\"swatch\" style=\"background:{}\"></span>{}</td>\
+                 <td title=\"{}\">{}</td>",
+                color_hex(sys),
+                escape(&sys.name),
+                escape(&s.stream),
+                s.index
+            );
+            for (_, _, value) in STREAM_COLUMNS {
+                let _ = write!(h, "<td>{}</td>", escape(&value(s)));
+            }
+            h.push_str("</tr>\n");
+        }
+    }
+    h.push_str(
+        "</tbody>\n</table>\n<p class=\"defs\">Continuity-weighted goodput \
+                (\u{3a3} over streams of viewers \u{d7} bitrate \u{d7} mean continuity): ",
+    );
+    let goodputs: Vec<String> = runs
+        .iter()
+        .zip(systems)
+        .map(|(r, sys)| {
+            format!(
+                "{} {} Mbit/s",
+                escape(&sys.name),
+                fixed(r.continuity_goodput_bps / 1e6, 2)
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        h,
+        "{}. Hover a stream number for its id.</p>",
+        goodputs.join(", ")
+    );
+}
+
 fn fixed(v: f64, decimals: usize) -> String {
     if v.is_finite() {
         format!("{v:.decimals$}")
@@ -192,6 +305,20 @@ pub(super) fn page(
         s.churn_per_min * 100.0,
         s.seed
     );
+    if let Some(mix) = &s.streams {
+        let budget = s
+            .infra_budget_bps
+            .map_or("the seeders' announced upload".into(), |b| {
+                format!("{:.2} Mbit/s", b as f64 / 1e6)
+            });
+        let _ = writeln!(
+            h,
+            "<p class=\"sub\">{} streams of {} viewers \u{b7} infrastructure budget {}</p>",
+            mix.streams(),
+            escape(&mix.to_string()),
+            escape(&budget)
+        );
+    }
 
     // Summary table.
     h.push_str("<h2>Summary</h2>\n<table>\n<thead><tr><th>system</th>");
@@ -211,19 +338,46 @@ pub(super) fn page(
         }
         h.push_str("</tr>\n");
     }
-    let _ = writeln!(
+    let _ = write!(
         h,
         "</tbody>\n</table>\n<p class=\"defs\">Shares and ratios are over the whole run and \
-         all viewers; hover a column header for its definition (DESIGN.md, Measures). \
-         One seeder copy per piece bounds offload at 1 \u{2212} 1/N = {:.3} for N = {} \
-         viewers.</p>",
-        1.0 - 1.0 / s.nodes.max(1) as f64,
-        s.nodes
+         all viewers; hover a column header for its definition (DESIGN.md, Measures). "
     );
+    let streams = s.mix().streams();
+    let n = s.nodes.max(1);
+    if streams > 1 {
+        // One seeder copy per piece per stream.
+        let _ = writeln!(
+            h,
+            "One seeder copy per piece of each stream bounds offload at 1 \u{2212} S/N = {:.3} \
+             for S = {streams} streams and N = {n} viewers.</p>",
+            1.0 - streams as f64 / n as f64,
+        );
+    } else {
+        let _ = writeln!(
+            h,
+            "One seeder copy per piece bounds offload at 1 \u{2212} 1/N = {:.3} for N = {} \
+             viewers.</p>",
+            1.0 - 1.0 / n as f64,
+            s.nodes
+        );
+    }
+
+    if runs.iter().any(|r| r.streams.len() > 1) {
+        stream_table(&mut h, runs, systems);
+    }
 
     // Scenario(s).
     h.push_str("<h2>Scenario</h2>\n");
-    if runs.iter().all(|r| r.scenario == first.scenario) {
+    // Runs of a policies bench differ only in their allocation, which
+    // names them: one scenario shows for all.
+    let same_but_allocation = |r: &RunResult| {
+        Scenario {
+            allocation: first.scenario.allocation,
+            ..r.scenario.clone()
+        } == first.scenario
+    };
+    if runs.iter().all(same_but_allocation) {
         let _ = writeln!(
             h,
             "<pre>{}</pre>",

@@ -4,11 +4,13 @@ use shoal_mesh::proto::{Stats, Summary};
 
 use super::*;
 use crate::lab::{
-    result::{NodeResult, RunResult, Sample},
-    scenario::Scenario,
+    result::{NodeResult, RunResult, Sample, StreamResult},
+    scenario::{Allocation, Scenario},
 };
 
-const SVGS: [&str; 7] = [
+const SVGS: [&str; 9] = [
+    "stream_bandwidth.svg",
+    "stream_continuity.svg",
     "offload.svg",
     "continuity.svg",
     "lag_cdf.svg",
@@ -59,6 +61,7 @@ fn node(i: usize, rtt: bool) -> NodeResult {
     }
     NodeResult {
         index: i,
+        stream: 0,
         peer_id: format!("12D3KooW{i}"),
         region: Some("eu".into()),
         upload_cap_bps: None,
@@ -90,6 +93,7 @@ fn synthetic(system: &str, scale: f64) -> RunResult {
         })
         .collect();
     let stats: Vec<Stats> = nodes.iter().map(|n| n.stats.clone()).collect();
+    let summary = Summary::new(&stats, &[], 6_000_000);
     RunResult {
         system: system.into(),
         scenario: Scenario {
@@ -97,7 +101,19 @@ fn synthetic(system: &str, scale: f64) -> RunResult {
             nodes: 6,
             ..Scenario::default()
         },
-        summary: Summary::new(&stats, &[], 6_000_000),
+        streams: vec![StreamResult {
+            index: 0,
+            stream: "ab".repeat(32),
+            viewers: 6,
+            bitrate_bps: 2_000_000,
+            summary: summary.clone(),
+            infra_bps_per_viewer: 500_000.0 * scale,
+            budget_bps: None,
+            seeder_mesh_bps: 1_000_000.0,
+            seeder_http_bps: 200_000.0,
+        }],
+        continuity_goodput_bps: 6.0 * 2e6 * summary.continuity.mean,
+        summary,
         neighbor_rtt_ratio: (system != "client-server").then_some(1.3),
         nodes,
         timeline,
@@ -223,6 +239,8 @@ fn empty_run_still_writes_a_page() {
         system: "shoal".into(),
         scenario: Scenario::default(),
         summary: Summary::default(),
+        streams: Vec::new(),
+        continuity_goodput_bps: 0.0,
         neighbor_rtt_ratio: None,
         nodes: Vec::new(),
         timeline: Vec::new(),
@@ -258,6 +276,78 @@ fn duplicate_systems_get_distinct_names_and_colours() {
     let names: Vec<&str> = s.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["shoal", "shoal #2", "unnamed"]);
     assert_ne!(s[0].color, s[1].color);
+}
+
+/// A run of a 3-stream mix (4, 2, 1 viewers, written smallest first) under
+/// `policy`, whose small streams get `small_share` of the large one's
+/// bandwidth per viewer.
+fn mix_run(policy: Allocation, small_share: f64) -> RunResult {
+    let mut run = synthetic("shoal", 1.0);
+    run.scenario.streams = Some("1,2,4".parse().unwrap());
+    run.scenario.nodes = 7;
+    run.scenario.allocation = policy;
+    run.scenario.infra_budget_bps = Some(3_000_000);
+    let base = run.streams[0].clone();
+    run.streams = [1usize, 2, 4]
+        .into_iter()
+        .enumerate()
+        .map(|(index, viewers)| {
+            let mut s = base.clone();
+            s.index = index;
+            s.viewers = viewers;
+            s.stream = format!("{index:064x}");
+            let share = if viewers == 4 { 1.0 } else { small_share };
+            s.infra_bps_per_viewer = 400_000.0 * share;
+            s.summary.continuity.mean = share;
+            s.budget_bps = Some((1_000_000.0 * share) as u64);
+            s
+        })
+        .collect();
+    run
+}
+
+#[test]
+fn policies_are_named_and_plotted_per_stream_largest_first() {
+    let tmp = TempDir::new("policies");
+    let runs = [
+        mix_run(Allocation::Antfarm, 0.9),
+        mix_run(Allocation::FirstCome, 0.1),
+    ];
+    let index = write_report(&tmp.0, &runs).unwrap();
+    let html = read(&index);
+    assert!(
+        html.contains("antfarm vs first-come"),
+        "runs named by policy"
+    );
+    for file in ["stream_bandwidth.svg", "stream_continuity.svg"] {
+        let svg = read(&tmp.0.join(file));
+        check_svg(&svg, file);
+        assert!(
+            svg.contains("antfarm") && svg.contains("first-come"),
+            "{file}"
+        );
+    }
+    assert!(
+        html.contains("1 = 4 viewers, 2 = 2, 3 = 1"),
+        "ranks by size"
+    );
+    // The per-stream table: one row per run and stream, largest first.
+    assert!(html.contains("<h2>Streams</h2>"));
+    assert_eq!(html.matches("<td title=\"").count(), 6);
+    let first_row = html.find("<td title=\"").unwrap();
+    assert!(html[first_row..].starts_with(&format!("<td title=\"{:064x}\">2</td><td>4</td>", 2)));
+    assert!(html.contains("3 streams of 1,2,4 viewers"));
+    assert!(
+        !html.contains("do not share one scenario"),
+        "only the policy differs"
+    );
+    assert!(html.contains("1 \u{2212} S/N = 0.571 for S = 3 streams and N = 7 viewers"));
+    // The small streams' starvation is in the plotted data.
+    let first_come = &plots(&runs, &systems(&runs))[7].series[1];
+    assert_eq!(
+        first_come.segments,
+        vec![vec![(1.0, 400.0), (2.0, 40.0), (3.0, 40.0)]]
+    );
 }
 
 #[test]
