@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use shoal_mesh::rate::parse_bitrate;
+use shoal_mesh::rate::rate_arg;
 
 use super::{
     mix::StreamMix,
@@ -30,13 +30,13 @@ pub struct ScenarioArgs {
     pub allocation: Option<Allocation>,
     /// The infrastructure tier's budget to split, e.g. 3mbps (default:
     /// the seeders' announced upload).
-    #[arg(long, value_parser = rate)]
+    #[arg(long, value_parser = rate_arg)]
     pub infra_budget: Option<u64>,
     /// e.g. 60s, 2m.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub duration: Option<std::time::Duration>,
     /// Stream bitrate, e.g. 2mbps.
-    #[arg(long, value_parser = rate)]
+    #[arg(long, value_parser = rate_arg)]
     pub bitrate: Option<u64>,
     /// `geo` or `uniform:50ms`.
     #[arg(long, value_parser = topology)]
@@ -49,7 +49,7 @@ pub struct ScenarioArgs {
     #[arg(long, value_parser = upload)]
     pub upload: Option<UploadSpec>,
     /// Viewer download cap, e.g. 20mbps.
-    #[arg(long, value_parser = rate)]
+    #[arg(long, value_parser = rate_arg)]
     pub download: Option<u64>,
     /// Viewers replaced per minute, e.g. 10%/min.
     #[arg(long, value_parser = churn)]
@@ -147,10 +147,6 @@ fn scenario_path(name: &str) -> PathBuf {
         .join(format!("{name}.toml"))
 }
 
-fn rate(s: &str) -> Result<u64, String> {
-    parse_bitrate(s).ok_or_else(|| format!("'{s}' is not a rate like 2mbps or 800kbps"))
-}
-
 fn mix(s: &str) -> Result<StreamMix, String> {
     s.parse().map_err(|e| format!("{e}"))
 }
@@ -172,7 +168,7 @@ fn upload(s: &str) -> Result<UploadSpec, String> {
     match s {
         "mixed" => Ok(UploadSpec::Mixed),
         "unlimited" => Ok(UploadSpec::Unlimited),
-        _ => rate(s).map(|bps| UploadSpec::Fixed { bps }),
+        _ => rate_arg(s).map(|bps| UploadSpec::Fixed { bps }),
     }
 }
 

@@ -146,9 +146,6 @@ impl FromStr for System {
 }
 
 /// A running viewer of any system.
-// One per slot, at most a few thousand in a run: boxing the Shoal node to
-// save a few hundred bytes each would buy nothing.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Viewer {
     Shoal(Box<Node>),
