@@ -8,23 +8,34 @@ use shoal_tools::lab::{
     system::System,
 };
 
+/// Everyone 40 ms from everyone, uploads to spare, joins within a second.
+fn small() -> Scenario {
+    Scenario {
+        topology: TopologySpec::Uniform { rtt_ms: 40 },
+        upload: UploadSpec::Fixed { bps: 8_000_000 },
+        join_over_s: 1.0,
+        ..Scenario::default()
+    }
+}
+
+async fn run_shoal(sc: &Scenario) -> shoal_tools::lab::result::RunResult {
+    let opts = RunOptions {
+        system: System::Shoal,
+        progress: false,
+        processes: 1,
+    };
+    run(sc, &opts, &mut std::io::sink()).await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_run_writes_a_report_with_svg_plots() {
     let sc = Scenario {
         name: "short".into(),
         nodes: 6,
         duration_s: 10.0,
-        topology: TopologySpec::Uniform { rtt_ms: 40 },
-        upload: UploadSpec::Fixed { bps: 8_000_000 },
-        join_over_s: 1.0,
-        ..Scenario::default()
+        ..small()
     };
-    let opts = RunOptions {
-        system: System::Shoal,
-        progress: false,
-        processes: 1,
-    };
-    let result = run(&sc, &opts, &mut std::io::sink()).await.unwrap();
+    let result = run_shoal(&sc).await;
     assert_eq!(result.nodes.len(), 6);
     assert!(result.timeline.len() >= 8, "one sample a second");
     assert!(result.summary.offload > 0.0, "{:?}", result.summary);
@@ -64,17 +75,9 @@ async fn a_stream_mix_runs_every_stream_and_measures_each() {
         streams: Some("4,1".parse().unwrap()),
         infra_budget_bps: Some(3_000_000),
         duration_s: 15.0,
-        topology: TopologySpec::Uniform { rtt_ms: 40 },
-        upload: UploadSpec::Fixed { bps: 8_000_000 },
-        join_over_s: 1.0,
-        ..Scenario::default()
+        ..small()
     };
-    let opts = RunOptions {
-        system: System::Shoal,
-        progress: false,
-        processes: 1,
-    };
-    let result = run(&sc, &opts, &mut std::io::sink()).await.unwrap();
+    let result = run_shoal(&sc).await;
     assert_eq!(result.nodes.len(), 5);
     assert_eq!(result.summary.not_started, 0, "{:?}", result.summary);
     assert_eq!(result.streams.len(), 2);

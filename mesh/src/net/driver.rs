@@ -74,6 +74,7 @@ pub async fn start_host(cfg: HostConfig) -> Result<Host, NetError> {
             .build()
             .map_err(|e| NetError::Transport(e.to_string()))?,
         fetches: Arc::new(Semaphore::new(INFRA_FETCHES)),
+        touched: Vec::new(),
     };
     let task = tokio::spawn(driver.run(cmd_rx, events_rx));
     Ok(Host::new(peer_id, addrs, cmd_tx, task))
@@ -91,6 +92,9 @@ struct Driver {
     events_tx: mpsc::Sender<PeerEvent>,
     http: reqwest::Client,
     fetches: Arc<Semaphore>,
+    /// Scratch list of the lanes to drain, kept to save an allocation per
+    /// event.
+    touched: Vec<StreamId>,
 }
 
 impl Driver {
@@ -218,14 +222,14 @@ impl Driver {
                 return;
             }
         };
-        lane.engine.handle(input, now);
+        lane.handle(input, now);
     }
 
     fn on_timeout(&mut self) {
         let now = self.clock.now();
         for lane in self.lanes.values_mut() {
             if lane.engine.poll_timeout() <= now.mono {
-                lane.engine.handle_timeout(now);
+                lane.handle_timeout(now);
             }
         }
     }
@@ -264,7 +268,7 @@ impl Driver {
                 for stream in self.dialing.remove(&peer).unwrap_or_default() {
                     if let Some(lane) = self.lanes.get_mut(&stream) {
                         if !lane.sessions.contains_key(&peer) {
-                            lane.engine.handle(Input::DialFailed { peer }, now);
+                            lane.handle(Input::DialFailed { peer }, now);
                         }
                     }
                 }
@@ -316,7 +320,7 @@ impl Driver {
             LaneEvent::Opened(peer, s) => self.open_session(stream, peer, s, true),
             LaneEvent::OpenFailed(peer) => {
                 if !lane.sessions.contains_key(&peer) {
-                    lane.engine.handle(Input::DialFailed { peer }, now);
+                    lane.handle(Input::DialFailed { peer }, now);
                 }
             }
             LaneEvent::Frame(peer, gen, body) => {
@@ -325,12 +329,12 @@ impl Driver {
                         from: peer,
                         body: body.into(),
                     };
-                    lane.engine.handle(input, now);
+                    lane.handle(input, now);
                 }
             }
             LaneEvent::Malformed(peer, gen) => {
                 if lane.is_current(&peer, gen) {
-                    lane.engine.handle(Input::Malformed { from: peer }, now);
+                    lane.handle(Input::Malformed { from: peer }, now);
                 }
             }
             LaneEvent::Closed(peer, gen) => {
@@ -338,7 +342,7 @@ impl Driver {
                     lane.close_session(peer, now);
                 }
             }
-            LaneEvent::Infra(input) => lane.engine.handle(input, now),
+            LaneEvent::Infra(input) => lane.handle(input, now),
             LaneEvent::OriginDown(url) => {
                 tracing::debug!(%url, "origin unreachable: passed over for a while");
                 lane.origins.down(&url, std::time::Instant::now());
@@ -378,14 +382,22 @@ impl Driver {
             self.events_tx.clone(),
         );
         lane.sessions.insert(peer, session);
-        lane.engine.handle(Input::Connected { peer, outbound }, now);
+        lane.handle(Input::Connected { peer, outbound }, now);
     }
 
+    /// Drains the lanes whose engines were given something since the last
+    /// drain (one, after most events).
     fn drain_all(&mut self) {
-        let streams: Vec<StreamId> = self.lanes.keys().copied().collect();
-        for stream in streams {
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.extend(
+            self.lanes
+                .iter_mut()
+                .filter_map(|(s, l)| l.take_touched().then_some(*s)),
+        );
+        for stream in touched.drain(..) {
             self.drain(stream);
         }
+        self.touched = touched;
     }
 
     /// Carries out everything a lane's engine asked for.
@@ -445,7 +457,7 @@ impl Driver {
     fn lane_input(&mut self, stream: StreamId, input: Input<PeerId>) {
         let now = self.clock.now();
         if let Some(lane) = self.lanes.get_mut(&stream) {
-            lane.engine.handle(input, now);
+            lane.handle(input, now);
         }
     }
 

@@ -22,6 +22,8 @@ pub(super) struct Lane {
     neighbors_tx: watch::Sender<Vec<PeerId>>,
     /// Hands the lane's inbound streams to the driver; aborted with the lane.
     accept: JoinHandle<()>,
+    /// The engine was given something since the driver last drained it.
+    touched: bool,
 }
 
 impl Lane {
@@ -42,7 +44,24 @@ impl Lane {
             stats_tx,
             neighbors_tx,
             accept,
+            touched: false,
         }
+    }
+
+    /// Hands the engine an input; the driver drains it after the event.
+    pub(super) fn handle(&mut self, input: Input<PeerId>, now: Time) {
+        self.touched = true;
+        self.engine.handle(input, now);
+    }
+
+    pub(super) fn handle_timeout(&mut self, now: Time) {
+        self.touched = true;
+        self.engine.handle_timeout(now);
+    }
+
+    /// Whether the engine was given something since the last call.
+    pub(super) fn take_touched(&mut self) -> bool {
+        std::mem::take(&mut self.touched)
     }
 
     /// The session with `peer`, if it is generation `gen`.
@@ -53,7 +72,7 @@ impl Lane {
     /// Ends the session with `peer`, if any, and tells the engine.
     pub(super) fn close_session(&mut self, peer: PeerId, now: Time) {
         if self.sessions.remove(&peer).is_some() {
-            self.engine.handle(Input::Disconnected { peer }, now);
+            self.handle(Input::Disconnected { peer }, now);
         }
     }
 

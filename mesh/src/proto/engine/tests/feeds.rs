@@ -48,6 +48,15 @@ fn feeds_sent(net: &Net, from: u32, to: u32) -> Vec<bool> {
     net.sent(from, to).iter().filter_map(feed).collect()
 }
 
+/// Seeder `at` publishes the first `n` pieces of segment 0, 100 ms apart.
+fn publish_segment(net: &mut Net, s: &Signer, at: u32, n: u64) {
+    for seq in 0..n {
+        let fl = if seq == 0 { flags::FIRST } else { 0 };
+        net.input(at, Input::Publish(piece(s, seq, 0, fl, net.now, SIZE)));
+        net.run_for(100);
+    }
+}
+
 fn is_neighbor(net: &Net, of: u32, peer: u32) -> bool {
     net.e(of).neighbors().any(|&p| p == peer)
 }
@@ -215,14 +224,7 @@ fn a_seeder_pushes_every_piece_to_each_fed_reflector_and_still_to_its_spread() {
     add_child(&mut net, CHILD + 10, PARENT_A);
     greet(&mut net, UNFED, PARENT_A, Role::Reflector);
     greet(&mut net, VIEWER, PARENT_A, Role::Viewer);
-    for seq in 0..5 {
-        let fl = if seq == 0 { flags::FIRST } else { 0 };
-        net.input(
-            PARENT_A,
-            Input::Publish(piece(&s, seq, 0, fl, net.now, SIZE)),
-        );
-        net.run_for(100);
-    }
+    publish_segment(&mut net, &s, PARENT_A, 5);
     let all: Vec<u64> = (0..5).collect();
     assert_eq!(pieces_sent(&net, PARENT_A, CHILD), all);
     assert_eq!(pieces_sent(&net, PARENT_A, CHILD + 10), all);
@@ -302,14 +304,7 @@ fn a_seeder_of_a_reflected_stream_feeds_its_reflectors_and_lets_its_viewers_go()
     net.input(PARENT_A, Input::Reflected(true));
     assert!(!is_neighbor(&net, PARENT_A, VIEWER), "the viewer goes");
     assert!(is_neighbor(&net, PARENT_A, CHILD), "the reflector stays");
-    for seq in 0..5 {
-        let fl = if seq == 0 { flags::FIRST } else { 0 };
-        net.input(
-            PARENT_A,
-            Input::Publish(piece(&s, seq, 0, fl, net.now, SIZE)),
-        );
-        net.run_for(100);
-    }
+    publish_segment(&mut net, &s, PARENT_A, 5);
     assert_eq!(
         pieces_sent(&net, PARENT_A, CHILD),
         (0..5).collect::<Vec<_>>()
