@@ -411,7 +411,10 @@ impl Driver {
             };
             match out {
                 Output::Send { to, frame } => {
-                    lane.gate.charge(frame.parts().1.len() as u64);
+                    let payload = frame.parts().1.len() as u64;
+                    if payload > 0 {
+                        lane.gate.charge(payload);
+                    }
                     let stuck = lane.sessions.get(&to).is_some_and(|s| !s.send(frame));
                     if stuck {
                         tracing::debug!(peer = %to, "send queue full: dropping the peer");
