@@ -111,6 +111,7 @@ fn synthetic(system: &str, scale: f64) -> RunResult {
             budget_bps: None,
             seeder_mesh_bps: 1_000_000.0,
             seeder_http_bps: 200_000.0,
+            reflection: None,
         }],
         continuity_goodput_bps: 6.0 * 2e6 * summary.continuity.mean,
         summary,
@@ -122,6 +123,9 @@ fn synthetic(system: &str, scale: f64) -> RunResult {
         cpu_s_per_node: 0.7,
         peak_rss_bytes: 120_000_000,
         peak_rss_bytes_per_node: 20_000_000,
+        reflectors: Vec::new(),
+        fallback_from_reflectors: None,
+        faults: Vec::new(),
     }
 }
 
@@ -249,6 +253,9 @@ fn empty_run_still_writes_a_page() {
         cpu_s_per_node: f64::NAN,
         peak_rss_bytes: 0,
         peak_rss_bytes_per_node: 0,
+        reflectors: Vec::new(),
+        fallback_from_reflectors: None,
+        faults: Vec::new(),
     };
     // A stale plot from an earlier report must not survive.
     fs::create_dir_all(&tmp.0).unwrap();
