@@ -98,7 +98,8 @@ impl<P: PeerId> Engine<P> {
             .playback
             .check_startup(&self.store, wall, delay, margin)
         {
-            self.stats.startup_ms = Some(now.saturating_sub(self.joined_at));
+            // The first start; a start after a rebuffer is not start-up.
+            (self.stats.startup_ms).get_or_insert(now.saturating_sub(self.joined_at));
         }
         self.prune();
     }
