@@ -58,7 +58,8 @@ impl<P: PeerId> Engine<P> {
     /// there are no more (they were chosen to cover the map), else the
     /// better-provisioned half in turn, where the first copies can be
     /// passed on quickly. Under a budget the copies join the upload queue,
-    /// which drains at the budget's pace, as far as it has room.
+    /// which drains at the budget's pace, as far as it has room: the first
+    /// ahead of requests, so that new pieces always get in.
     pub(super) fn push_to_spread(&mut self, piece: &Piece, from: Option<&P>) {
         let mut viewers: Vec<(u32, P)> = self
             .neighbors
@@ -71,6 +72,7 @@ impl<P: PeerId> Engine<P> {
             viewers.truncate(viewers.len().div_ceil(2));
         }
         let seq = piece.header.seq;
+        let mut first = true;
         for i in 0..fanout.min(viewers.len()) {
             let to = &viewers[(self.push_next + i) % viewers.len()].1;
             // Chosen as if it lacked the piece, so that the turns do not
@@ -82,11 +84,19 @@ impl<P: PeerId> Engine<P> {
                 continue;
             };
             if self.uploads.paces_pushes() {
-                if self.uploads.is_full() {
+                let queued = if first {
+                    self.uploads.push_first(to.clone(), seq)
+                } else if self.uploads.is_full() {
+                    false
+                } else {
+                    self.uploads.push(to.clone(), seq);
+                    true
+                };
+                if !queued {
                     break;
                 }
+                first = false;
                 n.has.insert(seq);
-                self.uploads.push(to.clone(), seq);
                 continue;
             }
             n.has.insert(seq);
