@@ -50,12 +50,8 @@ enum Cmd {
         /// Neighbours per viewer, at most.
         #[arg(long, default_value_t = 8, value_parser = shoal_mesh::proto::engine::parse_degree_cap)]
         max_degree: usize,
-        /// Exit non-zero if mean continuity ends below this (CI smoke runs).
-        #[arg(long)]
-        min_continuity: Option<f64>,
-        /// Exit non-zero if offload ends below this.
-        #[arg(long)]
-        min_offload: Option<f64>,
+        #[command(flatten)]
+        floors: Floors,
     },
     /// N real nodes under an emulated network (latency, caps, churn).
     Run {
@@ -80,6 +76,12 @@ enum Cmd {
         /// random only).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
         processes: u16,
+        #[command(flatten)]
+        floors: Floors,
+        /// Exit non-zero if mean continuity over the minute after any
+        /// restart (`--restart`) is below this.
+        #[arg(long)]
+        min_fault_continuity: Option<f64>,
     },
     /// The real engines in virtual time (deterministic discrete-event
     /// simulation) under the scenario's topology and upload spread.
@@ -167,6 +169,33 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Figures a run must reach, or the lab exits non-zero (CI smoke runs).
+#[derive(Debug, clap::Args)]
+struct Floors {
+    /// Exit non-zero if mean continuity ends below this.
+    #[arg(long)]
+    min_continuity: Option<f64>,
+    /// Exit non-zero if offload ends below this.
+    #[arg(long)]
+    min_offload: Option<f64>,
+}
+
+impl Floors {
+    fn check(&self, summary: &shoal_mesh::proto::Summary) -> anyhow::Result<()> {
+        if let Some(min) = self.min_continuity {
+            if summary.continuity.mean < min {
+                bail!("continuity {:.4} is below {min}", summary.continuity.mean);
+            }
+        }
+        if let Some(min) = self.min_offload {
+            if summary.offload < min {
+                bail!("offload {:.4} is below {min}", summary.offload);
+            }
+        }
+        Ok(())
+    }
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Cmd::Demo {
@@ -175,8 +204,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             json,
             input,
             max_degree,
-            min_continuity,
-            min_offload,
+            floors,
         } => {
             let cfg = DemoConfig {
                 nodes: nodes as usize,
@@ -187,17 +215,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 ..DemoConfig::default()
             };
             let summary = run_demo(&cfg, &mut std::io::stdout()).await?;
-            if let Some(min) = min_continuity {
-                if summary.continuity.mean < min {
-                    bail!("continuity {:.4} is below {min}", summary.continuity.mean);
-                }
-            }
-            if let Some(min) = min_offload {
-                if summary.offload < min {
-                    bail!("offload {:.4} is below {min}", summary.offload);
-                }
-            }
-            Ok(())
+            floors.check(&summary)
         }
         Cmd::Run {
             scenario,
@@ -207,6 +225,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             report,
             quiet,
             processes,
+            floors,
+            min_fault_continuity,
         } => {
             let sc = match scenario_file {
                 Some(path) => {
@@ -235,6 +255,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 let page =
                     shoal_tools::lab::report::write_report(&dir, std::slice::from_ref(&result))?;
                 println!("report: {}", page.display());
+            }
+            floors.check(&result.summary)?;
+            if let Some(min) = min_fault_continuity {
+                for f in &result.faults {
+                    if f.continuity.mean < min {
+                        bail!(
+                            "continuity {:.4} over {}–{} s, after {}@{} s, is below {min}",
+                            f.continuity.mean,
+                            f.from_s,
+                            f.to_s,
+                            f.role,
+                            f.at_s
+                        );
+                    }
+                }
             }
             Ok(())
         }
