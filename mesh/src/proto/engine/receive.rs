@@ -24,7 +24,7 @@ impl<P: PeerId> Engine<P> {
         // Infrastructure does not pull, so it learns the stream's pace here.
         self.edge.learn_pace(&self.store);
         self.feed(piece, from, now);
-        self.push_to_spread(piece, from);
+        self.push_to_spread(piece, from, now);
     }
 
     /// A verified piece arrived from `from` (`None`: infra over HTTP).

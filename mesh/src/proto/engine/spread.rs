@@ -57,8 +57,8 @@ impl<P: PeerId> Engine<P> {
     /// (not its source `from`, nor one known to hold it): all of them when
     /// there are no more (they were chosen to cover the map), else the
     /// better-provisioned half in turn, where the first copies can be
-    /// passed on quickly.
-    pub(super) fn push_to_spread(&mut self, piece: &Piece, from: Option<&P>) {
+    /// passed on quickly. Under a budget, only the copies it covers go.
+    pub(super) fn push_to_spread(&mut self, piece: &Piece, from: Option<&P>, now: u64) {
         let mut viewers: Vec<(u32, P)> = self
             .neighbors
             .active_viewers()
@@ -77,10 +77,15 @@ impl<P: PeerId> Engine<P> {
             if Some(to) == from {
                 continue;
             }
-            let Some(n) = self.neighbors.get_mut(to).filter(|n| !n.has.contains(seq)) else {
+            if self.neighbors.get(to).is_none_or(|n| n.has.contains(seq)) {
                 continue;
-            };
-            n.has.insert(seq);
+            }
+            if !self.uploads.take_push(piece.data.len() as u64, now) {
+                break;
+            }
+            if let Some(n) = self.neighbors.get_mut(to) {
+                n.has.insert(seq);
+            }
             let to = to.clone();
             self.send(&to, &Message::Piece(piece.clone()));
         }

@@ -102,6 +102,16 @@ impl<P: PeerId> Uploads<P> {
         self.queue.push_back((to, seq));
     }
 
+    /// Whether infrastructure's push of `bytes` to its spread may go out
+    /// now. Without a budget it always may: it is the stream's way into
+    /// the mesh. Under the coordinator's budget it goes only while the
+    /// bucket allows, and spends it, so that the budget holds everything
+    /// the node sends for the stream but its feeds; a viewer left unpushed
+    /// asks for the piece like any other.
+    pub(super) fn take_push(&mut self, bytes: u64, now: u64) -> bool {
+        self.budget.is_none() || self.limit.take(bytes, now)
+    }
+
     /// Counts `bytes` a feed sent past the queue (docs/protocol.md §7.7):
     /// the tier's backbone is never held back, but its bytes come out of
     /// the same limit and budget, so the queue waits and requests are
@@ -199,6 +209,25 @@ mod tests {
         let mut free = Uploads::<u32>::new(None, 0);
         free.set_budget(Some(8_000), 0);
         assert_eq!(queued(&mut free), budgeted);
+    }
+
+    #[test]
+    fn pushes_go_freely_without_a_budget_and_spend_it_under_one() {
+        let mut free = Uploads::<u32>::new(Some(1_000), 0);
+        assert!(
+            (0..10).all(|_| free.take_push(10_000, 0)),
+            "outside the own limit"
+        );
+        let mut budgeted = Uploads::<u32>::new(None, 0);
+        budgeted.set_budget(Some(20_000), 0);
+        assert!(
+            budgeted.take_push(10_000, 0),
+            "the burst and one piece of debt"
+        );
+        assert!(!budgeted.take_push(10_000, 0));
+        // The piece less the 1 kB burst is 9 kB of debt at 20 kB/s.
+        assert!(!budgeted.take_push(10_000, 449));
+        assert!(budgeted.take_push(10_000, 450));
     }
 
     #[test]

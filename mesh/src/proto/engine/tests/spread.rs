@@ -110,3 +110,39 @@ fn a_seeder_pushes_to_viewers_that_can_relay() {
         .iter()
         .any(|m| matches!(m, Message::Piece(p) if p.header.seq == seq)));
 }
+
+/// The coordinator's budget holds a seeder's pushes as well as what it is
+/// asked for: at half the stream's rate it sends about half a copy, where
+/// unbudgeted it pushes a copy to each of its spread.
+#[test]
+fn a_budget_holds_the_seeders_push() {
+    let sent = |budget: Option<u64>| {
+        let s = signer();
+        let mut net = Net::new(5);
+        net.add(SEEDER, Config::seeder(s.stream()));
+        for v in 1..=3 {
+            let mut cfg = Config::viewer(s.stream());
+            cfg.upload_kbps = 20_000;
+            net.add(v, cfg);
+            net.connect(v, SEEDER);
+        }
+        net.input(SEEDER, Input::Swarm { viewers: 750 });
+        net.input(SEEDER, Input::Budget { bps: budget });
+        // 2 Mbit/s for 4 s: 32 pieces of 31,250 bytes.
+        for seq in 0..32 {
+            let fl = if seq % 8 == 0 { flags::FIRST } else { 0 };
+            let p = piece(&s, seq, seq / 8, fl, net.now, 31_250);
+            net.input(SEEDER, Input::Publish(p));
+            net.run_for(125);
+        }
+        net.e(SEEDER).stats().payload_sent
+    };
+    // Pushes start once the sessions are up, a piece or so in.
+    let copy = 32 * 31_250;
+    let free = sent(None);
+    assert!(free >= 5 * copy / 2, "a copy to each of the spread: {free}");
+    // 1 Mbit/s over 4 s, its 50 ms burst and one piece of debt.
+    let held = sent(Some(1_000_000));
+    assert!(held <= 500_000 + 6_250 + 31_250, "{held}");
+    assert!(held >= 400_000, "the budget is used: {held}");
+}
