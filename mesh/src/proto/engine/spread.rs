@@ -70,6 +70,7 @@ impl<P: PeerId> Engine<P> {
             viewers.truncate(viewers.len().div_ceil(2));
         }
         let seq = piece.header.seq;
+        let mut pushed = false;
         for i in 0..fanout.min(viewers.len()) {
             let to = &viewers[(self.push_next + i) % viewers.len()].1;
             // Chosen as if it lacked the piece, so that the turns do not
@@ -80,9 +81,13 @@ impl<P: PeerId> Engine<P> {
             if self.neighbors.get(to).is_none_or(|n| n.has.contains(seq)) {
                 continue;
             }
-            if !self.uploads.take_push(piece.data.len() as u64, now) {
+            if !self
+                .uploads
+                .take_push(piece.data.len() as u64, !pushed, now)
+            {
                 break;
             }
+            pushed = true;
             if let Some(n) = self.neighbors.get_mut(to) {
                 n.has.insert(seq);
             }

@@ -10,6 +10,10 @@ use crate::proto::upload::TokenBucket;
 /// Upload backlog accepted, in ms of the upload limit: a longer queue only
 /// adds lag, and the requester does better asking elsewhere or waiting.
 const MAX_BACKLOG_MS: u64 = 250;
+/// Debt a piece's first pushed copy may go out under, in ms of the
+/// budget: a second's, as for charged feeds, so the budget still holds
+/// over time (a push refused here waits for requests as before).
+const FIRST_COPY_DEBT_MS: u64 = 1_000;
 /// Requests a neighbour may have queued with us before we answer `Missing`.
 const MAX_QUEUED_PER_PEER: usize = 16;
 /// Requests queued for upload budget, at most.
@@ -108,8 +112,22 @@ impl<P: PeerId> Uploads<P> {
     /// bucket allows, and spends it, so that the budget holds everything
     /// the node sends for the stream but its feeds; a viewer left unpushed
     /// asks for the piece like any other.
-    pub(super) fn take_push(&mut self, bytes: u64, now: u64) -> bool {
-        self.budget.is_none() || self.limit.take(bytes, now)
+    ///
+    /// A piece's first copy goes before queued requests: while the
+    /// bucket's debt is under [`FIRST_COPY_DEBT_MS`], not only once it is
+    /// paid off. Otherwise requests for pieces a swarm is short of keep
+    /// the bucket in debt, no new piece gets in but by request, and a
+    /// swarm given more than a copy falls behind for good.
+    pub(super) fn take_push(&mut self, bytes: u64, first: bool, now: u64) -> bool {
+        if self.budget.is_none() {
+            return true;
+        }
+        if first {
+            self.limit
+                .take_before_others(bytes, FIRST_COPY_DEBT_MS, now)
+        } else {
+            self.limit.take(bytes, now)
+        }
     }
 
     /// Counts `bytes` a feed sent past the queue (docs/protocol.md §7.7):
@@ -215,19 +233,19 @@ mod tests {
     fn pushes_go_freely_without_a_budget_and_spend_it_under_one() {
         let mut free = Uploads::<u32>::new(Some(1_000), 0);
         assert!(
-            (0..10).all(|_| free.take_push(10_000, 0)),
+            (0..10).all(|_| free.take_push(10_000, false, 0)),
             "outside the own limit"
         );
         let mut budgeted = Uploads::<u32>::new(None, 0);
         budgeted.set_budget(Some(20_000), 0);
         assert!(
-            budgeted.take_push(10_000, 0),
+            budgeted.take_push(10_000, false, 0),
             "the burst and one piece of debt"
         );
-        assert!(!budgeted.take_push(10_000, 0));
+        assert!(!budgeted.take_push(10_000, false, 0));
         // The piece less the 1 kB burst is 9 kB of debt at 20 kB/s.
-        assert!(!budgeted.take_push(10_000, 449));
-        assert!(budgeted.take_push(10_000, 450));
+        assert!(!budgeted.take_push(10_000, false, 449));
+        assert!(budgeted.take_push(10_000, false, 450));
     }
 
     #[test]
