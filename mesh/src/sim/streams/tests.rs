@@ -94,14 +94,19 @@ fn without_a_coordinator_every_stream_plays() {
 }
 
 /// A tight budget (the minimums and a tenth), 30 s: `antfarm` gives every
-/// stream its one copy first, so the singleton plays throughout;
-/// `first-come` serves the streams in the order they came, each up to its
-/// knee, and the singleton, last, is left with what remains once the
-/// bigger swarms' knees grow (held at their budgets, their curves extend
-/// towards their demand): it plays at first, then misses pieces (0.86 of
-/// them in time at the default seed).
+/// stream its one copy first, so the singleton gets a copy or more and
+/// plays throughout; `first-come` serves the streams in the order they
+/// came, each up to its knee, and the singleton, last, is left with what
+/// remains once the bigger swarms' knees grow (held at their budgets,
+/// their curves extend towards their demand): about 0.7 of a copy over the
+/// run. At this size that does not starve it outright: it played 0.86,
+/// 0.92, 0.88 and 1.0 of its pieces in time at seeds 7, 1, 2 and 3 (the
+/// shortfall comes late, and a lone viewer's fallback is cheap), so only
+/// the budget and "no better than antfarm" are asserted of it.
 #[test]
 fn under_a_tight_budget_antfarm_keeps_the_singleton_playing() {
+    let cfg = five_streams_for(Some(Policy::Antfarm), 5.5, 2, 30_000);
+    let copy = BITRATE / 8 * cfg.duration_ms / 1_000;
     let singleton = |policy| {
         let r = run_streams(&five_streams_for(Some(policy), 5.5, 2, 30_000));
         let s = &r.streams[4];
@@ -113,10 +118,19 @@ fn under_a_tight_budget_antfarm_keeps_the_singleton_playing() {
             s.report.seeder.payload_sent,
             s.report.origin_payload
         );
-        s.report.summary.continuity.mean
+        let copies = s.budget_bytes.expect("a budget") as f64 / copy as f64;
+        (s.report.summary.continuity.mean, copies)
     };
-    let antfarm = singleton(Policy::Antfarm);
-    let first_come = singleton(Policy::FirstCome);
+    let (antfarm, antfarm_copies) = singleton(Policy::Antfarm);
+    let (first_come, first_come_copies) = singleton(Policy::FirstCome);
     assert!(antfarm >= 0.99, "antfarm {antfarm}");
-    assert!(first_come <= 0.9, "first-come {first_come}");
+    assert!(
+        antfarm_copies >= 1.0,
+        "antfarm gave {antfarm_copies} copies"
+    );
+    assert!(
+        first_come_copies < 0.8,
+        "first-come gave {first_come_copies} copies"
+    );
+    assert!(first_come <= antfarm, "first-come {first_come}");
 }
