@@ -85,6 +85,11 @@ impl Carried {
     pub(crate) fn stats(&self) -> shoal_mesh::proto::Stats {
         self.net.stats()
     }
+
+    /// The lane's stats as they change (refreshed four times a second).
+    pub(crate) fn stats_watch(&self) -> tokio::sync::watch::Receiver<shoal_mesh::proto::Stats> {
+        self.net.stats_watch()
+    }
 }
 
 impl Drop for Carried {

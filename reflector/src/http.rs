@@ -21,6 +21,8 @@ use shoal_seeder::origin::Origin;
 #[derive(Clone, Debug, Default)]
 pub struct Origins {
     streams: Arc<RwLock<BTreeMap<StreamId, Origin>>>,
+    /// Payload the origins of streams since left had served, per stream.
+    served_before: Arc<RwLock<BTreeMap<StreamId, u64>>>,
 }
 
 impl Origins {
@@ -29,7 +31,23 @@ impl Origins {
     }
 
     pub fn remove(&self, stream: &StreamId) {
-        self.write().remove(stream);
+        if let Some(origin) = self.write().remove(stream) {
+            let mut before = (self.served_before.write()).unwrap_or_else(PoisonError::into_inner);
+            *before.entry(*stream).or_default() += origin.payload_served();
+        }
+    }
+
+    /// Payload bytes served over HTTP per stream, over the reflector's
+    /// life (streams it left included): infrastructure egress.
+    pub fn payload_served(&self) -> BTreeMap<StreamId, u64> {
+        let mut served = (self.served_before.read())
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let now = self.streams.read().unwrap_or_else(PoisonError::into_inner);
+        for (stream, origin) in now.iter() {
+            *served.entry(*stream).or_default() += origin.payload_served();
+        }
+        served
     }
 
     fn get(&self, stream: &str) -> Option<Origin> {

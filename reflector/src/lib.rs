@@ -20,7 +20,7 @@ use shoal_mesh::{
     net::{self, Host, HostConfig, NetError, Shaping},
     proto::{Stats, StreamId},
 };
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
 use carried::{upload_kbps, Carried, Setting};
 use http::Origins;
@@ -82,8 +82,18 @@ pub enum ReflectorError {
 pub struct Reflector {
     pub host: Host,
     pub http_addr: SocketAddr,
-    carried: Arc<Mutex<BTreeMap<StreamId, Stats>>>,
+    ledger: Arc<Mutex<Ledger>>,
+    origins: Origins,
     tasks: Vec<JoinHandle<()>>,
+}
+
+/// The engines' counters of every stream the reflector carries or carried.
+#[derive(Debug, Default)]
+struct Ledger {
+    /// Streams carried now: their lanes' stats as they change.
+    carried: BTreeMap<StreamId, watch::Receiver<Stats>>,
+    /// The final stats of lanes since left, merged per stream.
+    left: BTreeMap<StreamId, Stats>,
 }
 
 impl Reflector {
@@ -118,31 +128,53 @@ impl Reflector {
                 tracing::error!("HTTP origin stopped: {e}");
             }
         });
-        let carried = Arc::new(Mutex::new(BTreeMap::new()));
+        let ledger = Arc::new(Mutex::new(Ledger::default()));
         let control = Control {
             cfg,
             client,
             host: host.clone(),
             http: format!("http://{http_addr}"),
-            origins,
+            origins: origins.clone(),
             streams: BTreeMap::new(),
-            report: carried.clone(),
+            ledger: ledger.clone(),
         };
         let control = tokio::spawn(control.run());
         Ok(Reflector {
             host,
             http_addr,
-            carried,
+            ledger,
+            origins,
             tasks: vec![server, control],
         })
     }
 
     /// The streams carried now, with each one's latest stats.
     pub fn carried(&self) -> BTreeMap<StreamId, Stats> {
-        self.carried
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        let ledger = self.ledger();
+        (ledger.carried.iter())
+            .map(|(s, stats)| (*s, stats.borrow().clone()))
+            .collect()
+    }
+
+    /// Every stream carried over the reflector's life, with its mesh
+    /// counters summed over every time it was carried (what it sent is
+    /// infrastructure egress).
+    pub fn mesh_totals(&self) -> BTreeMap<StreamId, Stats> {
+        let ledger = self.ledger();
+        let mut totals = ledger.left.clone();
+        for (stream, stats) in &ledger.carried {
+            totals.entry(*stream).or_default().merge(&stats.borrow());
+        }
+        totals
+    }
+
+    /// Payload bytes its HTTP origin served per stream, over its life.
+    pub fn http_served(&self) -> BTreeMap<StreamId, u64> {
+        self.origins.payload_served()
+    }
+
+    fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+        self.ledger.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Whether the host and the control loop still run.
@@ -173,7 +205,7 @@ struct Control {
     http: String,
     origins: Origins,
     streams: BTreeMap<StreamId, Carried>,
-    report: Arc<Mutex<BTreeMap<StreamId, Stats>>>,
+    ledger: Arc<Mutex<Ledger>>,
 }
 
 impl Control {
@@ -202,8 +234,6 @@ impl Control {
             if !self.host.is_running() {
                 return;
             }
-            let stats = self.streams.iter().map(|(s, c)| (*s, c.stats())).collect();
-            *self.report.lock().unwrap_or_else(PoisonError::into_inner) = stats;
             tokio::time::sleep(interval).await;
         }
     }
@@ -242,7 +272,15 @@ impl Control {
             .collect();
         for stream in gone {
             tracing::info!(%stream, "stream no longer assigned: left");
-            self.streams.remove(&stream);
+            if let Some(carried) = self.streams.remove(&stream) {
+                let mut ledger = self.ledger.lock().unwrap_or_else(PoisonError::into_inner);
+                ledger.carried.remove(&stream);
+                ledger
+                    .left
+                    .entry(stream)
+                    .or_default()
+                    .merge(&carried.stats());
+            }
             self.origins.remove(&stream);
         }
         for (stream, a) in &assigned {
@@ -259,6 +297,9 @@ impl Control {
                     match Carried::start(*stream, a, &at).await {
                         Ok(carried) => {
                             tracing::info!(%stream, max_degree = a.max_degree, "stream assigned: carried");
+                            (self.ledger.lock().unwrap_or_else(PoisonError::into_inner))
+                                .carried
+                                .insert(*stream, carried.stats_watch());
                             self.streams.insert(*stream, carried);
                             Ok(())
                         }

@@ -100,3 +100,43 @@ async fn a_stream_mix_runs_every_stream_and_measures_each() {
     assert!(result.nodes.iter().filter(|n| n.stream == 1).count() == 1);
     assert!(result.continuity_goodput_bps > 0.0);
 }
+
+/// A short run of two streams with two reflectors, one of which is killed
+/// for good: the coordinator gives both streams reflectors fed by their
+/// seeders, viewers take infrastructure payload from the reflectors, every
+/// viewer starts, and the kill is on record with the window after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflectors_serve_the_viewers_and_one_can_be_killed() {
+    let kill = shoal_tools::lab::scenario::Restart {
+        role: shoal_tools::lab::scenario::RestartRole::Reflector,
+        at_s: 12.0,
+        down_s: f64::INFINITY,
+    };
+    let sc = Scenario {
+        name: "reflectors".into(),
+        nodes: 5,
+        streams: Some("4,1".parse().unwrap()),
+        reflectors: 2,
+        restarts: vec![kill],
+        duration_s: 20.0,
+        ..small()
+    };
+    let result = run_shoal(&sc).await;
+    assert_eq!(result.summary.not_started, 0, "{:?}", result.summary);
+    assert_eq!(result.reflectors.len(), 2);
+    for s in &result.streams {
+        let r = s.reflection.as_ref().expect("reflection figures");
+        assert!(r.fed_by_seeder >= 1, "stream {}: {r:?}", s.index);
+        assert!(r.published_bytes > 0 && r.seeder_copies > 0.0, "{r:?}");
+    }
+    let share = result.fallback_from_reflectors.expect("a share");
+    assert!(share > 0.0, "viewers took nothing from reflectors");
+    let stopped: Vec<_> = (result.reflectors.iter())
+        .filter(|r| !r.running_at_end)
+        .collect();
+    assert_eq!(stopped.len(), 1, "{:?}", result.reflectors);
+    assert_eq!(stopped[0].stopped_at_s.len(), 1);
+    assert_eq!(result.faults.len(), 1);
+    assert_eq!(result.faults[0].role, "reflector");
+    assert_eq!(result.faults[0].viewers, 5);
+}

@@ -174,6 +174,7 @@ impl<K: Ord + Clone> Allocator<K> {
                 minimum_bps,
                 priority: s.settings.priority,
                 viewers: s.latest.viewers,
+                demand_bps: s.latest.demand_bps(),
             })
             .collect();
         let mut shares = split(self.cfg.policy, budget_bps as f64, &claims);

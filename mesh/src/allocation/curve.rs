@@ -60,6 +60,16 @@ impl Curve {
         y
     }
 
+    /// A curve of `(width, slope)` segments, for tests.
+    #[cfg(test)]
+    pub(crate) fn from_segments(segments: &[(f64, f64)]) -> Curve {
+        let mut c = Curve::default();
+        for &(width, slope) in segments {
+            c.push(width, slope);
+        }
+        c
+    }
+
     /// Appends a segment, merging it into the last when they are one line.
     fn push(&mut self, width: f64, slope: f64) {
         let positive = |x: f64| x.is_finite() && x > 0.0;

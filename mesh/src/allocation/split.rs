@@ -68,6 +68,8 @@ pub struct Claim<'a> {
     /// Weight on its marginal gain (1 for equal standing).
     pub priority: f64,
     pub viewers: u32,
+    /// What it would deliver if every viewer played, bit/s.
+    pub demand_bps: f64,
 }
 
 /// Splits `budget_bps` across `claims` by `policy`. The shares never add up
@@ -88,7 +90,11 @@ pub fn split(policy: Policy, budget_bps: f64, claims: &[Claim<'_>]) -> Vec<f64> 
 /// The minimums first (scaled down alike when they alone exceed the budget),
 /// then the curves' segments past them, steepest weighted slope first (for
 /// concave curves this maximises the weighted goodput), then whatever is
-/// left in proportion to the shares, as headroom.
+/// left as headroom: to the streams whose curves flatten short of their
+/// demand, in proportion to the goodput they miss (weighted), else in
+/// proportion to the shares. A curve flat below its demand says more did
+/// not help when it was seen, not that viewers miss nothing; a stream that
+/// plays in full has no use for headroom.
 ///
 /// More budget never lowers a share: each phase only adds to the last.
 fn by_marginal_gain(budget: f64, claims: &[Claim<'_>]) -> Vec<f64> {
@@ -124,8 +130,21 @@ fn by_marginal_gain(budget: f64, claims: &[Claim<'_>]) -> Vec<f64> {
         }
     }
 
+    let missed: Vec<f64> = claims
+        .iter()
+        .zip(&shares)
+        .map(|(c, &share)| {
+            let weight = c.priority.clamp(MIN_PRIORITY, MAX_PRIORITY);
+            (sane(c.demand_bps) - c.curve.value(share)).max(0.0) * weight
+        })
+        .collect();
+    let all_missed: f64 = missed.iter().sum();
     let given: f64 = shares.iter().sum();
-    if given > 0.0 {
+    if all_missed > 0.0 {
+        for (share, m) in shares.iter_mut().zip(&missed) {
+            *share += left * m / all_missed;
+        }
+    } else if given > 0.0 {
         let scale = 1.0 + left / given;
         shares.iter_mut().for_each(|s| *s *= scale);
     } else if !shares.is_empty() {
@@ -197,6 +216,7 @@ mod tests {
                 minimum_bps: 2.0 * MBPS,
                 priority: 1.0,
                 viewers,
+                demand_bps: f64::from(viewers) * 2.0 * MBPS,
             })
             .collect()
     }
@@ -270,6 +290,20 @@ mod tests {
         }
     }
 
+    /// A 100-viewer swarm whose curve was seen to flatten at 98 % of its
+    /// demand, and a singleton that plays in full at one copy: headroom
+    /// goes to the swarm that still misses something.
+    #[test]
+    fn headroom_goes_to_a_stream_short_of_its_demand() {
+        let flat_short = Curve::from_segments(&[(2.0 * MBPS, 98.0)]);
+        let singleton = prior(1, 0.0);
+        let curves = [flat_short, singleton];
+        let c = claims(&curves, &[100, 1]);
+        let shares = split(Policy::Antfarm, 10.0 * MBPS, &c);
+        assert!((shares[1] - 2.0 * MBPS).abs() < 1.0, "{shares:?}");
+        assert!((shares[0] - 8.0 * MBPS).abs() < 1.0, "{shares:?}");
+    }
+
     #[test]
     fn priority_buys_a_stream_its_goodput_first() {
         let curves = [prior(1, 0.0), prior(1, 0.0)];
@@ -311,6 +345,7 @@ mod tests {
                 minimum_bps,
                 priority: if equal { 1.0 } else { priority },
                 viewers,
+                demand_bps: f64::from(viewers) * 2.0 * MBPS,
             })
             .collect()
     }

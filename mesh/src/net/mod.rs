@@ -34,7 +34,7 @@ pub use driver::{start, start_host};
 pub use handle::{Commander, Host, NetHandle};
 pub use origin::{fetch_piece, FetchError};
 pub use shaper::{
-    shaped_tcp_transport, DelayFn, Shaped, ShapedMuxer, Shaper, Shaping, ShapingCounters,
+    shaped_tcp_transport, DelayFn, SentToFn, Shaped, ShapedMuxer, Shaper, Shaping, ShapingCounters,
     MAX_QUEUED,
 };
 pub use swarm::listen_all;

@@ -66,9 +66,9 @@ impl Origins {
 }
 
 /// Asks `tries` in order for piece `seq` until one has it: an origin that
-/// cannot be reached, or is over its budget, hands over to the next at
-/// once; one that answers without the piece ends the fetch. Returns the piece, and the origins that
-/// could not be reached.
+/// cannot be reached, is over its budget or answers without the piece (a
+/// reflector may have joined after it) hands over to the next at once.
+/// Returns the piece, and the origins that could not be reached.
 pub(super) async fn fetch_first(
     http: &reqwest::Client,
     tries: &[String],
@@ -86,8 +86,7 @@ pub(super) async fn fetch_first(
                 tracing::debug!(seq, %origin, "origin busy, trying the next: {e}");
             }
             Err(e @ FetchError::Refused(_)) => {
-                tracing::debug!(seq, %origin, "fallback fetch failed: {e}");
-                break;
+                tracing::debug!(seq, %origin, "origin without the piece, trying the next: {e}");
             }
         }
     }
@@ -187,10 +186,21 @@ mod tests {
         assert_eq!(got, Some(piece));
         assert_eq!(down, std::slice::from_ref(&dead));
 
-        // An origin that answers, but with another piece, ends the fetch.
-        let (got, down) = fetch_first(&http, &[live, dead], 8).await;
+        // An origin that answers, but with another piece, is not down.
+        let (got, down) = fetch_first(&http, &[live, dead.clone()], 8).await;
         assert_eq!(got, None);
-        assert!(down.is_empty());
+        assert_eq!(down, [dead], "the next was asked");
+    }
+
+    #[tokio::test]
+    async fn an_origin_without_the_piece_hands_the_fetch_on() {
+        let (piece, frame) = signed_piece(7);
+        let live = origin_serving(frame).await;
+        let late = origin_answering("404 Not Found", b"piece not held".to_vec()).await;
+        let http = reqwest::Client::new();
+        let (got, down) = fetch_first(&http, &[late, live], 7).await;
+        assert_eq!(got, Some(piece));
+        assert!(down.is_empty(), "{down:?}");
     }
 
     #[tokio::test]

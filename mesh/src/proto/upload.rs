@@ -58,25 +58,6 @@ impl TokenBucket {
         }
     }
 
-    /// Takes `bytes` if the balance is above `max_debt_ms` of debt (it may
-    /// go further into debt by `bytes`): what has priority over what
-    /// [`Self::take`] lets out, which waits for the debt to be paid off.
-    pub(crate) fn take_before_others(&mut self, bytes: u64, max_debt_ms: u64, now: u64) -> bool {
-        let Some(rate) = self.rate else {
-            return true;
-        };
-        let balance = self.balance(now);
-        self.last = self.last.max(now);
-        let floor = -(rate as f64) * max_debt_ms as f64 / 1000.0;
-        if balance >= floor {
-            self.tokens = balance - bytes as f64;
-            true
-        } else {
-            self.tokens = balance;
-            false
-        }
-    }
-
     /// Spends `bytes` that went out whatever the balance (a feed, which is
     /// never held back): the debt they leave delays what is queued and
     /// refuses requests sooner ([`Self::drain_ms`]). It never takes the
@@ -132,23 +113,6 @@ mod tests {
         }
         // 10 s at 1 MB/s, plus the burst (50 kB) and one piece of debt.
         assert!((10_000_000..=10_070_000).contains(&sent), "{sent}");
-    }
-
-    #[test]
-    fn what_goes_before_others_may_go_into_debt_up_to_its_bound() {
-        let mut b = TokenBucket::new(Some(100_000), 0);
-        assert!(b.take(65_536, 0));
-        assert!(!b.take(1, 0), "in debt: the others wait");
-        // 60.5 kB of debt, under a second's (100 kB): it goes.
-        assert!(b.take_before_others(30_000, 1_000, 0));
-        // 90.5 kB: still under.
-        assert!(b.take_before_others(30_000, 1_000, 0));
-        // 120.5 kB: over the bound, refused until paid down to it.
-        assert!(!b.take_before_others(1, 1_000, 0));
-        assert!(!b.take_before_others(1, 1_000, 204));
-        assert!(b.take_before_others(1, 1_000, 206));
-        let mut free = TokenBucket::new(None, 0);
-        assert!(free.take_before_others(u64::MAX, 0, 0));
     }
 
     #[test]

@@ -242,6 +242,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             let result = lab_run::run(&sc, &opts, &mut out).await?;
             if !quiet {
                 println!("{}", bench::table(std::slice::from_ref(&result)));
+                if let Some(t) = shoal_tools::lab::report::reflection::text(&result) {
+                    println!("{t}");
+                }
             }
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&result)? + "\n")?;
@@ -276,6 +279,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             budget_copies,
         } => {
             let mut sc = scenario.scenario()?;
+            if sc.reflectors > 0 {
+                anyhow::bail!(
+                    "the simulator has no reflectors: --reflectors runs under `shoal-lab run`"
+                );
+            }
             if let Some(streams) = zipf {
                 sc.streams = Some(StreamMix::zipf(streams, sc.nodes, zipf_exponent, sc.seed)?);
             }

@@ -26,6 +26,9 @@ pub async fn bench(
     systems: &[System],
     out: &mut (dyn Write + Send),
 ) -> anyhow::Result<Vec<RunResult>> {
+    for &system in systems {
+        super::run::check_system(sc, system)?;
+    }
     let runs: Vec<(System, Scenario)> = systems.iter().map(|&s| (s, sc.clone())).collect();
     run_each(&runs, out).await
 }
@@ -113,6 +116,15 @@ pub fn measures(r: &RunResult) -> serde_json::Value {
             json!(r.peak_rss_bytes_per_node),
         );
         m.insert("wall_s".into(), json!(r.wall_s));
+        if r.fallback_from_reflectors.is_some() {
+            m.insert(
+                "fallback_from_reflectors".into(),
+                json!(r.fallback_from_reflectors),
+            );
+        }
+        if !r.faults.is_empty() {
+            m.insert("faults".into(), json!(r.faults));
+        }
     }
     v
 }
@@ -296,6 +308,7 @@ mod tests {
                 budget_bps: Some(1_000_000),
                 seeder_mesh_bps: 2_000_000.0,
                 seeder_http_bps: 0.0,
+                reflection: None,
             }
         };
         RunResult {
@@ -315,6 +328,9 @@ mod tests {
             cpu_s_per_node: 0.0,
             peak_rss_bytes: 0,
             peak_rss_bytes_per_node: 0,
+            reflectors: Vec::new(),
+            fallback_from_reflectors: None,
+            faults: Vec::new(),
         }
     }
 

@@ -57,7 +57,12 @@ pub struct ScenarioArgs {
     /// Viewers join evenly over this span, e.g. 10s (a flash crowd).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub join_over: Option<std::time::Duration>,
-    /// `seeder@30s` or `tracker@60s+5s` (down for 5 s); repeatable.
+    /// Reflectors beside the seeders, assigned to streams by the tracker's
+    /// coordinator (shoal, rtt and random only).
+    #[arg(long)]
+    pub reflectors: Option<usize>,
+    /// `seeder@30s` (down 2 s), `tracker@60s+5s` (down 5 s),
+    /// `reflector@30s+never` (one reflector killed for good); repeatable.
     #[arg(long, value_parser = restart)]
     pub restart: Vec<Restart>,
     #[arg(long)]
@@ -85,6 +90,9 @@ impl ScenarioArgs {
         }
         if let Some(v) = self.allocation {
             s.allocation = v;
+        }
+        if let Some(v) = self.reflectors {
+            s.reflectors = v;
         }
         if self.infra_budget.is_some() {
             s.infra_budget_bps = self.infra_budget;
@@ -182,22 +190,30 @@ fn churn(s: &str) -> Result<f64, String> {
 }
 
 fn restart(s: &str) -> Result<Restart, String> {
-    let err = || format!("'{s}' is not a restart like seeder@30s or tracker@60s+5s");
+    let err = || {
+        format!(
+            "'{s}' is not a restart like seeder@30s, tracker@60s+5s or reflector@30s+never \
+             (roles: seeder, tracker, reflector)"
+        )
+    };
     let (role, when) = s.split_once('@').ok_or_else(err)?;
     let (at, down) = match when.split_once('+') {
         Some((a, d)) => (a, Some(d)),
         None => (when, None),
     };
     let at = humantime::parse_duration(at).map_err(|_| err())?;
-    let down = match down {
-        Some(d) => humantime::parse_duration(d).map_err(|_| err())?,
-        None => std::time::Duration::from_secs(2),
+    let down_s = match down {
+        Some("never") => f64::INFINITY,
+        Some(d) => humantime::parse_duration(d)
+            .map_err(|_| err())?
+            .as_secs_f64(),
+        None => 2.0,
     };
     let role: RestartRole = role.parse().map_err(|e| format!("'{s}': {e}"))?;
     Ok(Restart {
         role,
         at_s: at.as_secs_f64(),
-        down_s: down.as_secs_f64(),
+        down_s,
     })
 }
 
@@ -222,7 +238,9 @@ mod tests {
             (r.role, r.at_s, r.down_s),
             (RestartRole::Tracker, 60.0, 5.0)
         );
-        assert!(restart("cdn@5s").unwrap_err().contains("seeder or tracker"));
+        assert!(restart("cdn@5s")
+            .unwrap_err()
+            .contains("seeder, tracker or reflector"));
         assert_eq!(mix("4,1").unwrap().viewers(), [4, 1]);
         assert!(mix("4,x").unwrap_err().contains("VIEWERSxSTREAMS"));
     }
@@ -247,6 +265,39 @@ mod tests {
         assert!(disagree.scenario().is_err());
         let none = ScenarioArgs::default().scenario().unwrap();
         assert_eq!((none.streams, none.allocation), (None, Allocation::Antfarm));
+    }
+
+    #[test]
+    fn reflectors_and_their_restarts_parse() {
+        let r = restart("reflector@30s+never").unwrap();
+        assert_eq!((r.role, r.at_s), (RestartRole::Reflector, 30.0));
+        assert!(!r.comes_back());
+        let r = restart("reflector@30s+5s").unwrap();
+        assert_eq!((r.down_s, r.comes_back()), (5.0, true));
+        // Without +DOWN every role is down 2 s, as seeder@ and tracker@ are.
+        assert_eq!(restart("reflector@30s").unwrap().down_s, 2.0);
+        assert!(restart("reflector@30s+soon").is_err());
+        let args = ScenarioArgs {
+            streams: Some("4,1".parse().unwrap()),
+            reflectors: Some(2),
+            restart: vec![restart("reflector@10s+never").unwrap()],
+            ..ScenarioArgs::default()
+        };
+        let s = args.scenario().unwrap();
+        assert_eq!(s.reflectors, 2);
+        // The scenario file bench hands its children says "never".
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains(r#""down_s":"never""#), "{json}");
+        assert_eq!(
+            serde_json::from_str::<crate::lab::scenario::Scenario>(&json).unwrap(),
+            s
+        );
+        let none = ScenarioArgs {
+            restart: vec![restart("reflector@10s").unwrap()],
+            ..ScenarioArgs::default()
+        };
+        let err = none.scenario().unwrap_err().to_string();
+        assert!(err.contains("--reflectors"), "{err}");
     }
 
     #[test]

@@ -1,8 +1,10 @@
-//! Which topology slot holds what in a run of S streams: slots 0..S-1 are
-//! the streams' seeders (stream `s`'s in slot `s`), then come the N viewers,
-//! each of one stream. With one stream this is the lab's original layout,
-//! the seeder in slot 0 and viewers in 1..=N, so single-stream runs and
-//! their `--rtt-matrix` files are unchanged.
+//! Which topology slot holds what in a run of S streams and R reflectors:
+//! slots 0..S-1 are the streams' seeders (stream `s`'s in slot `s`), then
+//! the R reflectors in S..S+R-1, then the N viewers, each of one stream.
+//! Infrastructure first, so that the viewers' slots follow all of it. With
+//! one stream and no reflector this is the lab's original layout, the
+//! seeder in slot 0 and viewers in 1..=N, so single-stream runs and their
+//! `--rtt-matrix` files are unchanged.
 //!
 //! Viewers are shared out among the streams by [`StreamMix::stream_of_viewers`]
 //! (interleaved in proportion), and join in slot order.
@@ -15,18 +17,20 @@ use super::{mix::StreamMix, scenario::Scenario};
 pub(crate) struct Layout {
     /// Viewers per stream.
     viewers: Vec<usize>,
+    reflectors: usize,
     /// The stream of each viewer, by viewer ordinal (slot − S).
     stream_of_viewer: Vec<usize>,
 }
 
 impl Layout {
     pub(crate) fn of(sc: &Scenario) -> Layout {
-        Layout::of_mix(&sc.mix())
+        Layout::of_mix(&sc.mix(), sc.reflectors)
     }
 
-    pub(crate) fn of_mix(mix: &StreamMix) -> Layout {
+    pub(crate) fn of_mix(mix: &StreamMix, reflectors: usize) -> Layout {
         Layout {
             viewers: mix.viewers().to_vec(),
+            reflectors,
             stream_of_viewer: mix.stream_of_viewers(),
         }
     }
@@ -40,27 +44,38 @@ impl Layout {
         self.viewers[stream]
     }
 
-    /// Seeders and viewers.
+    /// Seeders, reflectors and viewers.
     pub(crate) fn slots(&self) -> usize {
-        self.streams() + self.stream_of_viewer.len()
+        self.infra() + self.stream_of_viewer.len()
+    }
+
+    /// Seeders and reflectors: the slots before the viewers'.
+    pub(crate) fn infra(&self) -> usize {
+        self.streams() + self.reflectors
     }
 
     pub(crate) fn seeder_slot(&self, stream: usize) -> usize {
         stream
     }
 
+    pub(crate) fn reflector_slots(&self) -> Range<usize> {
+        self.streams()..self.infra()
+    }
+
     pub(crate) fn viewer_slots(&self) -> Range<usize> {
-        self.streams()..self.slots()
+        self.infra()..self.slots()
     }
 
     /// A viewer slot's place in the join order, from 0.
     pub(crate) fn viewer_ordinal(&self, slot: usize) -> usize {
-        slot - self.streams()
+        slot - self.infra()
     }
 
-    /// The stream a slot's node carries: a seeder's own, a viewer's.
+    /// The stream a seeder's or a viewer's slot carries (a reflector's
+    /// streams are the coordinator's to say).
     pub(crate) fn stream_of(&self, slot: usize) -> usize {
-        match slot.checked_sub(self.streams()) {
+        debug_assert!(!self.reflector_slots().contains(&slot), "slot {slot}");
+        match slot.checked_sub(self.infra()) {
             None => slot,
             Some(v) => self.stream_of_viewer[v],
         }
@@ -73,7 +88,7 @@ mod tests {
 
     #[test]
     fn one_stream_keeps_the_seeder_in_slot_0() {
-        let l = Layout::of_mix(&StreamMix::single(5));
+        let l = Layout::of_mix(&StreamMix::single(5), 0);
         assert_eq!(
             (l.slots(), l.seeder_slot(0), l.viewer_slots()),
             (6, 0, 1..6)
@@ -84,7 +99,7 @@ mod tests {
 
     #[test]
     fn seeders_come_first_then_each_streams_viewers() {
-        let l = Layout::of_mix(&"4,2,1".parse().unwrap());
+        let l = Layout::of_mix(&"4,2,1".parse().unwrap(), 0);
         assert_eq!((l.slots(), l.viewer_slots()), (10, 3..10));
         assert_eq!(
             (0..3).map(|s| l.stream_of(s)).collect::<Vec<_>>(),
@@ -96,6 +111,22 @@ mod tests {
                 .filter(|&s| l.stream_of(s) == stream)
                 .count();
             assert_eq!(n, l.viewers_of(stream));
+        }
+    }
+
+    #[test]
+    fn reflectors_sit_between_the_seeders_and_the_viewers() {
+        let mix: StreamMix = "4,2,1".parse().unwrap();
+        let l = Layout::of_mix(&mix, 2);
+        assert_eq!(
+            (l.slots(), l.infra(), l.reflector_slots(), l.viewer_slots()),
+            (12, 5, 3..5, 5..12)
+        );
+        assert_eq!(l.viewer_ordinal(5), 0);
+        // The viewers watch what they watch without reflectors, in order.
+        let plain = Layout::of_mix(&mix, 0);
+        for (a, b) in l.viewer_slots().zip(plain.viewer_slots()) {
+            assert_eq!(l.stream_of(a), plain.stream_of(b));
         }
     }
 }

@@ -10,6 +10,7 @@ use shoal_mesh::proto::Stats;
 use super::{
     layout::Layout,
     population::{upload_caps, Book, NodeSnap},
+    reflectors::LabReflectors,
     result::{NodeResult, Sample},
     scenario::Scenario,
     system::Infra,
@@ -114,14 +115,14 @@ pub(crate) fn sample(
     t: f64,
     live: &[Stats],
     departed: &Stats,
-    infra: &[Infra],
+    (infra, reflectors): (&[Infra], Option<&LabReflectors>),
     prev: &Totals,
 ) -> (Sample, Totals) {
     let mut all = departed.clone();
     for s in live {
         all.merge(s);
     }
-    let (infra_stats, http) = egress(infra);
+    let (infra_stats, http) = egress(infra, reflectors);
     let totals = Totals {
         from_peers: all.payload_from_peers,
         from_infra: all.payload_from_infra,
@@ -153,12 +154,17 @@ pub(crate) fn sample(
 }
 
 /// Infrastructure mesh stats and HTTP payload served, over every stream's
-/// infra side.
-pub(crate) fn egress(infra: &[Infra]) -> (Vec<Stats>, u64) {
+/// infra side and every reflector.
+pub(crate) fn egress(infra: &[Infra], reflectors: Option<&LabReflectors>) -> (Vec<Stats>, u64) {
     let mut stats = Vec::new();
     let mut http = 0;
     for i in infra {
         let (s, h) = i.egress();
+        stats.extend(s);
+        http += h;
+    }
+    if let Some(r) = reflectors {
+        let (s, h) = r.egress();
         stats.extend(s);
         http += h;
     }

@@ -117,6 +117,7 @@ pub(crate) fn shaping(
         upload_bps,
         download_bps,
         counters: Arc::new(ShapingCounters::default()),
+        sent_to: None,
     }
 }
 

@@ -20,6 +20,7 @@ use shoal_mesh::proto::MsHistogram;
 use super::result::{run_names, RunResult, Sample, StreamResult};
 
 mod html;
+pub mod reflection;
 mod svg;
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,7 @@
 //! What a lab run measured: the `--json` output and the report's input.
 
 use serde::{Deserialize, Serialize};
-use shoal_mesh::proto::{Stats, Summary};
+use shoal_mesh::proto::{stats::MeanMin, Stats, Summary};
 
 use super::scenario::Scenario;
 
@@ -34,6 +34,83 @@ pub struct RunResult {
     /// Peak resident memory of the process, and per viewer.
     pub peak_rss_bytes: u64,
     pub peak_rss_bytes_per_node: u64,
+    /// The run's reflectors (`reflectors` > 0), by slot.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reflectors: Vec<ReflectorResult>,
+    /// Of the infrastructure payload viewers received (mesh and HTTP),
+    /// the share that came from reflectors rather than seeders (runs with
+    /// reflectors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback_from_reflectors: Option<f64>,
+    /// Continuity over the minute after each restart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<FaultResult>,
+}
+
+/// One reflector of a run: what it carried and sent.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReflectorResult {
+    /// Its slot.
+    pub index: usize,
+    pub peer_id: String,
+    /// Region under the geo topology.
+    pub region: Option<String>,
+    pub failure_domain: String,
+    /// The streams it carried at some time (indices into `streams`).
+    pub streams: Vec<usize>,
+    /// Payload it sent over the mesh (to viewers and reflectors) and over
+    /// HTTP, bit/s over the run.
+    pub mesh_bps: f64,
+    pub http_bps: f64,
+    /// Of that, what went to viewers (the mesh part estimated from the
+    /// bytes its links carried, docs/lab.md §7.2), bit/s.
+    pub to_viewers_bps: f64,
+    /// When a restart stopped it, seconds into the run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stopped_at_s: Vec<f64>,
+    pub running_at_end: bool,
+}
+
+/// A stream's seeder and reflectors in a run with reflectors.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StreamReflection {
+    /// Payload its seeder signed over the run, bytes: one copy of the
+    /// stream.
+    pub published_bytes: u64,
+    /// (Seeder mesh + HTTP payload) / published: copies its seeder sent.
+    pub seeder_copies: f64,
+    /// Copies the parent scheme needs of its seeder: the reflectors
+    /// feeding from it when the stream is reflected; when not, one per
+    /// 250 viewers (at least 1), the spread's entry points.
+    pub seeder_copies_needed: f64,
+    /// Its reflectors in the tracker's last round (`GET /v1/streams/{id}`),
+    /// and how many of them take it from its seeder.
+    pub reflectors: usize,
+    pub fed_by_seeder: usize,
+    /// What its reflectors sent for it, bit/s over the run.
+    pub reflectors_mesh_bps: f64,
+    pub reflectors_http_bps: f64,
+    /// Of the infrastructure payload its viewers received, the share from
+    /// reflectors.
+    pub fallback_from_reflectors: Option<f64>,
+}
+
+/// Continuity over the window after a restart (docs/lab.md §7.2).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FaultResult {
+    pub role: String,
+    pub at_s: f64,
+    /// Infinite (`"never"`) for a kill for good.
+    #[serde(with = "super::scenario::downtime")]
+    pub down_s: f64,
+    /// The window: the first sample at or after the fault, to a minute
+    /// later or the end of the run.
+    pub from_s: f64,
+    pub to_s: f64,
+    /// Viewers present over the whole window with pieces due in it.
+    pub viewers: usize,
+    /// Per-viewer continuity over the window, mean and min.
+    pub continuity: MeanMin,
 }
 
 /// One stream of a run: its viewers' measures and what infrastructure
@@ -64,6 +141,9 @@ pub struct StreamResult {
     /// The last budget the coordinator gave the stream, bits/s
     /// (`GET /v1/streams/{id}`; `None`: no allocation, or none yet).
     pub budget_bps: Option<u64>,
+    /// Its seeder's and reflectors' figures (runs with reflectors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reflection: Option<StreamReflection>,
 }
 
 /// One viewer.

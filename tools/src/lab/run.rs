@@ -18,6 +18,10 @@
 //! budget among them; every viewer watches one stream ([`Layout`]). Only
 //! the Shoal-engine systems run a mix, in one process.
 //!
+//! With `reflectors` = R > 0, R in-process reflectors ([`LabReflectors`])
+//! announce to the same tracker, whose coordinator assigns them to the
+//! streams; they are infrastructure, counted with the seeders.
+//!
 //! Each Shoal viewer listens on its slot's own loopback address 127.A.B.C
 //! ([`Topology::address`]), whose /24 is its synthetic subnet, and the
 //! in-process tracker holds the topology's AS table, so the tracker tells
@@ -37,18 +41,26 @@ use anyhow::{bail, Context};
 use shoal_mesh::proto::{Stats, StreamId, Summary};
 
 use super::{
+    fault_window::FaultWindow,
     layout::Layout,
     measure::{egress, node_results, sample, Totals},
     population::{full_book, shaping, slot_key, Book, Population},
+    reflection::{run_share, stream_reflection, SeederSide, Tree},
+    reflectors::LabReflectors,
     result::{RunResult, Sample},
-    scenario::{Restart, RestartRole, Scenario},
+    scenario::Scenario,
     stream_figures::{continuity_goodput_bps, stream_results},
     system::{Infra, System},
     topology::Topology,
+    upload_split::UploadSplit,
     usage,
     worker::{WorkerSpec, Workers},
 };
 use crate::tracker::{self, AsnTable, CoordinatorConfig, TrackerConfig};
+
+mod restarts;
+
+use restarts::ScheduledRestart;
 
 /// How a run is watched.
 #[derive(Clone, Debug)]
@@ -78,15 +90,16 @@ pub async fn run(
 /// system allow it.
 fn check_processes(sc: &Scenario, opts: &RunOptions) -> anyhow::Result<usize> {
     sc.validate_lab()?;
+    check_system(sc, opts.system)?;
     let processes = opts.processes.max(1);
-    if let Some(mix) = &sc.streams {
-        if !opts.system.runs_shoal_engine() {
+    if processes > 1 {
+        if sc.reflectors > 0 {
             bail!(
-                "--streams {mix}: {} carries one stream; a mix runs with shoal, rtt or random",
-                opts.system
+                "--reflectors {} runs in one process only; use --processes 1",
+                sc.reflectors
             );
         }
-        if processes > 1 {
+        if let Some(mix) = &sc.streams {
             bail!(
                 "--streams {mix} runs in one process only (worker processes carry one \
                  stream); use --processes 1"
@@ -111,6 +124,24 @@ fn check_processes(sc: &Scenario, opts: &RunOptions) -> anyhow::Result<usize> {
     Ok(processes)
 }
 
+/// Whether `system` can run the scenario: a stream mix and reflectors need
+/// Shoal's engine (the baselines carry one stream, from its seeder).
+pub(crate) fn check_system(sc: &Scenario, system: System) -> anyhow::Result<()> {
+    if system.runs_shoal_engine() {
+        return Ok(());
+    }
+    if let Some(mix) = &sc.streams {
+        bail!("--streams {mix}: {system} carries one stream; a mix runs with shoal, rtt or random");
+    }
+    if sc.reflectors > 0 {
+        bail!(
+            "--reflectors {}: {system} has no reflectors; reflectors run with shoal, rtt or random",
+            sc.reflectors
+        );
+    }
+    Ok(())
+}
+
 /// A run under way, seen from its main process: the tracker, the infra
 /// side, this process's viewers and the workers that run the others.
 struct Lab<'a> {
@@ -121,9 +152,13 @@ struct Lab<'a> {
     tracker: LabTracker,
     /// Each stream's infra side, by stream.
     infra: Vec<Infra>,
+    /// What each stream's seeder sent to viewers, by stream.
+    seeder_splits: Vec<UploadSplit>,
+    reflectors: Option<LabReflectors>,
     pop: Population,
     workers: Workers,
     restarts: Vec<ScheduledRestart>,
+    faults: Vec<FaultWindow>,
 }
 
 impl<'a> Lab<'a> {
@@ -136,9 +171,10 @@ impl<'a> Lab<'a> {
         out: &mut (dyn Write + Send),
     ) -> anyhow::Result<Lab<'a>> {
         let layout = Layout::of(sc);
-        let topo = Arc::new(Topology::with_infra(
+        let topo = Arc::new(Topology::with_reflectors(
             &sc.topology,
             layout.streams(),
+            sc.reflectors,
             layout.slots(),
             sc.seed,
         )?);
@@ -146,11 +182,22 @@ impl<'a> Lab<'a> {
         let tracker = LabTracker::start(&topo, sc).await?;
         let tracker_url = tracker.url();
         let mut infra = Vec::with_capacity(layout.streams());
+        let mut seeder_splits = Vec::with_capacity(layout.streams());
         for stream in 0..layout.streams() {
-            infra.push(start_infra(sc, system, &layout, stream, &topo, &book, &tracker_url).await?);
+            let (i, split) =
+                start_infra(sc, system, &layout, stream, &topo, &book, &tracker_url).await?;
+            infra.push(i);
+            seeder_splits.push(split);
         }
+        let reflectors = match sc.reflectors {
+            0 => None,
+            _ => Some(LabReflectors::start(&layout, sc.seed, &topo, &book, &tracker_url).await?),
+        };
         let streams: Vec<StreamId> = infra.iter().map(Infra::stream).collect();
         write_header(out, sc, system, processes, &streams)?;
+        if sc.reflectors > 0 {
+            writeln!(out, "  {} reflectors", sc.reflectors)?;
+        }
         let pop = Population::new(
             system,
             sc,
@@ -178,6 +225,8 @@ impl<'a> Lab<'a> {
             book,
             tracker,
             infra,
+            seeder_splits,
+            reflectors,
             pop,
             workers,
             restarts: sc
@@ -186,6 +235,7 @@ impl<'a> Lab<'a> {
                 .cloned()
                 .map(ScheduledRestart::new)
                 .collect(),
+            faults: sc.restarts.iter().cloned().map(FaultWindow::new).collect(),
         })
     }
 
@@ -227,38 +277,6 @@ impl<'a> Lab<'a> {
         Ok(timeline)
     }
 
-    /// Takes infrastructure down, and brings it back, as the scenario's
-    /// restarts fall due.
-    async fn apply_restarts(&mut self, t: f64, out: &mut (dyn Write + Send)) -> anyhow::Result<()> {
-        for r in &mut self.restarts {
-            let Restart { role, at_s, down_s } = r.restart;
-            if r.phase == RestartPhase::Scheduled && t >= at_s {
-                r.phase = RestartPhase::Down;
-                writeln!(out, "  {t:.0}s: {role} goes down for {down_s} s")?;
-                match role {
-                    RestartRole::Tracker => self.tracker.stop(),
-                    RestartRole::Seeder => self.infra.iter_mut().for_each(Infra::stop),
-                }
-            }
-            if r.phase == RestartPhase::Down && t >= at_s + down_s {
-                r.phase = RestartPhase::Back;
-                writeln!(out, "  {t:.0}s: {role} is back")?;
-                match role {
-                    RestartRole::Tracker => self.tracker.restart().await?,
-                    RestartRole::Seeder => {
-                        for infra in &mut self.infra {
-                            infra
-                                .restart()
-                                .await
-                                .context("the seeder failed to restart")?;
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// One second's step: checks the workers, applies this process's churn
     /// and samples every viewer.
     async fn churn_and_sample(&mut self, t: f64, prev: &mut Totals) -> anyhow::Result<Sample> {
@@ -272,8 +290,16 @@ impl<'a> Lab<'a> {
             departed.merge(&d.stats);
         }
         self.workers.add_to_sample(&mut live, &mut departed);
-        let (sample, totals) = sample(t, &live, &departed, &self.infra, prev);
+        let infra = (&self.infra[..], self.reflectors.as_ref());
+        let (sample, totals) = sample(t, &live, &departed, infra, prev);
         *prev = totals;
+        if self.faults.iter().any(|f| f.wants(t)) {
+            // This process's viewers (all of them but with --processes).
+            let viewers = self.pop.snapshots();
+            for f in self.faults.iter_mut().filter(|f| f.wants(t)) {
+                f.observe(t, &viewers);
+            }
+        }
         Ok(sample)
     }
 
@@ -292,12 +318,18 @@ impl<'a> Lab<'a> {
             book,
             tracker,
             mut infra,
+            seeder_splits,
+            mut reflectors,
             mut pop,
             mut workers,
             restarts: _,
+            faults,
         } = self;
         workers.stop().await;
         let mut present = pop.finish(&infra);
+        let faults: Vec<_> = (faults.into_iter())
+            .filter_map(|f| f.finish(sc.duration_s, &present))
+            .collect();
         let mut departed = std::mem::take(&mut pop.departed);
         let remote = workers.finish().await?;
         present.extend(remote.present);
@@ -306,19 +338,44 @@ impl<'a> Lab<'a> {
 
         let (mut results, neighbor_rtt_ratio) = node_results(sc, &topo, &book, present, departed);
         let viewers: Vec<Stats> = results.iter().map(|r| r.stats.clone()).collect();
-        let (infra_stats, http) = egress(&infra);
+        let (infra_stats, http) = egress(&infra, reflectors.as_ref());
         let summary = Summary::new(&viewers, &infra_stats, http);
-        let mut budgets = Vec::with_capacity(infra.len());
+        let mut details = Vec::with_capacity(infra.len());
         for i in &infra {
-            budgets.push(tracker.budget(i.stream()).await);
+            details.push(tracker.detail(i.stream()).await);
         }
-        let streams = stream_results(sc, &results, &infra, &budgets);
+        let budgets: Vec<Option<u64>> = (details.iter())
+            .map(|d| d.as_ref()?.get("budget_bps")?.as_u64())
+            .collect();
+        let mut streams = stream_results(sc, &results, &infra, &budgets, reflectors.as_ref());
+        let mut fallback_from_reflectors = None;
+        let mut reflector_results = Vec::new();
+        if let Some(r) = &reflectors {
+            let mut to_viewers = Vec::with_capacity(streams.len());
+            for (s, stream) in streams.iter_mut().enumerate() {
+                let seeder = SeederSide {
+                    infra: &infra[s],
+                    split: &seeder_splits[s],
+                    viewers: stream.viewers,
+                    tree: details[s].as_ref().map(Tree::of_detail).unwrap_or_default(),
+                };
+                let (reflection, reached) = stream_reflection(&seeder, r, sc.duration_s);
+                stream.reflection = Some(reflection);
+                to_viewers.push(reached);
+            }
+            fallback_from_reflectors = run_share(&to_viewers);
+            let ids: Vec<StreamId> = infra.iter().map(Infra::stream).collect();
+            reflector_results = r.results(&ids, sc.duration_s);
+        }
         // The workers' CPU and peak memory add to this process's (the sum of
         // the peaks bounds the peak of the sum).
         let cpu_s = usage::cpu_seconds() - cpu0 + remote.cpu_s;
         let peak = usage::peak_rss_bytes() + remote.peak_rss_bytes;
         results.sort_by_key(|r| (r.index, r.joined_at_s as u64));
         drop(pop);
+        if let Some(r) = &mut reflectors {
+            r.shutdown();
+        }
         infra.iter_mut().for_each(Infra::stop);
         tracker.stop();
         let n = sc.nodes.max(1);
@@ -336,6 +393,9 @@ impl<'a> Lab<'a> {
             cpu_s_per_node: cpu_s / n as f64,
             peak_rss_bytes: peak,
             peak_rss_bytes_per_node: peak / n as u64,
+            reflectors: reflector_results,
+            fallback_from_reflectors,
+            faults,
         })
     }
 }
@@ -361,18 +421,19 @@ async fn start_infra(
     topo: &Arc<Topology>,
     book: &Book,
     tracker_url: &str,
-) -> anyhow::Result<Infra> {
+) -> anyhow::Result<(Infra, UploadSplit)> {
     let slot = layout.seeder_slot(stream);
     let seeder_key = slot_key(sc.seed, slot, 0);
     book.write()
         .expect("lock")
         .insert(seeder_key.public().to_peer_id(), slot);
-    let seeder_shaping = shaping(topo, book, slot, None, None);
+    let mut seeder_shaping = shaping(topo, book, slot, None, None);
+    let split = UploadSplit::attach(&mut seeder_shaping, book, layout.viewer_slots());
     let name = match layout.streams() {
         1 => sc.name.clone(),
         _ => format!("{}-{stream}", sc.name),
     };
-    Infra::start(
+    let infra = Infra::start(
         system,
         sc,
         &name,
@@ -382,7 +443,8 @@ async fn start_infra(
         topo.clone(),
     )
     .await
-    .context("the seeder failed to start")
+    .context("the seeder failed to start")?;
+    Ok((infra, split))
 }
 
 fn write_header(
@@ -499,17 +561,16 @@ impl LabTracker {
         self.task.abort();
     }
 
-    /// The stream's last budget from the coordinator, as operators read it
-    /// (`GET /v1/streams/{id}`); `None` without one, or if the tracker
+    /// The stream as operators read it (`GET /v1/streams/{id}`: its last
+    /// budget from the coordinator, its reflectors); `None` if the tracker
     /// does not answer.
-    async fn budget(&self, stream: StreamId) -> Option<u64> {
+    async fn detail(&self, stream: StreamId) -> Option<serde_json::Value> {
         let url = format!("{}/v1/streams/{stream}", self.url());
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()
             .ok()?;
-        let detail: serde_json::Value = client.get(url).send().await.ok()?.json().await.ok()?;
-        detail.get("budget_bps")?.as_u64()
+        client.get(url).send().await.ok()?.json().await.ok()
     }
 
     async fn restart(&mut self) -> anyhow::Result<()> {
@@ -522,28 +583,6 @@ impl LabTracker {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         bail!("the tracker could not listen on {} again", self.addr)
-    }
-}
-
-/// A scenario's restart and how far it has gone.
-struct ScheduledRestart {
-    restart: Restart,
-    phase: RestartPhase,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum RestartPhase {
-    Scheduled,
-    Down,
-    Back,
-}
-
-impl ScheduledRestart {
-    fn new(restart: Restart) -> ScheduledRestart {
-        ScheduledRestart {
-            restart,
-            phase: RestartPhase::Scheduled,
-        }
     }
 }
 
@@ -570,6 +609,36 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("gossipsub carries one stream"), "{err}");
+        let err = check_processes(&sc, &opts(System::Shoal, 2))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--processes 1"), "{err}");
+    }
+
+    #[test]
+    fn reflectors_run_with_shoal_engine_systems_in_one_process_only() {
+        let sc = Scenario {
+            nodes: 5,
+            reflectors: 2,
+            ..Scenario::default()
+        };
+        let opts = |system, processes| RunOptions {
+            system,
+            progress: false,
+            processes,
+        };
+        for system in [System::Shoal, System::Rtt, System::Random] {
+            assert_eq!(check_processes(&sc, &opts(system, 1)).unwrap(), 1);
+        }
+        for system in [System::Gossipsub, System::ClientServer] {
+            let err = check_processes(&sc, &opts(system, 1))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("--reflectors 2") && err.contains("has no reflectors"),
+                "{err}"
+            );
+        }
         let err = check_processes(&sc, &opts(System::Shoal, 2))
             .unwrap_err()
             .to_string();

@@ -41,10 +41,17 @@ pub enum RestartRole {
     /// The seeder (for gossipsub, with its publisher).
     Seeder,
     Tracker,
+    /// One of the run's reflectors (`reflectors`), as a process: its host
+    /// and its HTTP origin.
+    Reflector,
 }
 
 impl RestartRole {
-    pub const ALL: [RestartRole; 2] = [RestartRole::Seeder, RestartRole::Tracker];
+    pub const ALL: [RestartRole; 3] = [
+        RestartRole::Seeder,
+        RestartRole::Tracker,
+        RestartRole::Reflector,
+    ];
 }
 
 impl fmt::Display for RestartRole {
@@ -52,6 +59,7 @@ impl fmt::Display for RestartRole {
         f.write_str(match self {
             RestartRole::Seeder => "seeder",
             RestartRole::Tracker => "tracker",
+            RestartRole::Reflector => "reflector",
         })
     }
 }
@@ -63,7 +71,7 @@ impl FromStr for RestartRole {
         RestartRole::ALL
             .into_iter()
             .find(|role| role.to_string() == s)
-            .ok_or_else(|| format!("unknown restart role '{s}': seeder or tracker"))
+            .ok_or_else(|| format!("unknown restart role '{s}': seeder, tracker or reflector"))
     }
 }
 
@@ -73,13 +81,54 @@ pub struct Restart {
     pub role: RestartRole,
     /// Seconds after the start.
     pub at_s: f64,
-    /// Seconds it stays down.
-    #[serde(default = "default_down")]
+    /// Seconds it stays down; infinite: it never comes back (written
+    /// `"never"` in TOML and JSON).
+    #[serde(default = "default_down", with = "downtime")]
     pub down_s: f64,
+}
+
+impl Restart {
+    /// Whether it comes back before the run ends.
+    pub fn comes_back(&self) -> bool {
+        self.down_s.is_finite()
+    }
 }
 
 fn default_down() -> f64 {
     2.0
+}
+
+/// A downtime in seconds, or `"never"` for one that does not end (JSON
+/// has no infinity).
+pub(crate) mod downtime {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) const NEVER: &str = "never";
+
+    pub(crate) fn serialize<S: Serializer>(down_s: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if down_s.is_finite() {
+            s.serialize_f64(*down_s)
+        } else {
+            s.serialize_str(NEVER)
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Down {
+        Seconds(f64),
+        Word(String),
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        match Down::deserialize(d)? {
+            Down::Seconds(s) if s.is_finite() && s >= 0.0 => Ok(s),
+            Down::Word(w) if w == NEVER => Ok(f64::INFINITY),
+            _ => Err(serde::de::Error::custom(
+                "down_s must be seconds (≥ 0) or \"never\"",
+            )),
+        }
+    }
 }
 
 /// How the lab's tracker splits the infrastructure budget across streams:
@@ -203,6 +252,14 @@ pub struct Scenario {
     /// the seeders announce as their upload).
     #[serde(default)]
     pub infra_budget_bps: Option<u64>,
+    /// Reflectors the run starts beside the seeders; the tracker's
+    /// coordinator assigns them to streams.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reflectors: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn default_name() -> String {
@@ -245,6 +302,7 @@ impl Default for Scenario {
             streams: None,
             allocation: Allocation::default(),
             infra_budget_bps: None,
+            reflectors: 0,
         }
     }
 }
@@ -253,6 +311,8 @@ impl Default for Scenario {
 pub const MAX_LAB_NODES: usize = 2_000;
 /// Most viewers of a simulated run.
 pub const MAX_SIM_NODES: usize = 200_000;
+/// Most reflectors of a lab run.
+pub const MAX_REFLECTORS: usize = 64;
 
 /// Why a scenario is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -345,6 +405,13 @@ impl Scenario {
         }
         if self.infra_budget_bps == Some(0) {
             return bad("the infrastructure budget must be above 0");
+        }
+        if self.reflectors > MAX_REFLECTORS {
+            return bad(&format!("reflectors must be 0..={MAX_REFLECTORS}"));
+        }
+        let restarts_a_reflector = (self.restarts.iter()).any(|r| r.role == RestartRole::Reflector);
+        if restarts_a_reflector && self.reflectors == 0 {
+            return bad("a reflector restart needs reflectors (--reflectors N)");
         }
         if !DEGREE_CAPS.contains(&self.max_degree) {
             return bad(&format!(
@@ -444,6 +511,8 @@ mod tests {
         assert_eq!(s.mix().viewers(), [s.nodes]);
         let json = serde_json::to_string(&s).unwrap();
         assert!(!json.contains("streams"), "{json}");
+        // Nor reflectors: a scenario without them writes what it always did.
+        assert!(!json.contains("reflectors"), "{json}");
         assert_eq!(serde_json::from_str::<Scenario>(&json).unwrap(), s);
     }
 
@@ -465,8 +534,21 @@ mod tests {
         assert!(err.contains("cdn") && err.contains("tracker"), "{err}");
         let err = "cdn".parse::<RestartRole>().unwrap_err();
         assert!(
-            err.contains("cdn") && err.contains("seeder or tracker"),
+            err.contains("cdn") && err.contains("seeder, tracker or reflector"),
             "{err}"
         );
+        let s: Scenario = toml::from_str(
+            "nodes = 5\nduration_s = 10\nreflectors = 2\n\
+             restarts = [{ role = \"reflector\", at_s = 3, down_s = \"never\" }]",
+        )
+        .unwrap();
+        assert_eq!((s.reflectors, s.restarts[0].comes_back()), (2, false));
+        assert!(s.validate().is_ok());
+        let err = toml::from_str::<Scenario>(
+            "nodes = 5\nduration_s = 10\nrestarts = [{ role = \"seeder\", at_s = 3, down_s = \"later\" }]",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("never"), "{err}");
     }
 }

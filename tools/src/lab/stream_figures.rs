@@ -5,6 +5,7 @@ use shoal_mesh::proto::{Stats, Summary};
 
 use super::{
     layout::Layout,
+    reflectors::LabReflectors,
     result::{NodeResult, StreamResult},
     scenario::Scenario,
     system::Infra,
@@ -12,12 +13,14 @@ use super::{
 
 /// Each stream's figures, in the mix's order. `results` are every viewer's
 /// (departed ones included), `budgets` each stream's last budget from the
-/// coordinator.
+/// coordinator. What the run's reflectors sent for a stream is its
+/// infrastructure egress as much as its seeder's.
 pub(crate) fn stream_results(
     sc: &Scenario,
     results: &[NodeResult],
     infra: &[Infra],
     budgets: &[Option<u64>],
+    reflectors: Option<&LabReflectors>,
 ) -> Vec<StreamResult> {
     let layout = Layout::of(sc);
     (0..layout.streams())
@@ -26,9 +29,16 @@ pub(crate) fn stream_results(
                 .filter(|r| r.stream == s)
                 .map(|r| r.stats.clone())
                 .collect();
-            let (infra_stats, http) = infra.get(s).map_or_else(Default::default, |i| i.egress());
-            let summary = Summary::new(&viewers, &infra_stats, http);
+            let (mut infra_stats, http) =
+                infra.get(s).map_or_else(Default::default, |i| i.egress());
             let mesh: u64 = infra_stats.iter().map(|i| i.payload_sent).sum();
+            let mut infra_http = http;
+            if let (Some(r), Some(i)) = (reflectors, infra.get(s)) {
+                let reflected = r.stream_egress(i.stream());
+                infra_stats.extend(reflected.mesh);
+                infra_http += reflected.http;
+            }
+            let summary = Summary::new(&viewers, &infra_stats, infra_http);
             let bps = |bytes: u64| bytes as f64 * 8.0 / sc.duration_s.max(1e-9);
             let from_infra: u64 = viewers.iter().map(|v| v.payload_from_infra).sum();
             let n = layout.viewers_of(s);
@@ -47,6 +57,7 @@ pub(crate) fn stream_results(
                 budget_bps: budgets.get(s).copied().flatten(),
                 seeder_mesh_bps: bps(mesh),
                 seeder_http_bps: bps(http),
+                reflection: None,
             }
         })
         .collect()
@@ -99,7 +110,7 @@ mod tests {
             viewer(0, 0, 100),
             viewer(1, 500_000, 50),
         ];
-        let streams = stream_results(&sc, &results, &[], &[Some(7), None]);
+        let streams = stream_results(&sc, &results, &[], &[Some(7), None], None);
         assert_eq!(streams.len(), 2);
         assert_eq!((streams[0].viewers, streams[1].viewers), (2, 1));
         assert_eq!(streams[0].summary.nodes + streams[1].summary.nodes, 3);

@@ -205,6 +205,8 @@ pub struct Infra {
     origin_overhead: AtomicU64,
     next_numbers: Option<(u64, u64)>,
     gossip: Option<Gossip>,
+    /// Payload bytes the seeder signed, over all its lives.
+    published: Arc<AtomicU64>,
 }
 
 impl Infra {
@@ -237,6 +239,7 @@ impl Infra {
             origin_overhead: AtomicU64::new(0),
             next_numbers: None,
             gossip,
+            published: Arc::default(),
         };
         infra.restart().await?;
         Ok(infra)
@@ -244,6 +247,12 @@ impl Infra {
 
     pub fn stream(&self) -> StreamId {
         self.stream
+    }
+
+    /// Payload bytes the seeder has signed so far (every copy of the
+    /// stream is this many bytes).
+    pub fn published(&self) -> u64 {
+        self.published.load(Ordering::Relaxed)
     }
 
     /// Starts (again) the seeder, carrying on the stream's numbering (and,
@@ -263,10 +272,20 @@ impl Infra {
             cfg.first_seq = seq;
             cfg.first_segment = segment;
         }
-        if let Some(g) = &mut self.gossip {
-            g.ensure_publisher(&self.key).await?;
-            cfg.on_piece = Some(g.hook());
-        }
+        let gossip_hook = match &mut self.gossip {
+            Some(g) => {
+                g.ensure_publisher(&self.key).await?;
+                Some(g.hook())
+            }
+            None => None,
+        };
+        let published = self.published.clone();
+        cfg.on_piece = Some(Arc::new(move |piece: &shoal_mesh::proto::Piece| {
+            published.fetch_add(piece.data.len() as u64, Ordering::Relaxed);
+            if let Some(hook) = &gossip_hook {
+                hook(piece);
+            }
+        }));
         let mut last_err = None;
         // The old sockets may take a moment to be released.
         for _ in 0..50 {

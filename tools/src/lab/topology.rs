@@ -3,7 +3,9 @@
 //! Slot 0 is the seeder; slots 1..=N are viewers (a viewer replaced by
 //! churn takes over its slot). A run of S streams puts its S seeders in
 //! slots 0..S-1 ([`Topology::with_infra`], `super::layout`), all in the
-//! seeder's region. RTTs are symmetric and fixed for a run, drawn
+//! seeder's region, and R reflectors after them
+//! ([`Topology::with_reflectors`]), spread over the regions as a CDN's
+//! points of presence. RTTs are symmetric and fixed for a run, drawn
 //! from the scenario's seed.
 //!
 //! Each slot also has a synthetic place in the Internet's structure, a
@@ -67,6 +69,11 @@ const CROSS_RTT: [[f64; 5]; 5] = [
 
 /// The seeder's region in the geo topology.
 const SEEDER_REGION: usize = 2;
+
+/// Where the geo topology puts reflectors, one per region in turn, largest
+/// share of viewers first (europe, na-east, asia, na-west, south-america),
+/// as a CDN opens its points of presence where its audience is.
+const REFLECTOR_REGIONS: [usize; 5] = [2, 0, 3, 1, 4];
 
 /// Latency between every pair of slots.
 #[derive(Clone, Debug)]
@@ -140,14 +147,31 @@ impl Topology {
         slots: usize,
         seed: u64,
     ) -> Result<Topology, TopologyError> {
+        Topology::with_reflectors(spec, infra, 0, slots, seed)
+    }
+
+    /// A topology for `slots` slots: `seeders` seeders, then `reflectors`
+    /// reflectors, then viewers. Reflectors are infrastructure as the
+    /// seeders are (a datacenter's access delay, no jitter); under `geo`
+    /// reflector `i` sits in `REFLECTOR_REGIONS[i % 5]`.
+    pub fn with_reflectors(
+        spec: &TopologySpec,
+        seeders: usize,
+        reflectors: usize,
+        slots: usize,
+        seed: u64,
+    ) -> Result<Topology, TopologyError> {
+        let infra = seeders + reflectors;
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7070_7070);
         let (kind, access_ms, jitter_ms) = match spec {
             TopologySpec::Geo => {
                 let mut region = Vec::with_capacity(slots);
                 let mut pos = Vec::with_capacity(slots);
                 for slot in 0..slots {
-                    let r = if slot < infra {
+                    let r = if slot < seeders {
                         SEEDER_REGION
+                    } else if slot < infra {
+                        REFLECTOR_REGIONS[(slot - seeders) % REFLECTOR_REGIONS.len()]
                     } else {
                         pick_region(rng.gen())
                     };
@@ -489,6 +513,33 @@ mod tests {
         // within the regions and 20 ms of access delay.
         let (lo, hi) = range(&cross);
         assert!(lo >= 60.0 && hi <= 355.0, "cross {lo}..{hi}");
+    }
+
+    #[test]
+    fn reflectors_are_points_of_presence_in_every_region() {
+        let t = Topology::with_reflectors(&TopologySpec::Geo, 3, 6, 3 + 6 + 40, 1).unwrap();
+        let regions: Vec<_> = (3..9).map(|s| t.region(s).unwrap()).collect();
+        assert_eq!(
+            regions,
+            [
+                "europe",
+                "na-east",
+                "asia",
+                "na-west",
+                "south-america",
+                "europe"
+            ]
+        );
+        assert!((0..3).all(|s| t.region(s) == Some("europe")));
+        assert!((3..9).all(|r| t.jitter_ms(r) == 0.0));
+        // The european PoP is near the seeders (5–35 ms of core, 0.5 ms of
+        // access each); the na-east one an ocean away.
+        assert!(t.rtt_ms(3, 0) <= 42.0, "{}", t.rtt_ms(3, 0));
+        assert!(t.rtt_ms(4, 0) >= 90.0, "{}", t.rtt_ms(4, 0));
+        // Without reflectors, the same topology as before.
+        let a = Topology::with_infra(&TopologySpec::Geo, 3, 43, 1).unwrap();
+        let b = Topology::with_reflectors(&TopologySpec::Geo, 3, 0, 43, 1).unwrap();
+        assert!((0..43).all(|x| (0..43).all(|y| a.rtt_ms(x, y) == b.rtt_ms(x, y))));
     }
 
     #[test]

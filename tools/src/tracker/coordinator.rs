@@ -95,8 +95,9 @@ impl Coordinator {
                     tally.add(&report.bounded(bitrate_bps, interval_ms));
                 }
             }
-            self.allocator
-                .report(id.clone(), tally.report(interval_ms, bitrate_bps as f64));
+            let report = tally.report(interval_ms, bitrate_bps as f64);
+            tracing::debug!(stream = %id, ?report, "swarm report");
+            self.allocator.report(id.clone(), report);
             judged.insert(id.as_str());
         }
         self.allocator.retain(|id| judged.contains(id.as_str()));
@@ -105,6 +106,7 @@ impl Coordinator {
             return;
         }
         for share in self.allocator.round(tier) {
+            tracing::debug!(?share, "budget");
             self.budgets.insert(share.stream, share.budget_bps);
         }
     }

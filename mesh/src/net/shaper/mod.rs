@@ -58,6 +58,10 @@ pub use self::{
 /// The delay function of a [`Shaping`].
 pub type DelayFn = Arc<dyn Fn(&PeerId) -> Option<Duration> + Send + Sync>;
 
+/// Which counter, if any, the bytes written to a remote peer also go to
+/// (see [`Shaping::sent_to`]).
+pub type SentToFn = Arc<dyn Fn(&PeerId) -> Option<Arc<AtomicU64>> + Send + Sync>;
+
 /// How a node's links behave in the lab.
 ///
 /// Rates are in **bits** per second of substream payload. The delay
@@ -77,6 +81,11 @@ pub struct Shaping {
     pub download_bps: Option<u64>,
     /// Bytes written and read at the substream level, for the lab.
     pub counters: Arc<ShapingCounters>,
+    /// Bytes written per kind of remote, for the lab: evaluated once per
+    /// substream; the substream's written bytes go to the counter it
+    /// returns as well as to `counters`. (The lab splits what an
+    /// infrastructure node sent between viewers and other infrastructure.)
+    pub sent_to: Option<SentToFn>,
 }
 
 impl Shaping {
@@ -96,6 +105,7 @@ impl Default for Shaping {
             upload_bps: None,
             download_bps: None,
             counters: Arc::default(),
+            sent_to: None,
         }
     }
 }
@@ -108,6 +118,7 @@ impl fmt::Debug for Shaping {
             .field("upload_bps", &self.upload_bps)
             .field("download_bps", &self.download_bps)
             .field("counters", &self.counters)
+            .field("sent_to", &self.sent_to.as_ref().map(|_| "<fn>"))
             .finish()
     }
 }

@@ -5,7 +5,10 @@ use std::{
     collections::VecDeque,
     fmt, io,
     pin::Pin,
-    sync::{atomic::Ordering, Arc},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -46,6 +49,8 @@ pub struct Shaped<S> {
     remote: PeerId,
     node: Arc<Node>,
     delay: Duration,
+    /// Where the bytes written also count ([`super::Shaping::sent_to`]).
+    sent_to: Option<Arc<AtomicU64>>,
     /// No delay, jitter or download cap: reads pass straight through.
     read_through: bool,
     queue: VecDeque<Chunk>,
@@ -67,11 +72,13 @@ impl<S> Shaped<S> {
             .unwrap_or_default()
             .min(MAX_DELAY);
         let read_through = delay.is_zero() && node.down.is_none() && node.shaping.jitter.is_zero();
+        let sent_to = node.shaping.sent_to.as_ref().and_then(|f| f(remote));
         Shaped {
             inner,
             remote: *remote,
             node,
             delay,
+            sent_to,
             read_through,
             queue: VecDeque::new(),
             queued: 0,
@@ -237,6 +244,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Shaped<S> {
                     refund(&this.node.up, n - used);
                     let counters = &this.node.shaping.counters;
                     counters.sent.fetch_add(used as u64, Ordering::Relaxed);
+                    if let Some(to) = &this.sent_to {
+                        to.fetch_add(used as u64, Ordering::Relaxed);
+                    }
                     return written;
                 }
                 Err(wait) => {
@@ -313,5 +323,33 @@ mod tests {
             "{elapsed:?}"
         );
         assert_eq!(shaper.shaping().counters.received(), 500_000);
+    }
+
+    #[tokio::test]
+    async fn bytes_written_to_a_chosen_remote_are_counted_apart() {
+        use std::sync::{
+            atomic::{AtomicU64, Ordering},
+            Arc,
+        };
+
+        use futures::AsyncWriteExt;
+
+        let (viewer, other) = (PeerId::random(), PeerId::random());
+        let to_viewers = Arc::new(AtomicU64::new(0));
+        let counter = to_viewers.clone();
+        let shaping = Shaping {
+            sent_to: Some(Arc::new(move |p: &PeerId| {
+                (*p == viewer).then(|| counter.clone())
+            })),
+            ..Shaping::default()
+        };
+        let shaper = Shaper::new(shaping);
+        let sink = || futures::io::Cursor::new(Vec::new());
+        let mut to_viewer = Shaped::new(sink(), &viewer, &shaper);
+        to_viewer.write_all(&[7u8; 1_000]).await.unwrap();
+        let mut to_other = Shaped::new(sink(), &other, &shaper);
+        to_other.write_all(&[7u8; 300]).await.unwrap();
+        assert_eq!(to_viewers.load(Ordering::Relaxed), 1_000);
+        assert_eq!(shaper.shaping().counters.sent(), 1_300);
     }
 }

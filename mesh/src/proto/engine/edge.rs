@@ -179,17 +179,28 @@ impl Edge {
         }
     }
 
-    /// Where to start playing: the second newest segment start we know of,
-    /// so the first segment completes quickly and the player has a segment
-    /// in hand while the next one arrives.
-    pub(super) fn start_point(&self, store: &Store) -> Option<u64> {
+    /// Forgets the unheld pieces from `seq` on (a rebuffer: what was
+    /// believed of them proved wrong); the newest seq falls back to what
+    /// is still known.
+    pub(super) fn forget_from(&mut self, seq: u64, store: &Store) {
+        self.heard.split_off(&seq);
+        let held = store.last().map(|p| p.header.seq);
+        let heard = self.heard.last_key_value().map(|(&s, _)| s);
+        let start = self.segment_starts.last().copied();
+        self.newest = held.max(heard).max(start);
+    }
+
+    /// Where to start playing, at `from` or after: the second newest
+    /// segment start we know of, so the first segment completes quickly
+    /// and the player has a segment in hand while the next one arrives.
+    pub(super) fn start_point(&self, store: &Store, from: u64) -> Option<u64> {
         let newest = self.newest?;
         // A start is announced, so unverified: one we hold must be a first
         // piece (and a held one that is not is dropped, see `held`), so the
         // start is confirmed by the broadcaster's word.
         let mut starts = self
             .segment_starts
-            .range(..=newest)
+            .range(from..=newest.max(from))
             .rev()
             .filter(|&s| store.get(s).is_none_or(|p| p.header.is_first()));
         let latest = starts.next().copied();
@@ -275,11 +286,11 @@ mod tests {
     fn a_held_piece_that_was_announced_as_a_start_and_is_not_one_is_forgotten() {
         let (mut edge, store) = (Edge::default(), store(0..9));
         edge.learn(&[9, 10], &[4, 8, 10], &store, |_| false, 0);
-        assert_eq!(edge.start_point(&store), Some(8), "second newest start");
+        assert_eq!(edge.start_point(&store, 0), Some(8), "second newest start");
         edge.held(10, false, true);
         assert!(!edge.segment_starts().contains(&10));
         assert_eq!(edge.heard_at(10), None);
-        assert_eq!(edge.start_point(&store), Some(4));
+        assert_eq!(edge.start_point(&store, 0), Some(4));
     }
 
     #[test]

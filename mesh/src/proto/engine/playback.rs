@@ -26,6 +26,14 @@ pub(super) struct Playback {
     started: Option<(u64, u64)>,
     /// Pieces not judged yet that arrived after their deadline.
     late: Vec<u64>,
+    /// The deadline of the first of the pieces missed in a row, if the
+    /// last piece judged was missed.
+    missing_since: Option<u64>,
+    /// Every piece up to this one has been judged once; a start after a
+    /// rebuffer does not judge them again.
+    judged_through: Option<u64>,
+    /// While rebuffering: the start must be at or after this seq.
+    resume_from: Option<u64>,
 }
 
 /// Pieces judged per run at most.
@@ -38,7 +46,26 @@ impl Playback {
             start: None,
             started: None,
             late: Vec::new(),
+            missing_since: None,
+            judged_through: None,
+            resume_from: None,
         }
+    }
+
+    /// Rebuffering: nothing has played for a while, and the next start
+    /// must be at or after `seq`.
+    pub(super) fn resume_from(&self) -> Option<u64> {
+        self.resume_from
+    }
+
+    /// Gives up the current start and delay: playback starts again, at a
+    /// segment start from `seq` on.
+    fn rebuffer(&mut self, seq: u64) {
+        self.start = None;
+        self.started = None;
+        self.late.clear();
+        self.missing_since = None;
+        self.resume_from = Some(seq);
     }
 
     /// Piece `seq`, produced at `produced_at`, arrived at `wall`: if that is
@@ -91,6 +118,7 @@ impl Playback {
         let elapsed = wall.saturating_sub(first.header.produced_at);
         let delay = playout_delay.max(elapsed + margin);
         self.started = Some((delay, start));
+        self.resume_from = None;
         true
     }
 }
@@ -107,8 +135,9 @@ impl<P: PeerId> Engine<P> {
             return None;
         }
         let stale_after = 2 * self.cfg.playout_delay_ms;
+        let from = self.playback.resume_from().unwrap_or(0);
         match self.playback.start {
-            None => self.playback.start = self.edge.start_point(&self.store),
+            None => self.playback.start = self.edge.start_point(&self.store, from),
             Some(start)
                 if self.playback.started.is_none()
                     && self
@@ -116,7 +145,11 @@ impl<P: PeerId> Engine<P> {
                         .produced_estimate(&self.store, start)
                         .is_some_and(|at| wall > at.saturating_add(stale_after)) =>
             {
-                if let Some(newer) = self.edge.start_point(&self.store).filter(|&s| s > start) {
+                if let Some(newer) = self
+                    .edge
+                    .start_point(&self.store, from)
+                    .filter(|&s| s > start)
+                {
                     self.playback.start = Some(newer);
                 }
             }
@@ -136,7 +169,8 @@ impl<P: PeerId> Engine<P> {
     }
 
     /// Judges every piece whose deadline has passed: on time if it arrived
-    /// by then.
+    /// by then. A viewer that has missed every piece for a playout delay
+    /// rebuffers (see [`Self::rebuffer`]).
     pub(super) fn playback_check(&mut self, now: u64) {
         let Some((delay, mut next)) = self.playback.started else {
             return;
@@ -151,17 +185,49 @@ impl<P: PeerId> Engine<P> {
             let Some(produced) = self.edge.produced_estimate(&self.store, next) else {
                 break;
             };
-            if wall < produced.saturating_add(delay) {
+            let due = produced.saturating_add(delay);
+            if wall < due {
                 break;
             }
-            self.stats.pieces_due += 1;
-            if self.store.contains_key(&next) && !self.playback.late.contains(&next) {
-                self.stats.pieces_on_time += 1;
+            let on_time = self.store.contains_key(&next) && !self.playback.late.contains(&next);
+            if self.playback.judged_through.is_none_or(|j| next > j) {
+                self.stats.pieces_due += 1;
+                self.stats.pieces_on_time += u64::from(on_time);
+                self.playback.judged_through = Some(next);
+            }
+            if on_time {
+                self.playback.missing_since = None;
+            } else {
+                self.playback.missing_since.get_or_insert(due);
             }
             next += 1;
         }
         self.playback.late.retain(|&s| s >= next);
         self.playback.started = Some((delay, next));
+        let stalled = (self.playback.missing_since)
+            .is_some_and(|since| wall >= since.saturating_add(self.cfg.playout_delay_ms));
+        if stalled {
+            self.rebuffer(next);
+        }
+    }
+
+    /// Starts playback again after a stall as long as the playout delay.
+    /// Whatever stopped the stream (the broadcaster paused or restarted,
+    /// the neighbourhood lost it), the deadlines fixed at start-up no
+    /// longer say when pieces will come: pieces past the stall were
+    /// believed due from the stream's old pace, so they were judged late
+    /// before they existed and never asked for. So, as a player does, the
+    /// viewer starts again at a segment start after what it holds (or
+    /// after `next`, the first piece not judged, if that is sooner), with a
+    /// new delay; what it believed of the unheld pieces from there on is
+    /// forgotten, and the edge is not extrapolated until it plays again.
+    fn rebuffer(&mut self, next: u64) {
+        let from = self
+            .store
+            .last()
+            .map_or(next, |p| next.min(p.header.seq + 1));
+        self.playback.rebuffer(from);
+        self.edge.forget_from(from, &self.store);
     }
 }
 

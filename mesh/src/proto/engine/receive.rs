@@ -24,7 +24,7 @@ impl<P: PeerId> Engine<P> {
         // Infrastructure does not pull, so it learns the stream's pace here.
         self.edge.learn_pace(&self.store);
         self.feed(piece, from, now);
-        self.push_to_spread(piece, from, now);
+        self.push_to_spread(piece, from);
     }
 
     /// A verified piece arrived from `from` (`None`: infra over HTTP).
@@ -98,7 +98,8 @@ impl<P: PeerId> Engine<P> {
             .playback
             .check_startup(&self.store, wall, delay, margin)
         {
-            self.stats.startup_ms = Some(now.saturating_sub(self.joined_at));
+            // The first start; a start after a rebuffer is not start-up.
+            (self.stats.startup_ms).get_or_insert(now.saturating_sub(self.joined_at));
         }
         self.prune();
     }

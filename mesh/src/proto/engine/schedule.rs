@@ -51,7 +51,11 @@ impl<P: PeerId> Engine<P> {
         let Some(start) = self.choose_start(wall) else {
             return;
         };
-        self.edge.extrapolate(&self.store, wall);
+        // While rebuffering the held pieces' pace says nothing of when the
+        // next will come (see `rebuffer`).
+        if self.playback.resume_from().is_none() {
+            self.edge.extrapolate(&self.store, wall);
+        }
         let Some(newest) = self.edge.newest() else {
             return;
         };

@@ -57,8 +57,10 @@ impl<P: PeerId> Engine<P> {
     /// (not its source `from`, nor one known to hold it): all of them when
     /// there are no more (they were chosen to cover the map), else the
     /// better-provisioned half in turn, where the first copies can be
-    /// passed on quickly. Under a budget, only the copies it covers go.
-    pub(super) fn push_to_spread(&mut self, piece: &Piece, from: Option<&P>, now: u64) {
+    /// passed on quickly. Under a budget the copies join the upload queue,
+    /// which drains at the budget's pace, as far as it has room: the first
+    /// ahead of requests, so that new pieces always get in.
+    pub(super) fn push_to_spread(&mut self, piece: &Piece, from: Option<&P>) {
         let mut viewers: Vec<(u32, P)> = self
             .neighbors
             .active_viewers()
@@ -70,7 +72,7 @@ impl<P: PeerId> Engine<P> {
             viewers.truncate(viewers.len().div_ceil(2));
         }
         let seq = piece.header.seq;
-        let mut pushed = false;
+        let mut first = true;
         for i in 0..fanout.min(viewers.len()) {
             let to = &viewers[(self.push_next + i) % viewers.len()].1;
             // Chosen as if it lacked the piece, so that the turns do not
@@ -78,19 +80,26 @@ impl<P: PeerId> Engine<P> {
             if Some(to) == from {
                 continue;
             }
-            if self.neighbors.get(to).is_none_or(|n| n.has.contains(seq)) {
+            let Some(n) = self.neighbors.get_mut(to).filter(|n| !n.has.contains(seq)) else {
+                continue;
+            };
+            if self.uploads.paces_pushes() {
+                let queued = if first {
+                    self.uploads.push_first(to.clone(), seq)
+                } else if self.uploads.is_full() {
+                    false
+                } else {
+                    self.uploads.push(to.clone(), seq);
+                    true
+                };
+                if !queued {
+                    break;
+                }
+                first = false;
+                n.has.insert(seq);
                 continue;
             }
-            if !self
-                .uploads
-                .take_push(piece.data.len() as u64, !pushed, now)
-            {
-                break;
-            }
-            pushed = true;
-            if let Some(n) = self.neighbors.get_mut(to) {
-                n.has.insert(seq);
-            }
+            n.has.insert(seq);
             let to = to.clone();
             self.send(&to, &Message::Piece(piece.clone()));
         }

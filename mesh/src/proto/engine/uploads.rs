@@ -10,10 +10,6 @@ use crate::proto::upload::TokenBucket;
 /// Upload backlog accepted, in ms of the upload limit: a longer queue only
 /// adds lag, and the requester does better asking elsewhere or waiting.
 const MAX_BACKLOG_MS: u64 = 250;
-/// Debt a piece's first pushed copy may go out under, in ms of the
-/// budget: a second's, as for charged feeds, so the budget still holds
-/// over time (a push refused here waits for requests as before).
-const FIRST_COPY_DEBT_MS: u64 = 1_000;
 /// Requests a neighbour may have queued with us before we answer `Missing`.
 const MAX_QUEUED_PER_PEER: usize = 16;
 /// Requests queued for upload budget, at most.
@@ -27,6 +23,9 @@ pub(super) struct Uploads<P> {
     /// The coordinator's budget for this stream, bytes/s (infrastructure).
     budget: Option<u64>,
     limit: TokenBucket,
+    /// First copies of new pieces pushed under a budget, and to whom: they
+    /// go before `queue`.
+    firsts: VecDeque<(P, u64)>,
     /// Pieces to send, and to whom, in order.
     queue: VecDeque<(P, u64)>,
 }
@@ -46,6 +45,7 @@ impl<P: PeerId> Uploads<P> {
             configured: limit,
             budget: None,
             limit: TokenBucket::new(limit, now),
+            firsts: VecDeque::new(),
             queue: VecDeque::new(),
         }
     }
@@ -71,9 +71,7 @@ impl<P: PeerId> Uploads<P> {
         let mut queued = self.queue.iter().filter(|(p, _)| p == from).count();
         // Queued payload, to refuse what the upload limit could not send
         // before the requester gives up: it does better asking elsewhere.
-        let mut backlog: u64 = self
-            .queue
-            .iter()
+        let mut backlog: u64 = (self.firsts.iter().chain(&self.queue))
             .filter_map(|(_, s)| store.get(s))
             .map(|p| p.data.len() as u64)
             .sum();
@@ -106,28 +104,28 @@ impl<P: PeerId> Uploads<P> {
         self.queue.push_back((to, seq));
     }
 
-    /// Whether infrastructure's push of `bytes` to its spread may go out
-    /// now. Without a budget it always may: it is the stream's way into
-    /// the mesh. Under the coordinator's budget it goes only while the
-    /// bucket allows, and spends it, so that the budget holds everything
-    /// the node sends for the stream but its feeds; a viewer left unpushed
-    /// asks for the piece like any other.
-    ///
-    /// A piece's first copy goes before queued requests: while the
-    /// bucket's debt is under [`FIRST_COPY_DEBT_MS`], not only once it is
-    /// paid off. Otherwise requests for pieces a swarm is short of keep
-    /// the bucket in debt, no new piece gets in but by request, and a
-    /// swarm given more than a copy falls behind for good.
-    pub(super) fn take_push(&mut self, bytes: u64, first: bool, now: u64) -> bool {
-        if self.budget.is_none() {
-            return true;
+    /// Queues the first copy of a new piece for `to`, ahead of everything
+    /// but earlier first copies; false if [`UPLOAD_QUEUE`] of them wait.
+    /// Requests for pieces a swarm is short of could otherwise keep the
+    /// budget spent, so that new pieces got in only by request and a swarm
+    /// fell further behind for good.
+    pub(super) fn push_first(&mut self, to: P, seq: u64) -> bool {
+        if self.firsts.len() >= UPLOAD_QUEUE {
+            return false;
         }
-        if first {
-            self.limit
-                .take_before_others(bytes, FIRST_COPY_DEBT_MS, now)
-        } else {
-            self.limit.take(bytes, now)
-        }
+        self.firsts.push_back((to, seq));
+        true
+    }
+
+    /// Whether infrastructure's push to its spread waits its turn in the
+    /// queue rather than going at once. Without a budget it goes at once:
+    /// it is the stream's way into the mesh. Under the coordinator's
+    /// budget it is queued (the first copy of each piece before requests,
+    /// [`Self::push_first`]), so that the budget holds everything the node
+    /// sends for the stream but its feeds, and a segment cut all at once is
+    /// paced out rather than cut short.
+    pub(super) fn paces_pushes(&self) -> bool {
+        self.budget.is_some()
     }
 
     /// Counts `bytes` a feed sent past the queue (docs/protocol.md §7.7):
@@ -140,7 +138,7 @@ impl<P: PeerId> Uploads<P> {
 
     /// When the head of the queue can go out under the limit.
     pub(super) fn ready_at(&self, store: &Store) -> Option<u64> {
-        let (_, seq) = self.queue.front()?;
+        let (_, seq) = self.firsts.front().or(self.queue.front())?;
         let len = store.get(seq).map_or(0, |p| p.data.len());
         Some(self.limit.ready_at(len as u64))
     }
@@ -148,31 +146,38 @@ impl<P: PeerId> Uploads<P> {
     /// The head of the queue, taken out if the budget allows at `now`
     /// (spending it) or its piece is gone.
     pub(super) fn next(&mut self, store: &Store, now: u64) -> Option<Upload<P>> {
-        let (peer, seq) = self.queue.front().cloned()?;
+        let lane = if self.firsts.is_empty() {
+            &mut self.queue
+        } else {
+            &mut self.firsts
+        };
+        let (peer, seq) = lane.front().cloned()?;
         let Some(piece) = store.get(&seq) else {
-            self.queue.pop_front();
+            lane.pop_front();
             return Some(Upload::Gone(peer, seq));
         };
         if !self.limit.take(piece.data.len() as u64, now) {
             return None;
         }
-        self.queue.pop_front();
+        lane.pop_front();
         Some(Upload::Due(peer, seq))
     }
 
     /// Drops what `peer` asked for in `seqs` (a `Cancel`).
     pub(super) fn cancel(&mut self, peer: &P, seqs: &[u64]) {
+        self.firsts.retain(|(p, s)| p != peer || !seqs.contains(s));
         self.queue.retain(|(p, s)| p != peer || !seqs.contains(s));
     }
 
     /// Drops everything queued for `peer` (its session ended).
     pub(super) fn forget_peer(&mut self, peer: &P) {
+        self.firsts.retain(|(p, _)| p != peer);
         self.queue.retain(|(p, _)| p != peer);
     }
 
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
-        self.queue.len()
+        self.firsts.len() + self.queue.len()
     }
 }
 
@@ -230,22 +235,14 @@ mod tests {
     }
 
     #[test]
-    fn pushes_go_freely_without_a_budget_and_spend_it_under_one() {
-        let mut free = Uploads::<u32>::new(Some(1_000), 0);
-        assert!(
-            (0..10).all(|_| free.take_push(10_000, false, 0)),
-            "outside the own limit"
-        );
-        let mut budgeted = Uploads::<u32>::new(None, 0);
-        budgeted.set_budget(Some(20_000), 0);
-        assert!(
-            budgeted.take_push(10_000, false, 0),
-            "the burst and one piece of debt"
-        );
-        assert!(!budgeted.take_push(10_000, false, 0));
-        // The piece less the 1 kB burst is 9 kB of debt at 20 kB/s.
-        assert!(!budgeted.take_push(10_000, false, 449));
-        assert!(budgeted.take_push(10_000, false, 450));
+    fn a_first_copy_goes_before_queued_requests() {
+        let (mut up, store) = (Uploads::<u32>::new(None, 0), store(4));
+        up.set_budget(Some(1_000), 0);
+        assert!(up.admit(&1, vec![0], &store, 0).is_empty());
+        assert!(up.push_first(2, 3));
+        assert!(matches!(up.next(&store, 0), Some(Upload::Due(2, 3))));
+        let t = up.ready_at(&store).unwrap();
+        assert!(matches!(up.next(&store, t), Some(Upload::Due(1, 0))));
     }
 
     #[test]

@@ -366,6 +366,8 @@ pub(super) fn page(
     if runs.iter().any(|r| r.streams.len() > 1) {
         stream_table(&mut h, runs, systems);
     }
+    let names: Vec<String> = systems.iter().map(|s| s.name.clone()).collect();
+    super::reflection::html(&mut h, runs, &names);
 
     // Scenario(s).
     h.push_str("<h2>Scenario</h2>\n");

@@ -111,6 +111,7 @@ fn synthetic(system: &str, scale: f64) -> RunResult {
             budget_bps: None,
             seeder_mesh_bps: 1_000_000.0,
             seeder_http_bps: 200_000.0,
+            reflection: None,
         }],
         continuity_goodput_bps: 6.0 * 2e6 * summary.continuity.mean,
         summary,
@@ -122,6 +123,9 @@ fn synthetic(system: &str, scale: f64) -> RunResult {
         cpu_s_per_node: 0.7,
         peak_rss_bytes: 120_000_000,
         peak_rss_bytes_per_node: 20_000_000,
+        reflectors: Vec::new(),
+        fallback_from_reflectors: None,
+        faults: Vec::new(),
     }
 }
 
@@ -249,6 +253,9 @@ fn empty_run_still_writes_a_page() {
         cpu_s_per_node: f64::NAN,
         peak_rss_bytes: 0,
         peak_rss_bytes_per_node: 0,
+        reflectors: Vec::new(),
+        fallback_from_reflectors: None,
+        faults: Vec::new(),
     };
     // A stale plot from an earlier report must not survive.
     fs::create_dir_all(&tmp.0).unwrap();
@@ -370,4 +377,69 @@ fn html_escapes() {
         html::escape("<a href='x'>\"&\"</a>"),
         "&lt;a href=&#39;x&#39;&gt;&quot;&amp;&quot;&lt;/a&gt;"
     );
+}
+
+#[test]
+fn a_run_with_reflectors_and_a_kill_shows_them_as_text_and_html() {
+    use shoal_mesh::proto::stats::MeanMin;
+
+    use crate::lab::result::{FaultResult, ReflectorResult, StreamReflection};
+
+    let plain = synthetic("shoal", 1.0);
+    assert!(reflection::text(&plain).is_none());
+    let mut run = plain.clone();
+    run.streams[0].reflection = Some(StreamReflection {
+        published_bytes: 22_500_000,
+        seeder_copies: 2.02,
+        seeder_copies_needed: 2.0,
+        reflectors: 2,
+        fed_by_seeder: 2,
+        reflectors_mesh_bps: 8e6,
+        reflectors_http_bps: 1e6,
+        fallback_from_reflectors: Some(0.97),
+    });
+    run.reflectors = vec![ReflectorResult {
+        index: 3,
+        peer_id: "12D3KooW".into(),
+        region: Some("europe".into()),
+        failure_domain: "europe-0".into(),
+        streams: vec![0],
+        mesh_bps: 8e6,
+        http_bps: 1e6,
+        to_viewers_bps: 5e6,
+        stopped_at_s: vec![30.0],
+        running_at_end: false,
+    }];
+    run.fallback_from_reflectors = Some(0.97);
+    run.faults = vec![FaultResult {
+        role: "reflector".into(),
+        at_s: 30.0,
+        down_s: f64::INFINITY,
+        from_s: 30.1,
+        to_s: 90.0,
+        viewers: 10,
+        continuity: MeanMin {
+            mean: 0.9995,
+            min: 0.998,
+        },
+    }];
+    let text = reflection::text(&run).unwrap();
+    assert!(text.contains("fallback from reflectors: 0.9700"), "{text}");
+    assert!(text.contains("2.020") && text.contains("2/2"), "{text}");
+    assert!(text.contains("europe") && text.contains("30s"), "{text}");
+    assert!(text.contains("reflector@30s (down for good)"), "{text}");
+    assert!(text.contains("min 0.9980"), "{text}");
+    // The JSON says "never" for a kill for good, and reads it back.
+    let json = serde_json::to_string(&run.faults[0]).unwrap();
+    assert!(json.contains(r#""down_s":"never""#), "{json}");
+    let back: FaultResult = serde_json::from_str(&json).unwrap();
+    assert!(back.down_s.is_infinite());
+
+    let tmp = TempDir::new("reflectors");
+    let html = read(&write_report(&tmp.0, std::slice::from_ref(&run)).unwrap());
+    assert!(html.contains("Reflectors and faults"));
+    assert!(html.contains("fallback from reflectors: 0.9700"));
+    let none = TempDir::new("no-reflectors");
+    let html = read(&write_report(&none.0, std::slice::from_ref(&plain)).unwrap());
+    assert!(!html.contains("Reflectors and faults"));
 }

@@ -424,3 +424,57 @@ fn a_start_whose_first_segment_cannot_be_had_gives_way_to_a_newer_one() {
     );
     assert!(v.stats().startup_ms.is_some(), "never started");
 }
+
+/// The broadcaster stops for 8 s, longer than the playout delay, and comes
+/// back where it left off (the same seqs, produced later): viewers that
+/// judged the missing stretch late, and believed pieces past it were due
+/// long ago, rebuffer and play the stream again, the one the seeder does
+/// not push to included.
+#[test]
+fn viewers_play_again_after_the_broadcaster_pauses() {
+    let s = signer();
+    const SEEDER: u32 = 100;
+    let (a, b) = (1, 2);
+    let mut net = Net::new(10);
+    net.add(SEEDER, Config::seeder(s.stream()));
+    net.add(a, Config::viewer(s.stream()));
+    net.add(b, Config::viewer(s.stream()));
+    net.connect(a, SEEDER);
+    net.connect(b, a);
+    net.run_for(200);
+
+    // Segments of 4 pieces, one piece every 250 ms.
+    const PER_SEGMENT: u64 = 4;
+    let publish = |net: &mut Net, segments: std::ops::Range<u64>| {
+        for seg in segments {
+            for p in segment(&s, seg * PER_SEGMENT, seg, PER_SEGMENT, net.now, 8_000) {
+                net.input(SEEDER, Input::Publish(p));
+                net.run_for(250);
+            }
+        }
+    };
+    publish(&mut net, 0..8);
+    net.run_for(8_000);
+    let before: Vec<u64> = [a, b].map(|v| net.e(v).stats().pieces_on_time).to_vec();
+    publish(&mut net, 8..24);
+    net.run_for(4_000);
+
+    let all: Vec<(u64, u64)> = [a, b]
+        .into_iter()
+        .zip(before)
+        .map(|(v, before)| {
+            let st = net.e(v).stats();
+            (st.pieces_on_time - before, st.pieces_due)
+        })
+        .collect();
+    for (v, &(played, due)) in [a, b].into_iter().zip(&all) {
+        // Of the 16 segments after the pause, all but the few it took to
+        // find it stalled and start again.
+        assert!(
+            played >= 10 * PER_SEGMENT,
+            "viewer {v} played {played} after the pause: {all:?}"
+        );
+        // Each piece is judged once: 24 segments and the pause's 8 s.
+        assert!(due <= (24 + 8) * PER_SEGMENT, "viewer {v}: {due} judged");
+    }
+}
