@@ -44,11 +44,15 @@ mod config;
 mod partition;
 mod queue;
 mod report;
+mod streams;
 mod tracker;
 mod worker;
 mod world;
 
-use std::sync::Arc;
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, PoisonError},
+};
 
 use bytes::Bytes;
 use libp2p::identity::Keypair;
@@ -58,6 +62,7 @@ use rand_chacha::ChaCha8Rng;
 pub use self::{
     config::{default_threads, Network, SimConfig},
     report::{SimReport, RATIO_SAMPLE},
+    streams::{run_streams, StreamOutcome, StreamsConfig, StreamsReport},
 };
 use self::{
     partition::{part_of, Event, Node, Partition, PARTS},
@@ -74,6 +79,30 @@ pub type NodeId = u32;
 
 /// Simulated time between progress reports.
 const PROGRESS_MS: u64 = 5_000;
+
+/// Most buffers [`payload`] keeps: 251 fills of a few piece sizes (one
+/// per bitrate a process simulates).
+const PAYLOAD_POOL: usize = 251 * 16;
+
+/// The bytes of a simulated piece: `len` bytes of `seq % 251`. Buffers are
+/// immutable, so every piece with the same fill and length shares one, in
+/// every run of the process: a thousand streams' windows then cost a few
+/// MiB of payload instead of gigabytes, with the same bytes, hashes and
+/// signatures (the verification memo tells pieces apart by header and
+/// signature as well as by buffer).
+fn payload(seq: u64, len: usize) -> Bytes {
+    static POOL: Mutex<BTreeMap<(u8, usize), Bytes>> = Mutex::new(BTreeMap::new());
+    let fill = (seq % 251) as u8;
+    let mut pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(b) = pool.get(&(fill, len)) {
+        return b.clone();
+    }
+    let b = Bytes::from(vec![fill; len]);
+    if pool.len() < PAYLOAD_POOL {
+        pool.insert((fill, len), b.clone());
+    }
+    b
+}
 
 /// Something that runs in the serial phase of its ms (see the module notes).
 #[derive(Debug)]
@@ -163,6 +192,18 @@ impl<'a> Sim<'a> {
 
     fn run(mut self) -> SimReport {
         let cfg = self.cfg();
+        self.start();
+        std::thread::scope(|s| {
+            let worker = (cfg.threads > 1).then(|| Worker::spawn(s));
+            self.run_until(cfg.duration_ms, worker.as_ref());
+            // Dropping `worker` ends its thread, which the scope joins.
+        });
+        self.finish()
+    }
+
+    /// Puts the seeder in and schedules the joins, cuts and churn.
+    fn start(&mut self) {
+        let cfg = self.cfg();
         let stream = self.signer.stream();
         let seeder = Engine::with_key(Config::seeder(stream), self.key.clone(), cfg.seed, 0);
         self.parts[0].set(0, Some(Node::new(seeder, 0)));
@@ -179,11 +220,10 @@ impl<'a> Sim<'a> {
             // Churn starts once everyone has joined.
             self.serial.push(cfg.join_over_ms + gap, Serial::Leave);
         }
-        std::thread::scope(|s| {
-            let worker = (cfg.threads > 1).then(|| Worker::spawn(s));
-            self.run_until(cfg.duration_ms, worker.as_ref());
-            // Dropping `worker` ends its thread, which the scope joins.
-        });
+    }
+
+    /// What the run measured, once it has run.
+    fn finish(mut self) -> SimReport {
         let events = self.events();
         let mut viewers: Vec<Stats> = (1..self.world.ids())
             .filter_map(|n| self.node(n))
@@ -281,6 +321,9 @@ impl<'a> Sim<'a> {
             for f in fetches.drain(..) {
                 let piece: Option<Piece> =
                     self.node(0).and_then(|s| s.engine.piece(f.seq).cloned());
+                // Over the stream's budget the origin refuses, as a real
+                // one answers 429, and the viewer's fetch fails.
+                let piece = piece.filter(|p| self.parts[0].origin_allows(p.data.len(), now));
                 let input = match piece {
                     Some(p) => {
                         self.origin_payload += p.data.len() as u64;
@@ -407,7 +450,7 @@ impl<'a> Sim<'a> {
                 0
             };
             let t = self.now + self.cfg().segment_ms * i as u64 / pieces as u64;
-            let data = Bytes::from(vec![(self.seq % 251) as u8; per_piece]);
+            let data = payload(self.seq, per_piece);
             let piece = self
                 .signer
                 .sign(self.seq, self.segment, f, t, duration, data)

@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 
-use crate::proto::{wire::Frame, Coord, Engine, Input, Output};
+use crate::proto::{upload::TokenBucket, wire::Frame, Coord, Engine, Input, Output};
 
 use super::{queue::Queue, world::World, NodeId};
 
@@ -128,6 +128,12 @@ pub(super) struct Partition {
     pub(super) fetches: Vec<Fetch>,
     /// Events run.
     pub(super) processed: u64,
+    /// The stream's budget as its HTTP origin sees it (partition 0 only,
+    /// the seeder's): a token bucket over payload that the seeder's mesh
+    /// sends are charged to and fallback answers are taken from, as
+    /// `net::BudgetGate` is in the real seeder. `None`: no budget.
+    origin_gate: Option<TokenBucket>,
+    origin_rate: Option<u64>,
 }
 
 impl Partition {
@@ -194,6 +200,25 @@ impl Partition {
         debug_assert!(self.outbox.iter().all(|&(t, _)| t > now), "1 ms at least");
         std::mem::swap(&mut self.outbox, &mut to.inbox);
         to.inbox_at = std::mem::replace(&mut self.outbox_at, u64::MAX);
+    }
+
+    /// Sets the stream's budget (bytes/s) for its seeder's mesh and HTTP
+    /// origin together; like `BudgetGate::set_rate`, an unchanged rate
+    /// keeps its balance.
+    pub(super) fn set_origin_budget(&mut self, rate: u64, now: u64) {
+        debug_assert_eq!(self.id, part_of(0), "the seeder's partition");
+        if self.origin_rate != Some(rate) {
+            self.origin_rate = Some(rate);
+            self.origin_gate = Some(TokenBucket::new(Some(rate), now));
+        }
+    }
+
+    /// Whether the origin may answer a fallback fetch of `bytes` now (taking
+    /// them from the budget if so).
+    pub(super) fn origin_allows(&mut self, bytes: usize, now: u64) -> bool {
+        self.origin_gate
+            .as_mut()
+            .is_none_or(|g| g.take(bytes as u64, now))
     }
 
     pub(super) fn next_time(&mut self) -> Option<u64> {
@@ -281,6 +306,11 @@ impl Partition {
             };
             match out {
                 Output::Send { to, frame } => {
+                    if n == 0 {
+                        if let Some(gate) = self.origin_gate.as_mut() {
+                            gate.charge(frame.parts().1.len() as u64, now);
+                        }
+                    }
                     let depart = match upload_bps {
                         // Control frames are interleaved with payload at
                         // packet granularity (QUIC streams, yamux frames):

@@ -10,10 +10,13 @@ use shoal_tools::lab::{
     allocate::{self, allocate, AllocateConfig},
     bench,
     cli::ScenarioArgs,
+    mix::StreamMix,
     run::{self as lab_run, RunOptions},
     run_demo,
+    scenario::Allocation,
     scenario::Scenario,
     sim::run_sim,
+    sim_streams::{print_policies, run_sim_streams},
     system::System,
     worker, DemoConfig,
 };
@@ -99,6 +102,21 @@ enum Cmd {
         /// machine.
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=2))]
         threads: Option<u16>,
+        /// This many streams sharing --nodes viewers by Zipf popularity
+        /// (each at least one viewer), in an order drawn from the seed.
+        #[arg(long, conflicts_with = "streams")]
+        zipf: Option<usize>,
+        /// The Zipf exponent.
+        #[arg(long, default_value_t = 1.0, requires = "zipf")]
+        zipf_exponent: f64,
+        /// With several streams: run these allocation policies one after
+        /// the other and print them side by side (default: --allocation).
+        #[arg(long, value_delimiter = ',')]
+        policies: Option<Vec<Allocation>>,
+        /// The infrastructure budget in copies of the bitrate per stream:
+        /// 1.0 is every stream's minimum together (docs/lab.md §3a).
+        #[arg(long, conflicts_with = "infra_budget")]
+        budget_copies: Option<f64>,
     },
     /// One scenario, several systems (or allocation policies) side by side.
     Bench {
@@ -290,12 +308,45 @@ async fn run(args: Args) -> anyhow::Result<()> {
             system,
             json,
             threads,
+            zipf,
+            zipf_exponent,
+            policies,
+            budget_copies,
         } => {
-            let sc = scenario.scenario()?;
+            let mut sc = scenario.scenario()?;
             if sc.reflectors > 0 {
                 anyhow::bail!(
                     "the simulator has no reflectors: --reflectors runs under `shoal-lab run`"
                 );
+            }
+            if let Some(streams) = zipf {
+                sc.streams = Some(StreamMix::zipf(streams, sc.nodes, zipf_exponent, sc.seed)?);
+            }
+            if let Some(mix) = sc.streams.clone() {
+                let policies = policies.unwrap_or_else(|| vec![sc.allocation]);
+                let budget = match budget_copies {
+                    Some(x) if x > 0.0 && x.is_finite() => {
+                        Some((x * mix.streams() as f64 * sc.bitrate_bps as f64) as u64)
+                    }
+                    Some(_) => bail!("--budget-copies must be above 0"),
+                    None => sc.infra_budget_bps,
+                };
+                println!(
+                    "simulating {system}: {} streams, {} viewers, {} s, seed {}...",
+                    mix.streams(),
+                    sc.nodes,
+                    sc.duration_s,
+                    sc.seed
+                );
+                let out = tokio::task::spawn_blocking(move || {
+                    run_sim_streams(&sc, system, threads, &policies, budget)
+                })
+                .await??;
+                print_policies(&out);
+                if let Some(path) = json {
+                    std::fs::write(&path, serde_json::to_string_pretty(&out)? + "\n")?;
+                }
+                return Ok(());
             }
             println!(
                 "simulating {system}: {} viewers, {} s, seed {}...",

@@ -9,10 +9,16 @@
 
 use std::{fmt, str::FromStr};
 
+use rand::{seq::SliceRandom, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// Most streams in one mix: each is a real seeder on this machine.
+/// Most streams in a run of real processes: each is a real seeder on this
+/// machine ([`Scenario::validate_lab`](super::scenario::Scenario::validate_lab)).
 pub const MAX_STREAMS: usize = 200;
+/// Most streams in one mix: the simulator's bound (a simulated swarm
+/// costs far less than a process).
+pub const MAX_SIM_STREAMS: usize = 10_000;
 
 /// Viewers per stream, in the order written; never empty, none zero.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,8 +33,12 @@ pub enum MixError {
     Entry(String),
     #[error("'{0}': every stream needs at least one viewer and every repeat at least one stream")]
     Zero(String),
-    #[error("a mix of {0} streams is more than {MAX_STREAMS}")]
+    #[error("a mix of {0} streams is more than {MAX_SIM_STREAMS}")]
     TooManyStreams(usize),
+    #[error(
+        "a Zipf mix needs at least one viewer per stream ({viewers} viewers for {streams} streams)"
+    )]
+    TooFewViewers { streams: usize, viewers: usize },
 }
 
 impl StreamMix {
@@ -40,10 +50,52 @@ impl StreamMix {
         if viewers.contains(&0) {
             return Err(MixError::Zero("0".into()));
         }
-        if viewers.len() > MAX_STREAMS {
+        if viewers.len() > MAX_SIM_STREAMS {
             return Err(MixError::TooManyStreams(viewers.len()));
         }
         Ok(StreamMix(viewers))
+    }
+
+    /// `streams` streams sharing `viewers` by Zipf popularity with
+    /// `exponent` (the `k`-th most popular has a share ∝ 1/k^exponent),
+    /// each with at least one viewer; the counts add up to `viewers`. The
+    /// streams are then put in an order drawn from `seed`: the order is
+    /// the one they arrive in (what `first-come` serves by), and a stream's
+    /// popularity does not tell when it started.
+    pub fn zipf(
+        streams: usize,
+        viewers: usize,
+        exponent: f64,
+        seed: u64,
+    ) -> Result<StreamMix, MixError> {
+        if streams == 0 {
+            return Err(MixError::Empty);
+        }
+        if streams > MAX_SIM_STREAMS {
+            return Err(MixError::TooManyStreams(streams));
+        }
+        if viewers < streams {
+            return Err(MixError::TooFewViewers { streams, viewers });
+        }
+        let weights: Vec<f64> = (1..=streams).map(|k| (k as f64).powf(-exponent)).collect();
+        let total: f64 = weights.iter().sum();
+        // One viewer each, then the rest by weight, largest remainders
+        // first (ties to the more popular).
+        let spare = (viewers - streams) as f64;
+        let exact: Vec<f64> = weights.iter().map(|w| spare * w / total).collect();
+        let mut counts: Vec<usize> = exact.iter().map(|x| 1 + x.floor() as usize).collect();
+        let mut by_remainder: Vec<usize> = (0..streams).collect();
+        by_remainder.sort_by(|&a, &b| {
+            let (ra, rb) = (exact[a] - exact[a].floor(), exact[b] - exact[b].floor());
+            rb.total_cmp(&ra).then(a.cmp(&b))
+        });
+        let short = viewers - counts.iter().sum::<usize>();
+        for &i in by_remainder.iter().cycle().take(short) {
+            counts[i] += 1;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x21FF);
+        counts.shuffle(&mut rng);
+        StreamMix::new(counts)
     }
 
     /// One stream of `viewers`: what a run without a mix carries.
@@ -103,7 +155,7 @@ fn parse_entry(s: &str) -> Result<Vec<usize>, MixError> {
     if viewers == 0 || repeat == 0 {
         return Err(MixError::Zero(s.into()));
     }
-    if repeat > MAX_STREAMS {
+    if repeat > MAX_SIM_STREAMS {
         return Err(MixError::TooManyStreams(repeat));
     }
     Ok(vec![viewers; repeat])
@@ -199,9 +251,12 @@ mod tests {
             Err(MixError::Entry("big".into()))
         );
         assert!(matches!(
-            "1x500".parse::<StreamMix>(),
-            Err(MixError::TooManyStreams(500))
+            "1x20000".parse::<StreamMix>(),
+            Err(MixError::TooManyStreams(20_000))
         ));
+        // Real processes stop at 200 (`Scenario::validate_lab`); the
+        // simulator takes more.
+        assert_eq!("1x500".parse::<StreamMix>().unwrap().streams(), 500);
         assert_eq!(StreamMix::new(vec![]), Err(MixError::Empty));
     }
 
@@ -225,6 +280,31 @@ mod tests {
         assert!(err.contains("'3y2'"), "{err}");
         let json = serde_json::to_string(&t.streams).unwrap();
         assert_eq!(serde_json::from_str::<StreamMix>(&json).unwrap(), t.streams);
+    }
+
+    #[test]
+    fn a_zipf_mix_adds_up_and_gives_everyone_a_viewer() {
+        let mix = StreamMix::zipf(1_000, 100_000, 1.0, 1).unwrap();
+        assert_eq!((mix.streams(), mix.total()), (1_000, 100_000));
+        let mut sorted = mix.viewers().to_vec();
+        sorted.sort_unstable_by(|a, b| b.cmp(a));
+        // One each, then 99,000 by weight; H(1000) ≈ 7.485: the most
+        // popular has 1 + 99,000 / 7.485 ≈ 13,227 viewers, the 1000th 14.
+        assert!((13_200..13_260).contains(&sorted[0]), "{}", sorted[0]);
+        assert!((6_590..6_640).contains(&sorted[1]), "{}", sorted[1]);
+        assert!((13..=15).contains(&sorted[999]), "{}", sorted[999]);
+        // The order is drawn from the seed, the counts are not.
+        assert_eq!(mix, StreamMix::zipf(1_000, 100_000, 1.0, 1).unwrap());
+        let other = StreamMix::zipf(1_000, 100_000, 1.0, 2).unwrap();
+        assert_ne!(mix, other);
+        let mut other_sorted = other.viewers().to_vec();
+        other_sorted.sort_unstable_by(|a, b| b.cmp(a));
+        assert_eq!(sorted, other_sorted);
+        // A steep one still gives the tail one viewer each.
+        let steep = StreamMix::zipf(50, 60, 3.0, 1).unwrap();
+        assert_eq!(steep.total(), 60);
+        assert!(steep.viewers().iter().all(|&v| v >= 1));
+        assert!(StreamMix::zipf(10, 5, 1.0, 1).is_err());
     }
 
     #[test]

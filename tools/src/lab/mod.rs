@@ -17,6 +17,7 @@ pub mod result;
 pub mod run;
 pub mod scenario;
 pub mod sim;
+pub mod sim_streams;
 mod stream_figures;
 pub mod system;
 pub mod topology;

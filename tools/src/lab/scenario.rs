@@ -6,7 +6,7 @@ use std::{fmt, path::Path, str::FromStr, time::Duration};
 use serde::{Deserialize, Serialize};
 use shoal_mesh::{allocation::Policy, proto::engine::DEGREE_CAPS};
 
-use super::mix::StreamMix;
+use super::mix::{StreamMix, MAX_SIM_STREAMS, MAX_STREAMS};
 
 /// How latency between nodes is drawn.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -352,6 +352,11 @@ impl Scenario {
     /// `demo`): at most [`MAX_LAB_NODES`] viewers on one machine.
     pub fn validate_lab(&self) -> Result<(), ScenarioError> {
         self.validate()?;
+        if self.mix().streams() > MAX_STREAMS {
+            return Err(ScenarioError::Invalid(format!(
+                "at most {MAX_STREAMS} streams for real processes (the simulator takes up to {MAX_SIM_STREAMS})"
+            )));
+        }
         if self.nodes > MAX_LAB_NODES {
             return Err(ScenarioError::Invalid(format!(
                 "nodes must be 1..={MAX_LAB_NODES} for real processes (the simulator takes up to {MAX_SIM_NODES})"
@@ -480,6 +485,14 @@ mod tests {
             ..Scenario::default()
         };
         assert!(too_many.validate_lab().is_err());
+        let many_streams = Scenario {
+            nodes: 300,
+            streams: Some("1x300".parse().unwrap()),
+            ..Scenario::default()
+        };
+        assert!(many_streams.validate().is_ok(), "the simulator takes them");
+        let err = many_streams.validate_lab().unwrap_err().to_string();
+        assert!(err.contains("at most 200 streams"), "{err}");
         let off_with_budget = Scenario {
             allocation: Allocation::Off,
             infra_budget_bps: Some(3_000_000),

@@ -46,7 +46,7 @@ pub fn run_sim(sc: &Scenario, system: System, threads: Option<u16>) -> anyhow::R
         bail!("restarts and download caps are not simulated yet: use `shoal-lab run`");
     }
     if sc.streams.is_some() {
-        bail!("the simulator carries one stream: --streams runs under `shoal-lab run`");
+        bail!("a stream mix runs through `sim_streams::run_sim_streams`");
     }
     let topo = Arc::new(Topology::new(&sc.topology, sc.nodes + 1, sc.seed)?);
     let topo_loc = topo.clone();
@@ -95,9 +95,9 @@ pub fn run_sim(sc: &Scenario, system: System, threads: Option<u16>) -> anyhow::R
 }
 
 /// Wall-clock start of the current simulation, for progress lines.
-static STARTED: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+pub(super) static STARTED: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
 
-fn print_progress(sim_ms: u64, events: u64) {
+pub(super) fn print_progress(sim_ms: u64, events: u64) {
     let started = *STARTED.lock().unwrap_or_else(|e| e.into_inner());
     let wall = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
     eprintln!(
@@ -107,11 +107,18 @@ fn print_progress(sim_ms: u64, events: u64) {
 }
 
 /// The process's peak resident set (`VmHWM` in /proc/self/status), MiB.
-fn peak_rss_mib() -> Option<u64> {
+pub(super) fn peak_rss_mib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024)
+}
+
+/// Starts the peak resident set afresh (Linux: `5` to
+/// /proc/self/clear_refs), so that each of several runs in one process
+/// has its own; where that fails the peak is the process's so far.
+pub(super) fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 #[cfg(test)]
