@@ -3,18 +3,24 @@
 
 use super::*;
 
+/// The seeder 100, viewer 1 its neighbour, viewer 2 only 1's, sessions up.
+fn seeder_then_two_in_a_row(s: &Signer) -> Net {
+    let mut net = Net::new(10);
+    net.add(100, Config::seeder(s.stream()));
+    net.add(1, Config::viewer(s.stream()));
+    net.add(2, Config::viewer(s.stream()));
+    net.connect(1, 100);
+    net.connect(2, 1);
+    net.run_for(200);
+    net
+}
+
 #[test]
 fn pieces_flow_from_seeder_through_a_viewer_to_a_viewer() {
     let s = signer();
     const SEEDER: u32 = 100;
     let (a, b) = (1, 2);
-    let mut net = Net::new(10);
-    net.add(SEEDER, Config::seeder(s.stream()));
-    net.add(a, Config::viewer(s.stream()));
-    net.add(b, Config::viewer(s.stream()));
-    net.connect(a, SEEDER);
-    net.connect(b, a);
-    net.run_for(200);
+    let mut net = seeder_then_two_in_a_row(&s);
     assert_eq!(net.e(a).degree(), 2);
     assert_eq!(net.e(b).degree(), 1);
 
@@ -435,13 +441,7 @@ fn viewers_play_again_after_the_broadcaster_pauses() {
     let s = signer();
     const SEEDER: u32 = 100;
     let (a, b) = (1, 2);
-    let mut net = Net::new(10);
-    net.add(SEEDER, Config::seeder(s.stream()));
-    net.add(a, Config::viewer(s.stream()));
-    net.add(b, Config::viewer(s.stream()));
-    net.connect(a, SEEDER);
-    net.connect(b, a);
-    net.run_for(200);
+    let mut net = seeder_then_two_in_a_row(&s);
 
     // Segments of 4 pieces, one piece every 250 ms.
     const PER_SEGMENT: u64 = 4;
