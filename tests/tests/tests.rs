@@ -3,4 +3,5 @@
 mod bad_input;
 mod lab;
 mod mesh;
+mod nat;
 mod reflector;

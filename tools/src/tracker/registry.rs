@@ -21,7 +21,7 @@ use shoal_mesh::{
 };
 
 use super::{
-    addresses::subnet_ip,
+    addresses::{origin_seen_at, subnet_ip},
     asn::AsnTable,
     coordinator::{Coordinator, CoordinatorConfig},
     ranking::{self, usable_coord, Query},
@@ -246,6 +246,9 @@ pub(super) struct PeerEntry {
     name: Option<String>,
     counters: serde_json::Value,
     pub(super) loc: Locality,
+    /// Where its announce came from: its LAN and loopback addresses are
+    /// passed on only to peers seen at the same address (docs/nat.md).
+    pub(super) seen_at: Option<IpAddr>,
     /// Network coordinate, when usable.
     pub(super) coord: Option<Coord>,
     /// Viewers: their last interval, for the coordinator.
@@ -256,8 +259,9 @@ pub(super) struct PeerEntry {
 }
 
 impl PeerEntry {
-    fn new(a: Announce, loc: Locality, now: Instant) -> Self {
+    fn new(a: Announce, loc: Locality, seen_at: Option<IpAddr>, now: Instant) -> Self {
         Self {
+            seen_at,
             peer_id: a.peer_id,
             addrs: a.addrs,
             role: a.role,
@@ -351,7 +355,9 @@ impl Registry {
         let me = a.peer_id.clone();
         let role = a.role;
         let coord = usable_coord(a.coord);
-        self.record(&stream, &me, a, loc, now)?;
+        // An origin bound to every interface is where the tracker saw it.
+        a.http = a.http.map(|url| origin_seen_at(url, remote));
+        self.record(&stream, &me, a, loc, remote, now)?;
         self.rounds(now);
 
         let ttl = self.config.peer_ttl;
@@ -370,6 +376,7 @@ impl Registry {
             role,
             loc,
             coord,
+            seen_at: remote,
             want,
             now,
             ttl,
@@ -475,6 +482,7 @@ impl Registry {
         me: &str,
         a: Announce,
         loc: Locality,
+        seen_at: Option<IpAddr>,
         now: Instant,
     ) -> Result<(), AnnounceError> {
         let role = a.role;
@@ -486,10 +494,10 @@ impl Registry {
         let swarm = self.streams.entry(stream.to_owned()).or_default();
         let (own, other) = swarm.table_mut(role);
         if let Some(entry) = own.get_mut(me) {
-            *entry = PeerEntry::new(a, loc, now);
+            *entry = PeerEntry::new(a, loc, seen_at, now);
         } else if other.remove(me) {
             // Same peer, new role: moves between tables, the count is unchanged.
-            own.insert(PeerEntry::new(a, loc, now));
+            own.insert(PeerEntry::new(a, loc, seen_at, now));
         } else {
             let full = if swarm.len() >= self.config.max_peers_per_stream {
                 Some("too many peers in this stream")
@@ -505,7 +513,10 @@ impl Registry {
                 tracing::warn!(%stream, peer = %me, "refusing peer: {why}");
                 return Err(AnnounceError::Full(why));
             }
-            swarm.table_mut(role).0.insert(PeerEntry::new(a, loc, now));
+            swarm
+                .table_mut(role)
+                .0
+                .insert(PeerEntry::new(a, loc, seen_at, now));
             self.total_peers += 1;
             if new_stream {
                 tracing::info!(%stream, "new stream");
