@@ -18,10 +18,23 @@ pub struct NatFloors {
     /// together, bytes-weighted) is below this.
     #[arg(long)]
     pub min_home_offload: Option<f64>,
+    /// Exit non-zero if any viewer took longer than this from joining to
+    /// its first playable segment, e.g. 10s (a viewer that never started
+    /// misses it too).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    #[serde(serialize_with = "as_ms")]
+    pub max_startup: Option<std::time::Duration>,
     /// Exit non-zero if relayed payload is above this share of peer
     /// payload (passes while nodes do not report `relayed`).
     #[arg(long)]
     pub max_relayed: Option<f64>,
+}
+
+fn as_ms<S: serde::Serializer>(d: &Option<std::time::Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_u64(d.as_millis() as u64),
+        None => s.serialize_none(),
+    }
 }
 
 impl NatFloors {
@@ -39,6 +52,21 @@ impl NatFloors {
                     v.name,
                     v.class.name(),
                     v.continuity
+                ));
+            }
+        }
+        if let Some(max) = self.max_startup {
+            let max_ms = max.as_millis() as u64;
+            for v in viewers
+                .iter()
+                .filter(|v| v.startup_ms.is_none_or(|s| s > max_ms))
+            {
+                out.push(format!(
+                    "{} ({}) start-up {} is above {max_ms} ms",
+                    v.name,
+                    v.class.name(),
+                    v.startup_ms
+                        .map_or_else(|| "never came".into(), |s| format!("{s} ms"))
                 ));
             }
         }
@@ -105,12 +133,18 @@ mod tests {
         let floors = NatFloors {
             min_continuity: Some(0.999),
             min_home_offload: Some(0.9),
+            max_startup: Some(std::time::Duration::from_millis(1_500)),
             max_relayed: Some(0.05),
         };
         let misses = floors.misses(&v, &classes);
         assert_eq!(misses.len(), 2, "{misses:?}");
         assert!(misses[0].starts_with("h2 (symmetric) continuity 0.9000"));
         assert!(misses[1].starts_with("home viewers' offload 0.2500"));
+        let strict = NatFloors {
+            max_startup: Some(std::time::Duration::from_millis(999)),
+            ..NatFloors::default()
+        };
+        assert_eq!(strict.misses(&v, &classes).len(), 3);
     }
 
     #[test]

@@ -73,6 +73,12 @@ pub struct NatArgs {
     /// default is about two copies of the bundled clip (~740 kbit/s).
     #[arg(long, default_value = "1.5mbps", value_parser = upload)]
     pub upload: Upload,
+    /// Also tell each node its upload (`shoal-node --upload-limit`), as a
+    /// user who knows their line would: the node then paces what it
+    /// serves. `false` leaves the router's token bucket alone to push back
+    /// (homes then take far less from peers; docs/lab.md §3c).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub tell_upload: bool,
     /// Neighbours per viewer, at most (`shoal-node --max-degree`).
     #[arg(long, default_value_t = 8)]
     pub max_degree: usize,
@@ -307,6 +313,10 @@ fn node_args(host: &Host, tracker_url: &str, stream: &str, args: &NatArgs) -> Ve
         "--max-degree".into(),
         args.max_degree.to_string(),
     ];
+    if let (true, Some(bps)) = (args.tell_upload, args.upload.0) {
+        out.push("--upload-limit".into());
+        out.push(format!("{}kbps", bps / 1000));
+    }
     out.extend(listen_args(host, args.listen));
     out
 }
