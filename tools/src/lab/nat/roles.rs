@@ -146,7 +146,10 @@ pub async fn get_in(bins: &Binaries, ns: &str, url: &str, within: Duration) -> O
 
 /// `shoal-lab nat-get URL`: prints the body of a plain HTTP GET.
 pub async fn nat_get(url: &str) -> anyhow::Result<()> {
+    // No proxy: the URL is inside the lab's own namespaces, which a
+    // proxy from the environment could never reach.
     let client = reqwest::Client::builder()
+        .no_proxy()
         .timeout(Duration::from_secs(3))
         .build()?;
     let body = client
