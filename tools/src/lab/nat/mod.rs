@@ -7,6 +7,7 @@
 
 pub mod figures;
 pub mod floors;
+pub mod links;
 pub mod netns;
 pub mod plan;
 pub mod reading;
@@ -25,7 +26,7 @@ use serde::Serialize;
 use shoal_mesh::rate::rate_arg;
 
 use self::{
-    figures::{by_class, ClassFigures, ViewerFigures, ViewerId},
+    figures::{by_class, ClassFigures, Connections, ViewerFigures, ViewerId},
     netns::Namespaces,
     plan::{Host, Plan, Shape},
     reading::Reading,
@@ -129,6 +130,9 @@ struct NatReport<'a> {
     topology: &'a Plan,
     viewers: Vec<ViewerFigures>,
     classes: BTreeMap<&'static str, ClassFigures>,
+    /// Neighbour links per class pair; `None` while nodes do not list
+    /// their peers.
+    links: Option<BTreeMap<String, Connections>>,
     samples: Vec<Sample>,
     floor_misses: Vec<String>,
 }
@@ -224,7 +228,9 @@ async fn lab(args: &NatArgs) -> anyhow::Result<()> {
     read_all(&bins, &plan, &mut latest).await;
     let figures = figures_of(&ids, &latest);
     let classes = by_class(&figures);
+    let links = links_of(&plan, &logs, &latest);
     println!("\n{}", summary::text(&figures, &classes));
+    println!("{}", summary::links(links.as_ref()));
     let misses = args.floors.misses(&figures, &classes);
     if let Some(path) = &args.json {
         let report = NatReport {
@@ -233,6 +239,7 @@ async fn lab(args: &NatArgs) -> anyhow::Result<()> {
             topology: &plan,
             viewers: figures,
             classes,
+            links,
             samples,
             floor_misses: misses.clone(),
         };
@@ -358,6 +365,26 @@ async fn read_all(bins: &Binaries, plan: &Plan, latest: &mut [Option<Reading>]) 
             *slot = Some(r);
         }
     }
+}
+
+/// Links between viewers by class pair, with each viewer's peer id read
+/// from its log.
+fn links_of(
+    plan: &Plan,
+    logs: &std::path::Path,
+    latest: &[Option<Reading>],
+) -> Option<BTreeMap<String, Connections>> {
+    let viewers: Vec<_> = plan
+        .viewers()
+        .iter()
+        .zip(latest)
+        .map(|(h, r)| {
+            let log = std::fs::read_to_string(logs.join(format!("{}.log", h.name)));
+            let id = log.ok().and_then(|l| links::peer_id_in_log(&l));
+            (viewer_id(h).class, id, r.as_ref())
+        })
+        .collect();
+    links::by_class_pair(&viewers)
 }
 
 fn figures_of(ids: &[ViewerId], latest: &[Option<Reading>]) -> Vec<ViewerFigures> {

@@ -13,7 +13,7 @@ fn opt_ratio(v: Option<f64>) -> String {
     v.map_or_else(|| "-".into(), |v| format!("{v:.3}"))
 }
 
-fn links(c: Option<Connections>) -> String {
+fn links_cell(c: Option<Connections>) -> String {
     c.map_or_else(
         || "absent".into(),
         |c| format!("{}/{}/{}", c.direct, c.hole_punched, c.relayed),
@@ -50,7 +50,7 @@ pub fn text(viewers: &[ViewerFigures], classes: &BTreeMap<&'static str, ClassFig
             opt(v.startup_ms),
             v.neighbors,
             v.fallback_requests,
-            links(v.connections),
+            links_cell(v.connections),
             opt_ratio(v.relayed),
             v.nat_status.as_deref().unwrap_or("absent"),
         );
@@ -88,6 +88,18 @@ pub fn text(viewers: &[ViewerFigures], classes: &BTreeMap<&'static str, ClassFig
             shares,
             opt_ratio(c.relayed),
         );
+    }
+    s
+}
+
+/// Neighbour links between classes, direct/hole-punched/relayed.
+pub fn links(links: Option<&BTreeMap<String, Connections>>) -> String {
+    let Some(links) = links else {
+        return "links between classes: absent (nodes do not list their peers)".into();
+    };
+    let mut s = "links between classes (direct/hole-punched/relayed):".to_string();
+    for (pair, c) in links {
+        let _ = write!(s, "  {pair} {}", self::links_cell(Some(*c)));
     }
     s
 }
@@ -130,6 +142,7 @@ mod tests {
         assert!(t.contains("absent"));
         assert!(t.lines().any(|l| l.starts_with("cone ")));
         assert!(t.lines().any(|l| l.starts_with("home ")));
+        assert!(links(None).contains("absent"));
         let p = progress(10, &classes);
         assert!(p.starts_with("  10s | cone offload 0.00"));
     }
