@@ -39,8 +39,9 @@ pub const MAX_HOMES: usize = 150;
 pub enum Class {
     /// On the internet segment with its own address.
     Public,
-    /// Behind plain MASQUERADE: endpoint-independent mapping (full cone
-    /// for outbound flows), so hole punching can work.
+    /// Behind plain MASQUERADE: endpoint-independent mapping, but
+    /// conntrack only lets in replies to flows sent out (a port-restricted
+    /// cone), so a simultaneous open — hole punching — can work.
     Cone,
     /// Behind `MASQUERADE --random-fully`: a new random port per
     /// destination, so the port a peer observes is useless to others.
