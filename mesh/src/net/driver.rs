@@ -52,6 +52,10 @@ const IDLE: Duration = Duration::from_secs(1);
 /// direct one, before it settles for the relay (docs/nat.md).
 const UPGRADE_WAIT: Duration = Duration::from_secs(5);
 
+/// A stream takes neighbours over relays only while it has fewer direct
+/// ones than this.
+const RELAY_BELOW: usize = 3;
+
 /// Relays a host that cannot be dialled holds reservations with: two, so
 /// that losing one leaves it reachable.
 const RESERVATIONS: usize = 2;
@@ -395,8 +399,7 @@ impl Driver {
             }
             PeerEvent::UpgradeWaited(peer) => {
                 if let Some(streams) = self.upgrading.remove(&peer) {
-                    tracing::debug!(%peer, "no direct connection: the session goes over the relay");
-                    self.open_streams(peer, streams);
+                    self.settle_for_relay(peer, streams);
                 }
             }
         }
@@ -430,13 +433,54 @@ impl Driver {
                     Err(e) => tracing::debug!(peer = %remote_peer_id, "hole punch failed: {e}"),
                 }
                 // Punched, the sessions open on the direct connection (its
-                // establishment closed the relayed one); not, on the relay.
+                // establishment closed the relayed one); not, maybe on the
+                // relay.
                 if let Some(streams) = self.upgrading.remove(&remote_peer_id) {
-                    self.open_streams(remote_peer_id, streams);
+                    if self.links.kind(&remote_peer_id) == Some(LinkKind::Relayed) {
+                        self.settle_for_relay(remote_peer_id, streams);
+                    } else {
+                        self.open_streams(remote_peer_id, streams);
+                    }
                 }
             }
             _ => {}
         }
+    }
+
+    /// A peer could be reached over a relay only. A stream takes it as a
+    /// neighbour there only while it has fewer than [`RELAY_BELOW`] direct
+    /// ones: a relay carries piece payload as a last resort. Otherwise the
+    /// engine hears the dial failed, and the relayed connection goes.
+    fn settle_for_relay(&mut self, peer: PeerId, streams: BTreeSet<StreamId>) {
+        let now = self.clock.now();
+        let mut wanted = BTreeSet::new();
+        for stream in streams {
+            if self.direct_sessions(&stream) < RELAY_BELOW {
+                wanted.insert(stream);
+            } else if let Some(lane) = self.lanes.get_mut(&stream) {
+                lane.handle(Input::DialFailed { peer }, now);
+            }
+        }
+        if wanted.is_empty() {
+            if !self.has_session(&peer) {
+                for relayed in self.links.relayed(&peer) {
+                    self.swarm.close_connection(relayed);
+                }
+            }
+            return;
+        }
+        tracing::debug!(%peer, "no direct connection: the session goes over the relay");
+        self.open_streams(peer, wanted);
+    }
+
+    /// A stream's sessions that do not go through a relay.
+    fn direct_sessions(&self, stream: &StreamId) -> usize {
+        self.lanes.get(stream).map_or(0, |l| {
+            l.sessions
+                .keys()
+                .filter(|p| self.links.kind(p) != Some(LinkKind::Relayed))
+                .count()
+        })
     }
 
     /// Opens a session with a connected peer for each stream still without
@@ -584,9 +628,17 @@ impl Driver {
     fn open_session(&mut self, stream: StreamId, peer: PeerId, s: libp2p::Stream, outbound: bool) {
         let me = *self.swarm.local_peer_id();
         let now = self.clock.now();
+        // A relayed peer asking to be a neighbour of a stream with enough
+        // direct ones is turned away.
+        let relayed_extra = !outbound
+            && self.links.kind(&peer) == Some(LinkKind::Relayed)
+            && self.direct_sessions(&stream) >= RELAY_BELOW;
         let Some(lane) = self.lanes.get_mut(&stream) else {
             return;
         };
+        if relayed_extra && !lane.sessions.contains_key(&peer) {
+            return; // the same last-resort rule as the opener's
+        }
         let opener = if outbound { me } else { peer };
         if let Some(existing) = lane.sessions.get(&peer) {
             let existing_opener = if existing.outbound { me } else { peer };

@@ -101,7 +101,9 @@ pub(super) fn build_swarm(cfg: &HostConfig) -> Result<Swarm<Behaviour>, NetError
     let err = |e: &dyn std::fmt::Display| NetError::Transport(e.to_string());
     let limits = ConnectionLimits::default()
         .with_max_established(Some(cfg.max_connections))
-        .with_max_established_per_peer(Some(2))
+        // Two each way: a pair that both dialled over a relay still has room
+        // for the direct connections DCUtR punches.
+        .with_max_established_per_peer(Some(4))
         .with_max_pending_incoming(Some(64))
         .with_max_pending_outgoing(Some(64));
     let traversal = cfg.traversal;

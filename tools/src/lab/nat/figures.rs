@@ -265,7 +265,7 @@ mod tests {
             name: name.into(),
             class,
             ip: "192.168.1.2".into(),
-            public_ip: "203.0.113.101".into(),
+            public_ip: "11.0.0.101".into(),
         }
     }
 

@@ -45,13 +45,12 @@ const PLAYER: &str = "127.0.0.1:7090";
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ListenMode {
-    /// The host's own address (`/ip4/<ip>/tcp/4001` and QUIC): what
-    /// works with today's binaries.
+    /// The host's own address (`/ip4/<ip>/tcp/4001` and QUIC).
     Own,
     /// `/ip4/0.0.0.0/tcp/4001` and QUIC, as a user told "listen on all
     /// interfaces" would write it.
     Any,
-    /// No `--listen`: the binaries' own default.
+    /// No `--listen`: the binaries' own default (every interface).
     Default,
 }
 
@@ -84,7 +83,7 @@ pub struct NatArgs {
     #[arg(long, default_value_t = 8)]
     pub max_degree: usize,
     /// How the seeder's and nodes' mesh `--listen` is given.
-    #[arg(long, value_enum, default_value_t = ListenMode::Own)]
+    #[arg(long, value_enum, default_value_t = ListenMode::Default)]
     pub listen: ListenMode,
     /// How often to read every viewer's /stats.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]

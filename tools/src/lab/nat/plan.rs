@@ -3,7 +3,7 @@
 //! make them. Pure, so the plan is tested without root.
 //!
 //! ```text
-//!                 ns <p>-inet: bridge br0 = "the internet", 203.0.113.0/24
+//!                 ns <p>-inet: bridge br0 = "the internet", 11.0.0.0/24
 //!   ┌──────────┬──────────┬──────────┬────────────┬────────────┐
 //! tracker    seeder     pub1 …     r1 (wan .101)   r2 (wan .102) …
 //!  .2          .3       .11 …      MASQUERADE      MASQUERADE --random-fully
@@ -20,9 +20,10 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
-/// The public prefix (RFC 5737 TEST-NET-3): every public host and router
-/// WAN side sits on one segment of it.
-pub const PUBLIC_NET: [u8; 3] = [203, 0, 113];
+/// The public prefix: every public host and router WAN side sits on one
+/// segment of it. Not routed on the public internet, yet global to
+/// libp2p's AutoNAT, which will not probe documentation ranges.
+pub const PUBLIC_NET: [u8; 3] = [11, 0, 0];
 /// Every home LAN, the router at .1 and the viewer at .2.
 pub const HOME_NET: [u8; 3] = [192, 168, 1];
 const TRACKER_HOST: u8 = 2;
@@ -291,6 +292,17 @@ impl Plan {
                 nat.push_str(" --random-fully");
             }
             out.push(in_ns(r, &nat));
+            // A home router drops what nobody inside asked for, as real ones
+            // do; answering with a reset instead would kill a hole punch's
+            // first SYN before the other side's has left.
+            for chain in ["INPUT", "FORWARD"] {
+                out.push(in_ns(
+                    r,
+                    &format!(
+                        "iptables -A {chain} -i wan -m conntrack --ctstate NEW,INVALID -j DROP"
+                    ),
+                ));
+            }
             out.extend(upload_cap(&viewer.ns, "eth0", upload_bps));
         }
         out
@@ -410,6 +422,13 @@ mod tests {
         );
         assert!(nat[2].starts_with("ip netns exec x-r3 iptables"));
         assert!(nat[2].ends_with("--random-fully"));
+        let drops = plan
+            .wiring(None)
+            .into_iter()
+            .map(|c| c.join(" "))
+            .filter(|c| c.contains("-i wan -m conntrack --ctstate NEW,INVALID -j DROP"))
+            .count();
+        assert_eq!(drops, 2 * 12, "every router drops unsolicited packets");
     }
 
     #[test]

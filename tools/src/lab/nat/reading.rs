@@ -192,7 +192,7 @@ mod tests {
         v["nat"] = serde_json::json!({"status": "private"});
         v["relayed"] = 40.into();
         v["peers"] = serde_json::json!([
-            {"peer_id": "a", "addr": "/ip4/203.0.113.11/tcp/4001", "connection": "direct",
+            {"peer_id": "a", "addr": "/ip4/11.0.0.11/tcp/4001", "connection": "direct",
              "rtt_ms": 1.5, "bytes_sent": 10, "bytes_received": 20},
             {"peer_id": "b", "connection": "hole-punched"},
             {"peer_id": "c", "connection": "relayed"},
