@@ -123,10 +123,17 @@ pub fn reachable_from<'a>(
 
 /// A peer's addresses fit to pass on to a third peer, which may be
 /// anywhere (peer exchange): the global ones. On a loopback mesh, where
-/// every address is loopback, those. At most `most`.
+/// every address is loopback, those. What is not a multiaddr is opaque
+/// here (the simulator's placeholders) and passed on. At most `most`.
 pub fn shareable(addrs: &[String], most: usize) -> Vec<String> {
-    let scopes: Vec<Scope> = addrs.iter().map(|a| Scope::of_str(a)).collect();
-    let least = if scopes.iter().all(|s| *s == Scope::Host) {
+    let scopes: Vec<Option<Scope>> = addrs
+        .iter()
+        .map(|a| {
+            let a: Multiaddr = a.parse().ok()?;
+            (!a.is_empty()).then(|| Scope::of(&a))
+        })
+        .collect();
+    let least = if scopes.iter().flatten().all(|s| *s == Scope::Host) {
         Scope::Host
     } else {
         Scope::Global
@@ -134,7 +141,7 @@ pub fn shareable(addrs: &[String], most: usize) -> Vec<String> {
     addrs
         .iter()
         .zip(scopes)
-        .filter(|(_, s)| *s >= least)
+        .filter(|(_, s)| s.is_none_or(|s| s >= least))
         .map(|(a, _)| a.clone())
         .take(most)
         .collect()
@@ -219,6 +226,8 @@ mod tests {
             .to_vec();
         assert_eq!(shareable(&lab, 8), lab);
         assert_eq!(shareable(&lab, 1).len(), 1);
+        let opaque = vec![String::new()];
+        assert_eq!(shareable(&opaque, 8), opaque);
     }
 
     #[test]

@@ -83,7 +83,7 @@ pub async fn listen_all<B: NetworkBehaviour>(
                 SwarmEvent::NewListenAddr { address, .. } => addrs.push(address),
                 SwarmEvent::ListenerError { error, .. }
                 | SwarmEvent::ListenerClosed { reason: Err(error), .. } => {
-                    return Err((listen[addrs.len()].clone(), error.to_string()));
+                    return Err((listen[addrs.len()].clone(), listen_failure(&error)));
                 }
                 _ => {}
             },
@@ -95,6 +95,18 @@ pub async fn listen_all<B: NetworkBehaviour>(
         return Err((listen[0].clone(), why));
     }
     Ok(addrs)
+}
+
+/// Why a listener failed, in words: some transports' errors print
+/// nothing, and a port in use is the usual cause.
+fn listen_failure(error: &std::io::Error) -> String {
+    if error.kind() == std::io::ErrorKind::AddrInUse {
+        return "the port is in use (another instance? pick another --port)".into();
+    }
+    match error.to_string() {
+        shown if shown.is_empty() => format!("{error:?}"),
+        shown => shown,
+    }
 }
 
 pub(super) fn build_swarm(cfg: &HostConfig) -> Result<Swarm<Behaviour>, NetError> {

@@ -364,7 +364,7 @@ mod tests {
         assert_eq!(count(Class::Public), 2);
         assert_eq!(count(Class::Cone), 8);
         assert_eq!(count(Class::Symmetric), 4);
-        assert_eq!(plan.tracker().ip, Ipv4Addr::new(203, 0, 113, 2));
+        assert_eq!(plan.tracker().ip, Ipv4Addr::new(11, 0, 0, 2));
         assert_eq!(plan.seeder().name, "seeder");
     }
 
