@@ -11,4 +11,5 @@ pub mod hints;
 pub mod net;
 pub mod proto;
 pub mod rate;
+pub mod shards;
 pub mod sim;

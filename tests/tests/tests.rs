@@ -4,3 +4,4 @@ mod bad_input;
 mod lab;
 mod mesh;
 mod reflector;
+mod tracker_shards;

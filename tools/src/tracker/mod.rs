@@ -57,7 +57,7 @@ mod fixtures;
 
 pub use asn::{AsnTable, AsnTableError};
 pub use coordinator::CoordinatorConfig;
-pub use http::{router, serve, serve_with_shutdown, spawn};
+pub use http::{router, serve, serve_with_shutdown, spawn, start, RunningTracker};
 pub use reflectors::ReflectorRecord;
 pub use registry::{
     AnnounceError, PeerRecord, Registry, StreamDetail, TrackerConfig, MAX_LISTED_PEERS,
