@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use shoal_mesh::allocation::{Allocator, AllocatorConfig, Policy, SwarmTally};
+use shoal_mesh::allocation::{Allocator, AllocatorConfig, Policy, SwarmReport, SwarmTally};
 
 use super::registry::Swarm;
 
@@ -82,20 +82,9 @@ impl Coordinator {
         let interval_ms = interval.as_millis().try_into().unwrap_or(u64::MAX);
         let mut judged = HashSet::new();
         for (id, swarm) in streams {
-            let bitrate_bps = (swarm.infra.live(now, ttl))
-                .map(|p| u64::from(p.bitrate_kbps) * 1000)
-                .max();
-            // Without a bitrate, goodput cannot be told from bytes.
-            let Some(bitrate_bps) = bitrate_bps.filter(|&b| b > 0) else {
+            let Some(report) = swarm_report(swarm, now, interval_ms, ttl) else {
                 continue;
             };
-            let mut tally = SwarmTally::default();
-            for viewer in swarm.viewers.live(now, ttl) {
-                if let Some(report) = viewer.report {
-                    tally.add(&report.bounded(bitrate_bps, interval_ms));
-                }
-            }
-            let report = tally.report(interval_ms, bitrate_bps as f64);
             tracing::debug!(stream = %id, ?report, "swarm report");
             self.allocator.report(id.clone(), report);
             judged.insert(id.as_str());
@@ -132,6 +121,30 @@ impl Coordinator {
     }
 }
 
+/// The swarm's interval from its live viewers' last reports, each scaled
+/// to one interval of `interval_ms` whatever span it covers; `None`
+/// without a bitrate, as goodput cannot be told from bytes without one.
+fn swarm_report(
+    swarm: &Swarm,
+    now: Instant,
+    interval_ms: u64,
+    ttl: Duration,
+) -> Option<SwarmReport> {
+    let bitrate_bps = (swarm.infra.live(now, ttl))
+        .map(|p| u64::from(p.bitrate_kbps) * 1000)
+        .max()
+        .filter(|&b| b > 0)?;
+    let mut tally = SwarmTally::default();
+    for viewer in swarm.viewers.live(now, ttl) {
+        if let Some(report) = viewer.report {
+            let span_ms = u64::from(viewer.report_span_ms);
+            let report = report.rescaled(span_ms, interval_ms);
+            tally.add(&report.bounded(bitrate_bps, interval_ms));
+        }
+    }
+    Some(tally.report(interval_ms, bitrate_bps as f64))
+}
+
 /// The upload the live infrastructure announces, bit/s, each node once
 /// however many streams it carries.
 fn announced_capacity(streams: &HashMap<String, Swarm>, now: Instant, ttl: Duration) -> u64 {
@@ -139,7 +152,7 @@ fn announced_capacity(streams: &HashMap<String, Swarm>, now: Instant, ttl: Durat
     let mut total = 0u64;
     for swarm in streams.values() {
         for p in swarm.infra.live(now, ttl) {
-            if seen.insert(p.peer_id.as_str()) {
+            if seen.insert(&*p.peer_id) {
                 total = total.saturating_add(u64::from(p.upload_kbps) * 1000);
             }
         }
@@ -296,6 +309,41 @@ mod tests {
             ..TrackerConfig::default()
         });
         assert_eq!(budget_of(&mut reg, seeder("s1", 1, 6_000), t1), None);
+    }
+
+    /// Settled viewers announce every 25 s with reports of 25 s: the
+    /// swarm's interval reads as when they announced every 5 s.
+    #[test]
+    fn a_settled_viewers_long_report_counts_as_one_interval() {
+        let report_at = |every_s: u64| {
+            let mut reg = Registry::new(TrackerConfig::default(), 1);
+            let t0 = Instant::now();
+            let mut now = t0;
+            loop {
+                reg.announce(seeder("s1", 1, 6_000), None, now).unwrap();
+                for i in 0..10 {
+                    let mut a = viewer(&format!("v{i}"), 1, 1.0);
+                    a.degree = 8;
+                    let r = a.report.as_mut().unwrap();
+                    r.infra_bytes = 50_000 * every_s;
+                    r.pieces_due = 20 * every_s;
+                    r.pieces_in_time = r.pieces_due;
+                    reg.announce(a, None, now).unwrap();
+                }
+                if now >= t0 + Duration::from_secs(50) {
+                    break;
+                }
+                now += Duration::from_secs(every_s);
+            }
+            let ttl = reg.config().peer_ttl;
+            let swarm = &reg.streams_for_test()[&stream(1)];
+            swarm_report(swarm, now, 5_000, ttl).unwrap()
+        };
+        let (short, long) = (report_at(5), report_at(25));
+        assert_eq!(short.viewers, 10);
+        assert_eq!(long, short);
+        assert_eq!(short.infra_bps, 10.0 * 50_000.0 * 8.0);
+        assert_eq!(short.goodput_bps, 10.0 * 2_000_000.0);
     }
 
     #[test]

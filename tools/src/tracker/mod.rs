@@ -46,6 +46,7 @@
 mod addresses;
 mod asn;
 mod assignment;
+mod cadence;
 mod coordinator;
 mod http;
 mod ranking;
@@ -61,5 +62,5 @@ pub use http::{router, serve, serve_with_shutdown, spawn, start, RunningTracker}
 pub use reflectors::ReflectorRecord;
 pub use registry::{
     AnnounceError, PeerRecord, Registry, StreamDetail, TrackerConfig, MAX_LISTED_PEERS,
-    MAX_SEEDER_HINTS, SCAN_LIMIT,
+    MAX_SEEDER_HINTS, SCAN_LIMIT, SETTLED_FACTOR,
 };

@@ -39,7 +39,7 @@ pub(super) struct Query<'a> {
 impl Query<'_> {
     /// A live peer other than the announcer.
     fn usable(&self, p: &PeerEntry) -> bool {
-        p.peer_id != self.peer_id && p.is_live(self.now, self.ttl)
+        *p.peer_id != *self.peer_id && p.is_live(self.now, self.ttl)
     }
 }
 
@@ -67,7 +67,7 @@ pub(super) fn candidates(swarm: &Swarm, q: &Query<'_>, rng: &mut StdRng) -> Vec<
     candidates
         .into_iter()
         .map(|p| PeerHint {
-            peer_id: p.peer_id.clone(),
+            peer_id: p.peer_id.to_string(),
             addrs: p.addrs.clone(),
             role: p.role,
             degree: p.degree,
@@ -84,11 +84,11 @@ pub(super) fn candidates(swarm: &Swarm, q: &Query<'_>, rng: &mut StdRng) -> Vec<
 pub(super) fn fallbacks(swarm: &Swarm, q: &Query<'_>, rng: &mut StdRng) -> Vec<InfraHint> {
     let only = q.reflectors.filter(|_| q.role == Role::Viewer);
     let infra = swarm.infra.window(rng).filter(|p| q.usable(p));
-    let infra = infra.filter(|p| only.is_none_or(|set| set.contains(p.peer_id.as_str())));
+    let infra = infra.filter(|p| only.is_none_or(|set| set.contains(&*p.peer_id)));
     best(infra, q.loc, q.coord, MAX_SEEDER_HINTS, rng)
         .into_iter()
         .map(|p| InfraHint {
-            peer_id: p.peer_id.clone(),
+            peer_id: p.peer_id.to_string(),
             addrs: p.addrs.clone(),
             http: p.http.clone(),
         })

@@ -122,7 +122,7 @@ impl Reflectors {
             .map(|(id, swarm)| {
                 let mut seeders: Vec<&str> = (swarm.infra.live(now, ttl))
                     .filter(|p| p.role == Role::Seeder)
-                    .map(|p| p.peer_id.as_str())
+                    .map(|p| &*p.peer_id)
                     .collect();
                 seeders.sort_unstable();
                 let viewers = swarm.viewers.live(now, ttl).count();
@@ -292,7 +292,7 @@ mod tests {
         // The second reflector arrives: each feeds the other.
         let answer = reg.reflect(reflector("r1", 100), t).unwrap();
         let parents: Vec<_> = (answer.streams[0].parents.iter())
-            .map(|p| (p.peer_id.as_str(), p.role))
+            .map(|p| (&*p.peer_id, p.role))
             .collect();
         assert_eq!(parents, [("seed", Role::Seeder), ("r0", Role::Reflector)]);
         assert_eq!(answer.streams[0].parents[1].addrs, ["/dns4/r0/tcp/4001"]);

@@ -23,6 +23,7 @@ use shoal_mesh::{
 use super::{
     addresses::subnet_ip,
     asn::AsnTable,
+    cadence,
     coordinator::{Coordinator, CoordinatorConfig},
     ranking::{self, usable_coord, Query},
     reflectors::{ReflectorRecord, Reflectors},
@@ -35,13 +36,21 @@ pub const SCAN_LIMIT: usize = 4096;
 pub const MAX_SEEDER_HINTS: usize = 8;
 /// Most peers listed by `GET /v1/streams/{stream}`.
 pub const MAX_LISTED_PEERS: usize = 1000;
+/// A settled viewer's interval, in base intervals: 5 s becomes 25 s.
+pub const SETTLED_FACTOR: u8 = 5;
+/// Longest interval a client heeds (`mesh/src/net/announce.rs` clamps).
+const MAX_INTERVAL_S: u32 = 300;
 
 #[derive(Debug, Clone)]
 pub struct TrackerConfig {
-    /// A peer not re-announced within this long is forgotten.
+    /// A peer not re-announced within this long is forgotten; a settled
+    /// viewer's stretches with its interval.
     pub peer_ttl: Duration,
-    /// Announce interval advised to peers.
+    /// Announce interval advised to peers (the base).
     pub interval_s: u32,
+    /// A settled viewer is asked back this many base intervals later
+    /// (1: every peer at the base interval).
+    pub settled_factor: u8,
     pub max_body_bytes: usize,
     pub max_peers_per_stream: usize,
     pub max_streams: usize,
@@ -63,6 +72,7 @@ impl TrackerConfig {
         Self {
             peer_ttl: Duration::from_secs(3 * u64::from(interval_s)),
             interval_s,
+            settled_factor: SETTLED_FACTOR,
             max_body_bytes: 64 * 1024,
             max_peers_per_stream: 100_000,
             max_streams: 10_000,
@@ -175,7 +185,8 @@ impl Swarm {
 #[derive(Debug, Default)]
 pub(super) struct Table {
     entries: Vec<PeerEntry>,
-    index: HashMap<String, usize>,
+    /// Shares each entry's id rather than holding a second copy.
+    index: HashMap<Arc<str>, usize>,
 }
 
 impl Table {
@@ -189,7 +200,8 @@ impl Table {
     }
 
     fn insert(&mut self, entry: PeerEntry) {
-        self.index.insert(entry.peer_id.clone(), self.entries.len());
+        self.index
+            .insert(Arc::clone(&entry.peer_id), self.entries.len());
         self.entries.push(entry);
     }
 
@@ -199,7 +211,7 @@ impl Table {
         };
         self.entries.swap_remove(i);
         if let Some(moved) = self.entries.get(i) {
-            self.index.insert(moved.peer_id.clone(), i);
+            self.index.insert(Arc::clone(&moved.peer_id), i);
         }
         true
     }
@@ -211,7 +223,7 @@ impl Table {
         let removed = before - self.entries.len();
         if removed > 0 {
             self.index = (self.entries.iter().enumerate())
-                .map(|(i, p)| (p.peer_id.clone(), i))
+                .map(|(i, p)| (Arc::clone(&p.peer_id), i))
                 .collect();
         }
         removed
@@ -234,9 +246,17 @@ impl Table {
     }
 }
 
+/// What the registry works out about an announce, beside what it says.
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    loc: Locality,
+    stretch: u8,
+    span_ms: u32,
+}
+
 #[derive(Debug)]
 pub(super) struct PeerEntry {
-    pub(super) peer_id: String,
+    pub(super) peer_id: Arc<str>,
     pub(super) addrs: Vec<String>,
     pub(super) role: Role,
     pub(super) degree: u32,
@@ -244,39 +264,52 @@ pub(super) struct PeerEntry {
     pub(super) upload_kbps: u32,
     pub(super) http: Option<String>,
     name: Option<String>,
-    counters: serde_json::Value,
+    /// Infrastructure's only: a viewer's would be most of the tracker's
+    /// memory in a large swarm, for operators who read a few.
+    counters: Option<Box<serde_json::Value>>,
     pub(super) loc: Locality,
     /// Network coordinate, when usable.
     pub(super) coord: Option<Coord>,
     /// Viewers: their last interval, for the coordinator.
     pub(super) report: Option<ViewerReport>,
+    /// The span `report` covers, ms: the time since the announce before.
+    pub(super) report_span_ms: u32,
+    /// Its interval and time to live, in base ones ([`cadence::stretch`]).
+    stretch: u8,
     /// Infrastructure: the stream's bitrate, kbit/s.
     pub(super) bitrate_kbps: u32,
     last_seen: Instant,
 }
 
 impl PeerEntry {
-    fn new(a: Announce, loc: Locality, now: Instant) -> Self {
+    fn new(a: Announce, peer_id: Arc<str>, shape: Shape, now: Instant) -> Self {
+        let mut addrs = a.addrs;
+        addrs.shrink_to_fit();
+        let counters = (a.role.is_infra() && !a.counters.is_null()).then(|| Box::new(a.counters));
         Self {
-            peer_id: a.peer_id,
-            addrs: a.addrs,
+            peer_id,
+            addrs,
             role: a.role,
             degree: a.degree,
             max_degree: a.max_degree,
             upload_kbps: a.upload_kbps,
             http: a.http,
             name: a.name,
-            counters: a.counters,
-            loc,
+            counters,
+            loc: shape.loc,
             coord: usable_coord(a.coord),
             report: a.report,
+            report_span_ms: shape.span_ms,
+            stretch: shape.stretch,
             bitrate_kbps: a.bitrate_kbps,
             last_seen: now,
         }
     }
 
+    /// Whether it announced within its time to live: `ttl`, the base one,
+    /// stretched as its interval was.
     pub(super) fn is_live(&self, now: Instant, ttl: Duration) -> bool {
-        now.saturating_duration_since(self.last_seen) < ttl
+        now.saturating_duration_since(self.last_seen) < ttl * u32::from(self.stretch)
     }
 
     pub(super) fn has_free_degree(&self) -> bool {
@@ -285,7 +318,7 @@ impl PeerEntry {
 
     fn record(&self, now: Instant) -> PeerRecord {
         PeerRecord {
-            peer_id: self.peer_id.clone(),
+            peer_id: self.peer_id.to_string(),
             addrs: self.addrs.clone(),
             role: self.role,
             degree: self.degree,
@@ -293,7 +326,7 @@ impl PeerEntry {
             upload_kbps: self.upload_kbps,
             http: self.http.clone(),
             name: self.name.clone(),
-            counters: self.counters.clone(),
+            counters: self.counters.as_deref().cloned().unwrap_or_default(),
             loc: self.loc,
             age_ms: now
                 .saturating_duration_since(self.last_seen)
@@ -351,7 +384,9 @@ impl Registry {
         let me = a.peer_id.clone();
         let role = a.role;
         let coord = usable_coord(a.coord);
-        self.record(&stream, &me, a, loc, now)?;
+        let stretch = cadence::stretch(&a, self.config.settled_factor)
+            .min((MAX_INTERVAL_S / self.config.interval_s.max(1)).clamp(1, 255) as u8);
+        self.record(&stream, &me, a, loc, stretch, now)?;
         self.rounds(now);
 
         let ttl = self.config.peer_ttl;
@@ -381,7 +416,7 @@ impl Registry {
         Ok(Hints {
             candidates,
             seeders,
-            interval_s: self.config.interval_s,
+            interval_s: self.config.interval_s * u32::from(stretch),
             you: loc,
             // Expired peers count until the next purge: an estimate.
             viewers: swarm.viewers.entries.len().try_into().unwrap_or(u32::MAX),
@@ -475,8 +510,15 @@ impl Registry {
         me: &str,
         a: Announce,
         loc: Locality,
+        stretch: u8,
         now: Instant,
     ) -> Result<(), AnnounceError> {
+        let base_ms = self.config.interval_s.saturating_mul(1000);
+        let shape = |span: Option<Duration>| Shape {
+            loc,
+            stretch,
+            span_ms: span.map_or(base_ms, |d| d.as_millis().clamp(1, u32::MAX.into()) as u32),
+        };
         let role = a.role;
         let new_stream = !self.streams.contains_key(stream);
         if new_stream && self.streams.len() >= self.config.max_streams {
@@ -486,10 +528,12 @@ impl Registry {
         let swarm = self.streams.entry(stream.to_owned()).or_default();
         let (own, other) = swarm.table_mut(role);
         if let Some(entry) = own.get_mut(me) {
-            *entry = PeerEntry::new(a, loc, now);
+            let span = now.saturating_duration_since(entry.last_seen);
+            let id = Arc::clone(&entry.peer_id);
+            *entry = PeerEntry::new(a, id, shape(Some(span)), now);
         } else if other.remove(me) {
             // Same peer, new role: moves between tables, the count is unchanged.
-            own.insert(PeerEntry::new(a, loc, now));
+            own.insert(PeerEntry::new(a, me.into(), shape(None), now));
         } else {
             let full = if swarm.len() >= self.config.max_peers_per_stream {
                 Some("too many peers in this stream")
@@ -505,7 +549,7 @@ impl Registry {
                 tracing::warn!(%stream, peer = %me, "refusing peer: {why}");
                 return Err(AnnounceError::Full(why));
             }
-            swarm.table_mut(role).0.insert(PeerEntry::new(a, loc, now));
+            (swarm.table_mut(role).0).insert(PeerEntry::new(a, me.into(), shape(None), now));
             self.total_peers += 1;
             if new_stream {
                 tracing::info!(%stream, "new stream");
@@ -628,6 +672,34 @@ mod tests {
         other.stream = stream(2);
         assert!(r.announce(other, None, t).is_err());
         assert_eq!(r.stream_count(), 1, "a refused peer leaves no empty stream");
+    }
+
+    /// A settled viewer is asked back later and lives as much longer; a
+    /// joining one keeps the base interval and time to live.
+    #[test]
+    fn a_settled_viewers_interval_and_lifetime_stretch_together() {
+        let (mut r, t0) = (registry(), Instant::now());
+        let ttl = r.config().peer_ttl;
+        let mut settled = viewer("settled", "10.0.0.2", 8);
+        settled.report = Some(ViewerReport {
+            pieces_due: 50,
+            pieces_in_time: 50,
+            playing: true,
+            ..ViewerReport::default()
+        });
+        let hints = r.announce(settled, None, t0).unwrap();
+        assert_eq!(hints.interval_s, 5 * u32::from(SETTLED_FACTOR));
+        let joining = r.announce(viewer("joining", "10.0.0.3", 0), None, t0);
+        assert_eq!(joining.unwrap().interval_s, 5);
+
+        let later = t0 + ttl + Duration::from_millis(1);
+        let hints = r
+            .announce(viewer("me", "10.0.0.1", 0), None, later)
+            .unwrap();
+        assert_eq!(ids(&hints), ["settled"], "the joining one expired");
+        let gone = t0 + ttl * u32::from(SETTLED_FACTOR) + Duration::from_millis(1);
+        r.purge(gone);
+        assert_eq!(r.peer_count(), 0);
     }
 
     #[test]
