@@ -90,7 +90,12 @@ impl Announcer {
                 http: self.http.clone(),
                 name: self.name.clone(),
                 want: self.max_degree * 2,
-                counters: stats.report(),
+                // The tracker keeps infrastructure's only (docs/protocol.md §12.4).
+                counters: if self.role.is_infra() {
+                    stats.report()
+                } else {
+                    serde_json::Value::Null
+                },
                 coord: stats.coord,
                 report,
                 bitrate_kbps: self.bitrate_kbps.as_ref().map_or(0, |b| *b.borrow()),

@@ -60,29 +60,22 @@ impl Coordinator {
         streams: &HashMap<String, Swarm>,
         now: Instant,
         interval: Duration,
-        ttl: Duration,
     ) {
         if self.next_round.is_some_and(|at| now < at) {
             return;
         }
         self.next_round = Some(now + interval);
-        self.round(streams, now, interval, ttl);
+        self.round(streams, now, interval);
     }
 
-    fn round(
-        &mut self,
-        streams: &HashMap<String, Swarm>,
-        now: Instant,
-        interval: Duration,
-        ttl: Duration,
-    ) {
+    fn round(&mut self, streams: &HashMap<String, Swarm>, now: Instant, interval: Duration) {
         let tier = self
             .budget_bps
-            .unwrap_or_else(|| announced_capacity(streams, now, ttl));
+            .unwrap_or_else(|| announced_capacity(streams, now));
         let interval_ms = interval.as_millis().try_into().unwrap_or(u64::MAX);
         let mut judged = HashSet::new();
         for (id, swarm) in streams {
-            let Some(report) = swarm_report(swarm, now, interval_ms, ttl) else {
+            let Some(report) = swarm_report(swarm, now, interval_ms) else {
                 continue;
             };
             tracing::debug!(stream = %id, ?report, "swarm report");
@@ -108,15 +101,9 @@ impl Coordinator {
     /// The budget of one of `stream`'s live infrastructure nodes: an even
     /// part of the stream's. `None` before the stream's first round, or
     /// with no tier budget known.
-    pub(super) fn budget_for(
-        &self,
-        stream: &str,
-        swarm: &Swarm,
-        now: Instant,
-        ttl: Duration,
-    ) -> Option<u64> {
+    pub(super) fn budget_for(&self, stream: &str, swarm: &Swarm, now: Instant) -> Option<u64> {
         let budget = self.budget(stream)?;
-        let nodes = swarm.infra.live(now, ttl).count();
+        let nodes = swarm.infra.live(now).count();
         Some(budget / nodes.max(1) as u64)
     }
 }
@@ -124,18 +111,13 @@ impl Coordinator {
 /// The swarm's interval from its live viewers' last reports, each scaled
 /// to one interval of `interval_ms` whatever span it covers; `None`
 /// without a bitrate, as goodput cannot be told from bytes without one.
-fn swarm_report(
-    swarm: &Swarm,
-    now: Instant,
-    interval_ms: u64,
-    ttl: Duration,
-) -> Option<SwarmReport> {
-    let bitrate_bps = (swarm.infra.live(now, ttl))
+fn swarm_report(swarm: &Swarm, now: Instant, interval_ms: u64) -> Option<SwarmReport> {
+    let bitrate_bps = (swarm.infra.live(now))
         .map(|p| u64::from(p.bitrate_kbps) * 1000)
         .max()
         .filter(|&b| b > 0)?;
     let mut tally = SwarmTally::default();
-    for viewer in swarm.viewers.live(now, ttl) {
+    for viewer in swarm.viewers.live(now) {
         if let Some(report) = viewer.report {
             let span_ms = u64::from(viewer.report_span_ms);
             let report = report.rescaled(span_ms, interval_ms);
@@ -147,11 +129,11 @@ fn swarm_report(
 
 /// The upload the live infrastructure announces, bit/s, each node once
 /// however many streams it carries.
-fn announced_capacity(streams: &HashMap<String, Swarm>, now: Instant, ttl: Duration) -> u64 {
+fn announced_capacity(streams: &HashMap<String, Swarm>, now: Instant) -> u64 {
     let mut seen = HashSet::new();
     let mut total = 0u64;
     for swarm in streams.values() {
-        for p in swarm.infra.live(now, ttl) {
+        for p in swarm.infra.live(now) {
             if seen.insert(&*p.peer_id) {
                 total = total.saturating_add(u64::from(p.upload_kbps) * 1000);
             }
@@ -335,9 +317,8 @@ mod tests {
                 }
                 now += Duration::from_secs(every_s);
             }
-            let ttl = reg.config().peer_ttl;
             let swarm = &reg.streams_for_test()[&stream(1)];
-            swarm_report(swarm, now, 5_000, ttl).unwrap()
+            swarm_report(swarm, now, 5_000).unwrap()
         };
         let (short, long) = (report_at(5), report_at(25));
         assert_eq!(short.viewers, 10);
@@ -354,9 +335,6 @@ mod tests {
         reg.announce(seeder("r", 2, 6_000), None, now).unwrap();
         reg.announce(seeder("s", 2, 1_000), None, now).unwrap();
         let streams = &reg.streams_for_test();
-        assert_eq!(
-            announced_capacity(streams, now, Duration::from_secs(15)),
-            7_000_000
-        );
+        assert_eq!(announced_capacity(streams, now), 7_000_000);
     }
 }

@@ -38,8 +38,13 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 /// The tracker's HTTP API, without a listener.
 pub fn router(config: TrackerConfig) -> Router {
-    let max_body = config.max_body_bytes;
-    let registry: Shared = Arc::new(Mutex::new(Registry::new(config, rand::random())));
+    router_over(Arc::new(Mutex::new(Registry::new(config, rand::random()))))
+}
+
+/// The HTTP API over a registry the caller holds too (a benchmark fills it
+/// first).
+pub fn router_over(registry: Arc<Mutex<Registry>>) -> Router {
+    let max_body = lock(&registry).config().max_body_bytes;
     // Browsers (dashboards) may read; only peers announce.
     let cors = CorsLayer::new()
         .allow_origin(Any)

@@ -58,7 +58,7 @@ mod fixtures;
 
 pub use asn::{AsnTable, AsnTableError};
 pub use coordinator::CoordinatorConfig;
-pub use http::{router, serve, serve_with_shutdown, spawn, start, RunningTracker};
+pub use http::{router, router_over, serve, serve_with_shutdown, spawn, start, RunningTracker};
 pub use reflectors::ReflectorRecord;
 pub use registry::{
     AnnounceError, PeerRecord, Registry, StreamDetail, TrackerConfig, MAX_LISTED_PEERS,

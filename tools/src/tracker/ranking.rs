@@ -4,10 +4,7 @@
 //! infrastructure gets a fair sample of the swarm, and everyone gets the
 //! stream's closest seeders/reflectors to fall back to.
 
-use std::{
-    collections::HashSet,
-    time::{Duration, Instant},
-};
+use std::{collections::HashSet, sync::Arc, time::Instant};
 
 use rand::{rngs::StdRng, seq::IteratorRandom};
 use shoal_mesh::hints::{InfraHint, PeerHint, Role};
@@ -23,14 +20,15 @@ pub(super) use shoal_mesh::proto::proximity::usable_coord;
 /// One announce as the ranking sees it: who asks, for how many, and when.
 #[derive(Debug)]
 pub(super) struct Query<'a> {
-    pub(super) peer_id: &'a str,
+    /// The announcer's own id as its entry holds it: told apart by
+    /// pointer, so scanning a window never reads other peers' ids.
+    pub(super) peer_id: &'a Arc<str>,
     pub(super) role: Role,
     pub(super) loc: Locality,
     /// Already filtered by [`usable_coord`].
     pub(super) coord: Option<Coord>,
     pub(super) want: usize,
     pub(super) now: Instant,
-    pub(super) ttl: Duration,
     /// The stream's serving reflectors, when it has any: its viewers then
     /// see no seeders, and its seeders no viewers (docs/coordinator.md).
     pub(super) reflectors: Option<&'a HashSet<&'a str>>,
@@ -39,7 +37,7 @@ pub(super) struct Query<'a> {
 impl Query<'_> {
     /// A live peer other than the announcer.
     fn usable(&self, p: &PeerEntry) -> bool {
-        *p.peer_id != *self.peer_id && p.is_live(self.now, self.ttl)
+        !Arc::ptr_eq(&p.peer_id, self.peer_id) && p.is_live(self.now)
     }
 }
 

@@ -31,7 +31,7 @@ use super::{
 
 /// Most peers ranked for one announce; larger swarms are sampled, which also
 /// spreads newcomers over the swarm instead of piling them on the same few.
-pub const SCAN_LIMIT: usize = 4096;
+pub const SCAN_LIMIT: usize = 512;
 /// Most seeders/reflectors returned in [`Hints::seeders`].
 pub const MAX_SEEDER_HINTS: usize = 8;
 /// Most peers listed by `GET /v1/streams/{stream}`.
@@ -163,13 +163,13 @@ impl Swarm {
         }
     }
 
-    fn info(&self, stream: &str, now: Instant, ttl: Duration) -> StreamInfo {
-        let live = |t: &Table| t.entries.iter().filter(|p| p.is_live(now, ttl)).count();
+    fn info(&self, stream: &str, now: Instant) -> StreamInfo {
+        let live = |t: &Table| t.entries.iter().filter(|p| p.is_live(now)).count();
         let name = self
             .infra
             .entries
             .iter()
-            .filter(|p| p.is_live(now, ttl) && p.name.is_some())
+            .filter(|p| p.is_live(now) && p.name.is_some())
             .min_by_key(|p| p.role != Role::Seeder)
             .and_then(|p| p.name.clone());
         StreamInfo {
@@ -217,9 +217,9 @@ impl Table {
     }
 
     /// Drops expired peers; returns how many.
-    fn retain_live(&mut self, now: Instant, ttl: Duration) -> usize {
+    fn retain_live(&mut self, now: Instant) -> usize {
         let before = self.entries.len();
-        self.entries.retain(|p| p.is_live(now, ttl));
+        self.entries.retain(|p| p.is_live(now));
         let removed = before - self.entries.len();
         if removed > 0 {
             self.index = (self.entries.iter().enumerate())
@@ -230,11 +230,12 @@ impl Table {
     }
 
     /// The entries announced within `ttl` of `now`.
-    pub(super) fn live(&self, now: Instant, ttl: Duration) -> impl Iterator<Item = &PeerEntry> {
-        self.entries.iter().filter(move |p| p.is_live(now, ttl))
+    pub(super) fn live(&self, now: Instant) -> impl Iterator<Item = &PeerEntry> {
+        self.entries.iter().filter(move |p| p.is_live(now))
     }
 
-    /// All entries, or a window of [`SCAN_LIMIT`] from a random start.
+    /// All entries, or a window of [`SCAN_LIMIT`] from a random start,
+    /// wrapping around: an announce costs the window, whatever the swarm.
     pub(super) fn window<'a>(&'a self, rng: &mut StdRng) -> impl Iterator<Item = &'a PeerEntry> {
         let len = self.entries.len();
         let (start, n) = if len <= SCAN_LIMIT {
@@ -242,7 +243,9 @@ impl Table {
         } else {
             (rng.gen_range(0..len), SCAN_LIMIT)
         };
-        (start..start + n).map(move |i| &self.entries[i % len])
+        let tail = &self.entries[start..(start + n).min(len)];
+        let head = &self.entries[..(start + n).saturating_sub(len)];
+        tail.iter().chain(head)
     }
 }
 
@@ -250,7 +253,8 @@ impl Table {
 #[derive(Clone, Copy, Debug)]
 struct Shape {
     loc: Locality,
-    stretch: u8,
+    /// The base time to live stretched as the peer's interval.
+    ttl: Duration,
     span_ms: u32,
 }
 
@@ -274,8 +278,9 @@ pub(super) struct PeerEntry {
     pub(super) report: Option<ViewerReport>,
     /// The span `report` covers, ms: the time since the announce before.
     pub(super) report_span_ms: u32,
-    /// Its interval and time to live, in base ones ([`cadence::stretch`]).
-    stretch: u8,
+    /// When it is forgotten: its time to live, stretched as its interval
+    /// was ([`cadence::stretch`]), after its last announce.
+    expires: Instant,
     /// Infrastructure: the stream's bitrate, kbit/s.
     pub(super) bitrate_kbps: u32,
     last_seen: Instant,
@@ -300,16 +305,15 @@ impl PeerEntry {
             coord: usable_coord(a.coord),
             report: a.report,
             report_span_ms: shape.span_ms,
-            stretch: shape.stretch,
+            expires: now + shape.ttl,
             bitrate_kbps: a.bitrate_kbps,
             last_seen: now,
         }
     }
 
-    /// Whether it announced within its time to live: `ttl`, the base one,
-    /// stretched as its interval was.
-    pub(super) fn is_live(&self, now: Instant, ttl: Duration) -> bool {
-        now.saturating_duration_since(self.last_seen) < ttl * u32::from(self.stretch)
+    /// Whether it announced within its time to live.
+    pub(super) fn is_live(&self, now: Instant) -> bool {
+        now < self.expires
     }
 
     pub(super) fn has_free_degree(&self) -> bool {
@@ -386,28 +390,26 @@ impl Registry {
         let coord = usable_coord(a.coord);
         let stretch = cadence::stretch(&a, self.config.settled_factor)
             .min((MAX_INTERVAL_S / self.config.interval_s.max(1)).clamp(1, 255) as u8);
-        self.record(&stream, &me, a, loc, stretch, now)?;
+        let me_entry = self.record(&stream, &me, a, loc, stretch, now)?;
         self.rounds(now);
 
-        let ttl = self.config.peer_ttl;
         let swarm = &self.streams[&stream];
-        let reflectors = self.reflectors.serving(&stream, swarm, now, ttl);
+        let reflectors = self.reflectors.serving(&stream, swarm, now);
         let budget_bps = match &self.coordinator {
             // Reflectors serve the stream's viewers: its budget is theirs,
             // by the sessions each serves; its seeders only feed them.
             Some(c) if role.is_infra() && reflectors.is_some() => (c.budget(&stream))
                 .and_then(|b| self.reflectors.plan().budget_share(&stream, &me, b)),
-            Some(c) if role.is_infra() => c.budget_for(&stream, swarm, now, ttl),
+            Some(c) if role.is_infra() => c.budget_for(&stream, swarm, now),
             _ => None,
         };
         let query = Query {
-            peer_id: &me,
+            peer_id: &me_entry,
             role,
             loc,
             coord,
             want,
             now,
-            ttl,
             reflectors: reflectors.as_ref(),
         };
         let candidates = ranking::candidates(swarm, &query, &mut self.rng);
@@ -457,9 +459,8 @@ impl Registry {
     /// Live streams, most viewers first.
     pub fn streams(&mut self, now: Instant) -> Vec<StreamInfo> {
         self.purge(now);
-        let ttl = self.config.peer_ttl;
         let mut list: Vec<StreamInfo> = (self.streams.iter())
-            .map(|(id, swarm)| swarm.info(id, now, ttl))
+            .map(|(id, swarm)| swarm.info(id, now))
             .collect();
         list.sort_by(|a, b| (b.viewers, &a.stream).cmp(&(a.viewers, &b.stream)));
         list
@@ -477,7 +478,7 @@ impl Registry {
             .collect();
         let ttl = self.config.peer_ttl;
         Some(StreamDetail {
-            info: swarm.info(&stream, now, ttl),
+            info: swarm.info(&stream, now),
             budget_bps: self.coordinator.as_ref().and_then(|c| c.budget(&stream)),
             peers,
             reflectors: self.reflectors.records(&stream, swarm, now, ttl),
@@ -489,7 +490,7 @@ impl Registry {
         let ttl = self.config.peer_ttl;
         let mut removed = 0;
         self.streams.retain(|stream, swarm| {
-            removed += swarm.infra.retain_live(now, ttl) + swarm.viewers.retain_live(now, ttl);
+            removed += swarm.infra.retain_live(now) + swarm.viewers.retain_live(now);
             let keep = swarm.len() > 0;
             if !keep {
                 tracing::info!(%stream, "stream gone");
@@ -512,11 +513,11 @@ impl Registry {
         loc: Locality,
         stretch: u8,
         now: Instant,
-    ) -> Result<(), AnnounceError> {
+    ) -> Result<Arc<str>, AnnounceError> {
         let base_ms = self.config.interval_s.saturating_mul(1000);
         let shape = |span: Option<Duration>| Shape {
             loc,
-            stretch,
+            ttl: self.config.peer_ttl * u32::from(stretch),
             span_ms: span.map_or(base_ms, |d| d.as_millis().clamp(1, u32::MAX.into()) as u32),
         };
         let role = a.role;
@@ -530,10 +531,13 @@ impl Registry {
         if let Some(entry) = own.get_mut(me) {
             let span = now.saturating_duration_since(entry.last_seen);
             let id = Arc::clone(&entry.peer_id);
-            *entry = PeerEntry::new(a, id, shape(Some(span)), now);
+            *entry = PeerEntry::new(a, Arc::clone(&id), shape(Some(span)), now);
+            Ok(id)
         } else if other.remove(me) {
             // Same peer, new role: moves between tables, the count is unchanged.
-            own.insert(PeerEntry::new(a, me.into(), shape(None), now));
+            let id: Arc<str> = me.into();
+            own.insert(PeerEntry::new(a, Arc::clone(&id), shape(None), now));
+            Ok(id)
         } else {
             let full = if swarm.len() >= self.config.max_peers_per_stream {
                 Some("too many peers in this stream")
@@ -549,14 +553,15 @@ impl Registry {
                 tracing::warn!(%stream, peer = %me, "refusing peer: {why}");
                 return Err(AnnounceError::Full(why));
             }
-            (swarm.table_mut(role).0).insert(PeerEntry::new(a, me.into(), shape(None), now));
+            let id: Arc<str> = me.into();
+            (swarm.table_mut(role).0).insert(PeerEntry::new(a, Arc::clone(&id), shape(None), now));
             self.total_peers += 1;
             if new_stream {
                 tracing::info!(%stream, "new stream");
             }
             tracing::debug!(%stream, peer = %me, ?role, "new peer");
+            Ok(id)
         }
-        Ok(())
     }
 
     #[cfg(test)]
@@ -570,7 +575,7 @@ impl Registry {
         let interval = Duration::from_secs(self.config.interval_s.into());
         let ttl = self.config.peer_ttl;
         if let Some(c) = &mut self.coordinator {
-            c.maybe_round(&self.streams, now, interval, ttl);
+            c.maybe_round(&self.streams, now, interval);
         }
         (self.reflectors).maybe_assign(&self.streams, now, interval, ttl);
     }
