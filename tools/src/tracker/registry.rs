@@ -115,6 +115,8 @@ pub struct PeerRecord {
     pub loc: Locality,
     /// Time since its last announce.
     pub age_ms: u64,
+    /// The announce interval it was last given.
+    pub interval_s: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -255,6 +257,7 @@ struct Shape {
     loc: Locality,
     /// The base time to live stretched as the peer's interval.
     ttl: Duration,
+    interval_s: u32,
     span_ms: u32,
 }
 
@@ -281,6 +284,8 @@ pub(super) struct PeerEntry {
     /// When it is forgotten: its time to live, stretched as its interval
     /// was ([`cadence::stretch`]), after its last announce.
     expires: Instant,
+    /// The interval it was last given.
+    interval_s: u32,
     /// Infrastructure: the stream's bitrate, kbit/s.
     pub(super) bitrate_kbps: u32,
     last_seen: Instant,
@@ -306,6 +311,7 @@ impl PeerEntry {
             report: a.report,
             report_span_ms: shape.span_ms,
             expires: now + shape.ttl,
+            interval_s: shape.interval_s,
             bitrate_kbps: a.bitrate_kbps,
             last_seen: now,
         }
@@ -337,6 +343,7 @@ impl PeerEntry {
                 .as_millis()
                 .try_into()
                 .unwrap_or(u64::MAX),
+            interval_s: self.interval_s,
         }
     }
 }
@@ -518,6 +525,7 @@ impl Registry {
         let shape = |span: Option<Duration>| Shape {
             loc,
             ttl: self.config.peer_ttl * u32::from(stretch),
+            interval_s: self.config.interval_s * u32::from(stretch),
             span_ms: span.map_or(base_ms, |d| d.as_millis().clamp(1, u32::MAX.into()) as u32),
         };
         let role = a.role;
