@@ -41,10 +41,23 @@ pub struct TrackerBenchConfig {
     pub seed: u64,
 }
 
-/// One swarm size's figures.
+/// Which viewers announce in a load phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ViewerState {
+    /// Viewers still joining: no report, no neighbours; answered the base
+    /// interval and full candidates.
+    Joining,
+    /// Settled viewers (playing, all their neighbours, every piece in
+    /// time): answered the long interval and a few candidates.
+    Settled,
+}
+
+/// One swarm size's figures for one kind of announcer.
 #[derive(Clone, Debug, Serialize)]
 pub struct TrackerBenchResult {
     pub viewers: usize,
+    pub viewer_state: ViewerState,
     pub announces: u64,
     pub wall_s: f64,
     /// The server thread's CPU seconds over the load.
@@ -79,12 +92,14 @@ pub fn bench_tracker(cfg: &TrackerBenchConfig) -> anyhow::Result<Vec<TrackerBenc
         if n == 0 {
             bail!("a swarm of 0 viewers has nothing to bench");
         }
-        out.push(one_size(cfg, n)?);
+        out.extend(one_size(cfg, n)?);
     }
     Ok(out)
 }
 
-fn one_size(cfg: &TrackerBenchConfig, n: usize) -> anyhow::Result<TrackerBenchResult> {
+/// Fills a registry with `n` settled viewers, then loads it with joining
+/// viewers' announces, then with settled viewers'.
+fn one_size(cfg: &TrackerBenchConfig, n: usize) -> anyhow::Result<Vec<TrackerBenchResult>> {
     let config = TrackerConfig {
         max_peers_per_stream: n.max(100_000) + cfg.connections,
         max_peers_total: n.max(1_000_000) + cfg.connections,
@@ -97,18 +112,50 @@ fn one_size(cfg: &TrackerBenchConfig, n: usize) -> anyhow::Result<TrackerBenchRe
     let now = Instant::now();
     for i in 0..n {
         // Filling asks for no candidates: only the record is wanted.
-        let mut a = viewer(i, &mut rng);
+        let mut a = viewer(i, ViewerState::Settled, &mut rng);
         a.want = 0;
         registry.announce(a, None, now)?;
     }
     let fill_s = fill.elapsed().as_secs_f64();
     let rss_bytes_per_viewer = usage::rss_bytes().saturating_sub(rss0) as f64 / n as f64;
-    let registry_us = time_registry(&mut registry, n, &mut rng);
-    let registry = Arc::new(Mutex::new(registry));
+    let mut out = Vec::new();
+    for kind in [ViewerState::Joining, ViewerState::Settled] {
+        let registry_us = time_registry(&mut registry, n, kind, &mut rng);
+        let figures = Figures {
+            n,
+            kind,
+            rss_bytes_per_viewer,
+            fill_s,
+            registry_us,
+        };
+        let shared = Arc::new(Mutex::new(registry));
+        out.push(load(cfg, &shared, figures)?);
+        registry = Arc::into_inner(shared)
+            .context("the server kept the registry")?
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    }
+    Ok(out)
+}
 
+/// What is known of a phase before its load.
+struct Figures {
+    n: usize,
+    kind: ViewerState,
+    rss_bytes_per_viewer: f64,
+    fill_s: f64,
+    registry_us: f64,
+}
+
+/// Serves `registry` on one core and drives it for `cfg.duration`.
+fn load(
+    cfg: &TrackerBenchConfig,
+    registry: &Arc<Mutex<Registry>>,
+    f: Figures,
+) -> anyhow::Result<TrackerBenchResult> {
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let server_registry = Arc::clone(&registry);
+    let server_registry = Arc::clone(registry);
     let server = std::thread::Builder::new()
         .name("tracker-bench".into())
         .spawn(move || serve_one_core(server_registry, addr_tx, stop_rx))?;
@@ -117,12 +164,11 @@ fn one_size(cfg: &TrackerBenchConfig, n: usize) -> anyhow::Result<TrackerBenchRe
     let clients = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let load = clients.block_on(drive(addr, n, cfg))?;
+    let load = clients.block_on(drive(addr, f.n, f.kind, cfg))?;
     let _ = stop_tx.send(());
     let server_cpu_s = server
         .join()
         .map_err(|_| anyhow::anyhow!("the tracker thread panicked"))??;
-    drop(registry);
 
     let mut latencies = load.latencies_us;
     latencies.sort_unstable();
@@ -132,7 +178,8 @@ fn one_size(cfg: &TrackerBenchConfig, n: usize) -> anyhow::Result<TrackerBenchRe
     };
     let announces = latencies.len() as u64;
     Ok(TrackerBenchResult {
-        viewers: n,
+        viewers: f.n,
+        viewer_state: f.kind,
         announces,
         wall_s: load.wall_s,
         server_cpu_s,
@@ -141,18 +188,18 @@ fn one_size(cfg: &TrackerBenchConfig, n: usize) -> anyhow::Result<TrackerBenchRe
         p50_us: pct(0.50),
         p99_us: pct(0.99),
         max_us: latencies.last().copied().unwrap_or(0),
-        rss_bytes_per_viewer,
+        rss_bytes_per_viewer: f.rss_bytes_per_viewer,
         answer_bytes: load.answer_bytes / announces.max(1),
-        fill_s,
-        registry_us,
+        fill_s: f.fill_s,
+        registry_us: f.registry_us,
     })
 }
 
 /// Mean µs of [`REGISTRY_ROUNDS`] announces straight into the registry
 /// (bodies made beforehand, so only the registry is timed).
-fn time_registry(registry: &mut Registry, n: usize, rng: &mut StdRng) -> f64 {
+fn time_registry(registry: &mut Registry, n: usize, kind: ViewerState, rng: &mut StdRng) -> f64 {
     let announces: Vec<Announce> = (0..REGISTRY_ROUNDS)
-        .map(|_| viewer(rng.gen_range(0..n), rng))
+        .map(|_| viewer(rng.gen_range(0..n), kind, rng))
         .collect();
     let now = Instant::now();
     let start = Instant::now();
@@ -212,13 +259,18 @@ struct Load {
 
 /// `cfg.connections` keep-alive connections announcing as random viewers
 /// of the `n` for `cfg.duration`.
-async fn drive(addr: SocketAddr, n: usize, cfg: &TrackerBenchConfig) -> anyhow::Result<Load> {
+async fn drive(
+    addr: SocketAddr,
+    n: usize,
+    kind: ViewerState,
+    cfg: &TrackerBenchConfig,
+) -> anyhow::Result<Load> {
     let start = Instant::now();
     let deadline = start + cfg.duration;
     let mut tasks = Vec::with_capacity(cfg.connections);
     for c in 0..cfg.connections {
         let seed = cfg.seed ^ (c as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        tasks.push(tokio::spawn(connection(addr, n, seed, deadline)));
+        tasks.push(tokio::spawn(connection(addr, n, kind, seed, deadline)));
     }
     let mut load = Load {
         latencies_us: Vec::new(),
@@ -238,6 +290,7 @@ async fn drive(addr: SocketAddr, n: usize, cfg: &TrackerBenchConfig) -> anyhow::
 async fn connection(
     addr: SocketAddr,
     n: usize,
+    kind: ViewerState,
     seed: u64,
     deadline: Instant,
 ) -> anyhow::Result<(Vec<u64>, u64)> {
@@ -248,7 +301,7 @@ async fn connection(
     let mut latencies = Vec::new();
     let mut bytes = 0u64;
     while Instant::now() < deadline {
-        let body = serde_json::to_vec(&viewer(rng.gen_range(0..n), &mut rng))?;
+        let body = serde_json::to_vec(&viewer(rng.gen_range(0..n), kind, &mut rng))?;
         let mut req = format!(
             "POST /v1/announce HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
              content-length: {}\r\n\r\n",
@@ -294,9 +347,10 @@ async fn read_answer(stream: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Resul
     Ok(len)
 }
 
-/// Viewer `i` as a settled viewer announces: two addresses, a coordinate
-/// and a full report.
-fn viewer(i: usize, rng: &mut StdRng) -> Announce {
+/// Viewer `i` as it announces: two addresses and a coordinate; settled,
+/// all its neighbours and a report of every piece in time.
+fn viewer(i: usize, kind: ViewerState, rng: &mut StdRng) -> Announce {
+    let settled = kind == ViewerState::Settled;
     Announce {
         stream: STREAM.to_owned(),
         // Shaped as libp2p ids are: a common prefix, then digits that differ.
@@ -316,7 +370,7 @@ fn viewer(i: usize, rng: &mut StdRng) -> Announce {
             ),
         ],
         role: Role::Viewer,
-        degree: 8,
+        degree: if settled { 8 } else { 0 },
         max_degree: 8,
         upload_kbps: 4000,
         http: None,
@@ -330,7 +384,7 @@ fn viewer(i: usize, rng: &mut StdRng) -> Announce {
             height: 2.0,
             error: 0.2,
         }),
-        report: Some(ViewerReport {
+        report: settled.then_some(ViewerReport {
             infra_bytes: 0,
             pieces_due: 250,
             pieces_in_time: 250,
@@ -344,8 +398,9 @@ fn viewer(i: usize, rng: &mut StdRng) -> Announce {
 /// The figures as a table.
 pub fn table(results: &[TrackerBenchResult]) -> String {
     let mut s = format!(
-        "{:>9} {:>10} {:>11} {:>8} {:>8} {:>8} {:>10} {:>8} {:>11}\n",
+        "{:>9} {:>8} {:>10} {:>11} {:>8} {:>8} {:>8} {:>10} {:>8} {:>11}\n",
         "viewers",
+        "who",
         "announce/s",
         "per core/s",
         "p50 µs",
@@ -357,8 +412,12 @@ pub fn table(results: &[TrackerBenchResult]) -> String {
     );
     for r in results {
         s += &format!(
-            "{:>9} {:>10.0} {:>11.0} {:>8} {:>8} {:>8} {:>10.0} {:>8} {:>11.1}\n",
+            "{:>9} {:>8} {:>10.0} {:>11.0} {:>8} {:>8} {:>8} {:>10.0} {:>8} {:>11.1}\n",
             r.viewers,
+            match r.viewer_state {
+                ViewerState::Joining => "joining",
+                ViewerState::Settled => "settled",
+            },
             r.announces_per_s,
             r.announces_per_core_s,
             r.p50_us,
@@ -385,12 +444,24 @@ mod tests {
             connections: 2,
             seed: 1,
         };
-        let r = &bench_tracker(&cfg).unwrap()[0];
-        assert_eq!(r.viewers, 200);
-        assert!(r.announces > 0);
-        assert!(r.p50_us <= r.p99_us && r.p99_us <= r.max_us);
-        assert!(r.answer_bytes > 100, "hints with candidates");
-        assert!(table(std::slice::from_ref(r)).contains("200"));
+        let results = bench_tracker(&cfg).unwrap();
+        let [joining, settled] = &results[..] else {
+            panic!("two phases: {results:?}");
+        };
+        for r in &results {
+            assert_eq!(r.viewers, 200);
+            assert!(r.announces > 0);
+            assert!(r.p50_us <= r.p99_us && r.p99_us <= r.max_us);
+        }
+        assert_eq!(
+            (joining.viewer_state, settled.viewer_state),
+            (ViewerState::Joining, ViewerState::Settled)
+        );
+        assert!(
+            settled.answer_bytes < joining.answer_bytes,
+            "a settled viewer gets fewer candidates"
+        );
+        assert!(table(&results).contains("settled"));
         assert!(bench_tracker(&TrackerBenchConfig {
             connections: 0,
             ..cfg

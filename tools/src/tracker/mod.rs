@@ -62,5 +62,5 @@ pub use http::{router, router_over, serve, serve_with_shutdown, spawn, start, Ru
 pub use reflectors::ReflectorRecord;
 pub use registry::{
     AnnounceError, PeerRecord, Registry, StreamDetail, TrackerConfig, MAX_LISTED_PEERS,
-    MAX_SEEDER_HINTS, SCAN_LIMIT, SETTLED_FACTOR,
+    MAX_SEEDER_HINTS, MIN_SCAN, SCAN_LIMIT, SCAN_PER_WANTED, SETTLED_FACTOR, SETTLED_WANT,
 };

@@ -13,7 +13,7 @@ use shoal_mesh::proto::{
     Coord, Locality,
 };
 
-use super::registry::{PeerEntry, Swarm, MAX_SEEDER_HINTS};
+use super::registry::{PeerEntry, Swarm, MAX_SEEDER_HINTS, MIN_SCAN, SCAN_LIMIT, SCAN_PER_WANTED};
 
 pub(super) use shoal_mesh::proto::proximity::usable_coord;
 
@@ -49,10 +49,11 @@ pub(super) fn candidates(swarm: &Swarm, q: &Query<'_>, rng: &mut StdRng) -> Vec<
     let hide_seeders = reflected && q.role == Role::Viewer;
     let hide_viewers = reflected && q.role == Role::Seeder;
     // Infra only as a neighbour with room to spare: otherwise it is a fallback.
-    let infra = swarm.infra.window(rng).filter(usable);
+    let scan = (q.want * SCAN_PER_WANTED).clamp(MIN_SCAN, SCAN_LIMIT);
+    let infra = swarm.infra.window(scan, rng).filter(usable);
     let candidates = infra.filter(|p| p.has_free_degree() && !p.addrs.is_empty());
     let candidates = candidates.filter(|p| !(hide_seeders && p.role == Role::Seeder));
-    let viewers = swarm.viewers.window(rng).filter(usable);
+    let viewers = swarm.viewers.window(scan, rng).filter(usable);
     let viewers = viewers.filter(|_| !hide_viewers);
     let candidates = candidates.chain(viewers.filter(|p| !p.addrs.is_empty()));
     let candidates = if q.role.is_infra() {
@@ -81,7 +82,7 @@ pub(super) fn candidates(swarm: &Swarm, q: &Query<'_>, rng: &mut StdRng) -> Vec<
 /// viewer of a reflected stream is given its serving reflectors only.
 pub(super) fn fallbacks(swarm: &Swarm, q: &Query<'_>, rng: &mut StdRng) -> Vec<InfraHint> {
     let only = q.reflectors.filter(|_| q.role == Role::Viewer);
-    let infra = swarm.infra.window(rng).filter(|p| q.usable(p));
+    let infra = swarm.infra.window(SCAN_LIMIT, rng).filter(|p| q.usable(p));
     let infra = infra.filter(|p| only.is_none_or(|set| set.contains(&*p.peer_id)));
     best(infra, q.loc, q.coord, MAX_SEEDER_HINTS, rng)
         .into_iter()

@@ -32,10 +32,18 @@ use super::{
 /// Most peers ranked for one announce; larger swarms are sampled, which also
 /// spreads newcomers over the swarm instead of piling them on the same few.
 pub const SCAN_LIMIT: usize = 512;
+/// Peers scanned per candidate wanted, at least [`MIN_SCAN`]: a viewer
+/// asking for few is ranked from fewer.
+pub const SCAN_PER_WANTED: usize = 32;
+pub const MIN_SCAN: usize = 64;
 /// Most seeders/reflectors returned in [`Hints::seeders`].
 pub const MAX_SEEDER_HINTS: usize = 8;
 /// Most peers listed by `GET /v1/streams/{stream}`.
 pub const MAX_LISTED_PEERS: usize = 1000;
+/// Candidates a settled viewer is given at most: it has its neighbours and
+/// needs a replacement now and then (peer exchange brings the rest), so its
+/// answer stays small.
+pub const SETTLED_WANT: usize = 4;
 /// A settled viewer's interval, in base intervals: 5 s becomes 25 s.
 pub const SETTLED_FACTOR: u8 = 5;
 /// Longest interval a client heeds (`mesh/src/net/announce.rs` clamps).
@@ -236,14 +244,18 @@ impl Table {
         self.entries.iter().filter(move |p| p.is_live(now))
     }
 
-    /// All entries, or a window of [`SCAN_LIMIT`] from a random start,
-    /// wrapping around: an announce costs the window, whatever the swarm.
-    pub(super) fn window<'a>(&'a self, rng: &mut StdRng) -> impl Iterator<Item = &'a PeerEntry> {
+    /// All entries, or a window of `limit` from a random start, wrapping
+    /// around: an announce costs the window, whatever the swarm.
+    pub(super) fn window<'a>(
+        &'a self,
+        limit: usize,
+        rng: &mut StdRng,
+    ) -> impl Iterator<Item = &'a PeerEntry> {
         let len = self.entries.len();
-        let (start, n) = if len <= SCAN_LIMIT {
+        let (start, n) = if len <= limit {
             (0, len)
         } else {
-            (rng.gen_range(0..len), SCAN_LIMIT)
+            (rng.gen_range(0..len), limit)
         };
         let tail = &self.entries[start..(start + n).min(len)];
         let head = &self.entries[..(start + n).saturating_sub(len)];
@@ -385,7 +397,7 @@ impl Registry {
     ) -> Result<Hints, AnnounceError> {
         a.validate()?;
         a.stream.make_ascii_lowercase();
-        let want = a.want.min(MAX_WANT) as usize;
+        let mut want = a.want.min(MAX_WANT) as usize;
         self.maybe_purge(now);
 
         let loc = subnet_ip(&a.addrs, remote).map_or_else(Locality::default, |ip| {
@@ -398,6 +410,9 @@ impl Registry {
         let stretch = cadence::stretch(&a, self.config.settled_factor)
             .min((MAX_INTERVAL_S / self.config.interval_s.max(1)).clamp(1, 255) as u8);
         let me_entry = self.record(&stream, &me, a, loc, stretch, now)?;
+        if stretch > 1 {
+            want = want.min(SETTLED_WANT);
+        }
         self.rounds(now);
 
         let swarm = &self.streams[&stream];
