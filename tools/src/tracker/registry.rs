@@ -216,25 +216,35 @@ impl Table {
     }
 
     fn remove(&mut self, peer_id: &str) -> bool {
-        let Some(i) = self.index.remove(peer_id) else {
+        let Some(&i) = self.index.get(peer_id) else {
             return false;
         };
-        self.entries.swap_remove(i);
-        if let Some(moved) = self.entries.get(i) {
-            self.index.insert(Arc::clone(&moved.peer_id), i);
-        }
+        self.remove_at(i);
         true
     }
 
-    /// Drops expired peers; returns how many.
+    /// Swaps entry `i` out with the last, mending the index.
+    fn remove_at(&mut self, i: usize) {
+        let gone = self.entries.swap_remove(i);
+        self.index.remove(&gone.peer_id);
+        if let Some(moved) = self.entries.get(i) {
+            self.index.insert(Arc::clone(&moved.peer_id), i);
+        }
+    }
+
+    /// Drops expired peers; returns how many. The index is mended for each
+    /// entry moved, never rebuilt: a purge of a few peers in a swarm of a
+    /// million costs a pass over it, not a million inserts.
     fn retain_live(&mut self, now: Instant) -> usize {
-        let before = self.entries.len();
-        self.entries.retain(|p| p.is_live(now));
-        let removed = before - self.entries.len();
-        if removed > 0 {
-            self.index = (self.entries.iter().enumerate())
-                .map(|(i, p)| (Arc::clone(&p.peer_id), i))
-                .collect();
+        let mut removed = 0;
+        let mut i = 0;
+        while i < self.entries.len() {
+            if self.entries[i].is_live(now) {
+                i += 1;
+                continue;
+            }
+            self.remove_at(i);
+            removed += 1;
         }
         removed
     }
@@ -728,6 +738,36 @@ mod tests {
         let gone = t0 + ttl * u32::from(SETTLED_FACTOR) + Duration::from_millis(1);
         r.purge(gone);
         assert_eq!(r.peer_count(), 0);
+    }
+
+    /// A purge mends the index entry by entry: every survivor is still
+    /// found, updated in place, and the expired come back as new peers.
+    #[test]
+    fn a_purge_keeps_every_survivor_findable() {
+        let (mut r, t0) = (registry(), Instant::now());
+        let ttl = r.config().peer_ttl;
+        for i in 0..20 {
+            r.announce(viewer(&format!("p{i}"), "10.0.0.1", 0), None, t0)
+                .unwrap();
+        }
+        let t1 = t0 + ttl / 2;
+        for i in (0..20).step_by(3) {
+            r.announce(viewer(&format!("p{i}"), "10.0.0.1", 0), None, t1)
+                .unwrap();
+        }
+        r.purge(t0 + ttl + Duration::from_millis(1));
+        assert_eq!(r.peer_count(), 7);
+        let t2 = t0 + ttl + Duration::from_millis(2);
+        for i in 0..20 {
+            r.announce(viewer(&format!("p{i}"), "10.0.0.1", 0), None, t2)
+                .unwrap();
+        }
+        assert_eq!(r.peer_count(), 20, "survivors updated, never duplicated");
+        let table = &r.streams_for_test()[&stream(1)].viewers;
+        for i in 0..20 {
+            let id = format!("p{i}");
+            assert_eq!(&*table.get(&id).unwrap().peer_id, id.as_str());
+        }
     }
 
     #[test]
