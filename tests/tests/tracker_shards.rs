@@ -18,20 +18,9 @@ fn stream(i: u64) -> String {
 
 fn viewer(stream: &str, id: &str) -> Announce {
     Announce {
-        stream: stream.to_owned(),
-        peer_id: id.to_owned(),
         addrs: vec!["/ip4/10.0.0.1/tcp/4001".into()],
-        role: Role::Viewer,
-        degree: 0,
         max_degree: 8,
-        upload_kbps: 0,
-        http: None,
-        name: None,
-        want: 10,
-        counters: serde_json::Value::Null,
-        coord: None,
-        report: None,
-        bitrate_kbps: 0,
+        ..Announce::new(stream, id, Role::Viewer)
     }
 }
 

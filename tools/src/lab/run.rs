@@ -645,20 +645,13 @@ mod tests {
         let loopback = Some("127.0.0.1".parse().unwrap());
         for slot in 0..41 {
             let announce = shoal_mesh::hints::Announce {
-                stream: "ab".repeat(32),
-                peer_id: format!("slot{slot}"),
                 addrs: vec![format!("/ip4/{}/tcp/4001", topo.address(slot))],
-                role: shoal_mesh::hints::Role::Viewer,
-                degree: 0,
                 max_degree: 8,
-                upload_kbps: 0,
-                http: None,
-                name: None,
-                want: 10,
-                counters: serde_json::Value::Null,
-                coord: None,
-                report: None,
-                bitrate_kbps: 0,
+                ..shoal_mesh::hints::Announce::new(
+                    "ab".repeat(32),
+                    format!("slot{slot}"),
+                    shoal_mesh::hints::Role::Viewer,
+                )
             };
             let hints = registry.announce(announce, loopback, now).unwrap();
             assert_eq!(hints.you, topo.locality(slot), "slot {slot}");
