@@ -32,6 +32,8 @@ pub struct NodeConfig {
     pub upload_limit_bps: Option<u64>,
     /// Mesh listen addresses; empty: loopback TCP and QUIC.
     pub listen: Vec<Multiaddr>,
+    /// NAT traversal (off on loopback; the CLI turns it on).
+    pub traversal: net::Traversal,
     /// Seed of the engine's random choices (`None`: random).
     pub seed: Option<u64>,
     /// Mesh identity (`None`: a fresh key).
@@ -51,6 +53,7 @@ impl NodeConfig {
             max_degree: 8,
             upload_limit_bps: None,
             listen: Vec::new(),
+            traversal: net::Traversal::Off,
             seed: None,
             keypair: None,
             shaping: None,
@@ -116,6 +119,7 @@ impl Node {
         if !cfg.listen.is_empty() {
             net_cfg.host.listen = cfg.listen;
         }
+        net_cfg.host.traversal = cfg.traversal;
         if let Some(seed) = cfg.seed {
             net_cfg.host.seed = seed;
         }
@@ -152,11 +156,13 @@ impl Node {
         if player_addr.is_some() {
             let stats_player = player.clone();
             let stats = net.stats_watch();
+            let host = net.host().clone();
             tasks.push(tokio::spawn(async move {
                 let mut every = tokio::time::interval(Duration::from_millis(500));
                 loop {
                     every.tick().await;
                     stats_player.set_stats(stats.borrow().clone());
+                    stats_player.set_net_status(host.net_status());
                 }
             }));
         }

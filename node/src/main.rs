@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 use libp2p::Multiaddr;
 use shoal_mesh::{
+    net,
     proto::{engine::parse_degree_cap, StreamId},
     rate::rate_arg,
 };
@@ -32,9 +33,13 @@ struct Args {
     /// Upload limit for serving other viewers, e.g. 4mbps (default: unlimited).
     #[arg(long, value_parser = rate_arg)]
     upload_limit: Option<u64>,
-    /// Mesh listen address (repeatable); default: loopback TCP and QUIC.
+    /// Mesh listen address (repeatable), instead of every interface on
+    /// --port. Loopback only turns NAT traversal off.
     #[arg(long)]
     listen: Vec<Multiaddr>,
+    /// Mesh port, TCP and QUIC, on every interface.
+    #[arg(long, default_value_t = net::DEFAULT_NODE_PORT)]
+    port: u16,
 }
 
 #[tokio::main]
@@ -60,7 +65,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     cfg.player = Some(args.player);
     cfg.max_degree = args.max_degree;
     cfg.upload_limit_bps = args.upload_limit;
-    cfg.listen = args.listen;
+    (cfg.listen, cfg.traversal) = net::listen_plan(args.listen, args.port, net::Traversal::Viewer);
     let node = Node::start(cfg).await.context("cannot start the node")?;
     println!("peer: {}", node.net.peer_id);
     println!("hls: {}", node.playlist_url());

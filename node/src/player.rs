@@ -8,7 +8,7 @@
 //! | `GET /streams/{id}/index.m3u8` | live sliding-window HLS playlist of the newest 6 listed segments; `503` with `Retry-After: 1` until the first segment is complete, so players retry rather than give up |
 //! | `GET /streams/{id}/{n}.ts` | complete segment `n` (`video/mp2t`); `404` if not complete or not held |
 //! | `GET /streams/{id}/live.ts` | progressive MPEG-TS from the live edge, for VLC/ffplay/mpv |
-//! | `GET /stats` | `Stats::report()` plus `stream` and `segments {first, last, complete}` |
+//! | `GET /stats` | `Stats::report()` plus `stream`, `segments {first, last, complete}`, `nat {status, addrs, relays}` and `peers` (docs/nat.md) |
 //! | `GET /metrics` | OpenMetrics text |
 //!
 //! Anything else is `404`: an `id` other than this node's stream, a file other
@@ -37,7 +37,10 @@ use axum::{
     routing::get,
     Json, Router,
 };
-use shoal_mesh::proto::{Piece, Stats, StreamId};
+use shoal_mesh::{
+    net::NetStatus,
+    proto::{Piece, Stats, StreamId},
+};
 use tokio::{
     sync::{watch, Semaphore},
     time::Instant,
@@ -60,6 +63,7 @@ struct Inner {
     stream: StreamId,
     state: Mutex<PlayState>,
     stats: Mutex<Stats>,
+    net: Mutex<NetStatus>,
     /// Bumped whenever the timeline changes; `live.ts` streams wait on it.
     changed: watch::Sender<u64>,
     live_clients: Arc<Semaphore>,
@@ -98,6 +102,7 @@ impl Player {
                     deadline: None,
                 }),
                 stats: Mutex::new(Stats::default()),
+                net: Mutex::new(NetStatus::default()),
                 changed: watch::channel(0).0,
                 live_clients: Arc::new(Semaphore::new(MAX_LIVE_CLIENTS)),
             }),
@@ -123,6 +128,11 @@ impl Player {
     /// Replaces the stats snapshot served by `/stats` and `/metrics`.
     pub fn set_stats(&self, stats: Stats) {
         *lock(&self.inner.stats) = stats;
+    }
+
+    /// Replaces the NAT status and per-peer links served by `/stats`.
+    pub fn set_net_status(&self, net: NetStatus) {
+        *lock(&self.inner.net) = net;
     }
 
     /// Complete segments held, oldest first.
@@ -263,6 +273,12 @@ async fn stats(State(player): State<Player>) -> Response {
     };
     if let Some(map) = report.as_object_mut() {
         map.insert("stream".into(), player.inner.stream.to_string().into());
+        let net = lock(&player.inner.net).clone();
+        map.insert(
+            "nat".into(),
+            serde_json::json!({ "status": net.nat, "addrs": net.addrs, "relays": net.relays }),
+        );
+        map.insert("peers".into(), serde_json::json!(net.peers));
         map.insert(
             "segments".into(),
             serde_json::json!({ "first": first, "last": last, "complete": complete }),

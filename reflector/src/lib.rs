@@ -38,6 +38,8 @@ pub struct ReflectorConfig {
     pub keypair: Keypair,
     /// Mesh listen addresses; empty: loopback TCP and QUIC.
     pub listen: Vec<Multiaddr>,
+    /// NAT traversal (off on loopback; the CLI turns it on).
+    pub traversal: net::Traversal,
     /// HTTP origin address.
     pub http: SocketAddr,
     /// Upload limit over all streams, bit/s (`None`: unlimited).
@@ -57,6 +59,7 @@ impl ReflectorConfig {
             tracker: tracker.to_string(),
             keypair: Keypair::generate_ed25519(),
             listen: Vec::new(),
+            traversal: net::Traversal::Off,
             http: SocketAddr::from(([127, 0, 0, 1], 0)),
             upload_limit_bps: None,
             fan_out: DEFAULT_FAN_OUT,
@@ -109,6 +112,7 @@ impl Reflector {
         if !cfg.listen.is_empty() {
             host_cfg.listen = cfg.listen.clone();
         }
+        host_cfg.traversal = cfg.traversal;
         let host = net::start_host(host_cfg).await?;
         let listener =
             TcpListener::bind(cfg.http)

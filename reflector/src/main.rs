@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::Context;
 use clap::Parser;
 use libp2p::{identity::Keypair, Multiaddr};
-use shoal_mesh::rate::rate_arg;
+use shoal_mesh::{net, rate::rate_arg};
 use shoal_reflector::{Reflector, ReflectorConfig, DEFAULT_FAN_OUT};
 use shoal_seeder::keyfile;
 
@@ -18,11 +18,16 @@ struct Args {
     /// first that answers assigns, each stream announces to its own.
     #[arg(long, required = true)]
     tracker: Vec<String>,
-    /// Mesh listen address (repeatable); default: loopback TCP and QUIC.
+    /// Mesh listen address (repeatable), instead of every interface on
+    /// --port. Loopback only turns NAT traversal off.
     #[arg(long)]
     listen: Vec<Multiaddr>,
-    /// HTTP origin address (fallback for viewers).
-    #[arg(long, default_value = "127.0.0.1:0")]
+    /// Mesh port, TCP and QUIC, on every interface.
+    #[arg(long, default_value_t = net::DEFAULT_INFRA_PORT)]
+    port: u16,
+    /// HTTP origin address (fallback for viewers). Bound to every
+    /// interface, the origin is announced at the address the tracker sees.
+    #[arg(long, default_value = "0.0.0.0:7081")]
     http: SocketAddr,
     /// Upload limit over all streams, e.g. 100mbps (default: unlimited).
     #[arg(long, value_parser = rate_arg)]
@@ -63,7 +68,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("cannot use key file {}", path.display()))?,
         None => Keypair::generate_ed25519(),
     };
-    cfg.listen = args.listen;
+    (cfg.listen, cfg.traversal) = net::listen_plan(args.listen, args.port, net::Traversal::Infra);
     cfg.http = args.http;
     cfg.upload_limit_bps = args.upload_limit;
     cfg.fan_out = args.fan_out;

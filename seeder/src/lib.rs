@@ -42,6 +42,8 @@ pub struct SeederConfig {
     pub http: SocketAddr,
     /// Mesh listen addresses.
     pub listen: Vec<Multiaddr>,
+    /// NAT traversal (off on loopback; the CLI turns it on).
+    pub traversal: net::Traversal,
     /// Broadcaster key: it *is* the stream id.
     pub key: Keypair,
     /// Viewers the seeder feeds directly over the mesh.
@@ -70,6 +72,7 @@ impl fmt::Debug for SeederConfig {
             .field("tracker", &self.tracker)
             .field("http", &self.http)
             .field("listen", &self.listen)
+            .field("traversal", &self.traversal)
             .field("key", &self.key)
             .field("max_degree", &self.max_degree)
             .field("segment_ms", &self.segment_ms)
@@ -93,6 +96,7 @@ impl SeederConfig {
             tracker: None,
             http: SocketAddr::from(([127, 0, 0, 1], 0)),
             listen: Vec::new(),
+            traversal: net::Traversal::Off,
             key,
             max_degree: 8,
             segment_ms: 1_000,
@@ -145,6 +149,7 @@ impl Seeder {
         if !cfg.listen.is_empty() {
             net_cfg.host.listen = cfg.listen.clone();
         }
+        net_cfg.host.traversal = cfg.traversal;
         let window_ms = net_cfg.engine.window_ms;
         let net = net::start(net_cfg, None).await?;
 

@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::{bail, Context};
 use clap::Parser;
 use libp2p::{identity::Keypair, Multiaddr};
-use shoal_mesh::proto::engine::parse_degree_cap;
+use shoal_mesh::{net, proto::engine::parse_degree_cap};
 use shoal_seeder::{keyfile, Input, Seeder, SeederConfig};
 
 /// Broadcasts a live stream into a Shoal mesh.
@@ -27,12 +27,17 @@ struct Args {
     /// Pace a file input by its timestamps, as a live encoder would.
     #[arg(long)]
     realtime: bool,
-    /// HTTP origin address (fallback for viewers).
-    #[arg(long, default_value = "127.0.0.1:0")]
+    /// HTTP origin address (fallback for viewers). Bound to every
+    /// interface, the origin is announced at the address the tracker sees.
+    #[arg(long, default_value = "0.0.0.0:7080")]
     http: SocketAddr,
-    /// Mesh listen address (repeatable); default: loopback TCP and QUIC.
+    /// Mesh listen address (repeatable), instead of every interface on
+    /// --port. Loopback only turns NAT traversal off.
     #[arg(long)]
     listen: Vec<Multiaddr>,
+    /// Mesh port, TCP and QUIC, on every interface.
+    #[arg(long, default_value_t = net::DEFAULT_INFRA_PORT)]
+    port: u16,
     /// Broadcaster key file (created if missing); the key is the stream id.
     #[arg(long)]
     key: Option<PathBuf>,
@@ -74,7 +79,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut cfg = SeederConfig::new(&args.name, input, key);
     cfg.tracker = (!args.tracker.is_empty()).then(|| args.tracker.join(","));
     cfg.http = args.http;
-    cfg.listen = args.listen;
+    (cfg.listen, cfg.traversal) = net::listen_plan(args.listen, args.port, net::Traversal::Infra);
     cfg.max_degree = args.max_degree;
     let mut seeder = Seeder::start(cfg).await?;
     if !seeder.ready(Duration::from_secs(20)).await {

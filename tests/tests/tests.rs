@@ -3,5 +3,6 @@
 mod bad_input;
 mod lab;
 mod mesh;
+mod nat;
 mod reflector;
 mod tracker_shards;

@@ -111,6 +111,7 @@ impl<K: Ord + Clone> Allocator<K> {
                 infra_bps: report.infra_bps,
                 goodput_bps: report.goodput_bps,
                 demand_bps: report.demand_bps(),
+                waiting_bps: report.waiting_bps(),
             });
         }
         swarm.latest = report;
@@ -247,6 +248,7 @@ mod tests {
             upload_bps: upload_mbps * MBPS,
             infra_bps: infra_mbps * MBPS,
             goodput_bps: f64::from(viewers) * 2.0 * MBPS * continuity,
+            playing: viewers,
         }
     }
 

@@ -16,6 +16,11 @@ pub const MAX_POINTS: usize = 8;
 /// A swarm that used at least this share of its budget was held back by it.
 const BINDING: f64 = 0.9;
 
+/// A swarm with more than this share of its demand yet to start playing is
+/// joining: its viewers will take more once they play, so what it used then
+/// is not what it wants.
+const JOINING: f64 = 0.05;
+
 /// A swarm whose demand moved by more than this since an observation is no
 /// longer the swarm that was observed.
 const DEMAND_DRIFT: f64 = 0.25;
@@ -94,12 +99,20 @@ pub struct Observation {
     pub goodput_bps: f64,
     /// What it would deliver if every viewer played: viewers × bitrate.
     pub demand_bps: f64,
+    /// The demand of viewers yet to start playing, bit/s.
+    pub waiting_bps: f64,
 }
 
 impl Observation {
     /// The budget held the swarm back: it used (nearly) all of it.
     fn binding(&self) -> bool {
         self.infra_bps >= BINDING * self.given_bps
+    }
+
+    /// The swarm took what it wanted: the budget did not hold it back, and
+    /// its viewers had started, so none was still on its way to wanting more.
+    fn satisfied(&self) -> bool {
+        !self.binding() && self.waiting_bps <= JOINING * self.demand_bps
     }
 }
 
@@ -142,7 +155,13 @@ impl CurveEstimate {
     /// Remembers `o`, forgetting the oldest observation once full and every
     /// observation of a swarm whose demand has since moved.
     pub fn observe(&mut self, o: Observation) {
-        let rates = [o.given_bps, o.infra_bps, o.goodput_bps, o.demand_bps];
+        let rates = [
+            o.given_bps,
+            o.infra_bps,
+            o.goodput_bps,
+            o.demand_bps,
+            o.waiting_bps,
+        ];
         if !rates.iter().all(|r| r.is_finite() && *r >= 0.0) {
             return;
         }
@@ -160,7 +179,7 @@ impl CurveEstimate {
 
     /// The curve: `prior` until the swarm has been observed; then the upper
     /// concave hull of (0, 0) and the observations, flat past the best one
-    /// that was not held back, and beyond the last observed budget the last
+    /// that took what it wanted, and beyond the last observed budget the last
     /// slope seen, up to the demand. That is optimistic, so a swarm held
     /// back is given more and its next observation corrects the estimate.
     /// Where nothing was seen to help, the slope is 1: a viewer short of a
@@ -174,7 +193,7 @@ impl CurveEstimate {
         let knee = self
             .points
             .iter()
-            .filter(|p| !p.binding())
+            .filter(|p| p.satisfied())
             .max_by(|a, b| {
                 a.goodput_bps
                     .total_cmp(&b.goodput_bps)
@@ -240,6 +259,7 @@ mod tests {
             infra_bps: infra * MBPS,
             goodput_bps: goodput * MBPS,
             demand_bps: demand * MBPS,
+            waiting_bps: 0.0,
         }
     }
 
@@ -318,6 +338,27 @@ mod tests {
         assert_concave(&c);
         assert!((c.knee() - 3.0 * MBPS).abs() < 1.0);
         assert_eq!(c.value(50.0 * MBPS), c.value(3.0 * MBPS));
+    }
+
+    #[test]
+    fn a_joining_swarm_is_not_flat_past_what_it_used() {
+        // A fifth of the viewers had yet to start: they would have taken
+        // more, so a later interval that used the whole budget counts.
+        let mut e = CurveEstimate::default();
+        e.observe(Observation {
+            waiting_bps: 40.0 * MBPS,
+            ..obs(10.0, 3.0, 150.0, 200.0)
+        });
+        e.observe(obs(4.0, 4.0, 180.0, 200.0));
+        let c = e.curve(200.0 * MBPS, &without_upload(100));
+        assert_concave(&c);
+        assert!((c.value(4.0 * MBPS) - 180.0 * MBPS).abs() < 1.0, "{c:?}");
+        assert!((c.value(c.knee()) - 200.0 * MBPS).abs() < 1.0, "{c:?}");
+
+        // Once they play, an interval with budget to spare is the knee.
+        e.observe(obs(10.0, 5.0, 200.0, 200.0));
+        let c = e.curve(200.0 * MBPS, &without_upload(100));
+        assert!((c.knee() - 5.0 * MBPS).abs() < 1.0, "{c:?}");
     }
 
     #[test]

@@ -74,11 +74,18 @@ pub struct SwarmReport {
     pub infra_bps: f64,
     /// Bitrate × continuity, summed over its viewers.
     pub goodput_bps: f64,
+    /// Viewers that have started playing.
+    pub playing: u32,
 }
 
 impl SwarmReport {
     pub fn demand_bps(&self) -> f64 {
         f64::from(self.viewers) * self.bitrate_bps
+    }
+
+    /// Demand of the viewers yet to start playing.
+    pub fn waiting_bps(&self) -> f64 {
+        f64::from(self.viewers.saturating_sub(self.playing)) * self.bitrate_bps
     }
 }
 
@@ -89,6 +96,7 @@ pub struct SwarmTally {
     infra_bytes: u64,
     continuity: f64,
     upload_bps: u64,
+    playing: u32,
 }
 
 impl SwarmTally {
@@ -97,6 +105,7 @@ impl SwarmTally {
         self.infra_bytes = self.infra_bytes.saturating_add(r.infra_bytes);
         self.continuity += r.continuity();
         self.upload_bps = self.upload_bps.saturating_add(r.upload_bps);
+        self.playing = self.playing.saturating_add(u32::from(r.playing));
     }
 
     pub fn viewers(&self) -> u32 {
@@ -113,6 +122,7 @@ impl SwarmTally {
             upload_bps: self.upload_bps as f64,
             infra_bps: self.infra_bytes as f64 * 8.0 / seconds,
             goodput_bps: self.continuity * bitrate_bps,
+            playing: self.playing,
         }
     }
 }
@@ -147,6 +157,8 @@ mod tests {
         // 0.9 + 1 (nothing due yet, playing) + 0 (not started).
         assert!((r.goodput_bps - 1.9 * 2_000_000.0).abs() < 1e-6);
         assert_eq!(r.demand_bps(), 6_000_000.0);
+        assert_eq!(r.playing, 2);
+        assert_eq!(r.waiting_bps(), 2_000_000.0);
     }
 
     #[test]

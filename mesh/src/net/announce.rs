@@ -41,7 +41,7 @@ impl NetHandleParts {
     fn from(handle: &super::NetHandle) -> Self {
         NetHandleParts {
             peer_id: handle.peer_id,
-            addrs: handle.addrs.clone(),
+            host: handle.host().clone(),
             commands: handle.commander(),
             stats: handle.stats_watch(),
         }
@@ -50,7 +50,7 @@ impl NetHandleParts {
 
 struct NetHandleParts {
     peer_id: PeerId,
-    addrs: Vec<Multiaddr>,
+    host: super::Host,
     commands: Commander,
     stats: watch::Receiver<Stats>,
 }
@@ -82,7 +82,8 @@ impl Announcer {
             let announce = Announce {
                 stream: self.stream.to_string(),
                 peer_id: node.peer_id.to_string(),
-                addrs: node.addrs.iter().map(|a| a.to_string()).collect(),
+                // Only what others can dial (docs/nat.md), as it stands now.
+                addrs: node.host.net_status().addrs,
                 role: self.role,
                 degree: stats.neighbors,
                 max_degree: self.max_degree,
@@ -118,6 +119,19 @@ impl Announcer {
                         .filter_map(|s| s.http.clone())
                         .collect();
                     if node.commands.send(Command::Origins(origins)).await.is_err() {
+                        return;
+                    }
+                    let relays = hints
+                        .seeders
+                        .iter()
+                        .filter_map(|s| {
+                            Some(PeerInfo::new(
+                                s.peer_id.parse().ok()?,
+                                dialable(s.addrs.clone()),
+                            ))
+                        })
+                        .collect();
+                    if node.commands.send(Command::Relays(relays)).await.is_err() {
                         return;
                     }
                     if hints.viewers > 0 && hints.viewers != viewers {

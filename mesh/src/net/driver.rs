@@ -3,13 +3,18 @@
 //! it asks.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::Arc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures::StreamExt;
 use libp2p::{
+    autonat,
+    core::transport::ListenerId,
+    dcutr,
+    multiaddr::Protocol,
+    relay,
     swarm::{dial_opts::DialOpts, SwarmEvent},
     Multiaddr, PeerId, Swarm,
 };
@@ -19,14 +24,18 @@ use super::{
     clock::Clock,
     handle::{Host, HostCommand, LaneWatch},
     lane::Lane,
+    links::{LinkKind, Links, NatStatus, NetStatus},
     origins::fetch_first,
     protocol,
     session::{LaneEvent, PeerEvent, Session},
     swarm::{build_swarm, listen_all, Behaviour, BehaviourEvent},
-    BudgetGate, Command, HostConfig, NetConfig, NetError, NetHandle, OnPiece, COMMAND_QUEUE,
-    EVENT_QUEUE, INFRA_FETCHES,
+    BudgetGate, Command, HostConfig, NetConfig, NetError, NetHandle, OnPiece, Traversal,
+    COMMAND_QUEUE, EVENT_QUEUE, INFRA_FETCHES,
 };
-use crate::proto::{Config, Engine, Input, Output, PeerInfo, Stats, StreamId};
+use crate::{
+    proto::{Config, Engine, Input, Output, PeerInfo, Stats, StreamId},
+    reach::Scope,
+};
 
 /// How long a connection outlives its closed session, so that the session's
 /// last frames leave the muxer first (protocol.md §10).
@@ -38,6 +47,17 @@ const ORIGIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How long the loop sleeps with no engine timer pending (no lanes).
 const IDLE: Duration = Duration::from_secs(1);
+
+/// How long a session waits on a relayed connection for DCUtR to punch a
+/// direct one, before it settles for the relay (docs/nat.md).
+const UPGRADE_WAIT: Duration = Duration::from_secs(5);
+
+/// Relays a host that cannot be dialled holds reservations with: two, so
+/// that losing one leaves it reachable.
+const RESERVATIONS: usize = 2;
+
+/// A relay that refused or lost a reservation is asked again after this.
+const RELAY_RETRY: Duration = Duration::from_secs(30);
 
 /// Starts a node of one stream: a host that joins `cfg.engine.stream`.
 /// Returns once the listen addresses are known.
@@ -54,6 +74,12 @@ pub async fn start_host(cfg: HostConfig) -> Result<Host, NetError> {
     let addrs = listen_all(&mut swarm, &cfg.listen)
         .await
         .map_err(|(addr, reason)| NetError::Listen { addr, reason })?;
+    let mut links = Links::default();
+    for addr in &addrs {
+        links.listening(addr.clone());
+        own_address(&mut swarm, cfg.traversal, addr);
+    }
+    let (status_tx, status) = watch::channel(links.status(|_| None));
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
     let peer_id = *swarm.local_peer_id();
@@ -75,9 +101,33 @@ pub async fn start_host(cfg: HostConfig) -> Result<Host, NetError> {
             .map_err(|e| NetError::Transport(e.to_string()))?,
         fetches: Arc::new(Semaphore::new(INFRA_FETCHES)),
         touched: Vec::new(),
+        traversal: cfg.traversal,
+        links,
+        status_tx,
+        upgrading: BTreeMap::new(),
+        relay_candidates: Vec::new(),
+        reserving: HashMap::new(),
+        refused: BTreeMap::new(),
     };
     let task = tokio::spawn(driver.run(cmd_rx, events_rx));
-    Ok(Host::new(peer_id, addrs, cmd_tx, task))
+    Ok(Host::new(peer_id, addrs, status, cmd_tx, task))
+}
+
+/// A public interface address is the host's own: confirmed at once, so
+/// that a seeder on a server is announced and serves as a relay before any
+/// peer could confirm it (AutoNAT needs one that is already connected).
+/// Infrastructure confirms its LAN and loopback addresses too: it relays
+/// for whoever can reach it there.
+fn own_address(swarm: &mut Swarm<Behaviour>, traversal: Traversal, addr: &Multiaddr) {
+    let least = match traversal {
+        Traversal::Off => return,
+        Traversal::Viewer => Scope::Global,
+        Traversal::Infra => Scope::Host,
+    };
+    let circuit = addr.iter().any(|p| p == Protocol::P2pCircuit);
+    if !circuit && Scope::of(addr) >= least {
+        swarm.add_external_address(addr.clone());
+    }
 }
 
 struct Driver {
@@ -95,6 +145,18 @@ struct Driver {
     /// Scratch list of the lanes to drain, kept to save an allocation per
     /// event.
     touched: Vec<StreamId>,
+    traversal: Traversal,
+    links: Links,
+    status_tx: watch::Sender<NetStatus>,
+    /// Peers reached over a relay, and the streams waiting for DCUtR to
+    /// give them a direct connection before they open their sessions.
+    upgrading: BTreeMap<PeerId, BTreeSet<StreamId>>,
+    /// Infrastructure that can relay for this host (tracker hints).
+    relay_candidates: Vec<PeerInfo<PeerId>>,
+    /// Relay reservations asked for or held, by listener.
+    reserving: HashMap<ListenerId, PeerId>,
+    /// Relays that refused or dropped a reservation, and when.
+    refused: BTreeMap<PeerId, Instant>,
 }
 
 impl Driver {
@@ -124,6 +186,8 @@ impl Driver {
                     for lane in self.lanes.values() {
                         lane.publish_stats();
                     }
+                    self.publish_status();
+                    self.reserve_relays();
                 }
             }
             self.drain_all();
@@ -221,6 +285,11 @@ impl Driver {
                 lane.origins.set(urls);
                 return;
             }
+            Command::Relays(peers) => {
+                self.relay_candidates = peers.into_iter().filter(|p| p.peer != me).collect();
+                self.reserve_relays();
+                return;
+            }
         };
         lane.handle(input, now);
     }
@@ -236,28 +305,67 @@ impl Driver {
 
     fn on_swarm(&mut self, ev: SwarmEvent<BehaviourEvent>) {
         match ev {
-            // Whoever asked for the dial opens its stream.
-            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
-                for stream in self.dialing.remove(&peer_id).unwrap_or_default() {
-                    let waiting = self
-                        .lanes
-                        .get(&stream)
-                        .is_some_and(|l| !l.sessions.contains_key(&peer_id));
-                    if waiting {
-                        self.open_stream(stream, peer_id);
+            // Whoever asked for the dial opens its stream; over a relay, once
+            // DCUtR has had its chance to punch a direct connection.
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } => {
+                self.links.connected(connection_id, peer_id, &endpoint);
+                if endpoint.is_relayed() {
+                    if let Some(streams) = self.dialing.remove(&peer_id) {
+                        self.upgrading.entry(peer_id).or_default().extend(streams);
+                        let tx = self.events_tx.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(UPGRADE_WAIT).await;
+                            let _ = tx.send(PeerEvent::UpgradeWaited(peer_id)).await;
+                        });
                     }
+                    return;
                 }
+                // Direct at last: a relay circuit is only the last resort.
+                for relayed in self.links.relayed(&peer_id) {
+                    self.swarm.close_connection(relayed);
+                }
+                let mut streams = self.dialing.remove(&peer_id).unwrap_or_default();
+                streams.extend(self.upgrading.remove(&peer_id).unwrap_or_default());
+                self.open_streams(peer_id, streams);
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
+                num_established,
                 ..
             } => {
-                let now = self.clock.now();
-                for lane in self.lanes.values_mut() {
-                    lane.close_session(peer_id, now);
+                self.links.closed(connection_id, peer_id, num_established);
+                if num_established == 0 {
+                    let now = self.clock.now();
+                    for lane in self.lanes.values_mut() {
+                        lane.close_session(peer_id, now);
+                    }
                 }
             }
+            SwarmEvent::NewListenAddr { address, .. } => {
+                own_address(&mut self.swarm, self.traversal, &address);
+                self.links.listening(address);
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => self.links.stopped_listening(&address),
+            SwarmEvent::ListenerClosed { listener_id, .. }
+            | SwarmEvent::ListenerError { listener_id, .. } => {
+                if let Some(relay) = self.reserving.remove(&listener_id) {
+                    tracing::debug!(%relay, "relay reservation ended");
+                    self.links.relays.remove(&relay);
+                    self.refused.insert(relay, Instant::now());
+                }
+            }
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                tracing::info!(%address, "external address confirmed");
+                self.links.confirmed(address);
+            }
+            SwarmEvent::ExternalAddrExpired { address } => self.links.expired(&address),
+            SwarmEvent::Behaviour(ev) => self.on_behaviour(ev),
             SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(peer),
                 error,
@@ -285,7 +393,120 @@ impl Driver {
                     let _ = self.swarm.disconnect_peer_id(peer);
                 }
             }
+            PeerEvent::UpgradeWaited(peer) => {
+                if let Some(streams) = self.upgrading.remove(&peer) {
+                    tracing::debug!(%peer, "no direct connection: the session goes over the relay");
+                    self.open_streams(peer, streams);
+                }
+            }
         }
+    }
+
+    fn on_behaviour(&mut self, ev: BehaviourEvent) {
+        match ev {
+            BehaviourEvent::Autonat(autonat::Event::StatusChanged { new, .. }) => {
+                tracing::info!(status = ?new, "NAT status");
+                self.links.nat = match new {
+                    autonat::NatStatus::Public(_) => NatStatus::Public,
+                    autonat::NatStatus::Private => NatStatus::Private,
+                    autonat::NatStatus::Unknown => NatStatus::Unknown,
+                };
+                self.reserve_relays();
+            }
+            BehaviourEvent::RelayClient(relay::client::Event::ReservationReqAccepted {
+                relay_peer_id,
+                renewal: false,
+                ..
+            }) => tracing::info!(relay = %relay_peer_id, "relay reservation accepted"),
+            BehaviourEvent::Dcutr(dcutr::Event {
+                remote_peer_id,
+                result,
+            }) => {
+                match result {
+                    Ok(connection) => {
+                        tracing::debug!(peer = %remote_peer_id, "hole punched");
+                        self.links.punched(connection);
+                    }
+                    Err(e) => tracing::debug!(peer = %remote_peer_id, "hole punch failed: {e}"),
+                }
+                // Punched, the sessions open on the direct connection (its
+                // establishment closed the relayed one); not, on the relay.
+                if let Some(streams) = self.upgrading.remove(&remote_peer_id) {
+                    self.open_streams(remote_peer_id, streams);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Opens a session with a connected peer for each stream still without
+    /// one.
+    fn open_streams(&mut self, peer: PeerId, streams: BTreeSet<StreamId>) {
+        for stream in streams {
+            let waiting = self
+                .lanes
+                .get(&stream)
+                .is_some_and(|l| !l.sessions.contains_key(&peer));
+            if waiting {
+                self.open_stream(stream, peer);
+            }
+        }
+    }
+
+    /// A host nobody can dial directly takes reservations with up to
+    /// [`RESERVATIONS`] relays among the infrastructure it was told of, so
+    /// that peers can reach it through them and DCUtR can punch through.
+    fn reserve_relays(&mut self) {
+        if self.traversal == Traversal::Off
+            || self.links.publicly_reachable()
+            || self.links.nat == NatStatus::Public
+        {
+            return;
+        }
+        let now = Instant::now();
+        self.refused
+            .retain(|_, at| now.duration_since(*at) < RELAY_RETRY);
+        for relay in &self.relay_candidates {
+            if self.reserving.len() >= RESERVATIONS {
+                return;
+            }
+            let taken = self.reserving.values().any(|p| *p == relay.peer);
+            if taken || self.refused.contains_key(&relay.peer) {
+                continue;
+            }
+            let Some(addr) = relay
+                .addrs
+                .iter()
+                .filter_map(|a| a.parse::<Multiaddr>().ok())
+                .find(|a| !a.iter().any(|p| p == Protocol::P2pCircuit))
+            else {
+                continue;
+            };
+            let circuit = addr
+                .with_p2p(relay.peer)
+                .unwrap_or_else(|a| a)
+                .with(Protocol::P2pCircuit);
+            match self.swarm.listen_on(circuit.clone()) {
+                Ok(id) => {
+                    tracing::debug!(%circuit, "asking for a relay reservation");
+                    self.reserving.insert(id, relay.peer);
+                    self.links.relays.insert(relay.peer, circuit);
+                }
+                Err(e) => {
+                    tracing::debug!(%circuit, "cannot listen through the relay: {e}");
+                    self.refused.insert(relay.peer, now);
+                }
+            }
+        }
+    }
+
+    fn publish_status(&self) {
+        let rtt = |peer: &PeerId| {
+            self.lanes
+                .values()
+                .find_map(|l| l.engine.neighbor_rtt_ms(peer))
+        };
+        self.status_tx.send_replace(self.links.status(rtt));
     }
 
     fn on_lane_event(&mut self, stream: StreamId, ev: LaneEvent) {
@@ -324,12 +545,14 @@ impl Driver {
                 }
             }
             LaneEvent::Frame(peer, gen, body) => {
+                self.links.count_received(&peer, body.len() as u64 + 4);
                 if lane.is_current(&peer, gen) {
+                    let relayed = self.links.kind(&peer) == Some(LinkKind::Relayed);
                     let input = Input::Frame {
                         from: peer,
                         body: body.into(),
                     };
-                    lane.handle(input, now);
+                    lane.handle_frame(input, now, relayed);
                 }
             }
             LaneEvent::Malformed(peer, gen) => {
@@ -411,7 +634,10 @@ impl Driver {
             };
             match out {
                 Output::Send { to, frame } => {
-                    let payload = frame.parts().1.len() as u64;
+                    let (head, payload) = frame.parts();
+                    self.links
+                        .count_sent(&to, (head.len() + payload.len()) as u64);
+                    let payload = payload.len() as u64;
                     if payload > 0 {
                         lane.gate.charge(payload);
                     }

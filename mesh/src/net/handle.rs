@@ -6,7 +6,7 @@ use std::sync::Arc;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{BudgetGate, Command, NetError, OnPiece};
+use super::{BudgetGate, Command, NetError, NetStatus, OnPiece};
 use crate::proto::{Config, Stats, StreamId};
 
 /// What the handles ask of the driver task.
@@ -47,6 +47,7 @@ pub struct Host {
     pub peer_id: PeerId,
     /// Addresses it listens on.
     pub addrs: Vec<Multiaddr>,
+    status: watch::Receiver<NetStatus>,
     commands: mpsc::Sender<HostCommand>,
     task: Arc<TaskGuard>,
 }
@@ -55,15 +56,22 @@ impl Host {
     pub(super) fn new(
         peer_id: PeerId,
         addrs: Vec<Multiaddr>,
+        status: watch::Receiver<NetStatus>,
         commands: mpsc::Sender<HostCommand>,
         task: tokio::task::JoinHandle<()>,
     ) -> Self {
         Host {
             peer_id,
             addrs,
+            status,
             commands,
             task: Arc::new(TaskGuard(task)),
         }
+    }
+
+    /// Its NAT status, the addresses it announces and its links to peers.
+    pub fn net_status(&self) -> NetStatus {
+        self.status.borrow().clone()
     }
 
     /// Starts carrying `engine.stream`; pieces new to this host go to

@@ -24,6 +24,8 @@ pub(super) struct Lane {
     accept: JoinHandle<()>,
     /// The engine was given something since the driver last drained it.
     touched: bool,
+    /// Payload received over relayed connections (docs/nat.md).
+    relayed: u64,
 }
 
 impl Lane {
@@ -45,6 +47,7 @@ impl Lane {
             neighbors_tx,
             accept,
             touched: false,
+            relayed: 0,
         }
     }
 
@@ -52,6 +55,17 @@ impl Lane {
     pub(super) fn handle(&mut self, input: Input<PeerId>, now: Time) {
         self.touched = true;
         self.engine.handle(input, now);
+    }
+
+    /// Hands the engine a frame; what payload it brought counts as
+    /// relayed when it came over a relay.
+    pub(super) fn handle_frame(&mut self, frame: Input<PeerId>, now: Time, relayed: bool) {
+        let payload = |s: &Stats| s.payload_received() + s.payload_duplicate;
+        let before = payload(self.engine.stats());
+        self.handle(frame, now);
+        if relayed {
+            self.relayed += payload(self.engine.stats()).saturating_sub(before);
+        }
     }
 
     pub(super) fn handle_timeout(&mut self, now: Time) {
@@ -77,7 +91,9 @@ impl Lane {
     }
 
     pub(super) fn publish_stats(&self) {
-        self.stats_tx.send_replace(self.engine.stats().clone());
+        let mut stats = self.engine.stats().clone();
+        stats.relayed = self.relayed;
+        self.stats_tx.send_replace(stats);
         self.neighbors_tx
             .send_replace(self.engine.neighbors().copied().collect());
     }

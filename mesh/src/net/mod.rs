@@ -21,6 +21,7 @@ mod clock;
 mod driver;
 mod handle;
 mod lane;
+mod links;
 mod origin;
 mod origins;
 mod session;
@@ -32,6 +33,7 @@ pub use budget::BudgetGate;
 pub use clock::now_ms;
 pub use driver::{start, start_host};
 pub use handle::{Commander, Host, NetHandle};
+pub use links::{LinkKind, NatStatus, NetStatus, PeerLink};
 pub use origin::{fetch_piece, FetchError};
 pub use shaper::{
     shaped_tcp_transport, DelayFn, SentToFn, Shaped, ShapedMuxer, Shaper, Shaping, ShapingCounters,
@@ -74,7 +76,27 @@ pub struct HostConfig {
     /// [`shaped_tcp_transport`] only — no QUIC, no DNS — so `listen` must
     /// hold TCP addresses (see [`HostConfig::lab`]).
     pub shaping: Option<Shaping>,
+    /// NAT traversal: off on loopback meshes.
+    pub traversal: Traversal,
 }
+
+/// How much of libp2p's NAT traversal a host runs (docs/nat.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Traversal {
+    /// None: a loopback mesh (tests, the lab).
+    Off,
+    /// A viewer: AutoNAT, a relay reservation when it cannot be dialled,
+    /// DCUtR, UPnP, and a relay for others with room for a few, once its
+    /// own address is confirmed public.
+    Viewer,
+    /// Seeders and reflectors: the same, as relays with room for many.
+    Infra,
+}
+
+/// The port a viewer's node listens on by default, TCP and QUIC.
+pub const DEFAULT_NODE_PORT: u16 = 7091;
+/// The port seeders and reflectors listen on by default, TCP and QUIC.
+pub const DEFAULT_INFRA_PORT: u16 = 7092;
 
 impl HostConfig {
     /// Loopback TCP and QUIC on ephemeral ports, room for `sessions`
@@ -92,6 +114,17 @@ impl HostConfig {
             seed: rand::random(),
             max_connections,
             shaping: None,
+            traversal: Traversal::Off,
+        }
+    }
+
+    /// Every interface, TCP and QUIC on `port`, with NAT traversal: a host
+    /// on the real internet.
+    pub fn internet(keypair: Keypair, sessions: usize, port: u16, traversal: Traversal) -> Self {
+        HostConfig {
+            listen: every_interface(port),
+            traversal,
+            ..Self::local(keypair, sessions)
         }
     }
 
@@ -103,6 +136,35 @@ impl HostConfig {
             ..Self::local(keypair, sessions)
         }
     }
+}
+
+/// TCP and QUIC on every IPv4 interface at `port`.
+pub fn every_interface(port: u16) -> Vec<Multiaddr> {
+    vec![
+        Multiaddr::from(std::net::Ipv4Addr::UNSPECIFIED)
+            .with(libp2p::multiaddr::Protocol::Tcp(port)),
+        Multiaddr::from(std::net::Ipv4Addr::UNSPECIFIED)
+            .with(libp2p::multiaddr::Protocol::Udp(port))
+            .with(libp2p::multiaddr::Protocol::QuicV1),
+    ]
+}
+
+/// What a binary listens on and how much NAT traversal it runs, from its
+/// `--listen` (repeatable) and `--port`: every interface on `port` by
+/// default, with traversal; what `--listen` says otherwise, with traversal
+/// unless every address is loopback (a local mesh).
+pub fn listen_plan(
+    listen: Vec<Multiaddr>,
+    port: u16,
+    traversal: Traversal,
+) -> (Vec<Multiaddr>, Traversal) {
+    if listen.is_empty() {
+        return (every_interface(port), traversal);
+    }
+    let local = listen
+        .iter()
+        .all(|a| crate::reach::Scope::of(a) == crate::reach::Scope::Host);
+    (listen, if local { Traversal::Off } else { traversal })
 }
 
 /// How to run a node of one stream: a host and the stream's engine.
@@ -141,6 +203,9 @@ pub enum Command {
     Budget(Option<u64>),
     /// Base URLs of infrastructure HTTP origins, for fallback.
     Origins(Vec<String>),
+    /// Infrastructure to take a relay reservation with, should this host
+    /// turn out not to be reachable (tracker hints).
+    Relays(Vec<PeerInfo<PeerId>>),
     /// A piece the broadcaster cut (seeders).
     Publish(Piece),
     /// The peers to take the stream from (reflectors: the coordinator's

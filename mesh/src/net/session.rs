@@ -47,6 +47,8 @@ pub(super) enum PeerEvent {
     /// The linger after a writer finished is over: the connection goes if
     /// no session (of any stream) took its place.
     Lingered(PeerId),
+    /// A peer reached over a relay had its chance at a direct connection.
+    UpgradeWaited(PeerId),
 }
 
 #[derive(Debug)]

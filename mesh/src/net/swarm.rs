@@ -5,21 +5,61 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p::{
+    autonat,
     connection_limits::{self, ConnectionLimits},
-    identify,
+    dcutr, identify,
     identity::Keypair,
-    noise,
-    swarm::{NetworkBehaviour, SwarmEvent},
-    tcp, yamux, Multiaddr, Swarm,
+    noise, relay,
+    swarm::{behaviour::toggle::Toggle, NetworkBehaviour, SwarmEvent},
+    tcp, upnp, yamux, Multiaddr, Swarm,
 };
 
-use super::{shaped_tcp_transport, HostConfig, NetError};
+use super::{shaped_tcp_transport, HostConfig, NetError, Traversal};
 
+/// Everything a host runs on its connections. NAT traversal (AutoNAT,
+/// relays, DCUtR, UPnP) is off on loopback meshes, where it has nothing to
+/// find and would only add traffic to the lab's figures.
 #[derive(NetworkBehaviour)]
 pub(super) struct Behaviour {
     limits: connection_limits::Behaviour,
     identify: identify::Behaviour,
+    pub(super) autonat: Toggle<autonat::Behaviour>,
+    relay: Toggle<relay::Behaviour>,
+    relay_client: Toggle<relay::client::Behaviour>,
+    dcutr: Toggle<dcutr::Behaviour>,
+    upnp: Toggle<upnp::tokio::Behaviour>,
     pub(super) stream: libp2p_stream::Behaviour,
+}
+
+/// AutoNAT tuned for a live stream: a viewer needs to know within seconds
+/// whether to take a relay reservation, not the default quarter minute.
+fn autonat_config() -> autonat::Config {
+    autonat::Config {
+        boot_delay: Duration::from_secs(2),
+        retry_interval: Duration::from_secs(10),
+        refresh_interval: Duration::from_secs(5 * 60),
+        throttle_server_period: Duration::from_secs(15),
+        ..autonat::Config::default()
+    }
+}
+
+/// A relay's limits. Infrastructure holds many reservations; a viewer a
+/// few. Circuits stay small either way: they carry the DCUtR handshake and,
+/// only where no hole can be punched, the last resort of piece traffic.
+fn relay_config(traversal: Traversal) -> relay::Config {
+    let (reservations, circuits) = match traversal {
+        Traversal::Infra => (1024, 256),
+        _ => (16, 8),
+    };
+    relay::Config {
+        max_reservations: reservations,
+        max_reservations_per_peer: 2,
+        max_circuits: circuits,
+        max_circuits_per_peer: 4,
+        max_circuit_duration: Duration::from_secs(10 * 60),
+        max_circuit_bytes: 16 << 20,
+        ..relay::Config::default()
+    }
 }
 
 /// Listens on every address and waits (up to 5 s) until each is bound;
@@ -64,13 +104,27 @@ pub(super) fn build_swarm(cfg: &HostConfig) -> Result<Swarm<Behaviour>, NetError
         .with_max_established_per_peer(Some(2))
         .with_max_pending_incoming(Some(64))
         .with_max_pending_outgoing(Some(64));
-    let behaviour = |key: &Keypair| Behaviour {
-        limits: connection_limits::Behaviour::new(limits),
-        identify: identify::Behaviour::new(identify::Config::new(
-            "/shoal/id/1".into(),
-            key.public(),
-        )),
-        stream: libp2p_stream::Behaviour::new(),
+    let traversal = cfg.traversal;
+    let on = traversal != Traversal::Off;
+    let behaviour = |key: &Keypair, relay_client: relay::client::Behaviour| {
+        let me = key.public().to_peer_id();
+        Behaviour {
+            limits: connection_limits::Behaviour::new(limits),
+            identify: identify::Behaviour::new(identify::Config::new(
+                "/shoal/id/1".into(),
+                key.public(),
+            )),
+            autonat: on
+                .then(|| autonat::Behaviour::new(me, autonat_config()))
+                .into(),
+            relay: on
+                .then(|| relay::Behaviour::new(me, relay_config(traversal)))
+                .into(),
+            relay_client: on.then_some(relay_client).into(),
+            dcutr: on.then(|| dcutr::Behaviour::new(me)).into(),
+            upnp: on.then(upnp::tokio::Behaviour::default).into(),
+            stream: libp2p_stream::Behaviour::new(),
+        }
     };
     // Sessions ping every second; this only reaps connections that
     // never carried a shoal stream.
@@ -84,6 +138,8 @@ pub(super) fn build_swarm(cfg: &HostConfig) -> Result<Swarm<Behaviour>, NetError
                 shaped_tcp_transport(&cfg.keypair, shaping.clone()).map_err(|e| err(&e))?;
             builder
                 .with_other_transport(|_| transport)
+                .map_err(|e| err(&e))?
+                .with_relay_client(noise::Config::new, yamux::Config::default)
                 .map_err(|e| err(&e))?
                 .with_behaviour(behaviour)
                 .map_err(|e| err(&e))?
@@ -99,6 +155,8 @@ pub(super) fn build_swarm(cfg: &HostConfig) -> Result<Swarm<Behaviour>, NetError
             .map_err(|e| err(&e))?
             .with_quic()
             .with_dns()
+            .map_err(|e| err(&e))?
+            .with_relay_client(noise::Config::new, yamux::Config::default)
             .map_err(|e| err(&e))?
             .with_behaviour(behaviour)
             .map_err(|e| err(&e))?

@@ -106,6 +106,10 @@ pub struct Stats {
     pub payload_from_infra: u64,
     /// Payload received for pieces already held.
     pub payload_duplicate: u64,
+    /// Of the payload received, what came over relayed connections (set by
+    /// the driver; the engine cannot tell).
+    #[serde(default)]
+    pub relayed: u64,
     /// Payload sent to other nodes.
     pub payload_sent: u64,
     /// Everything else sent on the mesh: frame headers, piece headers and
@@ -203,6 +207,7 @@ impl Stats {
             payload_from_peers,
             payload_from_infra,
             payload_duplicate,
+            relayed,
             payload_sent,
             overhead_sent,
             pieces_due,
@@ -221,6 +226,7 @@ impl Stats {
         self.payload_from_peers += payload_from_peers;
         self.payload_from_infra += payload_from_infra;
         self.payload_duplicate += payload_duplicate;
+        self.relayed += relayed;
         self.payload_sent += payload_sent;
         self.overhead_sent += overhead_sent;
         self.pieces_due += pieces_due;
@@ -250,6 +256,7 @@ impl Stats {
             "startup_ms": self.startup_ms,
             "overhead": self.overhead(),
             "duplicate": self.duplicate(),
+            "relayed": self.relayed,
             "neighbors": self.neighbors,
             "neighbor_rtt_ms": self.neighbor_rtt_ms,
             "counters": {
@@ -422,6 +429,7 @@ mod tests {
             newest_seq: Some(14),
             coord: None,
             neighbor_swaps: 15,
+            relayed: 16,
         }
     }
 

@@ -11,6 +11,7 @@ use shoal_tools::lab::{
     bench,
     cli::ScenarioArgs,
     mix::StreamMix,
+    nat::{self, NatArgs},
     run::{self as lab_run, RunOptions},
     run_demo,
     scenario::Allocation,
@@ -184,6 +185,14 @@ enum Cmd {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// A small internet in network namespaces (public hosts, cone and
+    /// symmetric NAT homes) running the real binaries; needs root,
+    /// iproute2 and iptables.
+    Nat(NatArgs),
+    /// GET a URL and print the body (the NAT lab runs it inside a
+    /// viewer's namespace to read its /stats).
+    #[command(hide = true)]
+    NatGet { url: String },
     /// A share of a `run --processes K`'s viewers (started by `run`).
     #[command(hide = true)]
     Worker,
@@ -310,6 +319,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Cmd::Nat(args) => nat::run_nat(&args).await,
+        Cmd::NatGet { url } => nat::nat_get(&url).await,
         Cmd::Worker => {
             // Exit at once, without a runtime shutdown: tokio's stdin
             // reader, blocked in a read, would hold it up.

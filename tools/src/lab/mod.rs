@@ -9,6 +9,7 @@ mod fault_window;
 mod layout;
 mod measure;
 pub mod mix;
+pub mod nat;
 mod population;
 mod reflection;
 mod reflectors;

@@ -4,7 +4,7 @@
 //! infrastructure gets a fair sample of the swarm, and everyone gets the
 //! stream's closest seeders/reflectors to fall back to.
 
-use std::{collections::HashSet, sync::Arc, time::Instant};
+use std::{collections::HashSet, net::IpAddr, sync::Arc, time::Instant};
 
 use rand::{rngs::StdRng, seq::IteratorRandom};
 use shoal_mesh::hints::{InfraHint, PeerHint, Role};
@@ -12,6 +12,7 @@ use shoal_mesh::proto::{
     proximity::{rank_best, RankView},
     Coord, Locality,
 };
+use shoal_mesh::reach::{reachable_from, Scope};
 
 use super::registry::{PeerEntry, Swarm, MAX_SEEDER_HINTS, MIN_SCAN, SCAN_LIMIT, SCAN_PER_WANTED};
 
@@ -27,6 +28,8 @@ pub(super) struct Query<'a> {
     pub(super) loc: Locality,
     /// Already filtered by [`usable_coord`].
     pub(super) coord: Option<Coord>,
+    /// Where the announce came from.
+    pub(super) seen_at: Option<IpAddr>,
     pub(super) want: usize,
     pub(super) now: Instant,
     /// The stream's serving reflectors, when it has any: its viewers then
@@ -38,6 +41,27 @@ impl Query<'_> {
     /// A live peer other than the announcer.
     fn usable(&self, p: &PeerEntry) -> bool {
         !Arc::ptr_eq(&p.peer_id, self.peer_id) && p.is_live(self.now)
+    }
+
+    /// `p`'s addresses the announcer can dial.
+    fn addrs(&self, p: &PeerEntry) -> Vec<String> {
+        reachable_from(&p.addrs, p.seen_at, self.seen_at)
+            .cloned()
+            .collect()
+    }
+
+    /// `p` has an address the announcer can dial. Called for every peer
+    /// of the window, so a peer with a global address (or none that any
+    /// peer can dial) is told from the scope kept with its entry, without
+    /// parsing its addresses again.
+    fn reaches(&self, p: &PeerEntry) -> bool {
+        match p.widest {
+            Scope::Global => true,
+            Scope::Unroutable => false,
+            Scope::Lan | Scope::Host => reachable_from(&p.addrs, p.seen_at, self.seen_at)
+                .next()
+                .is_some(),
+        }
     }
 }
 
@@ -51,11 +75,11 @@ pub(super) fn candidates(swarm: &Swarm, q: &Query<'_>, rng: &mut StdRng) -> Vec<
     // Infra only as a neighbour with room to spare: otherwise it is a fallback.
     let scan = (q.want * SCAN_PER_WANTED).clamp(MIN_SCAN, SCAN_LIMIT);
     let infra = swarm.infra.window(scan, rng).filter(usable);
-    let candidates = infra.filter(|p| p.has_free_degree() && !p.addrs.is_empty());
+    let candidates = infra.filter(|p| p.has_free_degree() && q.reaches(p));
     let candidates = candidates.filter(|p| !(hide_seeders && p.role == Role::Seeder));
     let viewers = swarm.viewers.window(scan, rng).filter(usable);
     let viewers = viewers.filter(|_| !hide_viewers);
-    let candidates = candidates.chain(viewers.filter(|p| !p.addrs.is_empty()));
+    let candidates = candidates.chain(viewers.filter(|p| q.reaches(p)));
     let candidates = if q.role.is_infra() {
         // Infrastructure spreads its pushes over the map, choosing by
         // coordinates itself: it gets a fair sample of the swarm.
@@ -67,7 +91,7 @@ pub(super) fn candidates(swarm: &Swarm, q: &Query<'_>, rng: &mut StdRng) -> Vec<
         .into_iter()
         .map(|p| PeerHint {
             peer_id: p.peer_id.to_string(),
-            addrs: p.addrs.clone(),
+            addrs: q.addrs(p),
             role: p.role,
             degree: p.degree,
             max_degree: p.max_degree,
@@ -88,7 +112,7 @@ pub(super) fn fallbacks(swarm: &Swarm, q: &Query<'_>, rng: &mut StdRng) -> Vec<I
         .into_iter()
         .map(|p| InfraHint {
             peer_id: p.peer_id.to_string(),
-            addrs: p.addrs.clone(),
+            addrs: q.addrs(p),
             http: p.http.clone(),
         })
         .collect()
@@ -328,16 +352,47 @@ mod tests {
         assert_eq!(ids(&hints), ["near", "far"]);
 
         // Two homes announcing the same private /24 are told apart by the
-        // public addresses they connect from.
+        // public addresses they connect from, and neither is given the
+        // other's private address: it would dial its own LAN.
         let (mut r, t) = (registry(), Instant::now());
-        let home = |id| viewer(id, "192.168.1.2", 0);
+        let home = |id, public: &str| {
+            let mut a = viewer(id, "192.168.1.2", 0);
+            a.addrs.push(format!("/ip4/{public}/tcp/7091"));
+            a
+        };
         let remote = |ip: &str| Some(ip.parse().unwrap());
-        r.announce(home("other-home"), remote("198.51.100.7"), t)
+        r.announce(
+            home("other-home", "198.51.100.7"),
+            remote("198.51.100.7"),
+            t,
+        )
+        .unwrap();
+        r.announce(home("same-isp", "203.0.113.99"), remote("203.0.113.99"), t)
             .unwrap();
-        r.announce(viewer("same-isp", "10.0.0.1", 0), remote("203.0.113.99"), t)
+        r.announce(
+            viewer("lan-only", "192.168.1.3", 0),
+            remote("198.51.100.8"),
+            t,
+        )
+        .unwrap();
+        let hints = r
+            .announce(home("me", "203.0.113.5"), remote("203.0.113.5"), t)
             .unwrap();
-        let hints = r.announce(home("me"), remote("203.0.113.5"), t).unwrap();
         assert_eq!(ids(&hints), ["same-isp", "other-home"]);
+        for c in &hints.candidates {
+            assert!(c.addrs.iter().all(|a| !a.contains("192.168.")), "{c:?}");
+        }
+
+        // Behind the same NAT, the private address is the one to dial.
+        let hints = r
+            .announce(home("housemate", "198.51.100.7"), remote("198.51.100.7"), t)
+            .unwrap();
+        let other = hints
+            .candidates
+            .iter()
+            .find(|c| c.peer_id == "other-home")
+            .unwrap();
+        assert!(other.addrs.iter().any(|a| a.contains("192.168.1.2")));
     }
 
     #[test]

@@ -18,10 +18,11 @@ use shoal_mesh::hints::{
 use shoal_mesh::{
     allocation::ViewerReport,
     proto::{Coord, Locality},
+    reach::Scope,
 };
 
 use super::{
-    addresses::subnet_ip,
+    addresses::{origin_seen_at, subnet_ip},
     asn::AsnTable,
     cadence,
     coordinator::{Coordinator, CoordinatorConfig},
@@ -277,6 +278,8 @@ impl Table {
 #[derive(Clone, Copy, Debug)]
 struct Shape {
     loc: Locality,
+    /// Where the announce came from.
+    seen_at: Option<IpAddr>,
     /// The base time to live stretched as the peer's interval.
     ttl: Duration,
     interval_s: u32,
@@ -297,6 +300,11 @@ pub(super) struct PeerEntry {
     /// memory in a large swarm, for operators who read a few.
     counters: Option<Box<serde_json::Value>>,
     pub(super) loc: Locality,
+    /// Where its announce came from: its LAN and loopback addresses are
+    /// passed on only to peers seen at the same address (docs/nat.md).
+    pub(super) seen_at: Option<IpAddr>,
+    /// The widest scope of its addresses, worked out once per announce.
+    pub(super) widest: Scope,
     /// Network coordinate, when usable.
     pub(super) coord: Option<Coord>,
     /// Viewers: their last interval, for the coordinator.
@@ -317,6 +325,10 @@ impl PeerEntry {
     fn new(a: Announce, peer_id: Arc<str>, shape: Shape, now: Instant) -> Self {
         let mut addrs = a.addrs;
         addrs.shrink_to_fit();
+        let widest = (addrs.iter())
+            .map(|s| Scope::of_str(s))
+            .max()
+            .unwrap_or(Scope::Unroutable);
         let counters = (a.role.is_infra() && !a.counters.is_null()).then(|| Box::new(a.counters));
         Self {
             peer_id,
@@ -329,6 +341,8 @@ impl PeerEntry {
             name: a.name,
             counters,
             loc: shape.loc,
+            seen_at: shape.seen_at,
+            widest,
             coord: usable_coord(a.coord),
             report: a.report,
             report_span_ms: shape.span_ms,
@@ -419,7 +433,16 @@ impl Registry {
         let coord = usable_coord(a.coord);
         let stretch = cadence::stretch(&a, self.config.settled_factor)
             .min((MAX_INTERVAL_S / self.config.interval_s.max(1)).clamp(1, 255) as u8);
-        let me_entry = self.record(&stream, &me, a, loc, stretch, now)?;
+        // An origin bound to every interface is where the tracker saw it.
+        a.http = a.http.map(|url| origin_seen_at(url, remote));
+        let shape = Shape {
+            loc,
+            seen_at: remote,
+            ttl: self.config.peer_ttl * u32::from(stretch),
+            interval_s: self.config.interval_s * u32::from(stretch),
+            span_ms: self.config.interval_s.saturating_mul(1000),
+        };
+        let me_entry = self.record(&stream, &me, a, shape, now)?;
         if stretch > 1 {
             want = want.min(SETTLED_WANT);
         }
@@ -440,6 +463,7 @@ impl Registry {
             role,
             loc,
             coord,
+            seen_at: remote,
             want,
             now,
             reflectors: reflectors.as_ref(),
@@ -542,16 +566,14 @@ impl Registry {
         stream: &str,
         me: &str,
         a: Announce,
-        loc: Locality,
-        stretch: u8,
+        shape: Shape,
         now: Instant,
     ) -> Result<Arc<str>, AnnounceError> {
-        let base_ms = self.config.interval_s.saturating_mul(1000);
-        let shape = |span: Option<Duration>| Shape {
-            loc,
-            ttl: self.config.peer_ttl * u32::from(stretch),
-            interval_s: self.config.interval_s * u32::from(stretch),
-            span_ms: span.map_or(base_ms, |d| d.as_millis().clamp(1, u32::MAX.into()) as u32),
+        // A re-announce's report covers the time since the one before; a
+        // first one counts as one base interval.
+        let spanned = |span: Duration| Shape {
+            span_ms: span.as_millis().clamp(1, u32::MAX.into()) as u32,
+            ..shape
         };
         let role = a.role;
         let new_stream = !self.streams.contains_key(stream);
@@ -564,12 +586,12 @@ impl Registry {
         if let Some(entry) = own.get_mut(me) {
             let span = now.saturating_duration_since(entry.last_seen);
             let id = Arc::clone(&entry.peer_id);
-            *entry = PeerEntry::new(a, Arc::clone(&id), shape(Some(span)), now);
+            *entry = PeerEntry::new(a, Arc::clone(&id), spanned(span), now);
             Ok(id)
         } else if other.remove(me) {
             // Same peer, new role: moves between tables, the count is unchanged.
             let id: Arc<str> = me.into();
-            own.insert(PeerEntry::new(a, Arc::clone(&id), shape(None), now));
+            own.insert(PeerEntry::new(a, Arc::clone(&id), shape, now));
             Ok(id)
         } else {
             let full = if swarm.len() >= self.config.max_peers_per_stream {
@@ -587,7 +609,7 @@ impl Registry {
                 return Err(AnnounceError::Full(why));
             }
             let id: Arc<str> = me.into();
-            (swarm.table_mut(role).0).insert(PeerEntry::new(a, Arc::clone(&id), shape(None), now));
+            (swarm.table_mut(role).0).insert(PeerEntry::new(a, Arc::clone(&id), shape, now));
             self.total_peers += 1;
             if new_stream {
                 tracing::info!(%stream, "new stream");

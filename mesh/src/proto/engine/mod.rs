@@ -178,6 +178,11 @@ impl<P: PeerId> Engine<P> {
         self.neighbors.active().map(|(p, _)| p)
     }
 
+    /// A neighbour's median RTT, when measured.
+    pub fn neighbor_rtt_ms(&self, peer: &P) -> Option<u64> {
+        self.neighbors.get(peer).and_then(|n| n.rtt.median())
+    }
+
     /// Active neighbours now.
     pub fn degree(&self) -> usize {
         self.neighbors.degree()

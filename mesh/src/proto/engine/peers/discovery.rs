@@ -1,9 +1,12 @@
 //! Where candidates come from and go: tracker hints, peer exchange and
 //! suggestions in, a bounded table pruned to the closest, dials out.
 
-use crate::proto::{
-    engine::{peers::candidates::Candidate, Engine, Output, PeerId, Selection},
-    wire::{self, Message, PeerInfo},
+use crate::{
+    proto::{
+        engine::{peers::candidates::Candidate, Engine, Output, PeerId, Selection},
+        wire::{self, Message, PeerInfo},
+    },
+    reach::shareable,
 };
 
 /// Candidates kept by each prune (see `prune_candidates`), and how many of
@@ -86,9 +89,10 @@ impl<P: PeerId> Engine<P> {
             .filter_map(|p| {
                 let c = self.candidates.get(p)?;
                 let n = self.neighbors.get(p)?;
-                (!c.info.addrs.is_empty()).then(|| PeerInfo {
+                let addrs = shareable(&c.info.addrs, wire::MAX_ADDRS);
+                (!addrs.is_empty()).then(|| PeerInfo {
                     peer: p.clone(),
-                    addrs: c.info.addrs.iter().take(wire::MAX_ADDRS).cloned().collect(),
+                    addrs,
                     coord: n.coord,
                     loc: n.loc,
                     free: n.free,
@@ -114,11 +118,12 @@ impl<P: PeerId> Engine<P> {
             .iter()
             .filter(|(p, n)| *p != except && n.is_active())
             .filter_map(|(p, _)| self.candidates.get(p))
-            .filter(|c| !c.info.addrs.is_empty())
+            .map(|c| (c, shareable(&c.info.addrs, wire::MAX_ADDRS)))
+            .filter(|(_, addrs)| !addrs.is_empty())
             .take(wire::MAX_SUGGESTIONS)
-            .map(|c| PeerInfo {
+            .map(|(c, addrs)| PeerInfo {
                 peer: c.info.peer.clone(),
-                addrs: c.info.addrs.iter().take(wire::MAX_ADDRS).cloned().collect(),
+                addrs,
                 coord: c.info.coord,
                 loc: c.info.loc,
                 free: c.info.free,
