@@ -7,10 +7,15 @@ use std::{
     time::Duration,
 };
 
+/// Ports of the system's choosing: the defaults are fixed, and the tests
+/// run at once (as may other seeders on the machine).
+const EPHEMERAL: [&str; 4] = ["--port", "0", "--http", "127.0.0.1:0"];
+
 #[test]
 fn prints_the_stream_id_when_ready() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_shoal-seeder"))
         .args(["--input", "synthetic:500kbps", "--name", "cli-test"])
+        .args(EPHEMERAL)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -40,6 +45,7 @@ fn prints_the_stream_id_when_ready() {
 fn a_missing_input_file_is_a_clear_error() {
     let out = Command::new(env!("CARGO_BIN_EXE_shoal-seeder"))
         .args(["--input", "/nonexistent/shoal.ts"])
+        .args(EPHEMERAL)
         .output()
         .expect("the binary runs");
     assert!(!out.status.success());

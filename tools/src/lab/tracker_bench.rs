@@ -355,19 +355,11 @@ fn viewer(i: usize, kind: ViewerState, rng: &mut StdRng) -> Announce {
         stream: STREAM.to_owned(),
         // Shaped as libp2p ids are: a common prefix, then digits that differ.
         peer_id: format!("12D3KooW{}", &blake3::hash(&i.to_le_bytes()).to_hex()[..44]),
+        // Public addresses, as a viewer announces once AutoNAT confirms
+        // them (docs/nat.md).
         addrs: vec![
-            format!(
-                "/ip4/10.{}.{}.{}/tcp/4001",
-                i >> 16 & 255,
-                i >> 8 & 255,
-                i & 255
-            ),
-            format!(
-                "/ip4/10.{}.{}.{}/udp/4001/quic-v1",
-                i >> 16 & 255,
-                i >> 8 & 255,
-                i & 255
-            ),
+            format!("/ip4/{}/tcp/4001", public_ip(i)),
+            format!("/ip4/{}/udp/4001/quic-v1", public_ip(i)),
         ],
         role: Role::Viewer,
         degree: if settled { 8 } else { 0 },
@@ -393,6 +385,11 @@ fn viewer(i: usize, kind: ViewerState, rng: &mut StdRng) -> Announce {
         }),
         bitrate_kbps: 0,
     }
+}
+
+/// Viewer `i`'s address, in 45.0.0.0/8 (a public range).
+fn public_ip(i: usize) -> String {
+    format!("45.{}.{}.{}", i >> 16 & 255, i >> 8 & 255, i & 255)
 }
 
 /// The figures as a table.
