@@ -134,6 +134,28 @@ pub enum InvalidAnnounce {
 }
 
 impl Announce {
+    /// A bare announce of `peer_id` in `stream`: no addresses, no
+    /// neighbours and a degree cap of 0, the wire's defaults (§12.2) for
+    /// the rest. Callers fill in what they know.
+    pub fn new(stream: impl Into<String>, peer_id: impl Into<String>, role: Role) -> Self {
+        Announce {
+            stream: stream.into(),
+            peer_id: peer_id.into(),
+            addrs: Vec::new(),
+            role,
+            degree: 0,
+            max_degree: 0,
+            upload_kbps: 0,
+            http: None,
+            name: None,
+            want: DEFAULT_WANT,
+            counters: serde_json::Value::Null,
+            coord: None,
+            report: None,
+            bitrate_kbps: 0,
+        }
+    }
+
     /// Checks the limits the tracker enforces, so a client can catch a bad
     /// announce before sending it. `want` is not checked: the tracker clamps it.
     pub fn validate(&self) -> Result<(), InvalidAnnounce> {
@@ -464,20 +486,10 @@ mod tests {
 
     fn announce() -> Announce {
         Announce {
-            stream: "ab".repeat(32),
-            peer_id: "12D3KooWPeer".into(),
             addrs: vec!["/ip4/127.0.0.1/tcp/4001".into()],
-            role: Role::Viewer,
             degree: 1,
             max_degree: 8,
-            upload_kbps: 0,
-            http: None,
-            name: None,
-            want: DEFAULT_WANT,
-            counters: serde_json::Value::Null,
-            coord: None,
-            report: None,
-            bitrate_kbps: 0,
+            ..Announce::new("ab".repeat(32), "12D3KooWPeer", Role::Viewer)
         }
     }
 

@@ -13,4 +13,5 @@ pub mod net;
 pub mod proto;
 pub mod rate;
 pub mod reach;
+pub mod shards;
 pub mod sim;

@@ -9,9 +9,10 @@ use std::{net::SocketAddr, time::Duration};
 
 use libp2p::{identity::Keypair, Multiaddr};
 use shoal_mesh::{
-    hints::{self, TrackerClient},
+    hints,
     net::{self, Announcer, NetConfig, NetHandle},
     proto::{Config, Stats, StreamId},
+    shards::Trackers,
 };
 use tokio::{net::TcpListener, task::JoinHandle};
 
@@ -20,6 +21,8 @@ pub use player::Player;
 /// How to run a viewer node.
 #[derive(Debug)]
 pub struct NodeConfig {
+    /// One or more tracker base URLs, comma-separated: the stream's
+    /// tracker is picked among them by rendezvous hashing.
     pub tracker: String,
     pub stream: StreamId,
     /// Player HTTP address (port 0: any); `None` runs headless (lab nodes).
@@ -86,7 +89,7 @@ pub struct Node {
 
 impl Node {
     pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
-        let client = TrackerClient::new(&cfg.tracker)?;
+        let trackers = Trackers::parse(&cfg.tracker)?;
         let listener = match cfg.player {
             Some(addr) => {
                 let l = TcpListener::bind(addr)
@@ -139,7 +142,7 @@ impl Node {
             None => (net::start(net_cfg, None).await?, None),
         };
         let announcer = Announcer {
-            client,
+            trackers,
             stream: cfg.stream,
             role: hints::Role::Viewer,
             max_degree: cfg.max_degree as u32,

@@ -16,9 +16,11 @@ use shoal_node::{Node, NodeConfig};
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// Tracker base URL.
-    #[arg(long)]
-    tracker: String,
+    /// Tracker base URL; repeat it (or give a comma-separated list) to
+    /// shard by stream: the stream's tracker is picked by rendezvous
+    /// hashing, the next one taken when it does not answer.
+    #[arg(long, required = true)]
+    tracker: Vec<String>,
     /// Stream id (64 hex characters, as the seeder prints it).
     #[arg(long)]
     stream: StreamId,
@@ -59,7 +61,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let mut cfg = NodeConfig::new(&args.tracker, args.stream);
+    let mut cfg = NodeConfig::new(&args.tracker.join(","), args.stream);
     cfg.player = Some(args.player);
     cfg.max_degree = args.max_degree;
     cfg.upload_limit_bps = args.upload_limit;

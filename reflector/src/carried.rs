@@ -3,9 +3,10 @@
 
 use libp2p::PeerId;
 use shoal_mesh::{
-    hints::{self, Assignment, TrackerClient},
+    hints::{self, Assignment},
     net::{dialable, Announcer, Command, Host, NetError, NetHandle, OnPiece},
     proto::{Config, PeerInfo, StreamId},
+    shards::Trackers,
 };
 use shoal_seeder::origin::Origin;
 use tokio::task::JoinHandle;
@@ -15,7 +16,7 @@ use crate::http::{base_url, Origins};
 /// What a carried stream needs from the reflector.
 pub(crate) struct Setting<'a> {
     pub host: &'a Host,
-    pub client: &'a TrackerClient,
+    pub client: &'a Trackers,
     pub origins: &'a Origins,
     /// The HTTP origin's base URL (`http://addr`).
     pub http: &'a str,
@@ -46,7 +47,7 @@ impl Carried {
         origin.set_budget_gate(net.budget_gate());
         at.origins.insert(stream, origin);
         let announcer = Announcer {
-            client: at.client.clone(),
+            trackers: at.client.clone(),
             stream,
             role: hints::Role::Reflector,
             max_degree: engine.max_degree as u32,

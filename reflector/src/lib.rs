@@ -16,9 +16,10 @@ use std::{
 
 use libp2p::{identity::Keypair, Multiaddr};
 use shoal_mesh::{
-    hints::{Assignments, HintsError, ReflectorAnnounce, TrackerClient},
+    hints::{Assignments, HintsError, ReflectorAnnounce},
     net::{self, Host, HostConfig, NetError, Shaping},
     proto::{Stats, StreamId},
+    shards::Trackers,
 };
 use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
 
@@ -31,7 +32,8 @@ pub const DEFAULT_FAN_OUT: u32 = 64;
 /// How to run a reflector.
 #[derive(Debug)]
 pub struct ReflectorConfig {
-    /// Tracker base URL: where the coordinator's assignments come from.
+    /// Tracker base URLs, comma-separated: each carried stream announces
+    /// to its shard, and the first that answers assigns the streams.
     pub tracker: String,
     pub keypair: Keypair,
     /// Mesh listen addresses; empty: loopback TCP and QUIC.
@@ -101,7 +103,7 @@ struct Ledger {
 
 impl Reflector {
     pub async fn start(cfg: ReflectorConfig) -> Result<Reflector, ReflectorError> {
-        let client = TrackerClient::new(&cfg.tracker)?;
+        let client = Trackers::parse(&cfg.tracker)?;
         let sessions = cfg.fan_out as usize;
         let mut host_cfg = match cfg.shaping.clone() {
             Some(shaping) => HostConfig::lab(cfg.keypair.clone(), sessions, shaping),
@@ -204,7 +206,7 @@ impl Drop for Reflector {
 /// Asks the coordinator, every interval, what to carry, and makes it so.
 struct Control {
     cfg: ReflectorConfig,
-    client: TrackerClient,
+    client: Trackers,
     host: Host,
     http: String,
     origins: Origins,

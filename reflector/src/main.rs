@@ -13,9 +13,11 @@ use shoal_seeder::keyfile;
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// Tracker base URL (its coordinator assigns the streams).
-    #[arg(long)]
-    tracker: String,
+    /// Tracker base URL (its coordinator assigns the streams); repeat it,
+    /// or give a comma-separated list, when trackers shard by stream: the
+    /// first that answers assigns, each stream announces to its own.
+    #[arg(long, required = true)]
+    tracker: Vec<String>,
     /// Mesh listen address (repeatable), instead of every interface on
     /// --port. Loopback only turns NAT traversal off.
     #[arg(long)]
@@ -60,7 +62,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let mut cfg = ReflectorConfig::new(&args.tracker);
+    let mut cfg = ReflectorConfig::new(&args.tracker.join(","));
     cfg.keypair = match &args.key {
         Some(path) => keyfile::load_or_create(path)
             .with_context(|| format!("cannot use key file {}", path.display()))?,

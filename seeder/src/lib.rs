@@ -12,9 +12,10 @@ use std::{fmt, net::SocketAddr, sync::Arc, time::Duration};
 
 use libp2p::{identity::Keypair, Multiaddr};
 use shoal_mesh::{
-    hints::{self, TrackerClient},
+    hints,
     net::{self, now_ms, Announcer, Command, NetConfig, NetHandle},
     proto::{piece::flags, Config, Piece, Signer, Stats, StreamId, MAX_PIECE_BYTES},
+    shards::Trackers,
 };
 use tokio::{
     net::TcpListener,
@@ -34,7 +35,8 @@ pub type PieceHook = Arc<dyn Fn(&Piece) + Send + Sync>;
 pub struct SeederConfig {
     pub name: String,
     pub input: Input,
-    /// Tracker base URL (`None`: viewers must be pointed at the seeder).
+    /// Tracker base URLs, comma-separated, sharded by stream (`None`:
+    /// viewers must be pointed at the seeder).
     pub tracker: Option<String>,
     /// HTTP origin address (port 0: any).
     pub http: SocketAddr,
@@ -173,7 +175,7 @@ impl Seeder {
         let (bitrate_tx, bitrate_rx) = watch::channel(0u32);
         if let Some(url) = &cfg.tracker {
             let announcer = Announcer {
-                client: TrackerClient::new(url)?,
+                trackers: Trackers::parse(url)?,
                 stream,
                 role: hints::Role::Seeder,
                 max_degree: cfg.max_degree as u32,

@@ -12,9 +12,11 @@ use shoal_seeder::{keyfile, Input, Seeder, SeederConfig};
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// Tracker base URL.
+    /// Tracker base URL; repeat it (or give a comma-separated list) to
+    /// shard by stream: the stream's tracker is picked by rendezvous
+    /// hashing, the next one taken when it does not answer.
     #[arg(long)]
-    tracker: Option<String>,
+    tracker: Vec<String>,
     /// Stream name shown by the tracker.
     #[arg(long, default_value = "demo")]
     name: String,
@@ -75,7 +77,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         bail!("--realtime applies to a file input only");
     }
     let mut cfg = SeederConfig::new(&args.name, input, key);
-    cfg.tracker = args.tracker;
+    cfg.tracker = (!args.tracker.is_empty()).then(|| args.tracker.join(","));
     cfg.http = args.http;
     (cfg.listen, cfg.traversal) = net::listen_plan(args.listen, args.port, net::Traversal::Infra);
     cfg.max_degree = args.max_degree;

@@ -5,3 +5,4 @@ mod lab;
 mod mesh;
 mod nat;
 mod reflector;
+mod tracker_shards;

@@ -34,6 +34,21 @@ impl ViewerReport {
         self
     }
 
+    /// The report of an announce that came `span_ms` after the one
+    /// before, as the counts of an interval of `interval_ms`: a settled
+    /// viewer reports once in several intervals (docs/protocol.md §12.4),
+    /// and summed as it is its report would count several times over.
+    pub fn rescaled(mut self, span_ms: u64, interval_ms: u64) -> Self {
+        let scale = |v: u64| {
+            let v = u128::from(v) * u128::from(interval_ms) / u128::from(span_ms.max(1));
+            v.min(u128::from(u64::MAX)) as u64
+        };
+        self.infra_bytes = scale(self.infra_bytes);
+        self.pieces_due = scale(self.pieces_due);
+        self.pieces_in_time = scale(self.pieces_in_time);
+        self
+    }
+
     /// Its continuity in the interval; a viewer with nothing due yet is
     /// judged by whether it plays.
     fn continuity(&self) -> f64 {
@@ -144,6 +159,26 @@ mod tests {
         assert_eq!(r.demand_bps(), 6_000_000.0);
         assert_eq!(r.playing, 2);
         assert_eq!(r.waiting_bps(), 2_000_000.0);
+    }
+
+    #[test]
+    fn a_long_report_counts_as_one_interval() {
+        let settled = ViewerReport {
+            infra_bytes: 500_000,
+            pieces_due: 250,
+            pieces_in_time: 249,
+            playing: true,
+            upload_bps: 4_000_000,
+        };
+        let r = settled.rescaled(25_000, 5_000);
+        assert_eq!(
+            (r.infra_bytes, r.pieces_due, r.pieces_in_time),
+            (100_000, 50, 49)
+        );
+        assert_eq!(r.upload_bps, 4_000_000, "a rate stays");
+        assert_eq!(settled.rescaled(5_000, 5_000), settled);
+        let r = settled.rescaled(0, u64::MAX);
+        assert_eq!(r.infra_bytes, u64::MAX, "saturates, never wraps");
     }
 
     #[test]

@@ -11,14 +11,17 @@ use tokio::sync::watch;
 use super::{Command, Commander};
 use crate::{
     allocation::ViewerReport,
-    hints::{Announce, Role, TrackerClient},
+    hints::{Announce, Role},
     proto::{wire, Locality, PeerInfo, Stats, StreamId},
+    shards::Trackers,
 };
 
 /// What a node says of itself in each announce.
 #[derive(Clone, Debug)]
 pub struct Announcer {
-    pub client: TrackerClient,
+    /// The stream's tracker is the one rendezvous hashing names among
+    /// these, or the next that answers.
+    pub trackers: Trackers,
     pub stream: StreamId,
     pub role: Role,
     pub max_degree: u32,
@@ -62,6 +65,8 @@ impl Announcer {
 
     async fn run(self, node: NetHandleParts) {
         let mut warned = false;
+        // The tracker that answered last (its index in `trackers`).
+        let mut answering = None;
         // What the engine was last told of its own locality (it starts
         // with unknown, zero).
         let mut located = Locality::default();
@@ -86,16 +91,26 @@ impl Announcer {
                 http: self.http.clone(),
                 name: self.name.clone(),
                 want: self.max_degree * 2,
-                counters: stats.report(),
+                // The tracker keeps infrastructure's only (docs/protocol.md §12.4).
+                counters: if self.role.is_infra() {
+                    stats.report()
+                } else {
+                    serde_json::Value::Null
+                },
                 coord: stats.coord,
                 report,
                 bitrate_kbps: self.bitrate_kbps.as_ref().map_or(0, |b| *b.borrow()),
             };
-            let interval = match self.client.announce(&announce).await {
-                Ok(hints) => {
+            let interval = match self.trackers.announce(&announce).await {
+                Ok((hints, tracker)) => {
                     if warned {
                         tracing::info!("tracker reachable again");
                         warned = false;
+                    }
+                    if answering != Some(tracker) {
+                        answering = Some(tracker);
+                        let url = &self.trackers.urls()[tracker];
+                        tracing::info!(%url, "announcing to this tracker");
                     }
                     let interval = Duration::from_secs(u64::from(hints.interval_s.clamp(1, 300)));
                     let origins: Vec<String> = hints

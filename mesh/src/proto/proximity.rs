@@ -80,14 +80,15 @@ pub fn rank_best<T, R: Rng>(
             let affinity = me.affinity(&v.loc);
             // Non-negative finite floats order as their bits do; no
             // prediction sorts after every one.
-            let proximity = match (coord, usable_coord(v.coord)) {
+            let theirs = usable_coord(v.coord);
+            let proximity = match (coord, theirs) {
                 (Some(a), Some(b)) => (a.rtt_ms(&b) * affinity).max(0.0).to_bits(),
                 _ => u32::MAX,
             };
             // Without a prediction, a peer whose coordinate has settled
             // first: a session with it teaches a newcomer its place in the
             // map, where one with another newcomer teaches nothing.
-            let settled = usable_coord(v.coord).map_or(u32::MAX, |c| c.error.to_bits());
+            let settled = theirs.map_or(u32::MAX, |c| c.error.to_bits());
             let key = (
                 !v.has_free_degree,
                 proximity,

@@ -19,6 +19,7 @@ use shoal_tools::lab::{
     sim::run_sim,
     sim_streams::{print_policies, run_sim_streams},
     system::System,
+    tracker_bench::{self, TrackerBenchConfig},
     worker, DemoConfig,
 };
 
@@ -118,6 +119,24 @@ enum Cmd {
         /// 1.0 is every stream's minimum together (docs/lab.md §3a).
         #[arg(long, conflicts_with = "infra_budget")]
         budget_copies: Option<f64>,
+    },
+    /// The tracker's HTTP server on one core, driven by keep-alive clients
+    /// announcing as random viewers of one filled stream.
+    BenchTracker {
+        /// Swarm sizes, comma-separated, e.g. 1000,100000,1000000.
+        #[arg(long, value_delimiter = ',', default_value = "1000,100000,1000000")]
+        viewers: Vec<usize>,
+        /// Load time per size, e.g. 10s.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Keep-alive connections, one request in flight each.
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=4096))]
+        connections: u16,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Write the figures as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// One scenario, several systems (or allocation policies) side by side.
     Bench {
@@ -425,6 +444,34 @@ async fn run(args: Args) -> anyhow::Result<()> {
             println!("\n{}", allocate::table(&out));
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&out)? + "\n")?;
+                println!("written to {}", path.display());
+            }
+            Ok(())
+        }
+        Cmd::BenchTracker {
+            viewers,
+            duration,
+            connections,
+            seed,
+            json,
+        } => {
+            if viewers.iter().any(|&n| n == 0 || n > 10_000_000) {
+                bail!("--viewers: each size must be 1..=10000000");
+            }
+            if duration > Duration::from_secs(600) {
+                bail!("--duration: at most 10m per size");
+            }
+            let cfg = TrackerBenchConfig {
+                viewers,
+                duration,
+                connections: connections.into(),
+                seed,
+            };
+            let results =
+                tokio::task::spawn_blocking(move || tracker_bench::bench_tracker(&cfg)).await??;
+            println!("{}", tracker_bench::table(&results));
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&results)? + "\n")?;
                 println!("written to {}", path.display());
             }
             Ok(())

@@ -27,9 +27,14 @@ struct Args {
     /// Announce interval advised to peers, in seconds.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=3600))]
     interval: u32,
-    /// Forget a peer not heard from for this long (default: 3 intervals), e.g. "20s".
+    /// Forget a peer not heard from for this long (default: 3 intervals), e.g. "20s";
+    /// a settled viewer's stretches with its interval.
     #[arg(long, value_parser = humantime::parse_duration)]
     peer_ttl: Option<Duration>,
+    /// A settled viewer (playing, half its neighbours, every piece in
+    /// time) is asked back this many intervals later; 1 turns it off.
+    #[arg(long, default_value_t = shoal_tools::tracker::SETTLED_FACTOR, value_parser = clap::value_parser!(u8).range(1..=60))]
+    settled_factor: u8,
     /// IP → AS table: `prefix/len,asn` lines (IPv4 and IPv6; blank lines
     /// and `#` comments allowed), longest prefix wins. Peers' AS numbers
     /// come from it; without it every AS is unknown.
@@ -88,6 +93,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(ttl) = args.peer_ttl {
         config.peer_ttl = ttl;
     }
+    config.settled_factor = args.settled_factor;
     if let Some(path) = &args.asn_table {
         let table = AsnTable::load(path).context("--asn-table")?;
         tracing::info!(file = %path.display(), prefixes = table.len(), "AS table loaded");

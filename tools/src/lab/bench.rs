@@ -331,6 +331,8 @@ mod tests {
             reflectors: Vec::new(),
             fallback_from_reflectors: None,
             faults: Vec::new(),
+            trackers: None,
+            viewer_interval_s: None,
         }
     }
 

@@ -61,10 +61,15 @@ pub struct ScenarioArgs {
     /// coordinator (shoal, rtt and random only).
     #[arg(long)]
     pub reflectors: Option<usize>,
-    /// `seeder@30s` (down 2 s), `tracker@60s+5s` (down 5 s),
-    /// `reflector@30s+never` (one reflector killed for good); repeatable.
+    /// `seeder@30s` (down 2 s), `tracker@60s+5s` (down 5 s, every
+    /// tracker), `reflector@30s+never` (one reflector killed for good),
+    /// `shard@30s+never` (the first of several trackers); repeatable.
     #[arg(long, value_parser = restart)]
     pub restart: Vec<Restart>,
+    /// Trackers sharding the streams by rendezvous hashing, every node
+    /// given all their URLs (a `shard@30s+never` restart kills the first).
+    #[arg(long)]
+    pub trackers: Option<usize>,
     #[arg(long)]
     pub seed: Option<u64>,
     /// Neighbours per viewer, at most.
@@ -93,6 +98,9 @@ impl ScenarioArgs {
         }
         if let Some(v) = self.reflectors {
             s.reflectors = v;
+        }
+        if let Some(v) = self.trackers {
+            s.trackers = v;
         }
         if self.infra_budget.is_some() {
             s.infra_budget_bps = self.infra_budget;
@@ -193,7 +201,7 @@ fn restart(s: &str) -> Result<Restart, String> {
     let err = || {
         format!(
             "'{s}' is not a restart like seeder@30s, tracker@60s+5s or reflector@30s+never \
-             (roles: seeder, tracker, reflector)"
+             (roles: seeder, tracker, reflector, shard)"
         )
     };
     let (role, when) = s.split_once('@').ok_or_else(err)?;
@@ -240,7 +248,7 @@ mod tests {
         );
         assert!(restart("cdn@5s")
             .unwrap_err()
-            .contains("seeder, tracker or reflector"));
+            .contains("seeder, tracker, reflector or shard"));
         assert_eq!(mix("4,1").unwrap().viewers(), [4, 1]);
         assert!(mix("4,x").unwrap_err().contains("VIEWERSxSTREAMS"));
     }

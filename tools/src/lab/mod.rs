@@ -22,6 +22,7 @@ pub mod sim_streams;
 mod stream_figures;
 pub mod system;
 pub mod topology;
+pub mod tracker_bench;
 mod upload_split;
 pub mod usage;
 pub mod worker;

@@ -45,6 +45,13 @@ pub struct RunResult {
     /// Continuity over the minute after each restart.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub faults: Vec<FaultResult>,
+    /// With several trackers (`trackers` > 1): where each stream landed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trackers: Option<ShardResult>,
+    /// At the end of the run, the mean announce interval the trackers last
+    /// gave the viewers they list (docs/protocol.md §12.4), seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub viewer_interval_s: Option<f64>,
 }
 
 /// One reflector of a run: what it carried and sent.
@@ -93,6 +100,34 @@ pub struct StreamReflection {
     /// Of the infrastructure payload its viewers received, the share from
     /// reflectors.
     pub fallback_from_reflectors: Option<f64>,
+}
+
+/// The run's trackers sharding its streams (docs/lab.md §5).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ShardResult {
+    pub trackers: usize,
+    /// The tracker a `shard` restart killed (by index), and when.
+    pub killed: Option<usize>,
+    pub killed_at_s: Option<f64>,
+    pub streams: Vec<StreamShard>,
+}
+
+/// One stream's trackers: the one rendezvous hashing names and where it
+/// was seen.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StreamShard {
+    /// Its place in the mix.
+    pub index: usize,
+    /// The tracker rendezvous hashing names first, and second.
+    pub tracker: usize,
+    pub next_tracker: usize,
+    /// Every tracker that listed it, sampled once a second, before any kill:
+    /// `[tracker]` when it landed where hashing says.
+    pub landed_on: Vec<usize>,
+    /// Its tracker was the one killed.
+    pub moved: bool,
+    /// Seconds from the kill until its next tracker listed all its viewers.
+    pub moved_after_s: Option<f64>,
 }
 
 /// Continuity over the window after a restart (docs/lab.md §7.2).

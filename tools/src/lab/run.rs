@@ -32,7 +32,6 @@
 use std::{
     collections::HashMap,
     io::Write,
-    net::SocketAddr,
     sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
@@ -56,11 +55,13 @@ use super::{
     usage,
     worker::{WorkerSpec, Workers},
 };
-use crate::tracker::{self, AsnTable, CoordinatorConfig, TrackerConfig};
+use crate::tracker::{AsnTable, CoordinatorConfig, TrackerConfig};
 
 mod restarts;
+mod trackers;
 
 use restarts::ScheduledRestart;
+use trackers::LabTrackers;
 
 /// How a run is watched.
 #[derive(Clone, Debug)]
@@ -149,7 +150,7 @@ struct Lab<'a> {
     system: System,
     topo: Arc<Topology>,
     book: Book,
-    tracker: LabTracker,
+    tracker: LabTrackers,
     /// Each stream's infra side, by stream.
     infra: Vec<Infra>,
     /// What each stream's seeder sent to viewers, by stream.
@@ -179,7 +180,7 @@ impl<'a> Lab<'a> {
             sc.seed,
         )?);
         let book = new_book(sc, processes);
-        let tracker = LabTracker::start(&topo, sc).await?;
+        let tracker = LabTrackers::start(sc.trackers, scenario_tracker_config(&topo, sc)?).await?;
         let tracker_url = tracker.url();
         let mut infra = Vec::with_capacity(layout.streams());
         let mut seeder_splits = Vec::with_capacity(layout.streams());
@@ -197,6 +198,9 @@ impl<'a> Lab<'a> {
         write_header(out, sc, system, processes, &streams)?;
         if sc.reflectors > 0 {
             writeln!(out, "  {} reflectors", sc.reflectors)?;
+        }
+        if sc.trackers > 1 {
+            writeln!(out, "  {} trackers: {}", sc.trackers, tracker.url())?;
         }
         let pop = Population::new(
             system,
@@ -265,6 +269,9 @@ impl<'a> Lab<'a> {
             self.apply_restarts(t, out).await?;
             if t >= next_sample {
                 next_sample += 1.0;
+                if self.sc.trackers > 1 {
+                    self.tracker.observe(t).await;
+                }
                 let sample = self.churn_and_sample(t, &mut prev).await?;
                 if progress {
                     write_progress(out, t, &sample)?;
@@ -325,6 +332,7 @@ impl<'a> Lab<'a> {
             restarts: _,
             faults,
         } = self;
+        let mut tracker = tracker;
         workers.stop().await;
         let mut present = pop.finish(&infra);
         let faults: Vec<_> = (faults.into_iter())
@@ -377,7 +385,9 @@ impl<'a> Lab<'a> {
             r.shutdown();
         }
         infra.iter_mut().for_each(Infra::stop);
-        tracker.stop();
+        let ids: Vec<StreamId> = infra.iter().map(Infra::stream).collect();
+        let shards = tracker.result(&ids, sc.mix().viewers());
+        tracker.stop_all();
         let n = sc.nodes.max(1);
         Ok(RunResult {
             system: system.to_string(),
@@ -396,6 +406,8 @@ impl<'a> Lab<'a> {
             reflectors: reflector_results,
             fallback_from_reflectors,
             faults,
+            trackers: shards,
+            viewer_interval_s: trackers::mean_viewer_interval(&details),
         })
     }
 }
@@ -535,57 +547,6 @@ fn scenario_tracker_config(topo: &Topology, sc: &Scenario) -> anyhow::Result<Tra
     })
 }
 
-/// The run's tracker, which a restart stops and starts again at the same
-/// address.
-struct LabTracker {
-    addr: SocketAddr,
-    config: TrackerConfig,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl LabTracker {
-    async fn start(topo: &Topology, sc: &Scenario) -> anyhow::Result<LabTracker> {
-        let any = SocketAddr::from(([127, 0, 0, 1], 0));
-        let config = scenario_tracker_config(topo, sc)?;
-        let (addr, task) = tracker::spawn(any, config.clone())
-            .await
-            .context("tracker")?;
-        Ok(LabTracker { addr, config, task })
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn stop(&self) {
-        self.task.abort();
-    }
-
-    /// The stream as operators read it (`GET /v1/streams/{id}`: its last
-    /// budget from the coordinator, its reflectors); `None` if the tracker
-    /// does not answer.
-    async fn detail(&self, stream: StreamId) -> Option<serde_json::Value> {
-        let url = format!("{}/v1/streams/{stream}", self.url());
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .ok()?;
-        client.get(url).send().await.ok()?.json().await.ok()
-    }
-
-    async fn restart(&mut self) -> anyhow::Result<()> {
-        // The old listener may take a moment to be released.
-        for _ in 0..50 {
-            if let Ok((_, task)) = tracker::spawn(self.addr, self.config.clone()).await {
-                self.task = task;
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        bail!("the tracker could not listen on {} again", self.addr)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -679,25 +640,18 @@ mod tests {
     #[test]
     fn the_lab_tracker_tells_each_slot_its_synthetic_locality() {
         let topo = Topology::new(&super::super::scenario::TopologySpec::Geo, 41, 9).unwrap();
-        let mut registry = tracker::Registry::new(tracker_config(&topo).unwrap(), 1);
+        let mut registry = crate::tracker::Registry::new(tracker_config(&topo).unwrap(), 1);
         let now = Instant::now();
         let loopback = Some("127.0.0.1".parse().unwrap());
         for slot in 0..41 {
             let announce = shoal_mesh::hints::Announce {
-                stream: "ab".repeat(32),
-                peer_id: format!("slot{slot}"),
                 addrs: vec![format!("/ip4/{}/tcp/4001", topo.address(slot))],
-                role: shoal_mesh::hints::Role::Viewer,
-                degree: 0,
                 max_degree: 8,
-                upload_kbps: 0,
-                http: None,
-                name: None,
-                want: 10,
-                counters: serde_json::Value::Null,
-                coord: None,
-                report: None,
-                bitrate_kbps: 0,
+                ..shoal_mesh::hints::Announce::new(
+                    "ab".repeat(32),
+                    format!("slot{slot}"),
+                    shoal_mesh::hints::Role::Viewer,
+                )
             };
             let hints = registry.announce(announce, loopback, now).unwrap();
             assert_eq!(hints.you, topo.locality(slot), "slot {slot}");

@@ -44,13 +44,17 @@ pub enum RestartRole {
     /// One of the run's reflectors (`reflectors`), as a process: its host
     /// and its HTTP origin.
     Reflector,
+    /// One of several trackers (`trackers` > 1): the first; the others
+    /// stay up and take its streams.
+    Shard,
 }
 
 impl RestartRole {
-    pub const ALL: [RestartRole; 3] = [
+    pub const ALL: [RestartRole; 4] = [
         RestartRole::Seeder,
         RestartRole::Tracker,
         RestartRole::Reflector,
+        RestartRole::Shard,
     ];
 }
 
@@ -60,6 +64,7 @@ impl fmt::Display for RestartRole {
             RestartRole::Seeder => "seeder",
             RestartRole::Tracker => "tracker",
             RestartRole::Reflector => "reflector",
+            RestartRole::Shard => "shard",
         })
     }
 }
@@ -71,7 +76,9 @@ impl FromStr for RestartRole {
         RestartRole::ALL
             .into_iter()
             .find(|role| role.to_string() == s)
-            .ok_or_else(|| format!("unknown restart role '{s}': seeder, tracker or reflector"))
+            .ok_or_else(|| {
+                format!("unknown restart role '{s}': seeder, tracker, reflector or shard")
+            })
     }
 }
 
@@ -256,6 +263,17 @@ pub struct Scenario {
     /// coordinator assigns them to streams.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub reflectors: usize,
+    /// Trackers sharding the streams; every node is given all of them.
+    #[serde(default = "default_trackers", skip_serializing_if = "is_one")]
+    pub trackers: usize,
+}
+
+fn default_trackers() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -303,9 +321,13 @@ impl Default for Scenario {
             allocation: Allocation::default(),
             infra_budget_bps: None,
             reflectors: 0,
+            trackers: default_trackers(),
         }
     }
 }
+
+/// Most trackers of a lab run.
+pub const MAX_TRACKERS: usize = 16;
 
 /// Most viewers of a run of real processes.
 pub const MAX_LAB_NODES: usize = 2_000;
@@ -412,6 +434,13 @@ impl Scenario {
         let restarts_a_reflector = (self.restarts.iter()).any(|r| r.role == RestartRole::Reflector);
         if restarts_a_reflector && self.reflectors == 0 {
             return bad("a reflector restart needs reflectors (--reflectors N)");
+        }
+        if !(1..=MAX_TRACKERS).contains(&self.trackers) {
+            return bad(&format!("trackers must be 1..={MAX_TRACKERS}"));
+        }
+        let kills_a_shard = (self.restarts.iter()).any(|r| r.role == RestartRole::Shard);
+        if kills_a_shard && self.trackers < 2 {
+            return bad("a shard restart needs several trackers (--trackers 2 or more)");
         }
         if !DEGREE_CAPS.contains(&self.max_degree) {
             return bad(&format!(
@@ -534,7 +563,7 @@ mod tests {
         assert!(err.contains("cdn") && err.contains("tracker"), "{err}");
         let err = "cdn".parse::<RestartRole>().unwrap_err();
         assert!(
-            err.contains("cdn") && err.contains("seeder, tracker or reflector"),
+            err.contains("cdn") && err.contains("seeder, tracker, reflector or shard"),
             "{err}"
         );
         let s: Scenario = toml::from_str(

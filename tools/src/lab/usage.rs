@@ -2,7 +2,12 @@
 
 /// User + system CPU seconds used so far (0 where /proc is unavailable).
 pub fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+    stat_cpu_seconds("/proc/self/stat")
+}
+
+/// utime + stime of a /proc `stat` file, in seconds.
+fn stat_cpu_seconds(path: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(path) else {
         return 0.0;
     };
     // Fields after the command name (which may hold spaces) start at ")".
@@ -23,12 +28,27 @@ pub fn cpu_seconds() -> f64 {
 
 /// Peak resident set size in bytes (VmHWM), 0 where unavailable.
 pub fn peak_rss_bytes() -> u64 {
+    status_bytes("VmHWM:")
+}
+
+/// Resident set size now in bytes (VmRSS), 0 where unavailable.
+pub fn rss_bytes() -> u64 {
+    status_bytes("VmRSS:")
+}
+
+/// CPU seconds the calling thread has used (0 where /proc is unavailable).
+pub fn thread_cpu_seconds() -> f64 {
+    stat_cpu_seconds("/proc/thread-self/stat")
+}
+
+/// A `kB` field of /proc/self/status, in bytes.
+fn status_bytes(field: &str) -> u64 {
     let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
         return 0;
     };
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
 }
@@ -46,5 +66,7 @@ mod tests {
         assert!(x > 0);
         assert!(cpu_seconds() > 0.0);
         assert!(peak_rss_bytes() > 1024 * 1024);
+        assert!(rss_bytes() > 1024 * 1024);
+        assert!(thread_cpu_seconds() > 0.0);
     }
 }

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use shoal_mesh::allocation::{Allocator, AllocatorConfig, Policy, SwarmTally};
+use shoal_mesh::allocation::{Allocator, AllocatorConfig, Policy, SwarmReport, SwarmTally};
 
 use super::registry::Swarm;
 
@@ -60,42 +60,24 @@ impl Coordinator {
         streams: &HashMap<String, Swarm>,
         now: Instant,
         interval: Duration,
-        ttl: Duration,
     ) {
         if self.next_round.is_some_and(|at| now < at) {
             return;
         }
         self.next_round = Some(now + interval);
-        self.round(streams, now, interval, ttl);
+        self.round(streams, now, interval);
     }
 
-    fn round(
-        &mut self,
-        streams: &HashMap<String, Swarm>,
-        now: Instant,
-        interval: Duration,
-        ttl: Duration,
-    ) {
+    fn round(&mut self, streams: &HashMap<String, Swarm>, now: Instant, interval: Duration) {
         let tier = self
             .budget_bps
-            .unwrap_or_else(|| announced_capacity(streams, now, ttl));
+            .unwrap_or_else(|| announced_capacity(streams, now));
         let interval_ms = interval.as_millis().try_into().unwrap_or(u64::MAX);
         let mut judged = HashSet::new();
         for (id, swarm) in streams {
-            let bitrate_bps = (swarm.infra.live(now, ttl))
-                .map(|p| u64::from(p.bitrate_kbps) * 1000)
-                .max();
-            // Without a bitrate, goodput cannot be told from bytes.
-            let Some(bitrate_bps) = bitrate_bps.filter(|&b| b > 0) else {
+            let Some(report) = swarm_report(swarm, now, interval_ms) else {
                 continue;
             };
-            let mut tally = SwarmTally::default();
-            for viewer in swarm.viewers.live(now, ttl) {
-                if let Some(report) = viewer.report {
-                    tally.add(&report.bounded(bitrate_bps, interval_ms));
-                }
-            }
-            let report = tally.report(interval_ms, bitrate_bps as f64);
             tracing::debug!(stream = %id, ?report, "swarm report");
             self.allocator.report(id.clone(), report);
             judged.insert(id.as_str());
@@ -119,27 +101,40 @@ impl Coordinator {
     /// The budget of one of `stream`'s live infrastructure nodes: an even
     /// part of the stream's. `None` before the stream's first round, or
     /// with no tier budget known.
-    pub(super) fn budget_for(
-        &self,
-        stream: &str,
-        swarm: &Swarm,
-        now: Instant,
-        ttl: Duration,
-    ) -> Option<u64> {
+    pub(super) fn budget_for(&self, stream: &str, swarm: &Swarm, now: Instant) -> Option<u64> {
         let budget = self.budget(stream)?;
-        let nodes = swarm.infra.live(now, ttl).count();
+        let nodes = swarm.infra.live(now).count();
         Some(budget / nodes.max(1) as u64)
     }
 }
 
+/// The swarm's interval from its live viewers' last reports, each scaled
+/// to one interval of `interval_ms` whatever span it covers; `None`
+/// without a bitrate, as goodput cannot be told from bytes without one.
+fn swarm_report(swarm: &Swarm, now: Instant, interval_ms: u64) -> Option<SwarmReport> {
+    let bitrate_bps = (swarm.infra.live(now))
+        .map(|p| u64::from(p.bitrate_kbps) * 1000)
+        .max()
+        .filter(|&b| b > 0)?;
+    let mut tally = SwarmTally::default();
+    for viewer in swarm.viewers.live(now) {
+        if let Some(report) = viewer.report {
+            let span_ms = u64::from(viewer.report_span_ms);
+            let report = report.rescaled(span_ms, interval_ms);
+            tally.add(&report.bounded(bitrate_bps, interval_ms));
+        }
+    }
+    Some(tally.report(interval_ms, bitrate_bps as f64))
+}
+
 /// The upload the live infrastructure announces, bit/s, each node once
 /// however many streams it carries.
-fn announced_capacity(streams: &HashMap<String, Swarm>, now: Instant, ttl: Duration) -> u64 {
+fn announced_capacity(streams: &HashMap<String, Swarm>, now: Instant) -> u64 {
     let mut seen = HashSet::new();
     let mut total = 0u64;
     for swarm in streams.values() {
-        for p in swarm.infra.live(now, ttl) {
-            if seen.insert(p.peer_id.as_str()) {
+        for p in swarm.infra.live(now) {
+            if seen.insert(&*p.peer_id) {
                 total = total.saturating_add(u64::from(p.upload_kbps) * 1000);
             }
         }
@@ -298,6 +293,40 @@ mod tests {
         assert_eq!(budget_of(&mut reg, seeder("s1", 1, 6_000), t1), None);
     }
 
+    /// Settled viewers announce every 25 s with reports of 25 s: the
+    /// swarm's interval reads as when they announced every 5 s.
+    #[test]
+    fn a_settled_viewers_long_report_counts_as_one_interval() {
+        let report_at = |every_s: u64| {
+            let mut reg = Registry::new(TrackerConfig::default(), 1);
+            let t0 = Instant::now();
+            let mut now = t0;
+            loop {
+                reg.announce(seeder("s1", 1, 6_000), None, now).unwrap();
+                for i in 0..10 {
+                    let mut a = viewer(&format!("v{i}"), 1, 1.0);
+                    a.degree = 8;
+                    let r = a.report.as_mut().unwrap();
+                    r.infra_bytes = 50_000 * every_s;
+                    r.pieces_due = 20 * every_s;
+                    r.pieces_in_time = r.pieces_due;
+                    reg.announce(a, None, now).unwrap();
+                }
+                if now >= t0 + Duration::from_secs(50) {
+                    break;
+                }
+                now += Duration::from_secs(every_s);
+            }
+            let swarm = &reg.streams_for_test()[&stream(1)];
+            swarm_report(swarm, now, 5_000).unwrap()
+        };
+        let (short, long) = (report_at(5), report_at(25));
+        assert_eq!(short.viewers, 10);
+        assert_eq!(long, short);
+        assert_eq!(short.infra_bps, 10.0 * 50_000.0 * 8.0);
+        assert_eq!(short.goodput_bps, 10.0 * 2_000_000.0);
+    }
+
     #[test]
     fn a_node_on_two_streams_counts_once() {
         let mut reg = Registry::new(TrackerConfig::default(), 1);
@@ -306,9 +335,6 @@ mod tests {
         reg.announce(seeder("r", 2, 6_000), None, now).unwrap();
         reg.announce(seeder("s", 2, 1_000), None, now).unwrap();
         let streams = &reg.streams_for_test();
-        assert_eq!(
-            announced_capacity(streams, now, Duration::from_secs(15)),
-            7_000_000
-        );
+        assert_eq!(announced_capacity(streams, now), 7_000_000);
     }
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use shoal_mesh::hints::{Announce, Hints, Role, DEFAULT_WANT};
+use shoal_mesh::hints::{Announce, Hints, Role};
 use shoal_mesh::proto::{Coord, Locality};
 
 use super::{AsnTable, Registry, TrackerConfig};
@@ -13,20 +13,10 @@ pub(super) fn stream(n: u8) -> String {
 
 pub(super) fn peer(id: &str, ip: &str, role: Role, degree: u32, max_degree: u32) -> Announce {
     Announce {
-        stream: stream(1),
-        peer_id: id.into(),
         addrs: vec![format!("/ip4/{ip}/tcp/4001")],
-        role,
         degree,
         max_degree,
-        upload_kbps: 0,
-        http: None,
-        name: None,
-        want: DEFAULT_WANT,
-        counters: serde_json::Value::Null,
-        coord: None,
-        report: None,
-        bitrate_kbps: 0,
+        ..Announce::new(stream(1), id, role)
     }
 }
 

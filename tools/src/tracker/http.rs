@@ -38,8 +38,13 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 
 /// The tracker's HTTP API, without a listener.
 pub fn router(config: TrackerConfig) -> Router {
-    let max_body = config.max_body_bytes;
-    let registry: Shared = Arc::new(Mutex::new(Registry::new(config, rand::random())));
+    router_over(Arc::new(Mutex::new(Registry::new(config, rand::random()))))
+}
+
+/// The HTTP API over a registry the caller holds too (a benchmark fills it
+/// first).
+pub fn router_over(registry: Arc<Mutex<Registry>>) -> Router {
+    let max_body = lock(&registry).config().max_body_bytes;
     // Browsers (dashboards) may read; only peers announce.
     let cors = CorsLayer::new()
         .allow_origin(Any)
@@ -168,6 +173,57 @@ pub async fn spawn(
         }
     });
     Ok((bound, task))
+}
+
+/// A tracker serving in a task, from [`start`].
+#[derive(Debug)]
+pub struct RunningTracker {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningTracker {
+    /// Stops serving and closes every connection once its request in
+    /// flight is answered: aborting the task alone would leave keep-alive
+    /// connections answering, which a client would not see as a tracker down.
+    pub fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Whether it still serves or finishes requests in flight.
+    pub fn is_running(&self) -> bool {
+        !self.task.is_finished()
+    }
+}
+
+impl Drop for RunningTracker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Binds `addr` (port 0 for an ephemeral one) and serves in a task until
+/// [`RunningTracker::stop`]: for tests and the lab.
+pub async fn start(addr: SocketAddr, config: TrackerConfig) -> std::io::Result<RunningTracker> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        let _ = stopped.await;
+    };
+    let task = tokio::spawn(async move {
+        if let Err(e) = serve_with_shutdown(listener, config, shutdown).await {
+            tracing::error!(error = %e, "tracker stopped");
+        }
+    });
+    Ok(RunningTracker {
+        addr: bound,
+        stop: Some(stop),
+        task,
+    })
 }
 
 #[cfg(test)]

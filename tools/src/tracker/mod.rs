@@ -46,6 +46,7 @@
 mod addresses;
 mod asn;
 mod assignment;
+mod cadence;
 mod coordinator;
 mod http;
 mod ranking;
@@ -57,9 +58,9 @@ mod fixtures;
 
 pub use asn::{AsnTable, AsnTableError};
 pub use coordinator::CoordinatorConfig;
-pub use http::{router, serve, serve_with_shutdown, spawn};
+pub use http::{router, router_over, serve, serve_with_shutdown, spawn, start, RunningTracker};
 pub use reflectors::ReflectorRecord;
 pub use registry::{
     AnnounceError, PeerRecord, Registry, StreamDetail, TrackerConfig, MAX_LISTED_PEERS,
-    MAX_SEEDER_HINTS, SCAN_LIMIT,
+    MAX_SEEDER_HINTS, MIN_SCAN, SCAN_LIMIT, SCAN_PER_WANTED, SETTLED_FACTOR, SETTLED_WANT,
 };

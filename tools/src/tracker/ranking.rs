@@ -4,11 +4,7 @@
 //! infrastructure gets a fair sample of the swarm, and everyone gets the
 //! stream's closest seeders/reflectors to fall back to.
 
-use std::{
-    collections::HashSet,
-    net::IpAddr,
-    time::{Duration, Instant},
-};
+use std::{collections::HashSet, net::IpAddr, sync::Arc, time::Instant};
 
 use rand::{rngs::StdRng, seq::IteratorRandom};
 use shoal_mesh::hints::{InfraHint, PeerHint, Role};
@@ -16,16 +12,18 @@ use shoal_mesh::proto::{
     proximity::{rank_best, RankView},
     Coord, Locality,
 };
-use shoal_mesh::reach::reachable_from;
+use shoal_mesh::reach::{reachable_from, Scope};
 
-use super::registry::{PeerEntry, Swarm, MAX_SEEDER_HINTS};
+use super::registry::{PeerEntry, Swarm, MAX_SEEDER_HINTS, MIN_SCAN, SCAN_LIMIT, SCAN_PER_WANTED};
 
 pub(super) use shoal_mesh::proto::proximity::usable_coord;
 
 /// One announce as the ranking sees it: who asks, for how many, and when.
 #[derive(Debug)]
 pub(super) struct Query<'a> {
-    pub(super) peer_id: &'a str,
+    /// The announcer's own id as its entry holds it: told apart by
+    /// pointer, so scanning a window never reads other peers' ids.
+    pub(super) peer_id: &'a Arc<str>,
     pub(super) role: Role,
     pub(super) loc: Locality,
     /// Already filtered by [`usable_coord`].
@@ -34,7 +32,6 @@ pub(super) struct Query<'a> {
     pub(super) seen_at: Option<IpAddr>,
     pub(super) want: usize,
     pub(super) now: Instant,
-    pub(super) ttl: Duration,
     /// The stream's serving reflectors, when it has any: its viewers then
     /// see no seeders, and its seeders no viewers (docs/coordinator.md).
     pub(super) reflectors: Option<&'a HashSet<&'a str>>,
@@ -43,7 +40,7 @@ pub(super) struct Query<'a> {
 impl Query<'_> {
     /// A live peer other than the announcer.
     fn usable(&self, p: &PeerEntry) -> bool {
-        p.peer_id != self.peer_id && p.is_live(self.now, self.ttl)
+        !Arc::ptr_eq(&p.peer_id, self.peer_id) && p.is_live(self.now)
     }
 
     /// `p`'s addresses the announcer can dial.
@@ -53,11 +50,18 @@ impl Query<'_> {
             .collect()
     }
 
-    /// `p` has an address the announcer can dial.
+    /// `p` has an address the announcer can dial. Called for every peer
+    /// of the window, so a peer with a global address (or none that any
+    /// peer can dial) is told from the scope kept with its entry, without
+    /// parsing its addresses again.
     fn reaches(&self, p: &PeerEntry) -> bool {
-        reachable_from(&p.addrs, p.seen_at, self.seen_at)
-            .next()
-            .is_some()
+        match p.widest {
+            Scope::Global => true,
+            Scope::Unroutable => false,
+            Scope::Lan | Scope::Host => reachable_from(&p.addrs, p.seen_at, self.seen_at)
+                .next()
+                .is_some(),
+        }
     }
 }
 
@@ -69,10 +73,11 @@ pub(super) fn candidates(swarm: &Swarm, q: &Query<'_>, rng: &mut StdRng) -> Vec<
     let hide_seeders = reflected && q.role == Role::Viewer;
     let hide_viewers = reflected && q.role == Role::Seeder;
     // Infra only as a neighbour with room to spare: otherwise it is a fallback.
-    let infra = swarm.infra.window(rng).filter(usable);
+    let scan = (q.want * SCAN_PER_WANTED).clamp(MIN_SCAN, SCAN_LIMIT);
+    let infra = swarm.infra.window(scan, rng).filter(usable);
     let candidates = infra.filter(|p| p.has_free_degree() && q.reaches(p));
     let candidates = candidates.filter(|p| !(hide_seeders && p.role == Role::Seeder));
-    let viewers = swarm.viewers.window(rng).filter(usable);
+    let viewers = swarm.viewers.window(scan, rng).filter(usable);
     let viewers = viewers.filter(|_| !hide_viewers);
     let candidates = candidates.chain(viewers.filter(|p| q.reaches(p)));
     let candidates = if q.role.is_infra() {
@@ -85,7 +90,7 @@ pub(super) fn candidates(swarm: &Swarm, q: &Query<'_>, rng: &mut StdRng) -> Vec<
     candidates
         .into_iter()
         .map(|p| PeerHint {
-            peer_id: p.peer_id.clone(),
+            peer_id: p.peer_id.to_string(),
             addrs: q.addrs(p),
             role: p.role,
             degree: p.degree,
@@ -101,12 +106,12 @@ pub(super) fn candidates(swarm: &Swarm, q: &Query<'_>, rng: &mut StdRng) -> Vec<
 /// viewer of a reflected stream is given its serving reflectors only.
 pub(super) fn fallbacks(swarm: &Swarm, q: &Query<'_>, rng: &mut StdRng) -> Vec<InfraHint> {
     let only = q.reflectors.filter(|_| q.role == Role::Viewer);
-    let infra = swarm.infra.window(rng).filter(|p| q.usable(p));
-    let infra = infra.filter(|p| only.is_none_or(|set| set.contains(p.peer_id.as_str())));
+    let infra = swarm.infra.window(SCAN_LIMIT, rng).filter(|p| q.usable(p));
+    let infra = infra.filter(|p| only.is_none_or(|set| set.contains(&*p.peer_id)));
     best(infra, q.loc, q.coord, MAX_SEEDER_HINTS, rng)
         .into_iter()
         .map(|p| InfraHint {
-            peer_id: p.peer_id.clone(),
+            peer_id: p.peer_id.to_string(),
             addrs: q.addrs(p),
             http: p.http.clone(),
         })

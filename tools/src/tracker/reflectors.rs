@@ -120,12 +120,12 @@ impl Reflectors {
         self.changed = false;
         let loads: Vec<StreamLoad<'_>> = (streams.iter())
             .map(|(id, swarm)| {
-                let mut seeders: Vec<&str> = (swarm.infra.live(now, ttl))
+                let mut seeders: Vec<&str> = (swarm.infra.live(now))
                     .filter(|p| p.role == Role::Seeder)
-                    .map(|p| p.peer_id.as_str())
+                    .map(|p| &*p.peer_id)
                     .collect();
                 seeders.sort_unstable();
-                let viewers = swarm.viewers.live(now, ttl).count();
+                let viewers = swarm.viewers.live(now).count();
                 StreamLoad {
                     id,
                     viewers: viewers.try_into().unwrap_or(u32::MAX),
@@ -157,13 +157,11 @@ impl Reflectors {
         stream: &str,
         swarm: &Swarm,
         now: Instant,
-        ttl: Duration,
     ) -> Option<HashSet<&'a str>> {
         let serving: HashSet<&str> = (self.plan.of_stream(stream).iter())
             .map(|p| p.reflector.as_str())
             .filter(|id| {
-                (swarm.infra.get(id))
-                    .is_some_and(|p| p.role == Role::Reflector && p.is_live(now, ttl))
+                (swarm.infra.get(id)).is_some_and(|p| p.role == Role::Reflector && p.is_live(now))
             })
             .collect();
         (!serving.is_empty()).then_some(serving)
@@ -207,7 +205,7 @@ impl Reflectors {
                     max_degree: placed.max_degree,
                     parents: self.parents(&placed.parents, Some(swarm), now, ttl),
                     failure_domain: entry.and_then(|r| r.failure_domain.clone()),
-                    announced: announced.is_some_and(|p| p.is_live(now, ttl)),
+                    announced: announced.is_some_and(|p| p.is_live(now)),
                     carrying: entry.is_some_and(|r| r.carrying.contains(stream)),
                 }
             })
@@ -228,7 +226,7 @@ impl Reflectors {
                 .filter(|r| r.is_live(now, ttl))
                 .map(|r| &r.addrs),
             _ => (swarm?.infra.get(&p.peer_id))
-                .filter(|s| s.is_live(now, ttl))
+                .filter(|s| s.is_live(now))
                 .map(|s| &s.addrs),
         };
         (parents.iter())
@@ -292,7 +290,7 @@ mod tests {
         // The second reflector arrives: each feeds the other.
         let answer = reg.reflect(reflector("r1", 100), t).unwrap();
         let parents: Vec<_> = (answer.streams[0].parents.iter())
-            .map(|p| (p.peer_id.as_str(), p.role))
+            .map(|p| (&*p.peer_id, p.role))
             .collect();
         assert_eq!(parents, [("seed", Role::Seeder), ("r0", Role::Reflector)]);
         assert_eq!(answer.streams[0].parents[1].addrs, ["/dns4/r0/tcp/4001"]);

@@ -18,11 +18,13 @@ use shoal_mesh::hints::{
 use shoal_mesh::{
     allocation::ViewerReport,
     proto::{Coord, Locality},
+    reach::Scope,
 };
 
 use super::{
     addresses::{origin_seen_at, subnet_ip},
     asn::AsnTable,
+    cadence,
     coordinator::{Coordinator, CoordinatorConfig},
     ranking::{self, usable_coord, Query},
     reflectors::{ReflectorRecord, Reflectors},
@@ -30,18 +32,34 @@ use super::{
 
 /// Most peers ranked for one announce; larger swarms are sampled, which also
 /// spreads newcomers over the swarm instead of piling them on the same few.
-pub const SCAN_LIMIT: usize = 4096;
+pub const SCAN_LIMIT: usize = 512;
+/// Peers scanned per candidate wanted, at least [`MIN_SCAN`]: a viewer
+/// asking for few is ranked from fewer.
+pub const SCAN_PER_WANTED: usize = 32;
+pub const MIN_SCAN: usize = 64;
 /// Most seeders/reflectors returned in [`Hints::seeders`].
 pub const MAX_SEEDER_HINTS: usize = 8;
 /// Most peers listed by `GET /v1/streams/{stream}`.
 pub const MAX_LISTED_PEERS: usize = 1000;
+/// Candidates a settled viewer is given at most: it has its neighbours and
+/// needs a replacement now and then (peer exchange brings the rest), so its
+/// answer stays small.
+pub const SETTLED_WANT: usize = 4;
+/// A settled viewer's interval, in base intervals: 5 s becomes 25 s.
+pub const SETTLED_FACTOR: u8 = 5;
+/// Longest interval a client heeds (`mesh/src/net/announce.rs` clamps).
+const MAX_INTERVAL_S: u32 = 300;
 
 #[derive(Debug, Clone)]
 pub struct TrackerConfig {
-    /// A peer not re-announced within this long is forgotten.
+    /// A peer not re-announced within this long is forgotten; a settled
+    /// viewer's stretches with its interval.
     pub peer_ttl: Duration,
-    /// Announce interval advised to peers.
+    /// Announce interval advised to peers (the base).
     pub interval_s: u32,
+    /// A settled viewer is asked back this many base intervals later
+    /// (1: every peer at the base interval).
+    pub settled_factor: u8,
     pub max_body_bytes: usize,
     pub max_peers_per_stream: usize,
     pub max_streams: usize,
@@ -63,6 +81,7 @@ impl TrackerConfig {
         Self {
             peer_ttl: Duration::from_secs(3 * u64::from(interval_s)),
             interval_s,
+            settled_factor: SETTLED_FACTOR,
             max_body_bytes: 64 * 1024,
             max_peers_per_stream: 100_000,
             max_streams: 10_000,
@@ -105,6 +124,8 @@ pub struct PeerRecord {
     pub loc: Locality,
     /// Time since its last announce.
     pub age_ms: u64,
+    /// The announce interval it was last given.
+    pub interval_s: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -153,13 +174,13 @@ impl Swarm {
         }
     }
 
-    fn info(&self, stream: &str, now: Instant, ttl: Duration) -> StreamInfo {
-        let live = |t: &Table| t.entries.iter().filter(|p| p.is_live(now, ttl)).count();
+    fn info(&self, stream: &str, now: Instant) -> StreamInfo {
+        let live = |t: &Table| t.entries.iter().filter(|p| p.is_live(now)).count();
         let name = self
             .infra
             .entries
             .iter()
-            .filter(|p| p.is_live(now, ttl) && p.name.is_some())
+            .filter(|p| p.is_live(now) && p.name.is_some())
             .min_by_key(|p| p.role != Role::Seeder)
             .and_then(|p| p.name.clone());
         StreamInfo {
@@ -175,7 +196,8 @@ impl Swarm {
 #[derive(Debug, Default)]
 pub(super) struct Table {
     entries: Vec<PeerEntry>,
-    index: HashMap<String, usize>,
+    /// Shares each entry's id rather than holding a second copy.
+    index: HashMap<Arc<str>, usize>,
 }
 
 impl Table {
@@ -189,54 +211,84 @@ impl Table {
     }
 
     fn insert(&mut self, entry: PeerEntry) {
-        self.index.insert(entry.peer_id.clone(), self.entries.len());
+        self.index
+            .insert(Arc::clone(&entry.peer_id), self.entries.len());
         self.entries.push(entry);
     }
 
     fn remove(&mut self, peer_id: &str) -> bool {
-        let Some(i) = self.index.remove(peer_id) else {
+        let Some(&i) = self.index.get(peer_id) else {
             return false;
         };
-        self.entries.swap_remove(i);
-        if let Some(moved) = self.entries.get(i) {
-            self.index.insert(moved.peer_id.clone(), i);
-        }
+        self.remove_at(i);
         true
     }
 
-    /// Drops expired peers; returns how many.
-    fn retain_live(&mut self, now: Instant, ttl: Duration) -> usize {
-        let before = self.entries.len();
-        self.entries.retain(|p| p.is_live(now, ttl));
-        let removed = before - self.entries.len();
-        if removed > 0 {
-            self.index = (self.entries.iter().enumerate())
-                .map(|(i, p)| (p.peer_id.clone(), i))
-                .collect();
+    /// Swaps entry `i` out with the last, mending the index.
+    fn remove_at(&mut self, i: usize) {
+        let gone = self.entries.swap_remove(i);
+        self.index.remove(&gone.peer_id);
+        if let Some(moved) = self.entries.get(i) {
+            self.index.insert(Arc::clone(&moved.peer_id), i);
+        }
+    }
+
+    /// Drops expired peers; returns how many. The index is mended for each
+    /// entry moved, never rebuilt: a purge of a few peers in a swarm of a
+    /// million costs a pass over it, not a million inserts.
+    fn retain_live(&mut self, now: Instant) -> usize {
+        let mut removed = 0;
+        let mut i = 0;
+        while i < self.entries.len() {
+            if self.entries[i].is_live(now) {
+                i += 1;
+                continue;
+            }
+            self.remove_at(i);
+            removed += 1;
         }
         removed
     }
 
     /// The entries announced within `ttl` of `now`.
-    pub(super) fn live(&self, now: Instant, ttl: Duration) -> impl Iterator<Item = &PeerEntry> {
-        self.entries.iter().filter(move |p| p.is_live(now, ttl))
+    pub(super) fn live(&self, now: Instant) -> impl Iterator<Item = &PeerEntry> {
+        self.entries.iter().filter(move |p| p.is_live(now))
     }
 
-    /// All entries, or a window of [`SCAN_LIMIT`] from a random start.
-    pub(super) fn window<'a>(&'a self, rng: &mut StdRng) -> impl Iterator<Item = &'a PeerEntry> {
+    /// All entries, or a window of `limit` from a random start, wrapping
+    /// around: an announce costs the window, whatever the swarm.
+    pub(super) fn window<'a>(
+        &'a self,
+        limit: usize,
+        rng: &mut StdRng,
+    ) -> impl Iterator<Item = &'a PeerEntry> {
         let len = self.entries.len();
-        let (start, n) = if len <= SCAN_LIMIT {
+        let (start, n) = if len <= limit {
             (0, len)
         } else {
-            (rng.gen_range(0..len), SCAN_LIMIT)
+            (rng.gen_range(0..len), limit)
         };
-        (start..start + n).map(move |i| &self.entries[i % len])
+        let tail = &self.entries[start..(start + n).min(len)];
+        let head = &self.entries[..(start + n).saturating_sub(len)];
+        tail.iter().chain(head)
     }
+}
+
+/// What the registry works out about an announce, beside what it says.
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    loc: Locality,
+    /// Where the announce came from.
+    seen_at: Option<IpAddr>,
+    /// The base time to live stretched as the peer's interval.
+    ttl: Duration,
+    interval_s: u32,
+    span_ms: u32,
 }
 
 #[derive(Debug)]
 pub(super) struct PeerEntry {
-    pub(super) peer_id: String,
+    pub(super) peer_id: Arc<str>,
     pub(super) addrs: Vec<String>,
     pub(super) role: Role,
     pub(super) degree: u32,
@@ -244,43 +296,66 @@ pub(super) struct PeerEntry {
     pub(super) upload_kbps: u32,
     pub(super) http: Option<String>,
     name: Option<String>,
-    counters: serde_json::Value,
+    /// Infrastructure's only: a viewer's would be most of the tracker's
+    /// memory in a large swarm, for operators who read a few.
+    counters: Option<Box<serde_json::Value>>,
     pub(super) loc: Locality,
     /// Where its announce came from: its LAN and loopback addresses are
     /// passed on only to peers seen at the same address (docs/nat.md).
     pub(super) seen_at: Option<IpAddr>,
+    /// The widest scope of its addresses, worked out once per announce.
+    pub(super) widest: Scope,
     /// Network coordinate, when usable.
     pub(super) coord: Option<Coord>,
     /// Viewers: their last interval, for the coordinator.
     pub(super) report: Option<ViewerReport>,
+    /// The span `report` covers, ms: the time since the announce before.
+    pub(super) report_span_ms: u32,
+    /// When it is forgotten: its time to live, stretched as its interval
+    /// was ([`cadence::stretch`]), after its last announce.
+    expires: Instant,
+    /// The interval it was last given.
+    interval_s: u32,
     /// Infrastructure: the stream's bitrate, kbit/s.
     pub(super) bitrate_kbps: u32,
     last_seen: Instant,
 }
 
 impl PeerEntry {
-    fn new(a: Announce, loc: Locality, seen_at: Option<IpAddr>, now: Instant) -> Self {
+    fn new(a: Announce, peer_id: Arc<str>, shape: Shape, now: Instant) -> Self {
+        let mut addrs = a.addrs;
+        addrs.shrink_to_fit();
+        let widest = (addrs.iter())
+            .map(|s| Scope::of_str(s))
+            .max()
+            .unwrap_or(Scope::Unroutable);
+        let counters = (a.role.is_infra() && !a.counters.is_null()).then(|| Box::new(a.counters));
         Self {
-            seen_at,
-            peer_id: a.peer_id,
-            addrs: a.addrs,
+            peer_id,
+            addrs,
             role: a.role,
             degree: a.degree,
             max_degree: a.max_degree,
             upload_kbps: a.upload_kbps,
             http: a.http,
             name: a.name,
-            counters: a.counters,
-            loc,
+            counters,
+            loc: shape.loc,
+            seen_at: shape.seen_at,
+            widest,
             coord: usable_coord(a.coord),
             report: a.report,
+            report_span_ms: shape.span_ms,
+            expires: now + shape.ttl,
+            interval_s: shape.interval_s,
             bitrate_kbps: a.bitrate_kbps,
             last_seen: now,
         }
     }
 
-    pub(super) fn is_live(&self, now: Instant, ttl: Duration) -> bool {
-        now.saturating_duration_since(self.last_seen) < ttl
+    /// Whether it announced within its time to live.
+    pub(super) fn is_live(&self, now: Instant) -> bool {
+        now < self.expires
     }
 
     pub(super) fn has_free_degree(&self) -> bool {
@@ -289,7 +364,7 @@ impl PeerEntry {
 
     fn record(&self, now: Instant) -> PeerRecord {
         PeerRecord {
-            peer_id: self.peer_id.clone(),
+            peer_id: self.peer_id.to_string(),
             addrs: self.addrs.clone(),
             role: self.role,
             degree: self.degree,
@@ -297,13 +372,14 @@ impl PeerEntry {
             upload_kbps: self.upload_kbps,
             http: self.http.clone(),
             name: self.name.clone(),
-            counters: self.counters.clone(),
+            counters: self.counters.as_deref().cloned().unwrap_or_default(),
             loc: self.loc,
             age_ms: now
                 .saturating_duration_since(self.last_seen)
                 .as_millis()
                 .try_into()
                 .unwrap_or(u64::MAX),
+            interval_s: self.interval_s,
         }
     }
 }
@@ -345,7 +421,7 @@ impl Registry {
     ) -> Result<Hints, AnnounceError> {
         a.validate()?;
         a.stream.make_ascii_lowercase();
-        let want = a.want.min(MAX_WANT) as usize;
+        let mut want = a.want.min(MAX_WANT) as usize;
         self.maybe_purge(now);
 
         let loc = subnet_ip(&a.addrs, remote).map_or_else(Locality::default, |ip| {
@@ -355,31 +431,41 @@ impl Registry {
         let me = a.peer_id.clone();
         let role = a.role;
         let coord = usable_coord(a.coord);
+        let stretch = cadence::stretch(&a, self.config.settled_factor)
+            .min((MAX_INTERVAL_S / self.config.interval_s.max(1)).clamp(1, 255) as u8);
         // An origin bound to every interface is where the tracker saw it.
         a.http = a.http.map(|url| origin_seen_at(url, remote));
-        self.record(&stream, &me, a, loc, remote, now)?;
+        let shape = Shape {
+            loc,
+            seen_at: remote,
+            ttl: self.config.peer_ttl * u32::from(stretch),
+            interval_s: self.config.interval_s * u32::from(stretch),
+            span_ms: self.config.interval_s.saturating_mul(1000),
+        };
+        let me_entry = self.record(&stream, &me, a, shape, now)?;
+        if stretch > 1 {
+            want = want.min(SETTLED_WANT);
+        }
         self.rounds(now);
 
-        let ttl = self.config.peer_ttl;
         let swarm = &self.streams[&stream];
-        let reflectors = self.reflectors.serving(&stream, swarm, now, ttl);
+        let reflectors = self.reflectors.serving(&stream, swarm, now);
         let budget_bps = match &self.coordinator {
             // Reflectors serve the stream's viewers: its budget is theirs,
             // by the sessions each serves; its seeders only feed them.
             Some(c) if role.is_infra() && reflectors.is_some() => (c.budget(&stream))
                 .and_then(|b| self.reflectors.plan().budget_share(&stream, &me, b)),
-            Some(c) if role.is_infra() => c.budget_for(&stream, swarm, now, ttl),
+            Some(c) if role.is_infra() => c.budget_for(&stream, swarm, now),
             _ => None,
         };
         let query = Query {
-            peer_id: &me,
+            peer_id: &me_entry,
             role,
             loc,
             coord,
             seen_at: remote,
             want,
             now,
-            ttl,
             reflectors: reflectors.as_ref(),
         };
         let candidates = ranking::candidates(swarm, &query, &mut self.rng);
@@ -388,7 +474,7 @@ impl Registry {
         Ok(Hints {
             candidates,
             seeders,
-            interval_s: self.config.interval_s,
+            interval_s: self.config.interval_s * u32::from(stretch),
             you: loc,
             // Expired peers count until the next purge: an estimate.
             viewers: swarm.viewers.entries.len().try_into().unwrap_or(u32::MAX),
@@ -429,9 +515,8 @@ impl Registry {
     /// Live streams, most viewers first.
     pub fn streams(&mut self, now: Instant) -> Vec<StreamInfo> {
         self.purge(now);
-        let ttl = self.config.peer_ttl;
         let mut list: Vec<StreamInfo> = (self.streams.iter())
-            .map(|(id, swarm)| swarm.info(id, now, ttl))
+            .map(|(id, swarm)| swarm.info(id, now))
             .collect();
         list.sort_by(|a, b| (b.viewers, &a.stream).cmp(&(a.viewers, &b.stream)));
         list
@@ -449,7 +534,7 @@ impl Registry {
             .collect();
         let ttl = self.config.peer_ttl;
         Some(StreamDetail {
-            info: swarm.info(&stream, now, ttl),
+            info: swarm.info(&stream, now),
             budget_bps: self.coordinator.as_ref().and_then(|c| c.budget(&stream)),
             peers,
             reflectors: self.reflectors.records(&stream, swarm, now, ttl),
@@ -461,7 +546,7 @@ impl Registry {
         let ttl = self.config.peer_ttl;
         let mut removed = 0;
         self.streams.retain(|stream, swarm| {
-            removed += swarm.infra.retain_live(now, ttl) + swarm.viewers.retain_live(now, ttl);
+            removed += swarm.infra.retain_live(now) + swarm.viewers.retain_live(now);
             let keep = swarm.len() > 0;
             if !keep {
                 tracing::info!(%stream, "stream gone");
@@ -481,10 +566,15 @@ impl Registry {
         stream: &str,
         me: &str,
         a: Announce,
-        loc: Locality,
-        seen_at: Option<IpAddr>,
+        shape: Shape,
         now: Instant,
-    ) -> Result<(), AnnounceError> {
+    ) -> Result<Arc<str>, AnnounceError> {
+        // A re-announce's report covers the time since the one before; a
+        // first one counts as one base interval.
+        let spanned = |span: Duration| Shape {
+            span_ms: span.as_millis().clamp(1, u32::MAX.into()) as u32,
+            ..shape
+        };
         let role = a.role;
         let new_stream = !self.streams.contains_key(stream);
         if new_stream && self.streams.len() >= self.config.max_streams {
@@ -494,10 +584,15 @@ impl Registry {
         let swarm = self.streams.entry(stream.to_owned()).or_default();
         let (own, other) = swarm.table_mut(role);
         if let Some(entry) = own.get_mut(me) {
-            *entry = PeerEntry::new(a, loc, seen_at, now);
+            let span = now.saturating_duration_since(entry.last_seen);
+            let id = Arc::clone(&entry.peer_id);
+            *entry = PeerEntry::new(a, Arc::clone(&id), spanned(span), now);
+            Ok(id)
         } else if other.remove(me) {
             // Same peer, new role: moves between tables, the count is unchanged.
-            own.insert(PeerEntry::new(a, loc, seen_at, now));
+            let id: Arc<str> = me.into();
+            own.insert(PeerEntry::new(a, Arc::clone(&id), shape, now));
+            Ok(id)
         } else {
             let full = if swarm.len() >= self.config.max_peers_per_stream {
                 Some("too many peers in this stream")
@@ -513,17 +608,15 @@ impl Registry {
                 tracing::warn!(%stream, peer = %me, "refusing peer: {why}");
                 return Err(AnnounceError::Full(why));
             }
-            swarm
-                .table_mut(role)
-                .0
-                .insert(PeerEntry::new(a, loc, seen_at, now));
+            let id: Arc<str> = me.into();
+            (swarm.table_mut(role).0).insert(PeerEntry::new(a, Arc::clone(&id), shape, now));
             self.total_peers += 1;
             if new_stream {
                 tracing::info!(%stream, "new stream");
             }
             tracing::debug!(%stream, peer = %me, ?role, "new peer");
+            Ok(id)
         }
-        Ok(())
     }
 
     #[cfg(test)]
@@ -537,7 +630,7 @@ impl Registry {
         let interval = Duration::from_secs(self.config.interval_s.into());
         let ttl = self.config.peer_ttl;
         if let Some(c) = &mut self.coordinator {
-            c.maybe_round(&self.streams, now, interval, ttl);
+            c.maybe_round(&self.streams, now, interval);
         }
         (self.reflectors).maybe_assign(&self.streams, now, interval, ttl);
     }
@@ -639,6 +732,64 @@ mod tests {
         other.stream = stream(2);
         assert!(r.announce(other, None, t).is_err());
         assert_eq!(r.stream_count(), 1, "a refused peer leaves no empty stream");
+    }
+
+    /// A settled viewer is asked back later and lives as much longer; a
+    /// joining one keeps the base interval and time to live.
+    #[test]
+    fn a_settled_viewers_interval_and_lifetime_stretch_together() {
+        let (mut r, t0) = (registry(), Instant::now());
+        let ttl = r.config().peer_ttl;
+        let mut settled = viewer("settled", "10.0.0.2", 8);
+        settled.report = Some(ViewerReport {
+            pieces_due: 50,
+            pieces_in_time: 50,
+            playing: true,
+            ..ViewerReport::default()
+        });
+        let hints = r.announce(settled, None, t0).unwrap();
+        assert_eq!(hints.interval_s, 5 * u32::from(SETTLED_FACTOR));
+        let joining = r.announce(viewer("joining", "10.0.0.3", 0), None, t0);
+        assert_eq!(joining.unwrap().interval_s, 5);
+
+        let later = t0 + ttl + Duration::from_millis(1);
+        let hints = r
+            .announce(viewer("me", "10.0.0.1", 0), None, later)
+            .unwrap();
+        assert_eq!(ids(&hints), ["settled"], "the joining one expired");
+        let gone = t0 + ttl * u32::from(SETTLED_FACTOR) + Duration::from_millis(1);
+        r.purge(gone);
+        assert_eq!(r.peer_count(), 0);
+    }
+
+    /// A purge mends the index entry by entry: every survivor is still
+    /// found, updated in place, and the expired come back as new peers.
+    #[test]
+    fn a_purge_keeps_every_survivor_findable() {
+        let (mut r, t0) = (registry(), Instant::now());
+        let ttl = r.config().peer_ttl;
+        for i in 0..20 {
+            r.announce(viewer(&format!("p{i}"), "10.0.0.1", 0), None, t0)
+                .unwrap();
+        }
+        let t1 = t0 + ttl / 2;
+        for i in (0..20).step_by(3) {
+            r.announce(viewer(&format!("p{i}"), "10.0.0.1", 0), None, t1)
+                .unwrap();
+        }
+        r.purge(t0 + ttl + Duration::from_millis(1));
+        assert_eq!(r.peer_count(), 7);
+        let t2 = t0 + ttl + Duration::from_millis(2);
+        for i in 0..20 {
+            r.announce(viewer(&format!("p{i}"), "10.0.0.1", 0), None, t2)
+                .unwrap();
+        }
+        assert_eq!(r.peer_count(), 20, "survivors updated, never duplicated");
+        let table = &r.streams_for_test()[&stream(1)].viewers;
+        for i in 0..20 {
+            let id = format!("p{i}");
+            assert_eq!(&*table.get(&id).unwrap().peer_id, id.as_str());
+        }
     }
 
     #[test]

@@ -126,6 +126,8 @@ fn synthetic(system: &str, scale: f64) -> RunResult {
         reflectors: Vec::new(),
         fallback_from_reflectors: None,
         faults: Vec::new(),
+        trackers: None,
+        viewer_interval_s: None,
     }
 }
 
@@ -256,6 +258,8 @@ fn empty_run_still_writes_a_page() {
         reflectors: Vec::new(),
         fallback_from_reflectors: None,
         faults: Vec::new(),
+        trackers: None,
+        viewer_interval_s: None,
     };
     // A stale plot from an earlier report must not survive.
     fs::create_dir_all(&tmp.0).unwrap();

@@ -28,8 +28,12 @@ impl Lab<'_> {
                 r.phase = RestartPhase::Down;
                 let what = match role {
                     RestartRole::Tracker => {
-                        self.tracker.stop();
+                        self.tracker.stop(None, t);
                         role.to_string()
+                    }
+                    RestartRole::Shard => {
+                        self.tracker.stop(Some(0), t);
+                        "tracker 0 of several".to_string()
                     }
                     RestartRole::Seeder => {
                         self.infra.iter_mut().for_each(Infra::stop);
@@ -60,7 +64,7 @@ impl Lab<'_> {
             if r.phase == RestartPhase::Down && t >= at_s + down_s {
                 r.phase = RestartPhase::Back;
                 match role {
-                    RestartRole::Tracker => self.tracker.restart().await?,
+                    RestartRole::Tracker | RestartRole::Shard => self.tracker.restart().await?,
                     RestartRole::Seeder => {
                         for infra in &mut self.infra {
                             infra
