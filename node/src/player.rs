@@ -276,7 +276,12 @@ async fn stats(State(player): State<Player>) -> Response {
         let net = lock(&player.inner.net).clone();
         map.insert(
             "nat".into(),
-            serde_json::json!({ "status": net.nat, "addrs": net.addrs, "relays": net.relays }),
+            serde_json::json!({
+                "status": net.nat,
+                "addrs": net.addrs,
+                "relays": net.relays,
+                "punches": net.punches,
+            }),
         );
         map.insert("peers".into(), serde_json::json!(net.peers));
         map.insert(

@@ -425,6 +425,7 @@ impl Driver {
                 remote_peer_id,
                 result,
             }) => {
+                self.links.punch_tried(remote_peer_id, result.is_ok());
                 match result {
                     Ok(connection) => {
                         tracing::debug!(peer = %remote_peer_id, "hole punched");

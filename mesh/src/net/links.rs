@@ -44,6 +44,17 @@ pub struct PeerLink {
     pub bytes_received: u64,
 }
 
+/// A peer DCUtR tried to punch through to, and whether it ever did.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Punch {
+    pub peer_id: String,
+    pub punched: bool,
+}
+
+/// Peers whose hole-punch outcome is remembered, at most: enough for every
+/// neighbour a node has had for a good while.
+const MAX_PUNCHES: usize = 256;
+
 /// The host's view of the network, published for `/stats`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct NetStatus {
@@ -52,6 +63,8 @@ pub struct NetStatus {
     pub addrs: Vec<String>,
     /// Relays it holds a reservation with.
     pub relays: Vec<String>,
+    /// Peers DCUtR tried, and whether it punched through (success rates).
+    pub punches: Vec<Punch>,
     pub peers: Vec<PeerLink>,
 }
 
@@ -72,6 +85,8 @@ pub(super) struct Links {
     external: Vec<Multiaddr>,
     pub(super) nat: NatStatus,
     pub(super) relays: BTreeMap<PeerId, Multiaddr>,
+    /// Hole-punch outcomes per peer: punched at least once.
+    punches: BTreeMap<PeerId, bool>,
 }
 
 impl Links {
@@ -91,6 +106,15 @@ impl Links {
         if let Some(c) = self.connections.get_mut(&id) {
             c.kind = LinkKind::HolePunched;
         }
+    }
+
+    /// DCUtR's verdict on a punch towards `peer`. A peer punched once
+    /// stays punched; a new peer beyond [`MAX_PUNCHES`] pushes out another.
+    pub(super) fn punch_tried(&mut self, peer: PeerId, punched: bool) {
+        if !self.punches.contains_key(&peer) && self.punches.len() >= MAX_PUNCHES {
+            self.punches.pop_first();
+        }
+        *self.punches.entry(peer).or_default() |= punched;
     }
 
     pub(super) fn closed(&mut self, id: ConnectionId, peer: PeerId, remaining: u32) {
@@ -195,6 +219,14 @@ impl Links {
             nat: self.nat,
             addrs: self.announced().iter().map(|a| a.to_string()).collect(),
             relays: self.relays.values().map(|a| a.to_string()).collect(),
+            punches: self
+                .punches
+                .iter()
+                .map(|(p, punched)| Punch {
+                    peer_id: p.to_string(),
+                    punched: *punched,
+                })
+                .collect(),
             peers: peers.into_values().collect(),
         }
     }
@@ -230,10 +262,20 @@ mod tests {
         assert_eq!(links.kind(&peer), Some(LinkKind::HolePunched));
         assert_eq!(links.relayed(&peer), [ConnectionId::new_unchecked(1)]);
         links.count_received(&peer, 10);
+        links.punch_tried(peer, false);
+        links.punch_tried(peer, true);
+        links.punch_tried(peer, false);
         let status = links.status(|_| Some(42));
         assert_eq!(status.peers.len(), 1);
         assert_eq!(status.peers[0].connection, LinkKind::HolePunched);
         assert_eq!(status.peers[0].bytes_received, 10);
+        assert_eq!(
+            status.punches,
+            [Punch {
+                peer_id: peer.to_string(),
+                punched: true
+            }]
+        );
         links.closed(ConnectionId::new_unchecked(1), peer, 1);
         links.closed(ConnectionId::new_unchecked(2), peer, 0);
         assert_eq!(links.kind(&peer), None);

@@ -132,6 +132,9 @@ struct NatReport<'a> {
     /// Neighbour links per class pair; `None` while nodes do not list
     /// their peers.
     links: Option<BTreeMap<String, Connections>>,
+    /// Hole punches tried and made per class pair; `None` while nodes do
+    /// not report them.
+    punches: Option<BTreeMap<String, links::Punches>>,
     samples: Vec<Sample>,
     floor_misses: Vec<String>,
 }
@@ -227,9 +230,10 @@ async fn lab(args: &NatArgs) -> anyhow::Result<()> {
     read_all(&bins, &plan, &mut latest).await;
     let figures = figures_of(&ids, &latest);
     let classes = by_class(&figures);
-    let links = links_of(&plan, &logs, &latest);
+    let (links, punches) = links_of(&plan, &logs, &latest);
     println!("\n{}", summary::text(&figures, &classes));
     println!("{}", summary::links(links.as_ref()));
+    println!("{}", summary::punches(punches.as_ref()));
     let misses = args.floors.misses(&figures, &classes);
     if let Some(path) = &args.json {
         let report = NatReport {
@@ -239,6 +243,7 @@ async fn lab(args: &NatArgs) -> anyhow::Result<()> {
             viewers: figures,
             classes,
             links,
+            punches,
             samples,
             floor_misses: misses.clone(),
         };
@@ -366,13 +371,16 @@ async fn read_all(bins: &Binaries, plan: &Plan, latest: &mut [Option<Reading>]) 
     }
 }
 
-/// Links between viewers by class pair, with each viewer's peer id read
-/// from its log.
+/// Per class pair, absent while the nodes do not report it.
+type ByClassPair<T> = Option<BTreeMap<String, T>>;
+
+/// Links and hole punches between viewers by class pair, with each
+/// viewer's peer id read from its log.
 fn links_of(
     plan: &Plan,
     logs: &std::path::Path,
     latest: &[Option<Reading>],
-) -> Option<BTreeMap<String, Connections>> {
+) -> (ByClassPair<Connections>, ByClassPair<links::Punches>) {
     let viewers: Vec<_> = plan
         .viewers()
         .iter()
@@ -383,7 +391,10 @@ fn links_of(
             (viewer_id(h).class, id, r.as_ref())
         })
         .collect();
-    links::by_class_pair(&viewers)
+    (
+        links::by_class_pair(&viewers),
+        links::punches_by_class_pair(&viewers),
+    )
 }
 
 fn figures_of(ids: &[ViewerId], latest: &[Option<Reading>]) -> Vec<ViewerFigures> {

@@ -53,6 +53,8 @@ pub struct Reading {
     pub lag_max: Option<u64>,
     /// `nat.status`: "public", "private" or "unknown".
     pub nat_status: Option<String>,
+    /// `nat.punches`: peers DCUtR tried, and whether it punched through.
+    pub punches: Option<Vec<(String, bool)>>,
     pub peers: Option<Vec<PeerLink>>,
     /// Payload bytes that came over relayed connections (also counted in
     /// `payload_from_peers`).
@@ -129,6 +131,19 @@ impl Reading {
                 .and_then(|n| n.get("status"))
                 .and_then(Value::as_str)
                 .map(String::from),
+            punches: v
+                .get("nat")
+                .and_then(|n| n.get("punches"))
+                .and_then(Value::as_array)
+                .map(|tries| {
+                    tries
+                        .iter()
+                        .filter_map(|t| {
+                            let peer = t.get("peer_id")?.as_str()?.to_string();
+                            Some((peer, t.get("punched")?.as_bool()?))
+                        })
+                        .collect()
+                }),
             peers,
             relayed: opt_u64(&v, "relayed"),
         })
@@ -181,6 +196,7 @@ mod tests {
             (Some(300), Some(900), Some(1200))
         );
         assert_eq!(r.nat_status, None);
+        assert_eq!(r.punches, None);
         assert_eq!(r.peers, None);
         assert_eq!(r.relayed, None);
         assert_eq!(r.connections(), None);
@@ -189,7 +205,8 @@ mod tests {
     #[test]
     fn nat_fields_are_read_when_present() {
         let mut v: Value = serde_json::from_str(TODAY).unwrap();
-        v["nat"] = serde_json::json!({"status": "private"});
+        v["nat"] = serde_json::json!({"status": "private",
+            "punches": [{"peer_id": "a", "punched": true}, {"peer_id": "b"}]});
         v["relayed"] = 40.into();
         v["peers"] = serde_json::json!([
             {"peer_id": "a", "addr": "/ip4/11.0.0.11/tcp/4001", "connection": "direct",
@@ -207,6 +224,7 @@ mod tests {
         assert_eq!(a.rtt_ms, Some(1.5));
         assert_eq!(a.bytes_received, Some(20));
         assert_eq!(r.peers.as_ref().unwrap()[4].connection, None);
+        assert_eq!(r.punches, Some(vec![("a".to_string(), true)]));
     }
 
     #[test]

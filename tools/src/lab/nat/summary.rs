@@ -3,7 +3,10 @@
 
 use std::{collections::BTreeMap, fmt::Write};
 
-use super::figures::{ClassFigures, Connections, ViewerFigures};
+use super::{
+    figures::{ClassFigures, Connections, ViewerFigures},
+    links::Punches,
+};
 
 fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or_else(|| "-".into(), |v| v.to_string())
@@ -104,6 +107,18 @@ pub fn links(links: Option<&BTreeMap<String, Connections>>) -> String {
     s
 }
 
+/// Hole punches per class pair, punched/tried.
+pub fn punches(punches: Option<&BTreeMap<String, Punches>>) -> String {
+    let Some(punches) = punches else {
+        return "hole punches: absent (nodes do not report them)".into();
+    };
+    let mut s = "hole punches (punched/tried):".to_string();
+    for (pair, p) in punches {
+        let _ = write!(s, "  {pair} {}/{}", p.punched, p.tried);
+    }
+    s
+}
+
 /// One line of progress: each class's offload, mean continuity and
 /// neighbours so far.
 pub fn progress(t_s: u64, classes: &BTreeMap<&'static str, ClassFigures>) -> String {
@@ -143,6 +158,15 @@ mod tests {
         assert!(t.lines().any(|l| l.starts_with("cone ")));
         assert!(t.lines().any(|l| l.starts_with("home ")));
         assert!(links(None).contains("absent"));
+        assert!(punches(None).contains("absent"));
+        let tried = BTreeMap::from([(
+            "cone-cone".to_string(),
+            Punches {
+                tried: 4,
+                punched: 3,
+            },
+        )]);
+        assert!(punches(Some(&tried)).contains("cone-cone 3/4"));
         let p = progress(10, &classes);
         assert!(p.starts_with("  10s | cone offload 0.00"));
     }
