@@ -9,33 +9,22 @@ use std::{
 };
 
 use futures::StreamExt;
-use libp2p::{
-    autonat,
-    core::transport::ListenerId,
-    dcutr,
-    multiaddr::Protocol,
-    relay,
-    swarm::{dial_opts::DialOpts, SwarmEvent},
-    Multiaddr, PeerId, Swarm,
-};
+use libp2p::{core::transport::ListenerId, swarm::SwarmEvent, PeerId, Swarm};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::{
     clock::Clock,
     handle::{Host, HostCommand, LaneWatch},
     lane::Lane,
-    links::{LinkKind, Links, NatStatus, NetStatus},
+    links::{LinkKind, Links, NetStatus},
     origins::fetch_first,
     protocol,
-    session::{LaneEvent, PeerEvent, Session},
+    session::{LaneEvent, PeerEvent},
     swarm::{build_swarm, listen_all, Behaviour, BehaviourEvent},
     BudgetGate, Command, HostConfig, NetConfig, NetError, NetHandle, OnPiece, Traversal,
     COMMAND_QUEUE, EVENT_QUEUE, INFRA_FETCHES,
 };
-use crate::{
-    proto::{Config, Engine, Input, Output, PeerInfo, Stats, StreamId},
-    reach::Scope,
-};
+use crate::proto::{Config, Engine, Input, Output, PeerInfo, Stats, StreamId};
 
 /// How long a connection outlives its closed session, so that the session's
 /// last frames leave the muxer first (protocol.md §10).
@@ -44,6 +33,11 @@ const LINGER: Duration = Duration::from_secs(1);
 /// Connecting to an HTTP origin, at most: on a LAN or the internet a
 /// connection takes well under this, so longer means the origin is gone.
 const ORIGIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+mod sessions;
+mod traversal;
+
+use traversal::own_address;
 
 /// How long the loop sleeps with no engine timer pending (no lanes).
 const IDLE: Duration = Duration::from_secs(1);
@@ -55,13 +49,6 @@ const UPGRADE_WAIT: Duration = Duration::from_secs(5);
 /// A stream takes neighbours over relays only while it has fewer direct
 /// ones than this.
 const RELAY_BELOW: usize = 3;
-
-/// Relays a host that cannot be dialled holds reservations with: two, so
-/// that losing one leaves it reachable.
-const RESERVATIONS: usize = 2;
-
-/// A relay that refused or lost a reservation is asked again after this.
-const RELAY_RETRY: Duration = Duration::from_secs(30);
 
 /// Starts a node of one stream: a host that joins `cfg.engine.stream`.
 /// Returns once the listen addresses are known.
@@ -115,23 +102,6 @@ pub async fn start_host(cfg: HostConfig) -> Result<Host, NetError> {
     };
     let task = tokio::spawn(driver.run(cmd_rx, events_rx));
     Ok(Host::new(peer_id, addrs, status, cmd_tx, task))
-}
-
-/// A public interface address is the host's own: confirmed at once, so
-/// that a seeder on a server is announced and serves as a relay before any
-/// peer could confirm it (AutoNAT needs one that is already connected).
-/// Infrastructure confirms its LAN and loopback addresses too: it relays
-/// for whoever can reach it there.
-fn own_address(swarm: &mut Swarm<Behaviour>, traversal: Traversal, addr: &Multiaddr) {
-    let least = match traversal {
-        Traversal::Off => return,
-        Traversal::Viewer => Scope::Global,
-        Traversal::Infra => Scope::Host,
-    };
-    let circuit = addr.iter().any(|p| p == Protocol::P2pCircuit);
-    if !circuit && Scope::of(addr) >= least {
-        swarm.add_external_address(addr.clone());
-    }
 }
 
 struct Driver {
@@ -405,155 +375,6 @@ impl Driver {
         }
     }
 
-    fn on_behaviour(&mut self, ev: BehaviourEvent) {
-        match ev {
-            BehaviourEvent::Autonat(autonat::Event::StatusChanged { new, .. }) => {
-                tracing::info!(status = ?new, "NAT status");
-                self.links.nat = match new {
-                    autonat::NatStatus::Public(_) => NatStatus::Public,
-                    autonat::NatStatus::Private => NatStatus::Private,
-                    autonat::NatStatus::Unknown => NatStatus::Unknown,
-                };
-                self.reserve_relays();
-            }
-            BehaviourEvent::RelayClient(relay::client::Event::ReservationReqAccepted {
-                relay_peer_id,
-                renewal: false,
-                ..
-            }) => tracing::info!(relay = %relay_peer_id, "relay reservation accepted"),
-            BehaviourEvent::Dcutr(dcutr::Event {
-                remote_peer_id,
-                result,
-            }) => {
-                self.links.punch_tried(remote_peer_id, result.is_ok());
-                match result {
-                    Ok(connection) => {
-                        tracing::debug!(peer = %remote_peer_id, "hole punched");
-                        self.links.punched(connection);
-                    }
-                    Err(e) => tracing::debug!(peer = %remote_peer_id, "hole punch failed: {e}"),
-                }
-                // Punched, the sessions open on the direct connection (its
-                // establishment closed the relayed one); not, maybe on the
-                // relay.
-                if let Some(streams) = self.upgrading.remove(&remote_peer_id) {
-                    if self.links.kind(&remote_peer_id) == Some(LinkKind::Relayed) {
-                        self.settle_for_relay(remote_peer_id, streams);
-                    } else {
-                        self.open_streams(remote_peer_id, streams);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// A peer could be reached over a relay only. A stream takes it as a
-    /// neighbour there only while it has fewer than [`RELAY_BELOW`] direct
-    /// ones: a relay carries piece payload as a last resort. Otherwise the
-    /// engine hears the dial failed, and the relayed connection goes.
-    fn settle_for_relay(&mut self, peer: PeerId, streams: BTreeSet<StreamId>) {
-        let now = self.clock.now();
-        let mut wanted = BTreeSet::new();
-        for stream in streams {
-            if self.direct_sessions(&stream) < RELAY_BELOW {
-                wanted.insert(stream);
-            } else if let Some(lane) = self.lanes.get_mut(&stream) {
-                lane.handle(Input::DialFailed { peer }, now);
-            }
-        }
-        if wanted.is_empty() {
-            if !self.has_session(&peer) {
-                for relayed in self.links.relayed(&peer) {
-                    self.swarm.close_connection(relayed);
-                }
-            }
-            return;
-        }
-        tracing::debug!(%peer, "no direct connection: the session goes over the relay");
-        self.open_streams(peer, wanted);
-    }
-
-    /// A stream's sessions that do not go through a relay.
-    fn direct_sessions(&self, stream: &StreamId) -> usize {
-        self.lanes.get(stream).map_or(0, |l| {
-            l.sessions
-                .keys()
-                .filter(|p| self.links.kind(p) != Some(LinkKind::Relayed))
-                .count()
-        })
-    }
-
-    /// Opens a session with a connected peer for each stream still without
-    /// one.
-    fn open_streams(&mut self, peer: PeerId, streams: BTreeSet<StreamId>) {
-        for stream in streams {
-            let waiting = self
-                .lanes
-                .get(&stream)
-                .is_some_and(|l| !l.sessions.contains_key(&peer));
-            if waiting {
-                self.open_stream(stream, peer);
-            }
-        }
-    }
-
-    /// A host nobody can dial directly takes reservations with up to
-    /// [`RESERVATIONS`] relays among the infrastructure it was told of, so
-    /// that peers can reach it through them and DCUtR can punch through.
-    fn reserve_relays(&mut self) {
-        if self.traversal == Traversal::Off
-            || self.links.publicly_reachable()
-            || self.links.nat == NatStatus::Public
-        {
-            return;
-        }
-        let now = Instant::now();
-        self.refused
-            .retain(|_, at| now.duration_since(*at) < RELAY_RETRY);
-        for relay in &self.relay_candidates {
-            if self.reserving.len() >= RESERVATIONS {
-                return;
-            }
-            let taken = self.reserving.values().any(|p| *p == relay.peer);
-            if taken || self.refused.contains_key(&relay.peer) {
-                continue;
-            }
-            let Some(addr) = relay
-                .addrs
-                .iter()
-                .filter_map(|a| a.parse::<Multiaddr>().ok())
-                .find(|a| !a.iter().any(|p| p == Protocol::P2pCircuit))
-            else {
-                continue;
-            };
-            let circuit = addr
-                .with_p2p(relay.peer)
-                .unwrap_or_else(|a| a)
-                .with(Protocol::P2pCircuit);
-            match self.swarm.listen_on(circuit.clone()) {
-                Ok(id) => {
-                    tracing::debug!(%circuit, "asking for a relay reservation");
-                    self.reserving.insert(id, relay.peer);
-                    self.links.relays.insert(relay.peer, circuit);
-                }
-                Err(e) => {
-                    tracing::debug!(%circuit, "cannot listen through the relay: {e}");
-                    self.refused.insert(relay.peer, now);
-                }
-            }
-        }
-    }
-
-    fn publish_status(&self) {
-        let rtt = |peer: &PeerId| {
-            self.lanes
-                .values()
-                .find_map(|l| l.engine.neighbor_rtt_ms(peer))
-        };
-        self.status_tx.send_replace(self.links.status(rtt));
-    }
-
     fn on_lane_event(&mut self, stream: StreamId, ev: LaneEvent) {
         let now = self.clock.now();
         if let LaneEvent::WriterDone(peer, gen) = ev {
@@ -623,44 +444,6 @@ impl Driver {
         self.lanes.values().any(|l| l.sessions.contains_key(peer))
     }
 
-    /// Starts a session on a new stream. With two streams for one peer
-    /// (both dialled at once), both sides keep the one opened by the
-    /// smaller peer id, and the engine starts over on it.
-    fn open_session(&mut self, stream: StreamId, peer: PeerId, s: libp2p::Stream, outbound: bool) {
-        let me = *self.swarm.local_peer_id();
-        let now = self.clock.now();
-        // A relayed peer asking to be a neighbour of a stream with enough
-        // direct ones is turned away.
-        let relayed_extra = !outbound
-            && self.links.kind(&peer) == Some(LinkKind::Relayed)
-            && self.direct_sessions(&stream) >= RELAY_BELOW;
-        let Some(lane) = self.lanes.get_mut(&stream) else {
-            return;
-        };
-        if relayed_extra && !lane.sessions.contains_key(&peer) {
-            return; // the same last-resort rule as the opener's
-        }
-        let opener = if outbound { me } else { peer };
-        if let Some(existing) = lane.sessions.get(&peer) {
-            let existing_opener = if existing.outbound { me } else { peer };
-            if existing_opener <= opener {
-                return; // keep the existing stream; the new one is dropped
-            }
-            lane.close_session(peer, now);
-        }
-        self.next_gen += 1;
-        let session = Session::spawn(
-            stream,
-            peer,
-            self.next_gen,
-            outbound,
-            s,
-            self.events_tx.clone(),
-        );
-        lane.sessions.insert(peer, session);
-        lane.handle(Input::Connected { peer, outbound }, now);
-    }
-
     /// Drains the lanes whose engines were given something since the last
     /// drain (one, after most events).
     fn drain_all(&mut self) {
@@ -718,45 +501,11 @@ impl Driver {
         }
     }
 
-    fn dial(&mut self, stream: StreamId, info: PeerInfo<PeerId>) {
-        let peer = info.peer;
-        if self.swarm.is_connected(&peer) {
-            // Connected already (another stream's session, or an old
-            // connection): open this stream's session on it.
-            self.open_stream(stream, peer);
-            return;
-        }
-        self.dialing.entry(peer).or_default().insert(stream);
-        let addrs: Vec<Multiaddr> = info.addrs.iter().filter_map(|a| a.parse().ok()).collect();
-        let opts = DialOpts::peer_id(peer).addresses(addrs).build();
-        if let Err(e) = self.swarm.dial(opts) {
-            tracing::debug!(%peer, "cannot dial: {e}");
-            self.dialing.remove(&peer);
-            self.lane_input(stream, Input::DialFailed { peer });
-        }
-    }
-
     fn lane_input(&mut self, stream: StreamId, input: Input<PeerId>) {
         let now = self.clock.now();
         if let Some(lane) = self.lanes.get_mut(&stream) {
             lane.handle(input, now);
         }
-    }
-
-    /// Opens a shoal stream to a connected peer, in a task.
-    fn open_stream(&self, stream: StreamId, peer: PeerId) {
-        let mut control = self.control.clone();
-        let tx = self.events_tx.clone();
-        tokio::spawn(async move {
-            let ev = match control.open_stream(peer, protocol(&stream)).await {
-                Ok(s) => LaneEvent::Opened(peer, s),
-                Err(e) => {
-                    tracing::debug!(%peer, "cannot open shoal stream: {e}");
-                    LaneEvent::OpenFailed(peer)
-                }
-            };
-            let _ = tx.send(PeerEvent::Lane(stream, ev)).await;
-        });
     }
 
     /// Fetches a piece from an HTTP origin in a task, bounded by a semaphore.
