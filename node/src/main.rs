@@ -20,7 +20,7 @@ struct Args {
     /// shard by stream: the stream's tracker is picked by rendezvous
     /// hashing, the next one taken when it does not answer. Optional with
     /// --bootstrap: the DHT finds the stream's hosts.
-    #[arg(long, required_unless_present = "bootstrap")]
+    #[arg(long)]
     tracker: Vec<String>,
     /// A DHT host to join through, `MULTIADDR/p2p/PEER_ID` (repeatable):
     /// any seeder, reflector or viewer of Shoal's DHT.
@@ -66,6 +66,12 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    if args.tracker.is_empty() && args.bootstrap.is_empty() {
+        anyhow::bail!(
+            "nowhere to find the stream: give --tracker URL, --bootstrap MULTIADDR/p2p/PEER_ID \
+             (a seeder's, reflector's or viewer's `mesh:` address), or both"
+        );
+    }
     let mut cfg = NodeConfig::new(&args.tracker.join(","), args.stream);
     cfg.dht = true;
     cfg.bootstrap = args.bootstrap;
