@@ -1,7 +1,8 @@
 //! Without a tracker, on loopback: a seeder and a viewer that knows the
 //! seeder's address; a second viewer given only the first viewer's address
 //! (`--bootstrap`) finds the seeder through its provider record in Shoal's
-//! DHT, learns from identify that it is infrastructure, and plays.
+//! DHT, learns from identify that it is infrastructure, and plays. And the
+//! HTTP origin identify names is where a tracker-less viewer falls back to.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -91,4 +92,34 @@ async fn a_bootstrap_address_without_a_peer_id_is_refused() {
     cfg.bootstrap = vec!["/ip4/127.0.0.1/tcp/9".parse().unwrap()];
     let err = Node::start(cfg).await.unwrap_err();
     assert!(err.to_string().contains("/p2p/"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_without_a_tracker_falls_back_to_the_origin_identify_named() {
+    // The seeder has room for one viewer, and the first takes it; that
+    // viewer can upload next to nothing. The second viewer hears of every
+    // piece from the first but gets few from it in time: the rest can only
+    // come from the seeder's HTTP origin, whose URL only identify gave it.
+    let mut cfg = SeederConfig::new("dht", Input::Clip, Keypair::generate_ed25519());
+    cfg.dht = true;
+    cfg.max_degree = 1;
+    let seeder = Seeder::start(cfg).await.unwrap();
+    assert!(seeder.ready(Duration::from_secs(20)).await, "no media");
+    let boot = bootstrap_addr(&seeder.net.addrs, seeder.net.peer_id);
+    let mut cfg = NodeConfig::new("", seeder.stream);
+    cfg.player = None;
+    cfg.dht = true;
+    cfg.bootstrap = vec![boot.clone()];
+    cfg.upload_limit_bps = Some(8_000);
+    cfg.seed = Some(4);
+    let slow = Node::start(cfg).await.unwrap();
+    until("the slow viewer to play", || playing(&slow.stats())).await;
+
+    let second = viewer(seeder.stream, boot, 5).await;
+    until("the second viewer to play, partly from the origin", || {
+        let stats = second.stats();
+        playing(&stats) && stats.fallback_requests > 0 && seeder.origin.payload_served() > 0
+    })
+    .await;
+    assert!(!second.net.neighbors().contains(&seeder.net.peer_id));
 }
