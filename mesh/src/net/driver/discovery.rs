@@ -142,11 +142,12 @@ impl Driver {
 
     pub(super) fn set_tracked(&mut self, stream: StreamId, tracked: bool) {
         if let Some(search) = self.discovery.streams.get_mut(&stream) {
-            if search.tracked != tracked {
-                tracing::info!(
-                    tracked,
-                    "tracker for the stream (none: the DHT finds peers)"
-                );
+            match (search.tracked, tracked) {
+                (false, true) => tracing::debug!("a tracker answers: no DHT lookups"),
+                (true, false) => {
+                    tracing::info!("no tracker answers: looking the stream up in the DHT")
+                }
+                _ => {}
             }
             search.tracked = tracked;
         }
