@@ -200,7 +200,8 @@ impl Driver {
         let Some(advert) = Advert::parse(&info.agent_version) else {
             return;
         };
-        let addrs = usable(info.listen_addrs, self.traversal);
+        let reached_at = self.discovery.reached_at.get(&peer).copied();
+        let addrs = usable(info.listen_addrs, self.traversal, reached_at);
         if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
             if info.protocols.contains(&dht::PROTOCOL) {
                 for addr in &addrs {
@@ -353,12 +354,24 @@ impl Driver {
     }
 }
 
-/// The addresses of a peer worth dialling, within the wire's bounds:
-/// loopback ones only on a loopback mesh.
-fn usable(addrs: Vec<Multiaddr>, traversal: Traversal) -> Vec<Multiaddr> {
+/// The addresses of a peer worth dialling, within the wire's bounds, by
+/// the rule the tracker follows (`reach::reachable_from`): global ones; LAN
+/// ones only of a peer reached on a LAN (one behind the same NAT), since in
+/// another home they name a host there; loopback ones only on a loopback
+/// mesh.
+fn usable(
+    addrs: Vec<Multiaddr>,
+    traversal: Traversal,
+    reached_at: Option<IpAddr>,
+) -> Vec<Multiaddr> {
+    let least = match reached_at.map(Scope::of_ip) {
+        _ if traversal == Traversal::Off => Scope::Host,
+        Some(Scope::Lan | Scope::Host) => Scope::Lan,
+        _ => Scope::Global,
+    };
     addrs
         .into_iter()
-        .filter(|a| traversal == Traversal::Off || Scope::of(a) != Scope::Host)
+        .filter(|a| Scope::of(a) >= least)
         .filter(|a| a.to_string().len() <= wire::MAX_ADDR_LEN)
         .take(wire::MAX_ADDRS)
         .collect()
@@ -369,16 +382,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn loopback_addresses_are_offered_on_loopback_meshes_only() {
-        let addrs: Vec<Multiaddr> = ["/ip4/127.0.0.1/tcp/1", "/ip4/192.0.2.1/tcp/1"]
-            .iter()
-            .map(|a| a.parse().unwrap())
-            .collect();
-        assert_eq!(usable(addrs.clone(), Traversal::Off).len(), 2);
-        let internet = usable(addrs, Traversal::Viewer);
-        assert_eq!(internet.len(), 1);
-        assert_eq!(internet[0].to_string(), "/ip4/192.0.2.1/tcp/1");
+    fn lan_and_loopback_addresses_are_offered_only_where_they_mean_the_peer() {
+        let addrs: Vec<Multiaddr> = [
+            "/ip4/127.0.0.1/tcp/1",
+            "/ip4/192.168.1.2/tcp/1",
+            "/ip4/192.0.2.1/tcp/1",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        let shown = |traversal, at: Option<&str>| {
+            let at = at.map(|ip| ip.parse().unwrap());
+            let kept = usable(addrs.clone(), traversal, at);
+            kept.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+        };
+        assert_eq!(shown(Traversal::Off, None).len(), 3, "a loopback mesh");
+        let public = ["/ip4/192.0.2.1/tcp/1"];
+        assert_eq!(shown(Traversal::Viewer, Some("192.0.2.1")), public);
+        assert_eq!(shown(Traversal::Viewer, None), public);
+        let same_lan = ["/ip4/192.168.1.2/tcp/1", "/ip4/192.0.2.1/tcp/1"];
+        assert_eq!(shown(Traversal::Infra, Some("192.168.1.2")), same_lan);
         let many = vec!["/ip4/192.0.2.1/tcp/1".parse().unwrap(); 20];
-        assert_eq!(usable(many, Traversal::Infra).len(), wire::MAX_ADDRS);
+        assert_eq!(usable(many, Traversal::Infra, None).len(), wire::MAX_ADDRS);
     }
 }
