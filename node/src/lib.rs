@@ -22,8 +22,14 @@ pub use player::Player;
 #[derive(Debug)]
 pub struct NodeConfig {
     /// One or more tracker base URLs, comma-separated: the stream's
-    /// tracker is picked among them by rendezvous hashing.
+    /// tracker is picked among them by rendezvous hashing. Empty: none, the
+    /// DHT finds the stream's hosts (`dht` must be on).
     pub tracker: String,
+    /// Runs Shoal's DHT: provides the stream, and finds its hosts there
+    /// while no tracker answers (docs/discovery.md).
+    pub dht: bool,
+    /// DHT hosts to join through: multiaddrs ending in `/p2p/<peer id>`.
+    pub bootstrap: Vec<Multiaddr>,
     pub stream: StreamId,
     /// Player HTTP address (port 0: any); `None` runs headless (lab nodes).
     pub player: Option<SocketAddr>,
@@ -48,6 +54,8 @@ impl NodeConfig {
     pub fn new(tracker: &str, stream: StreamId) -> Self {
         NodeConfig {
             tracker: tracker.to_string(),
+            dht: false,
+            bootstrap: Vec::new(),
             stream,
             player: Some(SocketAddr::from(([127, 0, 0, 1], 7090))),
             max_degree: 8,
@@ -74,6 +82,8 @@ pub enum NodeError {
     },
     #[error(transparent)]
     Tracker(#[from] hints::HintsError),
+    #[error("no tracker and no DHT: the node could not find the stream")]
+    NoDiscovery,
 }
 
 /// A running viewer node. Dropping it stops everything.
@@ -89,7 +99,11 @@ pub struct Node {
 
 impl Node {
     pub async fn start(cfg: NodeConfig) -> Result<Node, NodeError> {
-        let trackers = Trackers::parse(&cfg.tracker)?;
+        let trackers = match cfg.tracker.trim() {
+            "" if !cfg.dht => return Err(NodeError::NoDiscovery),
+            "" => None,
+            list => Some(Trackers::parse(list)?),
+        };
         let listener = match cfg.player {
             Some(addr) => {
                 let l = TcpListener::bind(addr)
@@ -120,6 +134,8 @@ impl Node {
             net_cfg.host.listen = cfg.listen;
         }
         net_cfg.host.traversal = cfg.traversal;
+        net_cfg.host.dht = cfg.dht;
+        net_cfg.host.bootstrap = cfg.bootstrap;
         if let Some(seed) = cfg.seed {
             net_cfg.host.seed = seed;
         }
@@ -141,18 +157,20 @@ impl Node {
             }
             None => (net::start(net_cfg, None).await?, None),
         };
-        let announcer = Announcer {
-            trackers,
-            stream: cfg.stream,
-            role: hints::Role::Viewer,
-            max_degree: cfg.max_degree as u32,
-            upload_kbps: cfg.upload_limit_bps.map_or(0, |b| (b / 1000) as u32),
-            http: None,
-            name: None,
-            use_candidates: true,
-            bitrate_kbps: None,
-        };
-        tasks.push(announcer.spawn(&net));
+        if let Some(trackers) = trackers {
+            let announcer = Announcer {
+                trackers,
+                stream: cfg.stream,
+                role: hints::Role::Viewer,
+                max_degree: cfg.max_degree as u32,
+                upload_kbps: cfg.upload_limit_bps.map_or(0, |b| (b / 1000) as u32),
+                http: None,
+                name: None,
+                use_candidates: true,
+                bitrate_kbps: None,
+            };
+            tasks.push(announcer.spawn(&net));
+        }
         if player_addr.is_some() {
             let stats_player = player.clone();
             let stats = net.stats_watch();

@@ -18,9 +18,14 @@ use shoal_node::{Node, NodeConfig};
 struct Args {
     /// Tracker base URL; repeat it (or give a comma-separated list) to
     /// shard by stream: the stream's tracker is picked by rendezvous
-    /// hashing, the next one taken when it does not answer.
-    #[arg(long, required = true)]
+    /// hashing, the next one taken when it does not answer. Optional with
+    /// --bootstrap: the DHT finds the stream's hosts.
+    #[arg(long)]
     tracker: Vec<String>,
+    /// A DHT host to join through, `MULTIADDR/p2p/PEER_ID` (repeatable):
+    /// any seeder, reflector or viewer of Shoal's DHT.
+    #[arg(long)]
+    bootstrap: Vec<Multiaddr>,
     /// Stream id (64 hex characters, as the seeder prints it).
     #[arg(long)]
     stream: StreamId,
@@ -61,13 +66,24 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    if args.tracker.is_empty() && args.bootstrap.is_empty() {
+        anyhow::bail!(
+            "nowhere to find the stream: give --tracker URL, --bootstrap MULTIADDR/p2p/PEER_ID \
+             (a seeder's, reflector's or viewer's `mesh:` address), or both"
+        );
+    }
     let mut cfg = NodeConfig::new(&args.tracker.join(","), args.stream);
+    cfg.dht = true;
+    cfg.bootstrap = args.bootstrap;
     cfg.player = Some(args.player);
     cfg.max_degree = args.max_degree;
     cfg.upload_limit_bps = args.upload_limit;
     (cfg.listen, cfg.traversal) = net::listen_plan(args.listen, args.port, net::Traversal::Viewer);
     let node = Node::start(cfg).await.context("cannot start the node")?;
     println!("peer: {}", node.net.peer_id);
+    for a in &node.net.addrs {
+        println!("mesh: {a}/p2p/{}", node.net.peer_id);
+    }
     println!("hls: {}", node.playlist_url());
     println!("live: {}", node.live_url());
     if let Some(addr) = node.player_addr {

@@ -40,6 +40,10 @@ pub struct ReflectorConfig {
     pub listen: Vec<Multiaddr>,
     /// NAT traversal (off on loopback; the CLI turns it on).
     pub traversal: net::Traversal,
+    /// Provides the streams it carries in Shoal's DHT (docs/discovery.md).
+    pub dht: bool,
+    /// DHT hosts to join through: multiaddrs ending in `/p2p/<peer id>`.
+    pub bootstrap: Vec<Multiaddr>,
     /// HTTP origin address.
     pub http: SocketAddr,
     /// Upload limit over all streams, bit/s (`None`: unlimited).
@@ -60,6 +64,8 @@ impl ReflectorConfig {
             keypair: Keypair::generate_ed25519(),
             listen: Vec::new(),
             traversal: net::Traversal::Off,
+            dht: false,
+            bootstrap: Vec::new(),
             http: SocketAddr::from(([127, 0, 0, 1], 0)),
             upload_limit_bps: None,
             fan_out: DEFAULT_FAN_OUT,
@@ -113,7 +119,9 @@ impl Reflector {
             host_cfg.listen = cfg.listen.clone();
         }
         host_cfg.traversal = cfg.traversal;
-        let host = net::start_host(host_cfg).await?;
+        host_cfg.dht = cfg.dht;
+        host_cfg.bootstrap = cfg.bootstrap.clone();
+        // The HTTP origin first: identify tells peers where it is.
         let listener =
             TcpListener::bind(cfg.http)
                 .await
@@ -127,6 +135,11 @@ impl Reflector {
                 addr: cfg.http,
                 source,
             })?;
+        host_cfg.advert = net::Advert {
+            role: shoal_mesh::hints::Role::Reflector,
+            origin: Some(format!("http://{http_addr}")),
+        };
+        let host = net::start_host(host_cfg).await?;
         let origins = Origins::default();
         let router = origins.router();
         let server = tokio::spawn(async move {

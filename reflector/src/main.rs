@@ -18,6 +18,11 @@ struct Args {
     /// first that answers assigns, each stream announces to its own.
     #[arg(long, required = true)]
     tracker: Vec<String>,
+    /// A DHT host to join through, `MULTIADDR/p2p/PEER_ID` (repeatable).
+    /// The reflector provides the streams it carries in the DHT, so that
+    /// viewers without a tracker find it.
+    #[arg(long)]
+    bootstrap: Vec<Multiaddr>,
     /// Mesh listen address (repeatable), instead of every interface on
     /// --port. Loopback only turns NAT traversal off.
     #[arg(long)]
@@ -70,6 +75,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     (cfg.listen, cfg.traversal) = net::listen_plan(args.listen, args.port, net::Traversal::Infra);
     cfg.http = args.http;
+    cfg.dht = true;
+    cfg.bootstrap = args.bootstrap;
     cfg.upload_limit_bps = args.upload_limit;
     cfg.fan_out = args.fan_out;
     cfg.failure_domain = args.failure_domain;

@@ -44,6 +44,11 @@ pub struct SeederConfig {
     pub listen: Vec<Multiaddr>,
     /// NAT traversal (off on loopback; the CLI turns it on).
     pub traversal: net::Traversal,
+    /// Provides the stream in Shoal's DHT, where viewers without a
+    /// tracker find it (docs/discovery.md).
+    pub dht: bool,
+    /// DHT hosts to join through: multiaddrs ending in `/p2p/<peer id>`.
+    pub bootstrap: Vec<Multiaddr>,
     /// Broadcaster key: it *is* the stream id.
     pub key: Keypair,
     /// Viewers the seeder feeds directly over the mesh.
@@ -73,6 +78,8 @@ impl fmt::Debug for SeederConfig {
             .field("http", &self.http)
             .field("listen", &self.listen)
             .field("traversal", &self.traversal)
+            .field("dht", &self.dht)
+            .field("bootstrap", &self.bootstrap)
             .field("key", &self.key)
             .field("max_degree", &self.max_degree)
             .field("segment_ms", &self.segment_ms)
@@ -97,6 +104,8 @@ impl SeederConfig {
             http: SocketAddr::from(([127, 0, 0, 1], 0)),
             listen: Vec::new(),
             traversal: net::Traversal::Off,
+            dht: false,
+            bootstrap: Vec::new(),
             key,
             max_degree: 8,
             segment_ms: 1_000,
@@ -150,9 +159,9 @@ impl Seeder {
             net_cfg.host.listen = cfg.listen.clone();
         }
         net_cfg.host.traversal = cfg.traversal;
-        let window_ms = net_cfg.engine.window_ms;
-        let net = net::start(net_cfg, None).await?;
-
+        net_cfg.host.dht = cfg.dht;
+        net_cfg.host.bootstrap = cfg.bootstrap.clone();
+        // The HTTP origin first: identify tells peers where it is.
         let listener = TcpListener::bind(cfg.http)
             .await
             .map_err(|source| SeederError::Http {
@@ -163,6 +172,13 @@ impl Seeder {
             addr: cfg.http,
             source,
         })?;
+        net_cfg.host.advert = net::Advert {
+            role: hints::Role::Seeder,
+            origin: Some(format!("http://{http_addr}")),
+        };
+        let window_ms = net_cfg.engine.window_ms;
+        let net = net::start(net_cfg, None).await?;
+
         let origin = Origin::new(stream, cfg.name.clone(), window_ms);
         origin.set_budget_gate(net.budget_gate());
         let router = origin.router();

@@ -17,6 +17,11 @@ struct Args {
     /// hashing, the next one taken when it does not answer.
     #[arg(long)]
     tracker: Vec<String>,
+    /// A DHT host to join through, `MULTIADDR/p2p/PEER_ID` (repeatable).
+    /// The seeder provides its stream in the DHT whether or not it is given
+    /// one: viewers that bootstrap from it find it there.
+    #[arg(long)]
+    bootstrap: Vec<Multiaddr>,
     /// Stream name shown by the tracker.
     #[arg(long, default_value = "demo")]
     name: String,
@@ -79,6 +84,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut cfg = SeederConfig::new(&args.name, input, key);
     cfg.tracker = (!args.tracker.is_empty()).then(|| args.tracker.join(","));
     cfg.http = args.http;
+    cfg.dht = true;
+    cfg.bootstrap = args.bootstrap;
     (cfg.listen, cfg.traversal) = net::listen_plan(args.listen, args.port, net::Traversal::Infra);
     cfg.max_degree = args.max_degree;
     let mut seeder = Seeder::start(cfg).await?;

@@ -1,6 +1,6 @@
 //! Bad input over real loopback networking: a raw libp2p peer that breaks the
 //! mesh wire protocol (docs/protocol.md §4–§6), forged pieces (§3.3, §6.4),
-//! and hostile requests to the player (§13), tracker (§12) and origin (§11).
+//! and hostile requests to the player (§14), tracker (§12) and origin (§11).
 //! Every wait is bounded, so a misbehaving product fails a test, never hangs it.
 
 use std::{future::Future, time::Duration};

@@ -75,6 +75,9 @@ impl Announcer {
         let mut reflected = false;
         // The stats at the last announce: a viewer reports what came since.
         let mut reported = node.stats.borrow().clone();
+        // Whether the host was last told a tracker answers (it starts
+        // looking the stream up in the DHT as if none did).
+        let mut tracked = false;
         loop {
             let stats = node.stats.borrow().clone();
             let report = (self.role == Role::Viewer)
@@ -101,7 +104,14 @@ impl Announcer {
                 report,
                 bitrate_kbps: self.bitrate_kbps.as_ref().map_or(0, |b| *b.borrow()),
             };
-            let interval = match self.trackers.announce(&announce).await {
+            let answer = self.trackers.announce(&announce).await;
+            if answer.is_ok() != tracked {
+                tracked = answer.is_ok();
+                if node.commands.send(Command::Tracked(tracked)).await.is_err() {
+                    return;
+                }
+            }
+            let interval = match answer {
                 Ok((hints, tracker)) => {
                     if warned {
                         tracing::info!("tracker reachable again");

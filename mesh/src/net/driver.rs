@@ -9,7 +9,7 @@ use std::{
 };
 
 use futures::StreamExt;
-use libp2p::{core::transport::ListenerId, swarm::SwarmEvent, PeerId, Swarm};
+use libp2p::{core::transport::ListenerId, identify, swarm::SwarmEvent, PeerId, Swarm};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::{
@@ -34,8 +34,11 @@ const LINGER: Duration = Duration::from_secs(1);
 /// connection takes well under this, so longer means the origin is gone.
 const ORIGIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+mod discovery;
 mod sessions;
 mod traversal;
+
+use discovery::Discovery;
 
 use traversal::own_address;
 
@@ -74,7 +77,7 @@ pub async fn start_host(cfg: HostConfig) -> Result<Host, NetError> {
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
     let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
     let peer_id = *swarm.local_peer_id();
-    let driver = Driver {
+    let mut driver = Driver {
         clock: Clock::start(),
         control: swarm.behaviour().stream.new_control(),
         swarm,
@@ -99,7 +102,9 @@ pub async fn start_host(cfg: HostConfig) -> Result<Host, NetError> {
         relay_candidates: Vec::new(),
         reserving: HashMap::new(),
         refused: BTreeMap::new(),
+        discovery: Discovery::default(),
     };
+    driver.bootstrap(&cfg.bootstrap)?;
     let task = tokio::spawn(driver.run(cmd_rx, events_rx));
     Ok(Host::new(peer_id, addrs, status, cmd_tx, task))
 }
@@ -131,6 +136,7 @@ struct Driver {
     reserving: HashMap<ListenerId, PeerId>,
     /// Relays that refused or dropped a reservation, and when.
     refused: BTreeMap<PeerId, Instant>,
+    discovery: Discovery,
 }
 
 impl Driver {
@@ -162,6 +168,7 @@ impl Driver {
                     }
                     self.publish_status();
                     self.reserve_relays();
+                    self.discovery_tick();
                 }
             }
             self.drain_all();
@@ -185,6 +192,7 @@ impl Driver {
                     for peers in self.dialing.values_mut() {
                         peers.remove(&stream);
                     }
+                    self.forget_stream(&stream);
                 }
             }
             HostCommand::Lane(stream, cmd) => self.on_lane_command(stream, cmd),
@@ -227,6 +235,7 @@ impl Driver {
             accept,
         );
         self.lanes.insert(stream, lane);
+        self.discover(stream);
         Ok(LaneWatch {
             stats,
             neighbors,
@@ -264,6 +273,10 @@ impl Driver {
                 self.reserve_relays();
                 return;
             }
+            Command::Tracked(tracked) => {
+                self.set_tracked(stream, tracked);
+                return;
+            }
         };
         lane.handle(input, now);
     }
@@ -288,6 +301,7 @@ impl Driver {
                 ..
             } => {
                 self.links.connected(connection_id, peer_id, &endpoint);
+                self.on_connected(peer_id, &endpoint);
                 if endpoint.is_relayed() {
                     if let Some(streams) = self.dialing.remove(&peer_id) {
                         self.upgrading.entry(peer_id).or_default().extend(streams);
@@ -315,6 +329,7 @@ impl Driver {
             } => {
                 self.links.closed(connection_id, peer_id, num_established);
                 if num_established == 0 {
+                    self.on_disconnected(&peer_id);
                     let now = self.clock.now();
                     for lane in self.lanes.values_mut() {
                         lane.close_session(peer_id, now);
@@ -339,6 +354,12 @@ impl Driver {
                 self.links.confirmed(address);
             }
             SwarmEvent::ExternalAddrExpired { address } => self.links.expired(&address),
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(ev)) => self.on_kad(ev),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => self.on_identify(peer_id, info),
             SwarmEvent::Behaviour(ev) => self.on_behaviour(ev),
             SwarmEvent::OutgoingConnectionError {
                 peer_id: Some(peer),
@@ -346,6 +367,7 @@ impl Driver {
                 ..
             } if !self.swarm.is_connected(&peer) => {
                 tracing::debug!(%peer, "dial failed: {error}");
+                self.on_disconnected(&peer);
                 let now = self.clock.now();
                 for stream in self.dialing.remove(&peer).unwrap_or_default() {
                     if let Some(lane) = self.lanes.get_mut(&stream) {

@@ -15,9 +15,11 @@
 //!
 //! [`Engine`]: crate::proto::Engine
 
+mod advert;
 mod announce;
 mod budget;
 mod clock;
+pub mod dht;
 mod driver;
 mod handle;
 mod lane;
@@ -28,6 +30,7 @@ mod session;
 mod shaper;
 mod swarm;
 
+pub use advert::{origin_seen_at, Advert};
 pub use announce::{dialable, Announcer};
 pub use budget::BudgetGate;
 pub use clock::now_ms;
@@ -78,6 +81,14 @@ pub struct HostConfig {
     pub shaping: Option<Shaping>,
     /// NAT traversal: off on loopback meshes.
     pub traversal: Traversal,
+    /// Runs Shoal's Kademlia DHT ([`dht`]): provides the streams it
+    /// carries, and looks them up while no tracker answers. Off on the
+    /// lab's meshes, which have a tracker.
+    pub dht: bool,
+    /// DHT hosts to join through: multiaddrs ending in `/p2p/<peer id>`.
+    pub bootstrap: Vec<Multiaddr>,
+    /// What identify tells peers of this host: its role and HTTP origin.
+    pub advert: Advert,
 }
 
 /// How much of libp2p's NAT traversal a host runs (docs/nat.md).
@@ -115,6 +126,9 @@ impl HostConfig {
             max_connections,
             shaping: None,
             traversal: Traversal::Off,
+            dht: false,
+            bootstrap: Vec::new(),
+            advert: Advert::default(),
         }
     }
 
@@ -214,6 +228,10 @@ pub enum Command {
     /// Whether reflectors serve the stream's viewers (seeders then feed
     /// the reflectors only).
     Reflected(bool),
+    /// Whether a tracker answers for the stream: while none does, the host
+    /// looks the stream up in the DHT (docs/discovery.md). A host starts
+    /// as if none did.
+    Tracked(bool),
 }
 
 /// Errors starting the driver.
@@ -229,6 +247,8 @@ pub enum NetError {
     Stopped,
     #[error("the node carries stream {0} already")]
     AlreadyJoined(StreamId),
+    #[error("bootstrap address {0} must end in /p2p/<peer id>")]
+    Bootstrap(Multiaddr),
 }
 
 /// Called with each verified piece new to this node (for its player).

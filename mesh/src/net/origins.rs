@@ -32,6 +32,11 @@ impl Origins {
             .collect();
     }
 
+    /// The base URLs, in order.
+    pub(super) fn urls(&self) -> impl Iterator<Item = &str> {
+        self.list.iter().map(|(url, _)| url.as_str())
+    }
+
     pub(super) fn is_empty(&self) -> bool {
         self.list.is_empty()
     }

@@ -9,12 +9,12 @@ use libp2p::{
     connection_limits::{self, ConnectionLimits},
     dcutr, identify,
     identity::Keypair,
-    noise, relay,
+    kad, noise, relay,
     swarm::{behaviour::toggle::Toggle, NetworkBehaviour, SwarmEvent},
     tcp, upnp, yamux, Multiaddr, Swarm,
 };
 
-use super::{shaped_tcp_transport, HostConfig, NetError, Traversal};
+use super::{dht, shaped_tcp_transport, HostConfig, NetError, Traversal};
 
 /// Everything a host runs on its connections. NAT traversal (AutoNAT,
 /// relays, DCUtR, UPnP) is off on loopback meshes, where it has nothing to
@@ -28,6 +28,9 @@ pub(super) struct Behaviour {
     relay_client: Toggle<relay::client::Behaviour>,
     dcutr: Toggle<dcutr::Behaviour>,
     upnp: Toggle<upnp::tokio::Behaviour>,
+    /// The DHT (docs/discovery.md): off on lab meshes, where the tracker
+    /// is all there is.
+    pub(super) kad: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
     pub(super) stream: libp2p_stream::Behaviour,
 }
 
@@ -120,14 +123,16 @@ pub(super) fn build_swarm(cfg: &HostConfig) -> Result<Swarm<Behaviour>, NetError
         .with_max_pending_outgoing(Some(64));
     let traversal = cfg.traversal;
     let on = traversal != Traversal::Off;
+    let dht_on = cfg.dht;
+    let advert = cfg.advert.clone();
     let behaviour = |key: &Keypair, relay_client: relay::client::Behaviour| {
         let me = key.public().to_peer_id();
         Behaviour {
             limits: connection_limits::Behaviour::new(limits),
-            identify: identify::Behaviour::new(identify::Config::new(
-                "/shoal/id/1".into(),
-                key.public(),
-            )),
+            identify: identify::Behaviour::new(
+                identify::Config::new("/shoal/id/1".into(), key.public())
+                    .with_agent_version(advert.agent_version()),
+            ),
             autonat: on
                 .then(|| autonat::Behaviour::new(me, autonat_config()))
                 .into(),
@@ -137,6 +142,7 @@ pub(super) fn build_swarm(cfg: &HostConfig) -> Result<Swarm<Behaviour>, NetError
             relay_client: on.then_some(relay_client).into(),
             dcutr: on.then(|| dcutr::Behaviour::new(me)).into(),
             upnp: on.then(upnp::tokio::Behaviour::default).into(),
+            kad: dht_on.then(|| dht::behaviour(me, traversal)).into(),
             stream: libp2p_stream::Behaviour::new(),
         }
     };

@@ -75,6 +75,11 @@ pub struct ScenarioArgs {
     /// Neighbours per viewer, at most.
     #[arg(long, value_parser = shoal_mesh::proto::engine::parse_degree_cap)]
     pub max_degree: Option<usize>,
+    /// Every host runs Shoal's DHT; viewers joining after a
+    /// `tracker@…+never` get no tracker, only their seeder to bootstrap
+    /// from (docs/discovery.md).
+    #[arg(long)]
+    pub dht: bool,
 }
 
 impl ScenarioArgs {
@@ -136,6 +141,9 @@ impl ScenarioArgs {
         }
         if let Some(v) = self.seed {
             s.seed = v;
+        }
+        if self.dht {
+            s.dht = true;
         }
         if let Some(v) = self.max_degree {
             s.max_degree = v;

@@ -15,7 +15,7 @@ use std::{
 };
 
 use anyhow::Context;
-use libp2p::{identity::Keypair, PeerId};
+use libp2p::{identity::Keypair, Multiaddr, PeerId};
 use rand::{seq::SliceRandom, Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -295,7 +295,12 @@ impl Population {
         );
         let address = self.topo.address(slot);
         let viewer = if self.system.runs_shoal_engine() {
+            let dht = Dht {
+                bootstrap: infra.get(stream).and_then(Infra::bootstrap_addr),
+                tracker_gone: self.sc.trackers_gone(t),
+            };
             let node = start_shoal_viewer(
+                dht,
                 self.system,
                 &self.sc,
                 slot,
@@ -359,10 +364,19 @@ fn owned_slots(viewers: Range<usize>, index: usize, processes: usize) -> Vec<usi
     viewers.filter(|s| s % processes == index).collect()
 }
 
+/// What a lab viewer of a DHT run is given (see [`Scenario::dht`]).
+struct Dht {
+    /// Its stream's seeder, when this process runs it.
+    bootstrap: Option<Multiaddr>,
+    /// Every tracker is down for good: the viewer gets none.
+    tracker_gone: bool,
+}
+
 /// Starts a Shoal (or random-neighbour Shoal) viewer in `slot`, listening
 /// on `address` (the slot's, [`Topology::address`]).
 #[allow(clippy::too_many_arguments)]
 async fn start_shoal_viewer(
+    dht: Dht,
     system: System,
     sc: &Scenario,
     slot: usize,
@@ -374,7 +388,14 @@ async fn start_shoal_viewer(
     tracker_url: &str,
     stream: StreamId,
 ) -> anyhow::Result<Node> {
+    let tracker_url = if sc.dht && dht.tracker_gone {
+        "" // a newcomer with only a bootstrap address
+    } else {
+        tracker_url
+    };
     let mut cfg = NodeConfig::new(tracker_url, stream);
+    cfg.dht = sc.dht;
+    cfg.bootstrap = dht.bootstrap.into_iter().filter(|_| sc.dht).collect();
     cfg.player = None;
     // Shaped nodes speak TCP only (see `NetConfig::lab`).
     cfg.listen = vec![format!("/ip4/{address}/tcp/0").parse()?];

@@ -106,6 +106,12 @@ fn check_processes(sc: &Scenario, opts: &RunOptions) -> anyhow::Result<usize> {
                  stream); use --processes 1"
             );
         }
+        if sc.dht {
+            bail!(
+                "--dht runs in one process only (workers do not know the seeders' \
+                 addresses); use --processes 1"
+            );
+        }
     }
     if processes > 1 {
         if !opts.system.runs_shoal_engine() {

@@ -101,6 +101,15 @@ impl Restart {
     }
 }
 
+impl Scenario {
+    /// Whether every tracker is down for good at `t` s into the run.
+    pub fn trackers_gone(&self, t: f64) -> bool {
+        self.restarts
+            .iter()
+            .any(|r| r.role == RestartRole::Tracker && !r.comes_back() && t >= r.at_s)
+    }
+}
+
 fn default_down() -> f64 {
     2.0
 }
@@ -266,6 +275,17 @@ pub struct Scenario {
     /// Trackers sharding the streams; every node is given all of them.
     #[serde(default = "default_trackers", skip_serializing_if = "is_one")]
     pub trackers: usize,
+    /// Every host runs Shoal's DHT (docs/discovery.md), the viewers
+    /// bootstrapping from their stream's seeder; a viewer that joins once
+    /// the tracker is down for good (`tracker@…+never`) is given no
+    /// tracker at all. Single-process runs only: a worker process does not
+    /// know the seeders' addresses.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub dht: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn default_trackers() -> usize {
@@ -322,6 +342,7 @@ impl Default for Scenario {
             infra_budget_bps: None,
             reflectors: 0,
             trackers: default_trackers(),
+            dht: false,
         }
     }
 }
@@ -460,6 +481,29 @@ impl Scenario {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trackers_are_gone_only_after_a_restart_for_good() {
+        let never = |role, at_s| Restart {
+            role,
+            at_s,
+            down_s: f64::INFINITY,
+        };
+        let sc = |restarts| Scenario {
+            restarts,
+            ..Scenario::default()
+        };
+        let killed = sc(vec![never(RestartRole::Tracker, 20.0)]);
+        assert!(!killed.trackers_gone(19.9));
+        assert!(killed.trackers_gone(20.0));
+        let back = Restart {
+            down_s: 5.0,
+            ..never(RestartRole::Tracker, 20.0)
+        };
+        assert!(!sc(vec![back]).trackers_gone(30.0));
+        assert!(!sc(vec![never(RestartRole::Shard, 20.0)]).trackers_gone(30.0));
+        assert!(!sc(vec![never(RestartRole::Seeder, 20.0)]).trackers_gone(30.0));
+    }
 
     #[test]
     fn bundled_scenarios_parse() {

@@ -263,6 +263,7 @@ impl Infra {
         };
         let mut cfg = SeederConfig::new(&self.name, input, self.key.clone());
         cfg.tracker = Some(self.tracker_url.clone());
+        cfg.dht = self.scenario.dht;
         cfg.shaping = Some(self.shaping.clone());
         if let Some(http) = self.http {
             cfg.http = http;
@@ -304,6 +305,13 @@ impl Infra {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Err(last_err.expect("tried").into())
+    }
+
+    /// The seeder's mesh address as `--bootstrap` takes it (`None` while
+    /// it is down).
+    pub fn bootstrap_addr(&self) -> Option<Multiaddr> {
+        let net = &self.seeder.as_ref()?.net;
+        net.addrs.first()?.clone().with_p2p(net.peer_id).ok()
     }
 
     /// Stops the seeder, and the gossipsub publisher (a restart brings them

@@ -39,41 +39,9 @@ fn is_public(ip: IpAddr) -> bool {
     Scope::of_ip(ip) == Scope::Global
 }
 
-/// An HTTP origin's URL as others can use it: an origin bound to every
-/// interface (`http://0.0.0.0:7080`) is at the address its announce came
-/// from. Anything else is kept as announced.
-pub(super) fn origin_seen_at(url: String, remote: Option<IpAddr>) -> String {
-    let Some(remote) = remote.map(|ip| ip.to_canonical()) else {
-        return url;
-    };
-    let Ok(mut parsed) = reqwest::Url::parse(&url) else {
-        return url;
-    };
-    let unspecified = parsed
-        .host_str()
-        .and_then(|h| h.trim_matches(['[', ']']).parse::<IpAddr>().ok())
-        .is_some_and(|ip| ip.is_unspecified());
-    if unspecified && parsed.set_ip_host(remote).is_ok() {
-        return parsed.to_string().trim_end_matches('/').to_string();
-    }
-    url
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_origin_on_every_interface_is_where_its_announce_came_from() {
-        let seen: Option<IpAddr> = Some("198.51.100.7".parse().unwrap());
-        let at = |url: &str, remote| origin_seen_at(url.to_string(), remote);
-        assert_eq!(at("http://0.0.0.0:7080", seen), "http://198.51.100.7:7080");
-        assert_eq!(at("http://[::]:7080", seen), "http://198.51.100.7:7080");
-        assert_eq!(at("http://10.0.0.2:7080", seen), "http://10.0.0.2:7080");
-        assert_eq!(at("http://origin.example", seen), "http://origin.example");
-        assert_eq!(at("http://0.0.0.0:7080", None), "http://0.0.0.0:7080");
-        assert_eq!(at("not a url", seen), "not a url");
-    }
 
     #[test]
     fn multiaddr_ip_reads_the_first_ip4_or_ip6_component() {

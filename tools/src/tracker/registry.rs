@@ -17,12 +17,13 @@ use shoal_mesh::hints::{
 };
 use shoal_mesh::{
     allocation::ViewerReport,
+    net::origin_seen_at,
     proto::{Coord, Locality},
     reach::Scope,
 };
 
 use super::{
-    addresses::{origin_seen_at, subnet_ip},
+    addresses::subnet_ip,
     asn::AsnTable,
     cadence,
     coordinator::{Coordinator, CoordinatorConfig},

@@ -1,0 +1,408 @@
+//! Finding a stream's hosts without a tracker (docs/discovery.md): the
+//! host provides every stream it carries in Shoal's DHT and, while no
+//! tracker answers for a stream, looks its key up and hands the providers
+//! to the stream's engine as candidates. Identify tells which providers are
+//! infrastructure and where their HTTP origins are ([`Advert`]); those
+//! become the stream's origins and relays too.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+use libp2p::{
+    core::ConnectedPoint,
+    identify,
+    kad::{self, store::RecordStore, GetProvidersOk, InboundRequest, QueryId, QueryResult},
+    multiaddr::Protocol,
+    swarm::dial_opts::{DialOpts, PeerCondition},
+    Multiaddr, PeerId,
+};
+
+use super::Driver;
+use crate::{
+    net::{
+        dht::{self, bootstrap_peer, key_stream, stream_key, MAX_PROVIDERS},
+        Advert, NetError, Traversal,
+    },
+    proto::{wire, Input, PeerInfo, StreamId},
+    reach::Scope,
+};
+
+/// A stream with no neighbour is looked up this often...
+const LOOKUP_ALONE: Duration = Duration::from_secs(2);
+/// ...one with neighbours this often, for better ones and infrastructure.
+const LOOKUP_EVERY: Duration = Duration::from_secs(15);
+/// A provide that reached no DHT node (the routing table was empty: the
+/// host had just started) is tried again after this.
+const PROVIDE_RETRY: Duration = Duration::from_secs(3);
+/// Shoal hosts whose identify the host remembers, at most.
+const MAX_KNOWN: usize = 512;
+/// Providers waiting for their identify, at most.
+const MAX_WAITING: usize = 64;
+/// Infrastructure found in the DHT that one stream keeps as origins and
+/// relays, at most.
+const MAX_INFRA: usize = 8;
+
+/// The DHT side of the host: what it looks up and provides, and what it
+/// learnt of other hosts.
+#[derive(Debug, Default)]
+pub(super) struct Discovery {
+    /// Lookups in flight: the stream each is for, and providers it found.
+    lookups: HashMap<QueryId, (StreamId, usize)>,
+    streams: BTreeMap<StreamId, StreamSearch>,
+    /// What Shoal hosts said of themselves in identify.
+    known: BTreeMap<PeerId, Known>,
+    /// Providers found before their identify came, and for which streams.
+    waiting: BTreeMap<PeerId, BTreeSet<StreamId>>,
+    /// The address each connected peer was last reached at: an origin
+    /// bound to every interface is there.
+    reached_at: HashMap<PeerId, IpAddr>,
+}
+
+/// One stream's search.
+#[derive(Debug)]
+struct StreamSearch {
+    /// A tracker answers for it: no lookups then.
+    tracked: bool,
+    next_lookup: Instant,
+    /// When to provide again, after a provide that reached nobody.
+    provide_again: Option<Instant>,
+    /// Infrastructure found for it in the DHT.
+    infra: BTreeSet<PeerId>,
+}
+
+#[derive(Debug)]
+struct Known {
+    advert: Advert,
+    addrs: Vec<Multiaddr>,
+}
+
+impl Driver {
+    /// Joins the DHT through the `--bootstrap` hosts.
+    pub(super) fn bootstrap(&mut self, peers: &[Multiaddr]) -> Result<(), NetError> {
+        let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() else {
+            return Ok(());
+        };
+        let mut dials = Vec::new();
+        for addr in peers {
+            let (peer, at) =
+                bootstrap_peer(addr).ok_or_else(|| NetError::Bootstrap(addr.clone()))?;
+            kad.add_address(&peer, at.clone());
+            dials.push(DialOpts::peer_id(peer).addresses(vec![at]).build());
+        }
+        if !peers.is_empty() {
+            let _ = kad.bootstrap();
+        }
+        for dial in dials {
+            if let Err(e) = self.swarm.dial(dial) {
+                tracing::warn!("cannot dial a bootstrap host: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// A stream was joined: provide it, and look it up until a tracker
+    /// answers for it.
+    pub(super) fn discover(&mut self, stream: StreamId) {
+        let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() else {
+            return;
+        };
+        if let Err(e) = kad.start_providing(stream_key(&stream)) {
+            tracing::warn!("cannot provide the stream in the DHT: {e}");
+        }
+        let search = StreamSearch {
+            tracked: false,
+            next_lookup: Instant::now(),
+            provide_again: None,
+            infra: BTreeSet::new(),
+        };
+        self.discovery.streams.insert(stream, search);
+    }
+
+    /// A stream was left: no longer provided nor looked up.
+    pub(super) fn forget_stream(&mut self, stream: &StreamId) {
+        let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() else {
+            return;
+        };
+        kad.stop_providing(&stream_key(stream));
+        self.discovery.streams.remove(stream);
+        for (id, (s, _)) in &self.discovery.lookups {
+            if s == stream {
+                if let Some(mut q) = kad.query_mut(id) {
+                    q.finish();
+                }
+            }
+        }
+        for streams in self.discovery.waiting.values_mut() {
+            streams.remove(stream);
+        }
+    }
+
+    pub(super) fn set_tracked(&mut self, stream: StreamId, tracked: bool) {
+        if let Some(search) = self.discovery.streams.get_mut(&stream) {
+            match (search.tracked, tracked) {
+                (false, true) => tracing::debug!("a tracker answers: no DHT lookups"),
+                (true, false) => {
+                    tracing::info!("no tracker answers: looking the stream up in the DHT")
+                }
+                _ => {}
+            }
+            search.tracked = tracked;
+        }
+    }
+
+    /// Starts the lookups and provides that are due.
+    pub(super) fn discovery_tick(&mut self) {
+        let now = Instant::now();
+        let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() else {
+            return;
+        };
+        let discovery = &mut self.discovery;
+        for (stream, search) in &mut discovery.streams {
+            if search.provide_again.is_some_and(|at| at <= now) {
+                search.provide_again = None;
+                let _ = kad.start_providing(stream_key(stream));
+            }
+            let looking = discovery.lookups.values().any(|(s, _)| s == stream);
+            if search.tracked || looking || search.next_lookup > now {
+                continue;
+            }
+            let alone = self.lanes.get(stream).is_none_or(|l| l.sessions.is_empty());
+            search.next_lookup = now + if alone { LOOKUP_ALONE } else { LOOKUP_EVERY };
+            let id = kad.get_providers(stream_key(stream));
+            discovery.lookups.insert(id, (*stream, 0));
+        }
+    }
+
+    pub(super) fn on_connected(&mut self, peer: PeerId, endpoint: &ConnectedPoint) {
+        let ip = endpoint.get_remote_address().iter().find_map(|p| match p {
+            Protocol::Ip4(ip) => Some(IpAddr::from(ip)),
+            Protocol::Ip6(ip) => Some(IpAddr::from(ip)),
+            _ => None,
+        });
+        if let Some(ip) = ip {
+            self.discovery.reached_at.insert(peer, ip);
+        }
+    }
+
+    pub(super) fn on_disconnected(&mut self, peer: &PeerId) {
+        self.discovery.reached_at.remove(peer);
+        self.discovery.waiting.remove(peer);
+    }
+
+    /// A peer told who it is: a Shoal host is remembered, a DHT host goes
+    /// into the routing table (however the host came to know it: hints,
+    /// peer exchange, an inbound session), and a provider waiting for this
+    /// becomes a candidate.
+    pub(super) fn on_identify(&mut self, peer: PeerId, info: identify::Info) {
+        let Some(advert) = Advert::parse(&info.agent_version) else {
+            return;
+        };
+        let reached_at = self.discovery.reached_at.get(&peer).copied();
+        let addrs = usable(info.listen_addrs, self.traversal, reached_at);
+        if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+            if info.protocols.contains(&dht::PROTOCOL) {
+                for addr in &addrs {
+                    kad.add_address(&peer, addr.clone());
+                }
+            }
+        }
+        let known = &mut self.discovery.known;
+        if known.len() >= MAX_KNOWN && !known.contains_key(&peer) {
+            // Any will do: a host forgotten is identified again on its
+            // next connection.
+            known.pop_first();
+        }
+        known.insert(peer, Known { advert, addrs });
+        for stream in self.discovery.waiting.remove(&peer).unwrap_or_default() {
+            self.found(stream, peer);
+        }
+    }
+
+    pub(super) fn on_kad(&mut self, ev: kad::Event) {
+        match ev {
+            kad::Event::OutboundQueryProgressed {
+                id,
+                result,
+                step,
+                stats,
+            } => match result {
+                QueryResult::GetProviders(Ok(GetProvidersOk::FoundProviders {
+                    providers, ..
+                })) => {
+                    let Some((stream, found)) = self.discovery.lookups.get_mut(&id) else {
+                        return;
+                    };
+                    let stream = *stream;
+                    let room = MAX_PROVIDERS.saturating_sub(*found);
+                    *found += providers.len().min(room);
+                    let full = *found >= MAX_PROVIDERS;
+                    for peer in providers.into_iter().take(room) {
+                        self.provider(stream, peer);
+                    }
+                    if full {
+                        self.discovery.lookups.remove(&id);
+                        let kad = self.swarm.behaviour_mut().kad.as_mut();
+                        if let Some(mut q) = kad.and_then(|k| k.query_mut(&id)) {
+                            q.finish();
+                        }
+                    }
+                }
+                QueryResult::StartProviding(result) | QueryResult::RepublishProvider(result) => {
+                    let key = match &result {
+                        Ok(ok) => &ok.key,
+                        Err(e) => e.key(),
+                    };
+                    let nobody = result.is_err() || stats.num_successes() == 0;
+                    let search = key_stream(key).and_then(|s| self.discovery.streams.get_mut(&s));
+                    if let (true, Some(search)) = (nobody, search) {
+                        search.provide_again = Some(Instant::now() + PROVIDE_RETRY);
+                    }
+                }
+                _ => {
+                    if step.last {
+                        self.discovery.lookups.remove(&id);
+                    }
+                }
+            },
+            // Provider records are kept only from the provider itself (kad
+            // checks), with a bounded list of addresses.
+            kad::Event::InboundRequest {
+                request:
+                    InboundRequest::AddProvider {
+                        record: Some(mut record),
+                    },
+            } => {
+                record.addresses.truncate(wire::MAX_ADDRS);
+                if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
+                    if let Err(e) = kad.store_mut().add_provider(record) {
+                        tracing::debug!("provider record not stored: {e}");
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A lookup found `peer` providing `stream`: a candidate once identify
+    /// has said what it is (at once if it has already).
+    fn provider(&mut self, stream: StreamId, peer: PeerId) {
+        if peer == *self.swarm.local_peer_id() {
+            return;
+        }
+        if self.discovery.known.contains_key(&peer) {
+            self.found(stream, peer);
+            return;
+        }
+        let waiting = &mut self.discovery.waiting;
+        if waiting.len() >= MAX_WAITING && !waiting.contains_key(&peer) {
+            return; // the next lookup finds it again
+        }
+        waiting.entry(peer).or_default().insert(stream);
+        if !self.swarm.is_connected(&peer) {
+            // No addresses: kad has them, from the routing table or the
+            // lookup that found the provider.
+            let dial = DialOpts::peer_id(peer)
+                .condition(PeerCondition::DisconnectedAndNotDialing)
+                .build();
+            if let Err(e) = self.swarm.dial(dial) {
+                tracing::debug!(%peer, "cannot dial a provider: {e}");
+                self.discovery.waiting.remove(&peer);
+            }
+        }
+    }
+
+    /// Hands an identified provider of `stream` to its engine; the
+    /// infrastructure among them becomes the stream's fallback origins and
+    /// relays as well.
+    fn found(&mut self, stream: StreamId, peer: PeerId) {
+        let Some(known) = self.discovery.known.get(&peer) else {
+            return;
+        };
+        let addrs = known.addrs.iter().map(|a| a.to_string()).collect();
+        let info = PeerInfo::new(peer, addrs);
+        let now = self.clock.now();
+        let Some(lane) = self.lanes.get_mut(&stream) else {
+            return;
+        };
+        lane.handle(Input::Candidates(vec![info.clone()]), now);
+        let Some(search) = self.discovery.streams.get_mut(&stream) else {
+            return;
+        };
+        if !known.advert.role.is_infra() || search.infra.len() >= MAX_INFRA {
+            return;
+        }
+        if !search.infra.insert(peer) {
+            return;
+        }
+        tracing::info!(%peer, role = ?known.advert.role, "infrastructure found in the DHT");
+        let at = self.discovery.reached_at.get(&peer).copied();
+        if let Some(url) = known.advert.stream_origin(&stream, at) {
+            let mut urls: Vec<String> = lane.origins.urls().map(str::to_string).collect();
+            if !urls.contains(&url) {
+                urls.push(url);
+                lane.origins.set(urls);
+            }
+        }
+        if !self.relay_candidates.iter().any(|r| r.peer == peer)
+            && self.relay_candidates.len() < MAX_INFRA
+        {
+            self.relay_candidates.push(info);
+        }
+    }
+}
+
+/// The addresses of a peer worth dialling, within the wire's bounds, by
+/// the rule the tracker follows (`reach::reachable_from`): global ones; LAN
+/// ones only of a peer reached on a LAN (one behind the same NAT), since in
+/// another home they name a host there; loopback ones only on a loopback
+/// mesh.
+fn usable(
+    addrs: Vec<Multiaddr>,
+    traversal: Traversal,
+    reached_at: Option<IpAddr>,
+) -> Vec<Multiaddr> {
+    let least = match reached_at.map(Scope::of_ip) {
+        _ if traversal == Traversal::Off => Scope::Host,
+        Some(Scope::Lan | Scope::Host) => Scope::Lan,
+        _ => Scope::Global,
+    };
+    addrs
+        .into_iter()
+        .filter(|a| Scope::of(a) >= least)
+        .filter(|a| a.to_string().len() <= wire::MAX_ADDR_LEN)
+        .take(wire::MAX_ADDRS)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lan_and_loopback_addresses_are_offered_only_where_they_mean_the_peer() {
+        let addrs: Vec<Multiaddr> = [
+            "/ip4/127.0.0.1/tcp/1",
+            "/ip4/192.168.1.2/tcp/1",
+            "/ip4/192.0.2.1/tcp/1",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        let shown = |traversal, at: Option<&str>| {
+            let at = at.map(|ip| ip.parse().unwrap());
+            let kept = usable(addrs.clone(), traversal, at);
+            kept.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+        };
+        assert_eq!(shown(Traversal::Off, None).len(), 3, "a loopback mesh");
+        let public = ["/ip4/192.0.2.1/tcp/1"];
+        assert_eq!(shown(Traversal::Viewer, Some("192.0.2.1")), public);
+        assert_eq!(shown(Traversal::Viewer, None), public);
+        let same_lan = ["/ip4/192.168.1.2/tcp/1", "/ip4/192.0.2.1/tcp/1"];
+        assert_eq!(shown(Traversal::Infra, Some("192.168.1.2")), same_lan);
+        let many = vec!["/ip4/192.0.2.1/tcp/1".parse().unwrap(); 20];
+        assert_eq!(usable(many, Traversal::Infra, None).len(), wire::MAX_ADDRS);
+    }
+}
