@@ -178,8 +178,9 @@ impl CurveEstimate {
     }
 
     /// The curve: `prior` until the swarm has been observed; then the upper
-    /// concave hull of (0, 0) and the observations, flat past the best one
-    /// that took what it wanted, and beyond the last observed budget the last
+    /// concave hull of (0, 0), the intervals held back and the knee (the
+    /// most used by an interval that took what it wanted since the last
+    /// held back), flat past the knee, and beyond the last observed budget the last
     /// slope seen, up to the demand. That is optimistic, so a swarm held
     /// back is given more and its next observation corrects the estimate.
     /// Where nothing was seen to help, the slope is 1: a viewer short of a
@@ -189,25 +190,38 @@ impl CurveEstimate {
             return prior.curve();
         }
         let demand = demand_bps.max(0.0);
-        // The knee: the swarm took what it wanted there.
-        let knee = self
+        // The knee: the most the swarm used while it took what it wanted,
+        // since it was last held back. Use between intervals varies, so the
+        // most, not the least; and a later interval that used its whole
+        // budget says it wants more than before.
+        // Intervals since the swarm was last held back.
+        let since = self
             .points
             .iter()
-            .filter(|p| p.satisfied())
-            .max_by(|a, b| {
-                a.goodput_bps
-                    .total_cmp(&b.goodput_bps)
-                    .then(b.infra_bps.total_cmp(&a.infra_bps))
-            })
-            .copied();
+            .rposition(|p| p.binding())
+            .map_or(0, |i| i + 1);
+        // (most used, best goodput): every interval that took what it
+        // wanted did so, so their goodputs differ by noise only.
+        let knee = self.points[since..].iter().filter(|p| p.satisfied()).fold(
+            None,
+            |k: Option<(f64, f64)>, p| {
+                let (used, good) = k.unwrap_or((0.0, 0.0));
+                Some((used.max(p.infra_bps), good.max(p.goodput_bps.min(demand))))
+            },
+        );
         let mut pts: SmallVec<[(f64, f64); MAX_POINTS + 1]> = SmallVec::new();
         pts.push((0.0, 0.0));
         for p in &self.points {
-            if knee.is_some_and(|k| p.infra_bps > k.infra_bps) {
+            // An interval that took what it wanted is the knee's, or older
+            // than a later one held back, which says the swarm wants more
+            // now. Its budget did not bind, so what it used is no point of
+            // the curve. Past the knee the curve is flat.
+            if p.satisfied() || knee.is_some_and(|(used, _)| p.infra_bps >= used) {
                 continue;
             }
             pts.push((p.infra_bps, p.goodput_bps.min(demand)));
         }
+        pts.extend(knee);
         pts.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)));
         pts.dedup_by(|later, earlier| later.0 == earlier.0);
         let hull = upper_hull(&pts);
@@ -359,6 +373,31 @@ mod tests {
         e.observe(obs(10.0, 5.0, 200.0, 200.0));
         let c = e.curve(200.0 * MBPS, &without_upload(100));
         assert!((c.knee() - 5.0 * MBPS).abs() < 1.0, "{c:?}");
+    }
+
+    #[test]
+    fn the_knee_is_the_most_used_by_intervals_that_took_what_they_wanted() {
+        // Given 10, the swarm used 8; given 8, a lucky interval used 4.6.
+        // A knee at 4.6 would hold it to 4.6 and starve it the next time.
+        let mut e = CurveEstimate::default();
+        e.observe(obs(10.0, 8.0, 199.0, 200.0));
+        e.observe(obs(8.0, 4.6, 200.0, 200.0));
+        let c = e.curve(200.0 * MBPS, &without_upload(100));
+        assert_concave(&c);
+        assert!((c.knee() - 8.0 * MBPS).abs() < 1.0, "{c:?}");
+        assert!((c.value(8.0 * MBPS) - 200.0 * MBPS).abs() < 1.0, "{c:?}");
+    }
+
+    #[test]
+    fn a_swarm_held_back_after_its_knee_has_none() {
+        let mut e = CurveEstimate::default();
+        e.observe(obs(10.0, 5.0, 200.0, 200.0));
+        // Then it wanted more than 5 and used all of its 6.
+        e.observe(obs(6.0, 6.0, 180.0, 200.0));
+        let c = e.curve(200.0 * MBPS, &without_upload(100));
+        assert_concave(&c);
+        assert!(c.knee() > 6.0 * MBPS, "{c:?}");
+        assert!((c.value(c.knee()) - 200.0 * MBPS).abs() < 1.0, "{c:?}");
     }
 
     #[test]

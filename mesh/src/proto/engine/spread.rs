@@ -25,6 +25,14 @@ use crate::proto::{
 
 /// A seeder pushes each piece to one viewer per this many in the swarm.
 const VIEWERS_PER_PUSH: u32 = 250;
+/// A swarm larger than this gets at least [`MIN_ENTRIES`] copies: below
+/// it every viewer keeps a long link (`long_link_share`), above it one
+/// entry point per piece left whole regions fetching it from
+/// infrastructure near the deadline (docs/tuning.md, "Entry points").
+const MIN_ENTRIES_ABOVE: u32 = 100;
+const MIN_ENTRIES: u32 = 4;
+/// Under a budget, what of a copy's worth is kept for requests.
+const REQUEST_RESERVE: f64 = 0.5;
 /// It never pushes more copies than this.
 const MAX_SPREAD: usize = 64;
 /// What a viewer's upload must carry, in streams, for a seeder to push to
@@ -46,11 +54,19 @@ impl<P: PeerId> Engine<P> {
         if self.feeds_reflectors_only() {
             return 0;
         }
-        let by_swarm = self
-            .selector
-            .swarm_viewers()
-            .map_or(0, |n| (n / VIEWERS_PER_PUSH) as usize);
-        by_swarm.min(MAX_SPREAD).max(self.cfg.push_fanout)
+        let by_swarm = self.selector.swarm_viewers().map_or(0, |n| {
+            let entries = if n > MIN_ENTRIES_ABOVE {
+                MIN_ENTRIES
+            } else {
+                0
+            };
+            (n / VIEWERS_PER_PUSH).max(entries) as usize
+        });
+        let wanted = by_swarm.min(MAX_SPREAD).max(self.cfg.push_fanout);
+        match self.uploads.budget().zip(self.stream_rate()) {
+            Some((budget, rate)) => wanted.min(affordable_copies(budget as f64, rate)),
+            None => wanted,
+        }
     }
 
     /// Pushes a new piece, unasked, to `spread` active viewer neighbours
@@ -315,6 +331,18 @@ impl<P: PeerId> Engine<P> {
 }
 
 /// Distance to the nearest of `entries`, [`FAR_MS`] if there are none.
+/// Copies of each piece a budget of `budget` bytes/s affords a stream of
+/// `rate` bytes/s: the first always, and as many more as leave at least
+/// [`REQUEST_RESERVE`] of a copy for the requests of viewers that missed a
+/// piece, which go through the same budget. A pushed copy is the cheaper:
+/// one entry point more saved a mid-size swarm several copies of requests.
+fn affordable_copies(budget: f64, rate: f64) -> usize {
+    if rate.is_nan() || rate <= 0.0 {
+        return 1;
+    }
+    ((budget / rate - REQUEST_RESERVE).max(1.0)) as usize
+}
+
 fn nearest_ms(c: &Coord, entries: &[Coord]) -> f32 {
     entries.iter().map(|e| c.rtt_ms(e)).fold(FAR_MS, f32::min)
 }

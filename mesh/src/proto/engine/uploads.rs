@@ -50,6 +50,11 @@ impl<P: PeerId> Uploads<P> {
         }
     }
 
+    /// The coordinator's budget for this stream, bytes/s.
+    pub(super) fn budget(&self) -> Option<u64> {
+        self.budget
+    }
+
     /// Holds sending to `budget` bytes/s as well as the node's own limit,
     /// whichever is less (`None`: the node's own limit alone).
     pub(super) fn set_budget(&mut self, budget: Option<u64>, now: u64) {

@@ -146,3 +146,59 @@ fn a_budget_holds_the_seeders_push() {
     assert!(held <= 500_000 + 6_250 + 31_250, "{held}");
     assert!(held >= 400_000, "the budget is used: {held}");
 }
+
+/// A seeder of a swarm too large for every viewer to keep a long link
+/// pushes each piece to four entry points, not one; under a budget, to as
+/// many as it affords with half a copy left for requests.
+#[test]
+fn a_mid_size_swarm_gets_four_entry_points_as_far_as_the_budget_affords() {
+    let s = signer();
+    let mut net = Net::new(5);
+    net.add(SEEDER, Config::seeder(s.stream()));
+    // Eight neighbours: it pushes among the better-provisioned half.
+    for v in 1..=8 {
+        let mut cfg = Config::viewer(s.stream());
+        cfg.upload_kbps = 20_000;
+        net.add(v, cfg);
+        net.connect(v, SEEDER);
+    }
+    net.input(SEEDER, Input::Swarm { viewers: 300 });
+    // 2 Mbit/s: pieces of 31,250 bytes every 125 ms.
+    const N: u64 = 16;
+    for seq in 0..N {
+        let fl = if seq % 8 == 0 { flags::FIRST } else { 0 };
+        let p = piece(&s, seq, seq / 8, fl, net.now, 31_250);
+        net.input(SEEDER, Input::Publish(p));
+        // Pushes only: too soon after the last piece for a request.
+        net.run_for(if seq + 1 == N { 20 } else { 125 });
+    }
+    let pushed = (1..=8)
+        .filter(|&v| {
+            net.received(v, SEEDER)
+                .iter()
+                .any(|m| matches!(m, Message::Piece(p) if p.header.seq == N - 1))
+        })
+        .count();
+    assert_eq!(pushed, 4);
+
+    // Three copies' worth: two pushed, the rest kept for requests.
+    net.input(
+        SEEDER,
+        Input::Budget {
+            bps: Some(6_000_000),
+        },
+    );
+    assert_eq!(net.e(SEEDER).spread(), 2);
+    // Little more than one: one.
+    net.input(
+        SEEDER,
+        Input::Budget {
+            bps: Some(2_400_000),
+        },
+    );
+    assert_eq!(net.e(SEEDER).spread(), 1);
+    // A small swarm: one, as every viewer keeps a long link.
+    net.input(SEEDER, Input::Budget { bps: None });
+    net.input(SEEDER, Input::Swarm { viewers: 100 });
+    assert_eq!(net.e(SEEDER).spread(), 1);
+}
