@@ -74,19 +74,34 @@ pub(super) async fn fetch_first(
     tries: &[String],
     seq: u64,
 ) -> (Option<Piece>, Vec<String>) {
+    let what = format!("piece {seq}");
+    ask_in_turn(tries, &what, |origin| fetch_piece(http, origin, seq)).await
+}
+
+/// Asks `tries` in order with `ask` until one answers; an origin that could
+/// not be reached is noted, and any failure hands over to the next at once.
+async fn ask_in_turn<'a, T, F, Fut>(
+    tries: &'a [String],
+    what: &str,
+    ask: F,
+) -> (Option<T>, Vec<String>)
+where
+    F: Fn(&'a str) -> Fut,
+    Fut: std::future::Future<Output = Result<T, FetchError>>,
+{
     let mut unreachable = Vec::new();
     for origin in tries {
-        match fetch_piece(http, origin, seq).await {
-            Ok(piece) => return (Some(piece), unreachable),
+        match ask(origin).await {
+            Ok(answer) => return (Some(answer), unreachable),
             Err(e @ FetchError::Unreachable(_)) => {
-                tracing::debug!(seq, %origin, "fallback fetch failed, trying the next origin: {e}");
+                tracing::debug!(what, %origin, "origin unreachable, trying the next: {e}");
                 unreachable.push(origin.clone());
             }
             Err(e @ FetchError::Busy(_)) => {
-                tracing::debug!(seq, %origin, "origin busy, trying the next: {e}");
+                tracing::debug!(what, %origin, "origin busy, trying the next: {e}");
             }
             Err(e @ FetchError::Refused(_)) => {
-                tracing::debug!(seq, %origin, "origin without the piece, trying the next: {e}");
+                tracing::debug!(what, %origin, "origin without it, trying the next: {e}");
             }
         }
     }

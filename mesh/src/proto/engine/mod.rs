@@ -47,7 +47,7 @@ use super::{
 pub use config::{parse_degree_cap, Config, EngineError, Selection, DEGREE_CAPS};
 use edge::Edge;
 use io::WallClock;
-pub use io::{Input, Output, Time};
+pub use io::{Input, LiveEdge, Output, Time};
 use peers::{
     candidates::{Candidates, HANDSHAKE_TIMEOUT_MS, MAX_CANDIDATES},
     neighbors::Neighbors,
