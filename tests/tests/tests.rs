@@ -6,3 +6,4 @@ mod mesh;
 mod nat;
 mod reflector;
 mod tracker_shards;
+mod unreachable;

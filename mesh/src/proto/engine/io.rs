@@ -132,6 +132,10 @@ pub enum Input<P> {
     InfraPiece(Piece),
     /// [`Output::FetchInfra`] failed.
     InfraFailed { seq: u64 },
+    /// Answer to [`Output::FetchEdge`]: where infrastructure says the live
+    /// edge is. Unverified, like an announcement: it only informs the
+    /// schedule. A failed ask needs no answer (the engine asks again).
+    LiveEdge(LiveEdge),
     /// The tracker told this node its AS and subnet.
     Located(Locality),
     /// The tracker told this node how many viewers the stream has.
@@ -155,6 +159,9 @@ pub enum Output<P> {
     /// Fetch this piece from infrastructure (HTTP origin); answer with
     /// `InfraPiece` or `InfraFailed`.
     FetchInfra { seq: u64 },
+    /// Ask infrastructure (HTTP origin, `GET /v1/stream`) where the live
+    /// edge is; answer with `LiveEdge`, or not at all if none answers.
+    FetchEdge,
     /// A verified piece, new here, for the player.
     Deliver(Piece),
 }
