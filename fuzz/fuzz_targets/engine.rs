@@ -32,7 +32,7 @@ use libp2p::identity::Keypair;
 use shoal_mesh::proto::{
     piece::{flags, Signer, StreamId},
     wire::{self, Hello, Message, PeerInfo, RefuseReason, PROTOCOL_VERSION},
-    Config, Coord, Engine, Input, Locality, Output, Piece, Role, Time,
+    Config, Coord, Engine, Input, LiveEdge, Locality, Output, Piece, Role, Time,
 };
 
 /// The engine's clock when each input starts.
@@ -277,6 +277,11 @@ enum Step {
     },
     InfraFailed {
         seq: Seq,
+    },
+    /// Infrastructure's word on where the live edge is (unverified).
+    LiveEdge {
+        newest: Seq,
+        segment_start: Seq,
     },
     Located {
         asn: u32,
@@ -570,6 +575,16 @@ impl Harness {
                 let seq = self.seq(*seq);
                 self.engine.handle(Input::InfraFailed { seq }, now);
             }
+            Step::LiveEdge {
+                newest,
+                segment_start,
+            } => {
+                let edge = LiveEdge {
+                    newest: self.seq(*newest),
+                    segment_start: self.seq(*segment_start),
+                };
+                self.engine.handle(Input::LiveEdge(edge), now);
+            }
             Step::Located { asn, subnet } => self.engine.handle(
                 Input::Located(Locality {
                     asn: *asn,
@@ -654,7 +669,10 @@ impl Harness {
                     "delivered an unverified piece {seq}"
                 );
             }
-            Output::Connect(_) | Output::Disconnect { .. } | Output::FetchInfra { .. } => {}
+            Output::Connect(_)
+            | Output::Disconnect { .. }
+            | Output::FetchInfra { .. }
+            | Output::FetchEdge => {}
         }
     }
 

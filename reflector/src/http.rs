@@ -14,7 +14,7 @@ use axum::{
     routing::get,
     Json, Router,
 };
-use shoal_mesh::proto::StreamId;
+use shoal_mesh::{net::StreamDescription, proto::StreamId};
 use shoal_seeder::origin::Origin;
 
 /// The origins of the streams carried now, shared with the HTTP server.
@@ -98,7 +98,7 @@ async fn stream(State(origins): State<Origins>, Path(stream): Path<String>) -> R
     }
 }
 
-async fn streams(State(origins): State<Origins>) -> Json<Vec<serde_json::Value>> {
+async fn streams(State(origins): State<Origins>) -> Json<Vec<StreamDescription>> {
     let streams = origins
         .streams
         .read()

@@ -2,7 +2,8 @@
 //!
 //! `GET /v1/pieces/{seq}` answers one piece as a `Message::Piece` frame
 //! (length prefix included), the same bytes as on the mesh, so the viewer
-//! verifies it like any other piece. `GET /v1/stream` describes the stream.
+//! verifies it like any other piece. `GET /v1/stream` describes the stream,
+//! and tells a viewer that has no peers where the live edge is.
 
 use std::{
     collections::BTreeMap,
@@ -22,8 +23,8 @@ use axum::{
 use bytes::Bytes;
 use libp2p::PeerId;
 use shoal_mesh::{
-    net::BudgetGate,
-    proto::{wire, Message, Piece, StreamId},
+    net::{BudgetGate, StreamDescription},
+    proto::{wire, LiveEdge, Message, Piece, StreamId},
 };
 
 /// The pieces of the last `window_ms`, encoded once as frames.
@@ -37,7 +38,7 @@ struct Inner {
     stream: StreamId,
     name: String,
     window_ms: u64,
-    pieces: Mutex<BTreeMap<u64, (u64, Bytes, usize)>>,
+    pieces: Mutex<BTreeMap<u64, Kept>>,
     /// Next piece and segment numbers after the newest piece.
     next: Mutex<(u64, u64)>,
     payload_served: AtomicU64,
@@ -45,6 +46,18 @@ struct Inner {
     /// The coordinator's budget for the stream on this node, shared with
     /// its mesh uploads; answers over it are refused with 429.
     budget: Mutex<Option<BudgetGate>>,
+}
+
+/// A piece kept for fallback, encoded once.
+#[derive(Debug)]
+struct Kept {
+    produced_at: u64,
+    frame: Bytes,
+    /// Payload bytes.
+    len: usize,
+    /// First and last in its segment: where the live edge starts.
+    first: bool,
+    last: bool,
 }
 
 impl Origin {
@@ -82,9 +95,16 @@ impl Origin {
             .pieces
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        pieces.insert(piece.header.seq, (at, frame, piece.data.len()));
-        while let Some((&seq, &(oldest, _, _))) = pieces.iter().next() {
-            if oldest + self.inner.window_ms >= at {
+        let kept = Kept {
+            produced_at: at,
+            frame,
+            len: piece.data.len(),
+            first: piece.header.is_first(),
+            last: piece.header.is_last(),
+        };
+        pieces.insert(piece.header.seq, kept);
+        while let Some((&seq, oldest)) = pieces.iter().next() {
+            if oldest.produced_at + self.inner.window_ms >= at {
                 break;
             }
             pieces.remove(&seq);
@@ -133,7 +153,7 @@ impl Origin {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&seq)
-            .map(|(_, frame, len)| (frame.clone(), *len));
+            .map(|k| (k.frame.clone(), k.len));
         let gate = self
             .inner
             .budget
@@ -155,17 +175,19 @@ impl Origin {
     }
 
     /// The answer to `GET …/v1/stream`.
-    pub fn describe(&self) -> serde_json::Value {
+    pub fn describe(&self) -> StreamDescription {
         let inner = &self.inner;
         let pieces = inner.pieces.lock().unwrap_or_else(PoisonError::into_inner);
-        serde_json::json!({
-            "stream": inner.stream.to_string(),
-            "name": inner.name,
-            "oldest_seq": pieces.keys().next(),
-            "newest_seq": pieces.keys().next_back(),
-            "payload_served": inner.payload_served.load(Ordering::Relaxed),
-            "requests": inner.requests.load(Ordering::Relaxed),
-        })
+        let held = pieces.iter().rev().map(|(&s, k)| (s, k.first, k.last));
+        StreamDescription {
+            stream: inner.stream.to_string(),
+            name: inner.name.clone(),
+            oldest_seq: pieces.keys().next().copied(),
+            newest_seq: pieces.keys().next_back().copied(),
+            newest_segment_start: LiveEdge::of_held(held).map(|e| e.segment_start),
+            payload_served: inner.payload_served.load(Ordering::Relaxed),
+            requests: inner.requests.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -173,6 +195,6 @@ async fn piece(State(origin): State<Origin>, Path(seq): Path<String>) -> Respons
     origin.piece_response(&seq)
 }
 
-async fn stream(State(origin): State<Origin>) -> Json<serde_json::Value> {
+async fn stream(State(origin): State<Origin>) -> Json<StreamDescription> {
     Json(origin.describe())
 }

@@ -7,3 +7,4 @@ mod mesh;
 mod nat;
 mod reflector;
 mod tracker_shards;
+mod unreachable;

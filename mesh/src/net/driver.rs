@@ -17,7 +17,7 @@ use super::{
     handle::{Host, HostCommand, LaneWatch},
     lane::Lane,
     links::{LinkKind, Links, NetStatus},
-    origins::fetch_first,
+    origins::{fetch_edge_first, fetch_first},
     protocol,
     session::{LaneEvent, PeerEvent},
     swarm::{build_swarm, listen_all, Behaviour, BehaviourEvent},
@@ -514,6 +514,7 @@ impl Driver {
                     lane.sessions.remove(&peer);
                 }
                 Output::FetchInfra { seq } => self.fetch_infra(stream, seq),
+                Output::FetchEdge => self.fetch_edge(stream),
                 Output::Deliver(piece) => {
                     if let Some(f) = lane.on_piece.as_mut() {
                         f(&piece);
@@ -557,6 +558,38 @@ impl Driver {
             let _ = tx
                 .send(PeerEvent::Lane(stream, LaneEvent::Infra(input)))
                 .await;
+        });
+    }
+
+    /// Asks the HTTP origins where the live edge is, in a task bounded by
+    /// the same semaphore as piece fetches, with the same failover. No
+    /// answer is no input: the engine asks again when it sees fit.
+    fn fetch_edge(&mut self, stream: StreamId) {
+        let tx = self.events_tx.clone();
+        let Some(lane) = self.lanes.get(&stream) else {
+            return;
+        };
+        // Successive asks start at successive origins, as pieces do.
+        let turn = self.seed.wrapping_add(lane.engine.stats().edge_queries);
+        let tries = lane.origins.pick(turn, std::time::Instant::now());
+        if tries.is_empty() {
+            return;
+        }
+        let http = self.http.clone();
+        let permits = self.fetches.clone();
+        tokio::spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            let (edge, unreachable) = fetch_edge_first(&http, &tries, &stream).await;
+            for origin in unreachable {
+                let ev = LaneEvent::OriginDown(origin);
+                let _ = tx.send(PeerEvent::Lane(stream, ev)).await;
+            }
+            if let Some(edge) = edge {
+                let input = Input::LiveEdge(edge);
+                let _ = tx
+                    .send(PeerEvent::Lane(stream, LaneEvent::Infra(input)))
+                    .await;
+            }
         });
     }
 }

@@ -37,7 +37,7 @@ pub use clock::now_ms;
 pub use driver::{start, start_host};
 pub use handle::{Commander, Host, NetHandle};
 pub use links::{LinkKind, NatStatus, NetStatus, PeerLink, Punch};
-pub use origin::{fetch_piece, FetchError};
+pub use origin::{fetch_edge, fetch_piece, FetchError, StreamDescription};
 pub use shaper::{
     shaped_tcp_transport, DelayFn, SentToFn, Shaped, ShapedMuxer, Shaper, Shaping, ShapingCounters,
     MAX_QUEUED,

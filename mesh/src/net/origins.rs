@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::{fetch_piece, FetchError};
-use crate::proto::Piece;
+use super::{fetch_edge, fetch_piece, FetchError};
+use crate::proto::{LiveEdge, Piece, StreamId};
 
 /// How long an origin that could not be reached is passed over: about one
 /// announce interval, by when the tracker has likely stopped naming it.
@@ -79,19 +79,48 @@ pub(super) async fn fetch_first(
     tries: &[String],
     seq: u64,
 ) -> (Option<Piece>, Vec<String>) {
+    let what = format!("piece {seq}");
+    ask_in_turn(tries, &what, |origin| fetch_piece(http, origin, seq)).await
+}
+
+/// Asks `tries` in order where the live edge of `stream` is, with the same
+/// failover as [`fetch_first`]. Returns the edge, and the origins that could
+/// not be reached.
+pub(super) async fn fetch_edge_first(
+    http: &reqwest::Client,
+    tries: &[String],
+    stream: &StreamId,
+) -> (Option<LiveEdge>, Vec<String>) {
+    ask_in_turn(tries, "the live edge", |origin| {
+        fetch_edge(http, origin, stream)
+    })
+    .await
+}
+
+/// Asks `tries` in order with `ask` until one answers; an origin that could
+/// not be reached is noted, and any failure hands over to the next at once.
+async fn ask_in_turn<'a, T, F, Fut>(
+    tries: &'a [String],
+    what: &str,
+    ask: F,
+) -> (Option<T>, Vec<String>)
+where
+    F: Fn(&'a str) -> Fut,
+    Fut: std::future::Future<Output = Result<T, FetchError>>,
+{
     let mut unreachable = Vec::new();
     for origin in tries {
-        match fetch_piece(http, origin, seq).await {
-            Ok(piece) => return (Some(piece), unreachable),
+        match ask(origin).await {
+            Ok(answer) => return (Some(answer), unreachable),
             Err(e @ FetchError::Unreachable(_)) => {
-                tracing::debug!(seq, %origin, "fallback fetch failed, trying the next origin: {e}");
+                tracing::debug!(what, %origin, "origin unreachable, trying the next: {e}");
                 unreachable.push(origin.clone());
             }
             Err(e @ FetchError::Busy(_)) => {
-                tracing::debug!(seq, %origin, "origin busy, trying the next: {e}");
+                tracing::debug!(what, %origin, "origin busy, trying the next: {e}");
             }
             Err(e @ FetchError::Refused(_)) => {
-                tracing::debug!(seq, %origin, "origin without the piece, trying the next: {e}");
+                tracing::debug!(what, %origin, "origin without it, trying the next: {e}");
             }
         }
     }
@@ -217,6 +246,45 @@ mod tests {
         let (got, down) = fetch_first(&http, &[busy, live], 7).await;
         assert_eq!(got, Some(piece));
         assert!(down.is_empty(), "a busy origin is not down: {down:?}");
+    }
+
+    /// An origin's `/v1/stream` answer for `stream`, holding pieces up
+    /// to 9 with the newest complete segment starting at 4.
+    fn description(stream: &StreamId) -> Vec<u8> {
+        let d = super::super::StreamDescription {
+            stream: stream.to_string(),
+            name: "test".into(),
+            oldest_seq: Some(0),
+            newest_seq: Some(9),
+            newest_segment_start: Some(4),
+            payload_served: 0,
+            requests: 0,
+        };
+        serde_json::to_vec(&d).unwrap()
+    }
+
+    fn stream_id() -> StreamId {
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        crate::proto::Signer::new(&key).unwrap().stream()
+    }
+
+    #[tokio::test]
+    async fn the_edge_comes_from_the_first_origin_of_the_stream() {
+        let (ours, theirs) = (stream_id(), stream_id());
+        let other = origin_serving(description(&theirs)).await;
+        let live = origin_serving(description(&ours)).await;
+        let dead = dead_origin().await;
+        let http = reqwest::Client::new();
+        let tries = [dead.clone(), other, live];
+        let (edge, down) = fetch_edge_first(&http, &tries[..2], &ours).await;
+        assert_eq!(edge, None, "another stream's edge is not ours");
+        assert_eq!(down, std::slice::from_ref(&dead));
+        let (edge, _) = fetch_edge_first(&http, &tries[1..], &ours).await;
+        let want = LiveEdge {
+            newest: 9,
+            segment_start: 4,
+        };
+        assert_eq!(edge, Some(want));
     }
 
     #[test]

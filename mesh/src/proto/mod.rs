@@ -12,7 +12,7 @@ pub(crate) mod upload;
 pub mod wire;
 
 pub use coords::Coord;
-pub use engine::{Config, Engine, Input, Output, PeerId, Selection, Time};
+pub use engine::{Config, Engine, Input, LiveEdge, Output, PeerId, Selection, Time};
 pub use piece::{Piece, PieceError, PieceHeader, Signer, StreamId, StreamKey, MAX_PIECE_BYTES};
 pub use stats::{MsHistogram, Stats, Summary};
 pub use wire::{Locality, Message, PeerInfo, Role};

@@ -141,6 +141,10 @@ pub struct Stats {
     /// Neighbours replaced by the periodic optimisation.
     #[serde(default)]
     pub neighbor_swaps: u64,
+    /// Times infrastructure was asked where the live edge is, for want of
+    /// peers that tell (`Output::FetchEdge`).
+    #[serde(default)]
+    pub edge_queries: u64,
 }
 
 fn ratio(num: u64, den: u64) -> Option<f64> {
@@ -222,6 +226,7 @@ impl Stats {
             newest_seq,
             coord: _, // a position, meaningless summed
             neighbor_swaps,
+            edge_queries,
         } = o;
         self.payload_from_peers += payload_from_peers;
         self.payload_from_infra += payload_from_infra;
@@ -241,6 +246,7 @@ impl Stats {
         self.neighbor_rtt_ms += neighbor_rtt_ms;
         self.newest_seq = self.newest_seq.max(*newest_seq);
         self.neighbor_swaps += neighbor_swaps;
+        self.edge_queries += edge_queries;
     }
 
     /// The measures as JSON, with the names DESIGN.md fixes.
@@ -268,6 +274,7 @@ impl Stats {
                 "pieces_due": self.pieces_due,
                 "pieces_on_time": self.pieces_on_time,
                 "fallback_requests": self.fallback_requests,
+                "edge_queries": self.edge_queries,
                 "bad_pieces": self.bad_pieces,
                 "protocol_violations": self.protocol_violations,
                 "newest_seq": self.newest_seq,
@@ -430,6 +437,7 @@ mod tests {
             coord: None,
             neighbor_swaps: 15,
             relayed: 16,
+            edge_queries: 17,
         }
     }
 

@@ -65,7 +65,7 @@ pub use self::{
     streams::{run_streams, StreamOutcome, StreamsConfig, StreamsReport},
 };
 use self::{
-    partition::{part_of, Event, Node, Partition, PARTS},
+    partition::{part_of, Event, Fetched, Node, Partition, PARTS},
     queue::Queue,
     worker::Worker,
     world::World,
@@ -319,8 +319,21 @@ impl<'a> Sim<'a> {
         for i in 0..PARTS {
             let mut fetches = std::mem::take(&mut self.parts[i].fetches);
             for f in fetches.drain(..) {
-                let piece: Option<Piece> =
-                    self.node(0).and_then(|s| s.engine.piece(f.seq).cloned());
+                let seq = match f.what {
+                    Fetched::Piece(seq) => seq,
+                    Fetched::Edge => {
+                        // The origin tells what the seeder holds; holding
+                        // no segment start yet, it has nothing to tell.
+                        let edge = self.node(0).and_then(|s| s.engine.live_edge());
+                        if let Some(edge) = edge {
+                            let input = Input::LiveEdge(edge);
+                            self.parts[part_of(f.node)]
+                                .receive(now + rtt, Event::Input(f.node, Box::new(input)));
+                        }
+                        continue;
+                    }
+                };
+                let piece: Option<Piece> = self.node(0).and_then(|s| s.engine.piece(seq).cloned());
                 // Over the stream's budget the origin refuses, as a real
                 // one answers 429, and the viewer's fetch fails.
                 let piece = piece.filter(|p| self.parts[0].origin_allows(p.data.len(), now));
@@ -329,7 +342,7 @@ impl<'a> Sim<'a> {
                         self.origin_payload += p.data.len() as u64;
                         Input::InfraPiece(p)
                     }
-                    None => Input::InfraFailed { seq: f.seq },
+                    None => Input::InfraFailed { seq },
                 };
                 self.parts[part_of(f.node)]
                     .receive(now + rtt, Event::Input(f.node, Box::new(input)));

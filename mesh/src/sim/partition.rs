@@ -101,7 +101,15 @@ impl Soft {
 #[derive(Debug)]
 pub(super) struct Fetch {
     pub(super) node: NodeId,
-    pub(super) seq: u64,
+    pub(super) what: Fetched,
+}
+
+/// What a fallback fetch asks the origin for.
+#[derive(Debug)]
+pub(super) enum Fetched {
+    Piece(u64),
+    /// Where the live edge is (`GET /v1/stream`).
+    Edge,
 }
 
 #[derive(Default)]
@@ -357,7 +365,14 @@ impl Partition {
                     let gone = Input::Disconnected { peer: n };
                     self.send(now + d, Event::Input(peer, Box::new(gone)));
                 }
-                Output::FetchInfra { seq } => self.fetches.push(Fetch { node: n, seq }),
+                Output::FetchInfra { seq } => self.fetches.push(Fetch {
+                    node: n,
+                    what: Fetched::Piece(seq),
+                }),
+                Output::FetchEdge => self.fetches.push(Fetch {
+                    node: n,
+                    what: Fetched::Edge,
+                }),
                 Output::Deliver(_) => {}
             }
         }

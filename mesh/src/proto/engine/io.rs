@@ -57,6 +57,47 @@ impl WallClock {
     }
 }
 
+/// The live edge as infrastructure knows it: where a viewer that heard
+/// nothing from peers can start (docs/protocol.md §7.3, §11).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LiveEdge {
+    /// The newest piece infrastructure holds.
+    pub newest: u64,
+    /// Where to start (a keyframe, at most `newest`): the first piece of
+    /// the newest complete segment, else of the segment being cut.
+    pub segment_start: u64,
+}
+
+/// Held pieces an edge is looked for in, at most (a few segments' worth).
+const EDGE_SCAN: usize = 2 * wire::MAX_LIST;
+
+impl LiveEdge {
+    /// The edge of the pieces held, given newest first as (seq, first in
+    /// its segment, last in its segment); `None` without a segment start
+    /// among the newest [`EDGE_SCAN`]. A viewer starting at a complete
+    /// segment can fetch all of it at once, so its start-up does not wait
+    /// for the broadcaster to finish cutting one.
+    pub fn of_held(newest_first: impl IntoIterator<Item = (u64, bool, bool)>) -> Option<LiveEdge> {
+        let mut pieces = newest_first.into_iter().take(EDGE_SCAN).peekable();
+        let newest = pieces.peek()?.0;
+        let (mut current, mut complete, mut ended) = (None, None, false);
+        for (seq, first, last) in pieces {
+            ended |= last;
+            if first {
+                current = current.or(Some(seq));
+                if ended {
+                    complete = Some(seq);
+                    break;
+                }
+            }
+        }
+        Some(LiveEdge {
+            newest,
+            segment_start: complete.or(current)?,
+        })
+    }
+}
+
 /// Something that happened, for the engine to handle.
 #[derive(Clone, Debug)]
 pub enum Input<P> {
@@ -91,6 +132,10 @@ pub enum Input<P> {
     InfraPiece(Piece),
     /// [`Output::FetchInfra`] failed.
     InfraFailed { seq: u64 },
+    /// Answer to [`Output::FetchEdge`]: where infrastructure says the live
+    /// edge is. Unverified, like an announcement: it only informs the
+    /// schedule. A failed ask needs no answer (the engine asks again).
+    LiveEdge(LiveEdge),
     /// The tracker told this node its AS and subnet.
     Located(Locality),
     /// The tracker told this node how many viewers the stream has.
@@ -114,6 +159,9 @@ pub enum Output<P> {
     /// Fetch this piece from infrastructure (HTTP origin); answer with
     /// `InfraPiece` or `InfraFailed`.
     FetchInfra { seq: u64 },
+    /// Ask infrastructure (HTTP origin, `GET /v1/stream`) where the live
+    /// edge is; answer with `LiveEdge`, or not at all if none answers.
+    FetchEdge,
     /// A verified piece, new here, for the player.
     Deliver(Piece),
 }
@@ -148,5 +196,35 @@ mod tests {
         });
         assert_eq!(clock.wall(0), 0);
         assert_eq!(clock.mono(u64::MAX), u64::MAX);
+    }
+}
+
+#[cfg(test)]
+mod live_edge_tests {
+    use super::LiveEdge;
+
+    /// Pieces `0..n` newest first, segments of four starting at 0.
+    fn held(n: u64) -> Vec<(u64, bool, bool)> {
+        (0..n)
+            .rev()
+            .map(|s| (s, s.is_multiple_of(4), s % 4 == 3))
+            .collect()
+    }
+
+    #[test]
+    fn the_edge_starts_at_the_newest_complete_segment() {
+        let edge = |n| LiveEdge::of_held(held(n));
+        assert_eq!(
+            edge(10),
+            Some(LiveEdge {
+                newest: 9,
+                segment_start: 4
+            })
+        );
+        assert_eq!(edge(8).map(|e| e.segment_start), Some(4), "4..=7 ends it");
+        // Before any segment is complete, the one being cut.
+        assert_eq!(edge(3).map(|e| e.segment_start), Some(0));
+        assert_eq!(LiveEdge::of_held(vec![(5, false, false)]), None);
+        assert_eq!(LiveEdge::of_held(Vec::new()), None);
     }
 }

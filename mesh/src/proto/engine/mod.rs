@@ -17,6 +17,7 @@
 
 mod config;
 mod edge;
+mod edge_query;
 mod feeds;
 mod io;
 mod peers;
@@ -46,8 +47,9 @@ use super::{
 };
 pub use config::{parse_degree_cap, Config, EngineError, Selection, DEGREE_CAPS};
 use edge::Edge;
+use edge_query::EdgeQuery;
 use io::WallClock;
-pub use io::{Input, Output, Time};
+pub use io::{Input, LiveEdge, Output, Time};
 use peers::{
     candidates::{Candidates, HANDSHAKE_TIMEOUT_MS, MAX_CANDIDATES},
     neighbors::Neighbors,
@@ -77,6 +79,8 @@ pub struct Engine<P: PeerId> {
     joined_at: u64,
     store: Store,
     edge: Edge,
+    /// When to ask infrastructure where the edge is, for want of peers.
+    edge_query: EdgeQuery,
     neighbors: Neighbors<P>,
     candidates: Candidates<P>,
     /// Whom a reflector takes the stream from (see `feeds`).
@@ -130,12 +134,13 @@ impl<P: PeerId> Engine<P> {
         let now = time.mono;
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let long_link_draw = rand::Rng::gen::<f32>(&mut rng);
-        Engine {
+        let mut engine = Engine {
             key,
             rng,
             joined_at: now,
             store: Store::default(),
             edge: Edge::default(),
+            edge_query: EdgeQuery::starting(now),
             neighbors: Neighbors::default(),
             candidates: Candidates::default(),
             parents: Parents::default(),
@@ -152,7 +157,9 @@ impl<P: PeerId> Engine<P> {
             clock: WallClock::new(time),
             stats: Stats::default(),
             cfg,
-        }
+        };
+        engine.watch_edge(now);
+        engine
     }
 
     pub fn config(&self) -> &Config {
@@ -271,6 +278,7 @@ impl<P: PeerId> Engine<P> {
                 // Not at the origin (yet): ask again after a pause.
                 self.requests.retry_infra_by(seq, now + INFRA_RETRY_MS);
             }
+            Input::LiveEdge(edge) => self.on_live_edge(edge, now),
         }
         self.after_input(now);
     }
@@ -285,6 +293,9 @@ impl<P: PeerId> Engine<P> {
                 self.optimize_neighbors(now);
             }
             self.tick(now);
+            if self.timers.is_due(Timer::EdgeQuery, now) {
+                self.query_edge(now);
+            }
             self.timers.set(Timer::Tick, now + self.cfg.tick_ms);
         }
         if self.timers.is_due(Timer::Have, now) {

@@ -52,6 +52,11 @@ impl Playback {
         }
     }
 
+    /// Whether this node plays the stream (viewers do).
+    pub(super) fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
     /// Rebuffering: nothing has played for a while, and the next start
     /// must be at or after `seq`.
     pub(super) fn resume_from(&self) -> Option<u64> {
@@ -208,6 +213,8 @@ impl<P: PeerId> Engine<P> {
             .is_some_and(|since| wall >= since.saturating_add(self.cfg.playout_delay_ms));
         if stalled {
             self.rebuffer(next);
+            // Neighbours may have lost the stream with us.
+            self.watch_edge(now);
         }
     }
 

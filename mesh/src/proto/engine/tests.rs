@@ -47,6 +47,10 @@ enum Ev {
         by: u32,
         seq: u64,
     },
+    FetchEdge {
+        at: u64,
+        by: u32,
+    },
 }
 
 struct Net {
@@ -282,6 +286,7 @@ impl Net {
                     by: id,
                     seq,
                 }),
+                Output::FetchEdge => self.log.push(Ev::FetchEdge { at: now, by: id }),
                 Output::Deliver(p) => self.log.push(Ev::Deliver {
                     by: id,
                     seq: p.header.seq,
@@ -460,3 +465,4 @@ mod invariants;
 mod peers;
 mod session;
 mod spread;
+mod unreachable;

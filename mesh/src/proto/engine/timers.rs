@@ -17,16 +17,21 @@ pub(super) enum Timer {
     Exchange,
     /// A run of probes starts; runs with the tick at or after it.
     Probe,
+    /// A viewer not playing yet checks whether to ask infrastructure
+    /// where the live edge is (see `edge_query`); runs with the tick at or
+    /// after it, armed until the viewer plays.
+    EdgeQuery,
 }
 
 impl Timer {
-    const ALL: [Timer; 6] = [
+    const ALL: [Timer; 7] = [
         Timer::Tick,
         Timer::Have,
         Timer::Schedule,
         Timer::Optimize,
         Timer::Exchange,
         Timer::Probe,
+        Timer::EdgeQuery,
     ];
 
     /// Timers that wake the engine. The others are upkeep that shares the
