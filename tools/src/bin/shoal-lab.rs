@@ -224,6 +224,10 @@ struct Floors {
     /// Exit non-zero if offload ends below this.
     #[arg(long)]
     min_offload: Option<f64>,
+    /// Exit non-zero if a viewer never started, or start-up's p95 is
+    /// above this, e.g. 10s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    max_startup: Option<Duration>,
 }
 
 impl Floors {
@@ -236,6 +240,15 @@ impl Floors {
         if let Some(min) = self.min_offload {
             if summary.offload < min {
                 bail!("offload {:.4} is below {min}", summary.offload);
+            }
+        }
+        if let Some(max) = self.max_startup {
+            if summary.not_started > 0 {
+                bail!("{} viewers never started", summary.not_started);
+            }
+            let p95 = Duration::from_millis(summary.startup_ms.p95);
+            if p95 > max {
+                bail!("start-up p95 {p95:?} is above {max:?}");
             }
         }
         Ok(())
