@@ -167,6 +167,13 @@ impl CurveEstimate {
         }
         self.points
             .retain(|p| (p.demand_bps - o.demand_bps).abs() <= DEMAND_DRIFT * o.demand_bps);
+        // Held back, it did worse than an earlier interval did on as much
+        // budget or less: the swarm has changed, and the earlier one would
+        // hide that from the hull.
+        if o.binding() {
+            self.points
+                .retain(|p| !(p.infra_bps <= o.infra_bps && p.goodput_bps > o.goodput_bps));
+        }
         if self.points.len() == MAX_POINTS {
             self.points.remove(0);
         }
@@ -398,6 +405,20 @@ mod tests {
         assert_concave(&c);
         assert!(c.knee() > 6.0 * MBPS, "{c:?}");
         assert!((c.value(c.knee()) - 200.0 * MBPS).abs() < 1.0, "{c:?}");
+    }
+
+    #[test]
+    fn a_swarm_that_plays_worse_on_the_same_budget_is_given_more() {
+        // It played in full on 2, then missed pieces on the same 2.
+        let mut e = CurveEstimate::default();
+        for _ in 0..3 {
+            e.observe(obs(2.0, 2.0, 78.0, 78.0));
+        }
+        e.observe(obs(2.0, 2.0, 74.0, 78.0));
+        let c = e.curve(78.0 * MBPS, &without_upload(39));
+        assert_concave(&c);
+        assert!((c.value(2.0 * MBPS) - 74.0 * MBPS).abs() < 1.0, "{c:?}");
+        assert!(c.knee() > 2.0 * MBPS, "{c:?}");
     }
 
     #[test]
