@@ -16,7 +16,10 @@ use libp2p::{
     identify,
     kad::{self, store::RecordStore, GetProvidersOk, InboundRequest, QueryId, QueryResult},
     multiaddr::Protocol,
-    swarm::dial_opts::{DialOpts, PeerCondition},
+    swarm::{
+        dial_opts::{DialOpts, PeerCondition},
+        DialError,
+    },
     Multiaddr, PeerId,
 };
 
@@ -41,6 +44,9 @@ const PROVIDE_RETRY: Duration = Duration::from_secs(3);
 const MAX_KNOWN: usize = 512;
 /// Providers waiting for their identify, at most.
 const MAX_WAITING: usize = 64;
+/// A provider's identify is waited for this long, at most: a dial and
+/// identify take less than a query.
+const WAIT: Duration = dht::QUERY_TIMEOUT;
 /// Infrastructure found in the DHT that one stream keeps as origins and
 /// relays, at most.
 const MAX_INFRA: usize = 8;
@@ -54,8 +60,8 @@ pub(super) struct Discovery {
     streams: BTreeMap<StreamId, StreamSearch>,
     /// What Shoal hosts said of themselves in identify.
     known: BTreeMap<PeerId, Known>,
-    /// Providers found before their identify came, and for which streams.
-    waiting: BTreeMap<PeerId, BTreeSet<StreamId>>,
+    /// Providers found before their identify came.
+    waiting: Waiting,
     /// The address each connected peer was last reached at: an origin
     /// bound to every interface is there.
     reached_at: HashMap<PeerId, IpAddr>,
@@ -135,9 +141,7 @@ impl Driver {
                 }
             }
         }
-        for streams in self.discovery.waiting.values_mut() {
-            streams.remove(stream);
-        }
+        self.discovery.waiting.forget_stream(stream);
     }
 
     pub(super) fn set_tracked(&mut self, stream: StreamId, tracked: bool) {
@@ -160,6 +164,7 @@ impl Driver {
             return;
         };
         let discovery = &mut self.discovery;
+        discovery.waiting.expire(now);
         for (stream, search) in &mut discovery.streams {
             if search.provide_again.is_some_and(|at| at <= now) {
                 search.provide_again = None;
@@ -189,7 +194,7 @@ impl Driver {
 
     pub(super) fn on_disconnected(&mut self, peer: &PeerId) {
         self.discovery.reached_at.remove(peer);
-        self.discovery.waiting.remove(peer);
+        self.discovery.waiting.take(peer);
     }
 
     /// A peer told who it is: a Shoal host is remembered, a DHT host goes
@@ -197,6 +202,9 @@ impl Driver {
     /// peer exchange, an inbound session), and a provider waiting for this
     /// becomes a candidate.
     pub(super) fn on_identify(&mut self, peer: PeerId, info: identify::Info) {
+        // Whatever it said, it is waited for no longer: a peer that is no
+        // Shoal host would otherwise hold its place in `waiting` for good.
+        let streams = self.discovery.waiting.take(&peer);
         let Some(advert) = Advert::parse(&info.agent_version) else {
             return;
         };
@@ -216,7 +224,7 @@ impl Driver {
             known.pop_first();
         }
         known.insert(peer, Known { advert, addrs });
-        for stream in self.discovery.waiting.remove(&peer).unwrap_or_default() {
+        for stream in streams {
             self.found(stream, peer);
         }
     }
@@ -296,20 +304,22 @@ impl Driver {
             self.found(stream, peer);
             return;
         }
-        let waiting = &mut self.discovery.waiting;
-        if waiting.len() >= MAX_WAITING && !waiting.contains_key(&peer) {
-            return; // the next lookup finds it again
-        }
-        waiting.entry(peer).or_default().insert(stream);
-        if !self.swarm.is_connected(&peer) {
+        let Some(new) = self.discovery.waiting.add(peer, stream, Instant::now()) else {
+            return; // full: the next lookup finds it again
+        };
+        if new && !self.swarm.is_connected(&peer) {
             // No addresses: kad has them, from the routing table or the
             // lookup that found the provider.
             let dial = DialOpts::peer_id(peer)
                 .condition(PeerCondition::DisconnectedAndNotDialing)
                 .build();
-            if let Err(e) = self.swarm.dial(dial) {
-                tracing::debug!(%peer, "cannot dial a provider: {e}");
-                self.discovery.waiting.remove(&peer);
+            match self.swarm.dial(dial) {
+                // Already being dialled: its identify is on the way.
+                Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => {}
+                Err(e) => {
+                    tracing::debug!(%peer, "cannot dial a provider: {e}");
+                    self.discovery.waiting.take(&peer);
+                }
             }
         }
     }
@@ -351,6 +361,43 @@ impl Driver {
         {
             self.relay_candidates.push(info);
         }
+    }
+}
+
+/// Providers found before their identify came, and for which streams,
+/// each until a deadline: a peer that never identifies (its dial failed
+/// silently, or identify never came) leaves room for others.
+#[derive(Debug, Default)]
+struct Waiting(BTreeMap<PeerId, (BTreeSet<StreamId>, Instant)>);
+
+impl Waiting {
+    /// Waits for `peer`'s identify for `stream`: `Some(true)` when the
+    /// peer was not waited for yet (then it is to be dialled), `None` when
+    /// there is no room.
+    fn add(&mut self, peer: PeerId, stream: StreamId, now: Instant) -> Option<bool> {
+        let new = !self.0.contains_key(&peer);
+        if new && self.0.len() >= MAX_WAITING {
+            return None;
+        }
+        let (streams, _) = self.0.entry(peer).or_insert((BTreeSet::new(), now + WAIT));
+        streams.insert(stream);
+        Some(new)
+    }
+
+    /// The streams `peer` was waited for, and it is waited for no longer.
+    fn take(&mut self, peer: &PeerId) -> BTreeSet<StreamId> {
+        self.0.remove(peer).map(|(s, _)| s).unwrap_or_default()
+    }
+
+    fn forget_stream(&mut self, stream: &StreamId) {
+        for (streams, _) in self.0.values_mut() {
+            streams.remove(stream);
+        }
+    }
+
+    /// Drops the peers waited for past their deadline.
+    fn expire(&mut self, now: Instant) {
+        self.0.retain(|_, (_, until)| *until > now);
     }
 }
 
@@ -404,5 +451,24 @@ mod tests {
         assert_eq!(shown(Traversal::Infra, Some("192.168.1.2")), same_lan);
         let many = vec!["/ip4/192.0.2.1/tcp/1".parse().unwrap(); 20];
         assert_eq!(usable(many, Traversal::Infra, None).len(), wire::MAX_ADDRS);
+    }
+
+    #[test]
+    fn a_provider_that_never_identifies_does_not_hold_its_place() {
+        let (mut waiting, now) = (Waiting::default(), Instant::now());
+        let stream = StreamId([1; 32]);
+        let peers: Vec<PeerId> = (0..MAX_WAITING).map(|_| PeerId::random()).collect();
+        for p in &peers {
+            assert_eq!(waiting.add(*p, stream, now), Some(true));
+        }
+        let again = waiting.add(peers[1], StreamId([2; 32]), now);
+        assert_eq!(again, Some(false), "found twice: dialled once, kept");
+        let late = PeerId::random();
+        assert_eq!(waiting.add(late, stream, now), None, "full");
+        assert!(!waiting.take(&peers[0]).is_empty(), "identify came");
+        assert_eq!(waiting.add(late, stream, now), Some(true));
+        waiting.expire(now + WAIT);
+        assert!(waiting.0.is_empty(), "past the deadline");
+        assert_eq!(waiting.add(late, stream, now + WAIT), Some(true));
     }
 }
