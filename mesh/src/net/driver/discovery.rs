@@ -134,13 +134,17 @@ impl Driver {
         };
         kad.stop_providing(&stream_key(stream));
         self.discovery.streams.remove(stream);
-        for (id, (s, _)) in &self.discovery.lookups {
-            if s == stream {
-                if let Some(mut q) = kad.query_mut(id) {
-                    q.finish();
-                }
+        // Finished queries may still report what they found: without
+        // their entries, that goes nowhere.
+        self.discovery.lookups.retain(|id, (s, _)| {
+            if s != stream {
+                return true;
             }
-        }
+            if let Some(mut q) = kad.query_mut(id) {
+                q.finish();
+            }
+            false
+        });
         self.discovery.waiting.forget_stream(stream);
     }
 
