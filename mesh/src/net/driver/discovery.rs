@@ -115,13 +115,11 @@ impl Driver {
         let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() else {
             return;
         };
-        if let Err(e) = kad.start_providing(stream_key(&stream)) {
-            tracing::warn!("cannot provide the stream in the DHT: {e}");
-        }
+        let provide_again = provide(kad, &stream);
         let search = StreamSearch {
             tracked: false,
             next_lookup: Instant::now(),
-            provide_again: None,
+            provide_again,
             infra: BTreeSet::new(),
         };
         self.discovery.streams.insert(stream, search);
@@ -171,8 +169,7 @@ impl Driver {
         discovery.waiting.expire(now);
         for (stream, search) in &mut discovery.streams {
             if search.provide_again.is_some_and(|at| at <= now) {
-                search.provide_again = None;
-                let _ = kad.start_providing(stream_key(stream));
+                search.provide_again = provide(kad, stream);
             }
             let looking = discovery.lookups.values().any(|(s, _)| s == stream);
             if search.tracked || looking || search.next_lookup > now {
@@ -280,14 +277,20 @@ impl Driver {
                 }
             },
             // Provider records are kept only from the provider itself (kad
-            // checks), with a bounded list of addresses.
+            // checks), only for a stream's key (the store's key bound counts
+            // remote keys too: any other key would crowd out our own), and
+            // with the addresses others can use.
             kad::Event::InboundRequest {
                 request:
                     InboundRequest::AddProvider {
-                        record: Some(mut record),
+                        record: Some(record),
                     },
             } => {
-                record.addresses.truncate(wire::MAX_ADDRS);
+                let at = self.discovery.reached_at.get(&record.provider).copied();
+                let Some(record) = admit(record, self.traversal, at) else {
+                    tracing::debug!("a provider record for no stream's key: not stored");
+                    return;
+                };
                 if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
                     if let Err(e) = kad.store_mut().add_provider(record) {
                         tracing::debug!("provider record not stored: {e}");
@@ -366,6 +369,29 @@ impl Driver {
             self.relay_candidates.push(info);
         }
     }
+}
+
+/// An inbound provider record as it is stored, if at all: only for a
+/// stream's key, with the addresses [`usable`] keeps.
+fn admit(
+    mut record: kad::ProviderRecord,
+    traversal: Traversal,
+    reached_at: Option<IpAddr>,
+) -> Option<kad::ProviderRecord> {
+    key_stream(&record.key)?;
+    record.addresses = usable(record.addresses, traversal, reached_at);
+    Some(record)
+}
+
+/// Provides `stream`; when that fails locally (the store is full), when
+/// to try again.
+fn provide(
+    kad: &mut kad::Behaviour<kad::store::MemoryStore>,
+    stream: &StreamId,
+) -> Option<Instant> {
+    let e = kad.start_providing(stream_key(stream)).err()?;
+    tracing::warn!("cannot provide the stream in the DHT: {e}; trying again");
+    Some(Instant::now() + PROVIDE_RETRY)
 }
 
 /// Providers found before their identify came, and for which streams,
@@ -455,6 +481,29 @@ mod tests {
         assert_eq!(shown(Traversal::Infra, Some("192.168.1.2")), same_lan);
         let many = vec!["/ip4/192.0.2.1/tcp/1".parse().unwrap(); 20];
         assert_eq!(usable(many, Traversal::Infra, None).len(), wire::MAX_ADDRS);
+    }
+
+    #[test]
+    fn only_a_stream_s_provider_records_are_stored_with_usable_addresses() {
+        let addrs: Vec<Multiaddr> = ["/ip4/192.168.1.2/tcp/1", "/ip4/192.0.2.1/tcp/1"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let record = |key| kad::ProviderRecord::new(key, PeerId::random(), addrs.clone());
+        let random = kad::RecordKey::new(&[3u8; 32]);
+        assert!(admit(record(random), Traversal::Viewer, None).is_none());
+        let kept = admit(
+            record(stream_key(&StreamId([3; 32]))),
+            Traversal::Viewer,
+            None,
+        );
+        let kept: Vec<String> = kept
+            .unwrap()
+            .addresses
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(kept, ["/ip4/192.0.2.1/tcp/1"], "a LAN address from afar");
     }
 
     #[test]
