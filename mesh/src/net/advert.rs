@@ -75,13 +75,18 @@ impl Advert {
 
     /// The base URL a node fetches `stream`'s pieces at (it appends
     /// `/v1/pieces/{seq}`): a seeder's origin serves its one stream at its
-    /// root, a reflector's each stream under `/s/<stream id>`.
+    /// root, a reflector's each stream under `/s/<stream id>`. `None` for
+    /// an origin on every interface when where the host was reached is
+    /// not known: `0.0.0.0` would name the node itself.
     pub fn stream_origin(
         &self,
         stream: &crate::proto::StreamId,
         seen_at: Option<IpAddr>,
     ) -> Option<String> {
         let base = origin_seen_at(self.origin.clone()?, seen_at);
+        if origin_ip(&base).is_some_and(|ip| ip.is_unspecified()) {
+            return None;
+        }
         match self.role {
             Role::Viewer => None,
             Role::Seeder => Some(base),
@@ -109,14 +114,18 @@ pub fn origin_seen_at(url: String, remote: Option<IpAddr>) -> String {
     let Ok(mut parsed) = reqwest::Url::parse(&url) else {
         return url;
     };
-    let unspecified = parsed
-        .host_str()
-        .and_then(|h| h.trim_matches(['[', ']']).parse::<IpAddr>().ok())
-        .is_some_and(|ip| ip.is_unspecified());
+    let unspecified = origin_ip(&url).is_some_and(|ip| ip.is_unspecified());
     if unspecified && parsed.set_ip_host(remote).is_ok() {
         return parsed.to_string().trim_end_matches('/').to_string();
     }
     url
+}
+
+/// The IP an origin URL names, when its host is one.
+fn origin_ip(url: &str) -> Option<IpAddr> {
+    let parsed = reqwest::Url::parse(url).ok()?;
+    let host = parsed.host_str()?.trim_matches(['[', ']']);
+    host.parse().ok()
 }
 
 #[cfg(test)]
@@ -179,6 +188,7 @@ mod tests {
             format!("http://10.0.0.1:7081/s/{stream}")
         );
         assert_eq!(Advert::default().stream_origin(&stream, at), None);
+        assert_eq!(seeder.stream_origin(&stream, None), None, "not known where");
     }
 
     #[test]

@@ -83,6 +83,10 @@ struct StreamSearch {
 struct Known {
     advert: Advert,
     addrs: Vec<Multiaddr>,
+    /// Where it was reached when it identified: its origin may be bound
+    /// to every interface, and the connection may be gone when a lookup
+    /// finds it.
+    reached_at: Option<IpAddr>,
 }
 
 impl Driver {
@@ -224,7 +228,12 @@ impl Driver {
             // next connection.
             known.pop_first();
         }
-        known.insert(peer, Known { advert, addrs });
+        let known_peer = Known {
+            advert,
+            addrs,
+            reached_at,
+        };
+        known.insert(peer, known_peer);
         for stream in streams {
             self.found(stream, peer);
         }
@@ -348,14 +357,19 @@ impl Driver {
         let Some(search) = self.discovery.streams.get_mut(&stream) else {
             return;
         };
-        if !known.advert.role.is_infra() || search.infra.len() >= MAX_INFRA {
+        if !known.advert.role.is_infra()
+            || search.infra.len() >= MAX_INFRA
+            || search.infra.contains(&peer)
+        {
             return;
         }
-        if !search.infra.insert(peer) {
-            return;
-        }
-        tracing::info!(%peer, role = ?known.advert.role, "infrastructure found in the DHT");
         let at = self.discovery.reached_at.get(&peer).copied();
+        let at = at.or(known.reached_at);
+        if at.is_none() && known.advert.origin.is_some() {
+            return; // its origin cannot be placed: a later lookup tries again
+        }
+        search.infra.insert(peer);
+        tracing::info!(%peer, role = ?known.advert.role, "infrastructure found in the DHT");
         if let Some(url) = known.advert.stream_origin(&stream, at) {
             let mut urls: Vec<String> = lane.origins.urls().map(str::to_string).collect();
             if !urls.contains(&url) {
