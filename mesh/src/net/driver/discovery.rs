@@ -357,7 +357,7 @@ impl Driver {
         let Some(search) = self.discovery.streams.get_mut(&stream) else {
             return;
         };
-        if !known.advert.role.is_infra()
+        if !known.advert.is_infra_for(&stream, &peer)
             || search.infra.len() >= MAX_INFRA
             || search.infra.contains(&peer)
         {
