@@ -23,7 +23,8 @@ struct Args {
     #[arg(long)]
     tracker: Vec<String>,
     /// A DHT host to join through, `MULTIADDR/p2p/PEER_ID` (repeatable):
-    /// any seeder, reflector or viewer of Shoal's DHT.
+    /// a seeder's or reflector's (or a public viewer's: a viewer behind a
+    /// NAT runs the DHT as a client and answers no one).
     #[arg(long)]
     bootstrap: Vec<Multiaddr>,
     /// Stream id (64 hex characters, as the seeder prints it).
@@ -69,7 +70,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if args.tracker.is_empty() && args.bootstrap.is_empty() {
         anyhow::bail!(
             "nowhere to find the stream: give --tracker URL, --bootstrap MULTIADDR/p2p/PEER_ID \
-             (a seeder's, reflector's or viewer's `mesh:` address), or both"
+             (a seeder's or reflector's, or a public viewer's, `mesh:` address), or both"
         );
     }
     let mut cfg = NodeConfig::new(&args.tracker.join(","), args.stream);

@@ -3,13 +3,25 @@
 //! infrastructure and where its HTTP origin is (docs/protocol.md §13.3).
 //!
 //! The agent version is `shoal/<version> role=<role>[ origin=<url>]`.
-//! Identify runs on every connection and is signed by the connection's
-//! noise handshake: what it says comes from the peer itself, unlike a DHT
-//! record, which any node could have stored.
+//! Identify runs on every connection, so what it says comes from the peer
+//! whose id the noise handshake proved (not from a third party, as a DHT
+//! record could) — but it is only that peer's claim. Hence a seeder claim
+//! holds only from the stream's broadcaster key ([`Advert::is_infra_for`]),
+//! and an origin only at the IP the peer was reached at
+//! ([`Advert::stream_origin`]); a reflector claim cannot be checked
+//! (docs/discovery.md).
 
 use std::net::IpAddr;
 
-use crate::{hints::MAX_TEXT_LEN, proto::Role};
+use libp2p::{
+    identity::{ed25519, PublicKey},
+    PeerId,
+};
+
+use crate::{
+    hints::MAX_TEXT_LEN,
+    proto::{Role, StreamId},
+};
 
 /// The agent version's first word starts with this; anything else is not a
 /// Shoal host (and says nothing we use).
@@ -76,18 +88,47 @@ impl Advert {
     /// The base URL a node fetches `stream`'s pieces at (it appends
     /// `/v1/pieces/{seq}`): a seeder's origin serves its one stream at its
     /// root, a reflector's each stream under `/s/<stream id>`.
-    pub fn stream_origin(
-        &self,
-        stream: &crate::proto::StreamId,
-        seen_at: Option<IpAddr>,
-    ) -> Option<String> {
-        let base = origin_seen_at(self.origin.clone()?, seen_at);
+    ///
+    /// Only an origin at `seen_at`, the IP the host was reached at, or on
+    /// every interface (then read at `seen_at`) is taken: any other host,
+    /// a name included, is a claim that could point the node at a third
+    /// party. `None` as well when `seen_at` is not known.
+    pub fn stream_origin(&self, stream: &StreamId, seen_at: Option<IpAddr>) -> Option<String> {
+        let seen_at = seen_at?.to_canonical();
+        let url = self.origin.clone()?;
+        let host = origin_ip(&url)?.to_canonical();
+        if !host.is_unspecified() && host != seen_at {
+            return None;
+        }
+        let base = origin_seen_at(url, Some(seen_at));
         match self.role {
             Role::Viewer => None,
             Role::Seeder => Some(base),
             Role::Reflector => Some(format!("{}/s/{stream}", base.trim_end_matches('/'))),
         }
     }
+}
+
+impl Advert {
+    /// Whether the host is to be taken as `stream`'s infrastructure (a
+    /// fallback origin and relay). A seeder's libp2p identity is its
+    /// broadcaster key, which is the stream id: a seeder claim holds only
+    /// from that peer. A reflector claim cannot be checked here (its
+    /// assignment is the tracker's); a false one costs failed fetches
+    /// (pieces are signed) and a relay that does not relay.
+    pub fn is_infra_for(&self, stream: &StreamId, peer: &PeerId) -> bool {
+        match self.role {
+            Role::Viewer => false,
+            Role::Seeder => broadcaster(stream).as_ref() == Some(peer),
+            Role::Reflector => true,
+        }
+    }
+}
+
+/// The peer id of `stream`'s broadcaster (its seeder).
+fn broadcaster(stream: &StreamId) -> Option<PeerId> {
+    let key = ed25519::PublicKey::try_from_bytes(&stream.0).ok()?;
+    Some(PublicKey::from(key).to_peer_id())
 }
 
 /// An origin URL fit to carry: http(s), short, without whitespace (the
@@ -109,20 +150,23 @@ pub fn origin_seen_at(url: String, remote: Option<IpAddr>) -> String {
     let Ok(mut parsed) = reqwest::Url::parse(&url) else {
         return url;
     };
-    let unspecified = parsed
-        .host_str()
-        .and_then(|h| h.trim_matches(['[', ']']).parse::<IpAddr>().ok())
-        .is_some_and(|ip| ip.is_unspecified());
+    let unspecified = origin_ip(&url).is_some_and(|ip| ip.is_unspecified());
     if unspecified && parsed.set_ip_host(remote).is_ok() {
         return parsed.to_string().trim_end_matches('/').to_string();
     }
     url
 }
 
+/// The IP an origin URL names, when its host is one.
+fn origin_ip(url: &str) -> Option<IpAddr> {
+    let parsed = reqwest::Url::parse(url).ok()?;
+    let host = parsed.host_str()?.trim_matches(['[', ']']);
+    host.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::StreamId;
 
     #[test]
     fn round_trips_and_ignores_what_it_does_not_know() {
@@ -172,13 +216,48 @@ mod tests {
         );
         let reflector = Advert {
             role: Role::Reflector,
-            origin: Some("http://10.0.0.1:7081/".into()),
+            origin: Some("http://192.0.2.5:7081/".into()),
         };
         assert_eq!(
             reflector.stream_origin(&stream, at).unwrap(),
-            format!("http://10.0.0.1:7081/s/{stream}")
+            format!("http://192.0.2.5:7081/s/{stream}")
         );
+        let elsewhere = |origin: &str| Advert {
+            role: Role::Reflector,
+            origin: Some(origin.into()),
+        };
+        let third_party = elsewhere("http://10.0.0.1:7081");
+        assert_eq!(
+            third_party.stream_origin(&stream, at),
+            None,
+            "not where reached"
+        );
+        let named = elsewhere("http://origin.example");
+        assert_eq!(named.stream_origin(&stream, at), None, "a name is a claim");
         assert_eq!(Advert::default().stream_origin(&stream, at), None);
+        assert_eq!(seeder.stream_origin(&stream, None), None, "not known where");
+    }
+
+    #[test]
+    fn a_seeder_claim_holds_only_from_the_broadcaster_key() {
+        let key = libp2p::identity::Keypair::generate_ed25519();
+        let public = key.public().try_into_ed25519().unwrap().to_bytes();
+        let stream = StreamId(public);
+        let seeder = Advert {
+            role: Role::Seeder,
+            origin: None,
+        };
+        assert!(seeder.is_infra_for(&stream, &key.public().to_peer_id()));
+        assert!(!seeder.is_infra_for(&stream, &PeerId::random()));
+        assert!(!Advert::default().is_infra_for(&stream, &key.public().to_peer_id()));
+        let reflector = Advert {
+            role: Role::Reflector,
+            origin: None,
+        };
+        assert!(
+            reflector.is_infra_for(&stream, &PeerId::random()),
+            "unchecked"
+        );
     }
 
     #[test]

@@ -91,6 +91,9 @@ pub async fn start_host(cfg: HostConfig) -> Result<Host, NetError> {
             // A dead origin is left in time to ask another within the
             // engine's request timeout (3 s).
             .connect_timeout(ORIGIN_CONNECT_TIMEOUT)
+            // An origin is a peer's claim (docs/discovery.md): it may not
+            // send the node on to any other host.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| NetError::Transport(e.to_string()))?,
         fetches: Arc::new(Semaphore::new(INFRA_FETCHES)),

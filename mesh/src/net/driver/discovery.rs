@@ -16,7 +16,10 @@ use libp2p::{
     identify,
     kad::{self, store::RecordStore, GetProvidersOk, InboundRequest, QueryId, QueryResult},
     multiaddr::Protocol,
-    swarm::dial_opts::{DialOpts, PeerCondition},
+    swarm::{
+        dial_opts::{DialOpts, PeerCondition},
+        DialError,
+    },
     Multiaddr, PeerId,
 };
 
@@ -41,6 +44,9 @@ const PROVIDE_RETRY: Duration = Duration::from_secs(3);
 const MAX_KNOWN: usize = 512;
 /// Providers waiting for their identify, at most.
 const MAX_WAITING: usize = 64;
+/// A provider's identify is waited for this long, at most: a dial and
+/// identify take less than a query.
+const WAIT: Duration = dht::QUERY_TIMEOUT;
 /// Infrastructure found in the DHT that one stream keeps as origins and
 /// relays, at most.
 const MAX_INFRA: usize = 8;
@@ -54,8 +60,8 @@ pub(super) struct Discovery {
     streams: BTreeMap<StreamId, StreamSearch>,
     /// What Shoal hosts said of themselves in identify.
     known: BTreeMap<PeerId, Known>,
-    /// Providers found before their identify came, and for which streams.
-    waiting: BTreeMap<PeerId, BTreeSet<StreamId>>,
+    /// Providers found before their identify came.
+    waiting: Waiting,
     /// The address each connected peer was last reached at: an origin
     /// bound to every interface is there.
     reached_at: HashMap<PeerId, IpAddr>,
@@ -77,6 +83,10 @@ struct StreamSearch {
 struct Known {
     advert: Advert,
     addrs: Vec<Multiaddr>,
+    /// Where it was reached when it identified: its origin may be bound
+    /// to every interface, and the connection may be gone when a lookup
+    /// finds it.
+    reached_at: Option<IpAddr>,
 }
 
 impl Driver {
@@ -109,13 +119,11 @@ impl Driver {
         let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() else {
             return;
         };
-        if let Err(e) = kad.start_providing(stream_key(&stream)) {
-            tracing::warn!("cannot provide the stream in the DHT: {e}");
-        }
+        let provide_again = provide(kad, &stream);
         let search = StreamSearch {
             tracked: false,
             next_lookup: Instant::now(),
-            provide_again: None,
+            provide_again,
             infra: BTreeSet::new(),
         };
         self.discovery.streams.insert(stream, search);
@@ -128,16 +136,18 @@ impl Driver {
         };
         kad.stop_providing(&stream_key(stream));
         self.discovery.streams.remove(stream);
-        for (id, (s, _)) in &self.discovery.lookups {
-            if s == stream {
-                if let Some(mut q) = kad.query_mut(id) {
-                    q.finish();
-                }
+        // Finished queries may still report what they found: without
+        // their entries, that goes nowhere.
+        self.discovery.lookups.retain(|id, (s, _)| {
+            if s != stream {
+                return true;
             }
-        }
-        for streams in self.discovery.waiting.values_mut() {
-            streams.remove(stream);
-        }
+            if let Some(mut q) = kad.query_mut(id) {
+                q.finish();
+            }
+            false
+        });
+        self.discovery.waiting.forget_stream(stream);
     }
 
     pub(super) fn set_tracked(&mut self, stream: StreamId, tracked: bool) {
@@ -160,10 +170,10 @@ impl Driver {
             return;
         };
         let discovery = &mut self.discovery;
+        discovery.waiting.expire(now);
         for (stream, search) in &mut discovery.streams {
             if search.provide_again.is_some_and(|at| at <= now) {
-                search.provide_again = None;
-                let _ = kad.start_providing(stream_key(stream));
+                search.provide_again = provide(kad, stream);
             }
             let looking = discovery.lookups.values().any(|(s, _)| s == stream);
             if search.tracked || looking || search.next_lookup > now {
@@ -189,7 +199,7 @@ impl Driver {
 
     pub(super) fn on_disconnected(&mut self, peer: &PeerId) {
         self.discovery.reached_at.remove(peer);
-        self.discovery.waiting.remove(peer);
+        self.discovery.waiting.take(peer);
     }
 
     /// A peer told who it is: a Shoal host is remembered, a DHT host goes
@@ -197,6 +207,9 @@ impl Driver {
     /// peer exchange, an inbound session), and a provider waiting for this
     /// becomes a candidate.
     pub(super) fn on_identify(&mut self, peer: PeerId, info: identify::Info) {
+        // Whatever it said, it is waited for no longer: a peer that is no
+        // Shoal host would otherwise hold its place in `waiting` for good.
+        let streams = self.discovery.waiting.take(&peer);
         let Some(advert) = Advert::parse(&info.agent_version) else {
             return;
         };
@@ -215,8 +228,13 @@ impl Driver {
             // next connection.
             known.pop_first();
         }
-        known.insert(peer, Known { advert, addrs });
-        for stream in self.discovery.waiting.remove(&peer).unwrap_or_default() {
+        let known_peer = Known {
+            advert,
+            addrs,
+            reached_at,
+        };
+        known.insert(peer, known_peer);
+        for stream in streams {
             self.found(stream, peer);
         }
     }
@@ -268,14 +286,20 @@ impl Driver {
                 }
             },
             // Provider records are kept only from the provider itself (kad
-            // checks), with a bounded list of addresses.
+            // checks), only for a stream's key (the store's key bound counts
+            // remote keys too: any other key would crowd out our own), and
+            // with the addresses others can use.
             kad::Event::InboundRequest {
                 request:
                     InboundRequest::AddProvider {
-                        record: Some(mut record),
+                        record: Some(record),
                     },
             } => {
-                record.addresses.truncate(wire::MAX_ADDRS);
+                let at = self.discovery.reached_at.get(&record.provider).copied();
+                let Some(record) = admit(record, self.traversal, at) else {
+                    tracing::debug!("a provider record for no stream's key: not stored");
+                    return;
+                };
                 if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
                     if let Err(e) = kad.store_mut().add_provider(record) {
                         tracing::debug!("provider record not stored: {e}");
@@ -296,20 +320,22 @@ impl Driver {
             self.found(stream, peer);
             return;
         }
-        let waiting = &mut self.discovery.waiting;
-        if waiting.len() >= MAX_WAITING && !waiting.contains_key(&peer) {
-            return; // the next lookup finds it again
-        }
-        waiting.entry(peer).or_default().insert(stream);
-        if !self.swarm.is_connected(&peer) {
+        let Some(new) = self.discovery.waiting.add(peer, stream, Instant::now()) else {
+            return; // full: the next lookup finds it again
+        };
+        if new && !self.swarm.is_connected(&peer) {
             // No addresses: kad has them, from the routing table or the
             // lookup that found the provider.
             let dial = DialOpts::peer_id(peer)
                 .condition(PeerCondition::DisconnectedAndNotDialing)
                 .build();
-            if let Err(e) = self.swarm.dial(dial) {
-                tracing::debug!(%peer, "cannot dial a provider: {e}");
-                self.discovery.waiting.remove(&peer);
+            match self.swarm.dial(dial) {
+                // Already being dialled: its identify is on the way.
+                Ok(()) | Err(DialError::DialPeerConditionFalse(_)) => {}
+                Err(e) => {
+                    tracing::debug!(%peer, "cannot dial a provider: {e}");
+                    self.discovery.waiting.take(&peer);
+                }
             }
         }
     }
@@ -331,14 +357,19 @@ impl Driver {
         let Some(search) = self.discovery.streams.get_mut(&stream) else {
             return;
         };
-        if !known.advert.role.is_infra() || search.infra.len() >= MAX_INFRA {
+        if !known.advert.is_infra_for(&stream, &peer)
+            || search.infra.len() >= MAX_INFRA
+            || search.infra.contains(&peer)
+        {
             return;
         }
-        if !search.infra.insert(peer) {
-            return;
-        }
-        tracing::info!(%peer, role = ?known.advert.role, "infrastructure found in the DHT");
         let at = self.discovery.reached_at.get(&peer).copied();
+        let at = at.or(known.reached_at);
+        if at.is_none() && known.advert.origin.is_some() {
+            return; // its origin cannot be placed: a later lookup tries again
+        }
+        search.infra.insert(peer);
+        tracing::info!(%peer, role = ?known.advert.role, "infrastructure found in the DHT");
         if let Some(url) = known.advert.stream_origin(&stream, at) {
             let mut urls: Vec<String> = lane.origins.urls().map(str::to_string).collect();
             if !urls.contains(&url) {
@@ -351,6 +382,66 @@ impl Driver {
         {
             self.relay_candidates.push(info);
         }
+    }
+}
+
+/// An inbound provider record as it is stored, if at all: only for a
+/// stream's key, with the addresses [`usable`] keeps.
+fn admit(
+    mut record: kad::ProviderRecord,
+    traversal: Traversal,
+    reached_at: Option<IpAddr>,
+) -> Option<kad::ProviderRecord> {
+    key_stream(&record.key)?;
+    record.addresses = usable(record.addresses, traversal, reached_at);
+    Some(record)
+}
+
+/// Provides `stream`; when that fails locally (the store is full), when
+/// to try again.
+fn provide(
+    kad: &mut kad::Behaviour<kad::store::MemoryStore>,
+    stream: &StreamId,
+) -> Option<Instant> {
+    let e = kad.start_providing(stream_key(stream)).err()?;
+    tracing::warn!("cannot provide the stream in the DHT: {e}; trying again");
+    Some(Instant::now() + PROVIDE_RETRY)
+}
+
+/// Providers found before their identify came, and for which streams,
+/// each until a deadline: a peer that never identifies (its dial failed
+/// silently, or identify never came) leaves room for others.
+#[derive(Debug, Default)]
+struct Waiting(BTreeMap<PeerId, (BTreeSet<StreamId>, Instant)>);
+
+impl Waiting {
+    /// Waits for `peer`'s identify for `stream`: `Some(true)` when the
+    /// peer was not waited for yet (then it is to be dialled), `None` when
+    /// there is no room.
+    fn add(&mut self, peer: PeerId, stream: StreamId, now: Instant) -> Option<bool> {
+        let new = !self.0.contains_key(&peer);
+        if new && self.0.len() >= MAX_WAITING {
+            return None;
+        }
+        let (streams, _) = self.0.entry(peer).or_insert((BTreeSet::new(), now + WAIT));
+        streams.insert(stream);
+        Some(new)
+    }
+
+    /// The streams `peer` was waited for, and it is waited for no longer.
+    fn take(&mut self, peer: &PeerId) -> BTreeSet<StreamId> {
+        self.0.remove(peer).map(|(s, _)| s).unwrap_or_default()
+    }
+
+    fn forget_stream(&mut self, stream: &StreamId) {
+        for (streams, _) in self.0.values_mut() {
+            streams.remove(stream);
+        }
+    }
+
+    /// Drops the peers waited for past their deadline.
+    fn expire(&mut self, now: Instant) {
+        self.0.retain(|_, (_, until)| *until > now);
     }
 }
 
@@ -404,5 +495,47 @@ mod tests {
         assert_eq!(shown(Traversal::Infra, Some("192.168.1.2")), same_lan);
         let many = vec!["/ip4/192.0.2.1/tcp/1".parse().unwrap(); 20];
         assert_eq!(usable(many, Traversal::Infra, None).len(), wire::MAX_ADDRS);
+    }
+
+    #[test]
+    fn only_a_stream_s_provider_records_are_stored_with_usable_addresses() {
+        let addrs: Vec<Multiaddr> = ["/ip4/192.168.1.2/tcp/1", "/ip4/192.0.2.1/tcp/1"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let record = |key| kad::ProviderRecord::new(key, PeerId::random(), addrs.clone());
+        let random = kad::RecordKey::new(&[3u8; 32]);
+        assert!(admit(record(random), Traversal::Viewer, None).is_none());
+        let kept = admit(
+            record(stream_key(&StreamId([3; 32]))),
+            Traversal::Viewer,
+            None,
+        );
+        let kept: Vec<String> = kept
+            .unwrap()
+            .addresses
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(kept, ["/ip4/192.0.2.1/tcp/1"], "a LAN address from afar");
+    }
+
+    #[test]
+    fn a_provider_that_never_identifies_does_not_hold_its_place() {
+        let (mut waiting, now) = (Waiting::default(), Instant::now());
+        let stream = StreamId([1; 32]);
+        let peers: Vec<PeerId> = (0..MAX_WAITING).map(|_| PeerId::random()).collect();
+        for p in &peers {
+            assert_eq!(waiting.add(*p, stream, now), Some(true));
+        }
+        let again = waiting.add(peers[1], StreamId([2; 32]), now);
+        assert_eq!(again, Some(false), "found twice: dialled once, kept");
+        let late = PeerId::random();
+        assert_eq!(waiting.add(late, stream, now), None, "full");
+        assert!(!waiting.take(&peers[0]).is_empty(), "identify came");
+        assert_eq!(waiting.add(late, stream, now), Some(true));
+        waiting.expire(now + WAIT);
+        assert!(waiting.0.is_empty(), "past the deadline");
+        assert_eq!(waiting.add(late, stream, now + WAIT), Some(true));
     }
 }

@@ -81,7 +81,14 @@ impl LiveEdge {
         let mut pieces = newest_first.into_iter().take(EDGE_SCAN).peekable();
         let newest = pieces.peek()?.0;
         let (mut current, mut complete, mut ended) = (None, None, false);
+        let mut newer: Option<u64> = None;
         for (seq, first, last) in pieces {
+            // `ended`: every piece from a segment's last down to this one is
+            // held. A gap breaks that: the segment below it is incomplete.
+            if newer.is_some_and(|n| n != seq.wrapping_add(1)) {
+                ended = false;
+            }
+            newer = Some(seq);
             ended |= last;
             if first {
                 current = current.or(Some(seq));
@@ -226,5 +233,21 @@ mod live_edge_tests {
         assert_eq!(edge(3).map(|e| e.segment_start), Some(0));
         assert_eq!(LiveEdge::of_held(vec![(5, false, false)]), None);
         assert_eq!(LiveEdge::of_held(Vec::new()), None);
+    }
+
+    #[test]
+    fn a_segment_with_a_gap_is_not_complete() {
+        // 4..=7 lacks 6: only 0..=3 is complete.
+        let gap: Vec<_> = held(9).into_iter().filter(|p| p.0 != 6).collect();
+        assert_eq!(LiveEdge::of_held(gap).map(|e| e.segment_start), Some(0));
+        // 4..=7 lacks its last piece, whose "last" flag came from 11.
+        let no_last: Vec<_> = held(12)
+            .into_iter()
+            .filter(|p| !(7..=10).contains(&p.0))
+            .collect();
+        assert_eq!(LiveEdge::of_held(no_last).map(|e| e.segment_start), Some(0));
+        // Nothing complete: the newest segment start, as before.
+        let cut = vec![(6, false, false), (4, true, false)];
+        assert_eq!(LiveEdge::of_held(cut).map(|e| e.segment_start), Some(4));
     }
 }
