@@ -54,3 +54,24 @@ impl Drop for LocalMesh {
         self.tracker.abort();
     }
 }
+
+/// Polls `done` every 100 ms until it holds or `limit` passes; whether it
+/// held.
+pub async fn until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let end = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < end {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    done()
+}
+
+/// [`until`], failing the test with `what` if `limit` passes first.
+pub async fn wait_for(what: &str, limit: Duration, done: impl FnMut() -> bool) {
+    assert!(
+        until(limit, done).await,
+        "timed out after {limit:?} waiting for {what}"
+    );
+}

@@ -10,21 +10,9 @@ use libp2p::{identity::Keypair, Multiaddr, PeerId};
 use shoal_mesh::proto::Stats;
 use shoal_node::{Node, NodeConfig};
 use shoal_seeder::{Input, Seeder, SeederConfig};
+use shoal_tests::wait_for;
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-/// Polls `check` every 100 ms until it holds, or fails the test after
-/// [`LIMIT`] with `what`.
-async fn until(what: &str, mut check: impl FnMut() -> bool) {
-    let wait = async {
-        while !check() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
-    tokio::time::timeout(LIMIT, wait)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
-}
 
 /// A host's first listen address, as `--bootstrap` takes it.
 fn bootstrap_addr(addrs: &[Multiaddr], peer: PeerId) -> Multiaddr {
@@ -59,16 +47,23 @@ async fn a_viewer_given_only_a_bootstrap_peer_finds_the_seeder_and_plays() {
         1,
     )
     .await;
-    until("the first viewer to play", || playing(&first.stats())).await;
+    wait_for("the first viewer to play", LIMIT, || {
+        playing(&first.stats())
+    })
+    .await;
 
     let second_bootstrap = bootstrap_addr(&first.net.addrs, first.net.peer_id);
     let second = viewer(seeder.stream, second_bootstrap, 2).await;
-    until(
+    wait_for(
         "the second viewer to take the seeder as a neighbour",
+        LIMIT,
         || second.net.neighbors().contains(&seeder_id),
     )
     .await;
-    until("the second viewer to play", || playing(&second.stats())).await;
+    wait_for("the second viewer to play", LIMIT, || {
+        playing(&second.stats())
+    })
+    .await;
     let stats = second.stats();
     assert_eq!(stats.bad_pieces, 0, "{stats:?}");
     assert_eq!(stats.protocol_violations, 0, "{stats:?}");
@@ -113,13 +108,17 @@ async fn a_viewer_without_a_tracker_falls_back_to_the_origin_identify_named() {
     cfg.upload_limit_bps = Some(8_000);
     cfg.seed = Some(4);
     let slow = Node::start(cfg).await.unwrap();
-    until("the slow viewer to play", || playing(&slow.stats())).await;
+    wait_for("the slow viewer to play", LIMIT, || playing(&slow.stats())).await;
 
     let second = viewer(seeder.stream, boot, 5).await;
-    until("the second viewer to play, partly from the origin", || {
-        let stats = second.stats();
-        playing(&stats) && stats.fallback_requests > 0 && seeder.origin.payload_served() > 0
-    })
+    wait_for(
+        "the second viewer to play, partly from the origin",
+        LIMIT,
+        || {
+            let stats = second.stats();
+            playing(&stats) && stats.fallback_requests > 0 && seeder.origin.payload_served() > 0
+        },
+    )
     .await;
     assert!(!second.net.neighbors().contains(&seeder.net.peer_id));
 }

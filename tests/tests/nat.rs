@@ -10,6 +10,7 @@ use shoal_mesh::{
     net::{self, Command, HostConfig, LinkKind, NetConfig, NetHandle, Traversal},
     proto::{Config, PeerInfo, Signer, StreamId},
 };
+use shoal_tests::wait_for;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -31,19 +32,6 @@ async fn viewer(stream: StreamId) -> NetHandle {
         engine: Config::viewer(stream),
     };
     net::start(cfg, None).await.unwrap()
-}
-
-/// Polls `check` every 100 ms until it holds, or fails the test after
-/// [`LIMIT`] with `what`.
-async fn until(what: &str, mut check: impl FnMut() -> bool) {
-    let wait = async {
-        while !check() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
-    tokio::time::timeout(LIMIT, wait)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
 }
 
 fn link(of: &NetHandle, peer: PeerId) -> Option<LinkKind> {
@@ -72,7 +60,7 @@ async fn a_peer_known_only_through_a_relay_is_reached_and_hole_punched() {
     .await
     .unwrap();
     let mut circuit = None;
-    until("a relay reservation", || {
+    wait_for("a relay reservation", LIMIT, || {
         let status = b.host().net_status();
         circuit = status
             .addrs
@@ -91,14 +79,14 @@ async fn a_peer_known_only_through_a_relay_is_reached_and_hole_punched() {
     a.send(Command::Candidates(vec![only_relayed]))
         .await
         .unwrap();
-    until("a session between A and B", || {
+    wait_for("a session between A and B", LIMIT, || {
         a.neighbors().contains(&b.peer_id) && b.neighbors().contains(&a.peer_id)
     })
     .await;
 
     // The session runs on the direct connection DCUtR made; the relayed
     // one was closed once it was up.
-    until("a direct link", || {
+    wait_for("a direct link", LIMIT, || {
         let (ab, ba) = (link(&a, b.peer_id), link(&b, a.peer_id));
         ab.is_some_and(|k| k != LinkKind::Relayed) && ba.is_some_and(|k| k != LinkKind::Relayed)
     })

@@ -8,19 +8,7 @@ use shoal_mesh::proto::Stats;
 use shoal_node::{Node, NodeConfig};
 use shoal_reflector::{Reflector, ReflectorConfig};
 use shoal_seeder::Input;
-use shoal_tests::LocalMesh;
-
-/// Polls `done` every 250 ms until it holds or `limit` passes.
-async fn until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let end = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < end {
-        if done() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    done()
-}
+use shoal_tests::{until, LocalMesh};
 
 fn continuity_since(now: &Stats, then: &Stats) -> f64 {
     let due = now.pieces_due - then.pieces_due;

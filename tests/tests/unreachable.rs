@@ -13,6 +13,7 @@ use shoal_mesh::{
 };
 use shoal_node::{Node, NodeConfig};
 use shoal_seeder::{Input, Seeder, SeederConfig};
+use shoal_tests::until;
 
 /// Start-up and catching the stream are given this long: far more than
 /// they take, on a machine shared with builds.
@@ -39,18 +40,6 @@ async fn tracker_answering(hints: Hints) -> String {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     format!("http://{addr}")
-}
-
-/// Polls `done` every 250 ms until it holds or [`LIMIT`] passes.
-async fn until(mut done: impl FnMut() -> bool) -> bool {
-    let end = tokio::time::Instant::now() + LIMIT;
-    while tokio::time::Instant::now() < end {
-        if done() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    done()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,7 +82,7 @@ async fn a_viewer_that_reaches_no_peer_plays_from_the_origin() {
     cfg.player = None;
     cfg.seed = Some(1);
     let viewer = Node::start(cfg).await.unwrap();
-    let started = until(|| viewer.stats().startup_ms.is_some()).await;
+    let started = until(LIMIT, || viewer.stats().startup_ms.is_some()).await;
     let stats = viewer.stats();
     assert!(started, "the viewer never started: {stats:?}");
     assert!(stats.edge_queries > 0, "{stats:?}");
