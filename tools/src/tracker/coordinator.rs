@@ -10,7 +10,7 @@ use std::{
 
 use shoal_mesh::allocation::{Allocator, AllocatorConfig, Policy, SwarmReport, SwarmTally};
 
-use super::registry::Swarm;
+use super::swarm::Swarm;
 
 /// How the tracker coordinates.
 #[derive(Debug, Clone, Copy, PartialEq)]

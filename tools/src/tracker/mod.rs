@@ -52,6 +52,7 @@ mod http;
 mod ranking;
 mod reflectors;
 mod registry;
+mod swarm;
 
 #[cfg(test)]
 mod fixtures;

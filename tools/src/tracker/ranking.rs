@@ -14,7 +14,8 @@ use shoal_mesh::proto::{
 };
 use shoal_mesh::reach::{reachable_from, Scope};
 
-use super::registry::{PeerEntry, Swarm, MAX_SEEDER_HINTS, MIN_SCAN, SCAN_LIMIT, SCAN_PER_WANTED};
+use super::registry::{MAX_SEEDER_HINTS, MIN_SCAN, SCAN_LIMIT, SCAN_PER_WANTED};
+use super::swarm::{PeerEntry, Swarm};
 
 pub(super) use shoal_mesh::proto::proximity::usable_coord;
 

@@ -14,7 +14,8 @@ use shoal_mesh::hints::{Assignment, ParentHint, ReflectorAnnounce, Role, MAX_PAR
 
 use super::{
     assignment::{assign, Parent, Plan, ReflectorSlot, StreamLoad},
-    registry::{AnnounceError, Swarm},
+    registry::AnnounceError,
+    swarm::Swarm,
 };
 
 /// One of a stream's reflectors as an operator sees it
