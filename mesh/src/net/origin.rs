@@ -54,15 +54,16 @@ pub enum FetchError {
     Refused(String),
 }
 
-/// `GET {origin}/v1/pieces/{seq}`: one piece as a `Message::Piece` frame.
-pub async fn fetch_piece(
+/// `GET url`, its body read up to `limit` bytes. A server error or no
+/// answer is [`FetchError::Unreachable`], `429` [`FetchError::Busy`], any
+/// other failure or a longer body [`FetchError::Refused`].
+async fn get_bounded(
     http: &reqwest::Client,
-    origin: &str,
-    seq: u64,
-) -> Result<Piece, FetchError> {
-    let url = format!("{}/v1/pieces/{seq}", origin.trim_end_matches('/'));
+    url: &str,
+    limit: usize,
+) -> Result<Vec<u8>, FetchError> {
     let unreachable = |e: reqwest::Error| FetchError::Unreachable(e.to_string());
-    let mut resp = http.get(&url).send().await.map_err(unreachable)?;
+    let mut resp = http.get(url).send().await.map_err(unreachable)?;
     let status = resp.status();
     if status.is_server_error() {
         return Err(FetchError::Unreachable(format!("HTTP {status}")));
@@ -75,14 +76,24 @@ pub async fn fetch_piece(
     }
     let mut body = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
-        if body.len() + chunk.len() > wire::MAX_FRAME_BYTES + 4 {
-            return Err(FetchError::Refused(
-                "response exceeds the frame limit".into(),
-            ));
+        if body.len() + chunk.len() > limit {
+            return Err(FetchError::Refused(format!(
+                "response longer than {limit} bytes"
+            )));
         }
         body.extend_from_slice(&chunk);
     }
-    let body = Bytes::from(body);
+    Ok(body)
+}
+
+/// `GET {origin}/v1/pieces/{seq}`: one piece as a `Message::Piece` frame.
+pub async fn fetch_piece(
+    http: &reqwest::Client,
+    origin: &str,
+    seq: u64,
+) -> Result<Piece, FetchError> {
+    let url = format!("{}/v1/pieces/{seq}", origin.trim_end_matches('/'));
+    let body = Bytes::from(get_bounded(http, &url, wire::MAX_FRAME_BYTES + 4).await?);
     if body.len() < 4 {
         return Err(FetchError::Refused("short response".into()));
     }
@@ -104,22 +115,7 @@ pub async fn fetch_edge(
     stream: &StreamId,
 ) -> Result<LiveEdge, FetchError> {
     let url = format!("{}/v1/stream", origin.trim_end_matches('/'));
-    let unreachable = |e: reqwest::Error| FetchError::Unreachable(e.to_string());
-    let mut resp = http.get(&url).send().await.map_err(unreachable)?;
-    let status = resp.status();
-    if status.is_server_error() {
-        return Err(FetchError::Unreachable(format!("HTTP {status}")));
-    }
-    if !status.is_success() {
-        return Err(FetchError::Refused(format!("HTTP {status}")));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
-        if body.len() + chunk.len() > MAX_DESCRIPTION_BYTES {
-            return Err(FetchError::Refused("stream description too long".into()));
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let body = get_bounded(http, &url, MAX_DESCRIPTION_BYTES).await?;
     let described: StreamDescription =
         serde_json::from_slice(&body).map_err(|e| FetchError::Refused(e.to_string()))?;
     if !described.stream.eq_ignore_ascii_case(&stream.to_string()) {
