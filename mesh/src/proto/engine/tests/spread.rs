@@ -111,6 +111,19 @@ fn a_seeder_pushes_to_viewers_that_can_relay() {
         .any(|m| matches!(m, Message::Piece(p) if p.header.seq == seq)));
 }
 
+/// A seeder connected to viewers `1..=n`, each uploading 20 Mbit/s.
+fn seeder_with_fast_viewers(s: &Signer, n: u32) -> Net {
+    let mut net = Net::new(5);
+    net.add(SEEDER, Config::seeder(s.stream()));
+    for v in 1..=n {
+        let mut cfg = Config::viewer(s.stream());
+        cfg.upload_kbps = 20_000;
+        net.add(v, cfg);
+        net.connect(v, SEEDER);
+    }
+    net
+}
+
 /// The coordinator's budget holds a seeder's pushes as well as what it is
 /// asked for: at half the stream's rate it sends about half a copy, where
 /// unbudgeted it pushes a copy to each of its spread.
@@ -118,14 +131,7 @@ fn a_seeder_pushes_to_viewers_that_can_relay() {
 fn a_budget_holds_the_seeders_push() {
     let sent = |budget: Option<u64>| {
         let s = signer();
-        let mut net = Net::new(5);
-        net.add(SEEDER, Config::seeder(s.stream()));
-        for v in 1..=3 {
-            let mut cfg = Config::viewer(s.stream());
-            cfg.upload_kbps = 20_000;
-            net.add(v, cfg);
-            net.connect(v, SEEDER);
-        }
+        let mut net = seeder_with_fast_viewers(&s, 3);
         net.input(SEEDER, Input::Swarm { viewers: 750 });
         net.input(SEEDER, Input::Budget { bps: budget });
         // 2 Mbit/s for 4 s: 32 pieces of 31,250 bytes.
@@ -153,15 +159,8 @@ fn a_budget_holds_the_seeders_push() {
 #[test]
 fn a_mid_size_swarm_gets_four_entry_points_as_far_as_the_budget_affords() {
     let s = signer();
-    let mut net = Net::new(5);
-    net.add(SEEDER, Config::seeder(s.stream()));
     // Eight neighbours: it pushes among the better-provisioned half.
-    for v in 1..=8 {
-        let mut cfg = Config::viewer(s.stream());
-        cfg.upload_kbps = 20_000;
-        net.add(v, cfg);
-        net.connect(v, SEEDER);
-    }
+    let mut net = seeder_with_fast_viewers(&s, 8);
     net.input(SEEDER, Input::Swarm { viewers: 300 });
     // 2 Mbit/s: pieces of 31,250 bytes every 125 ms.
     const N: u64 = 16;
