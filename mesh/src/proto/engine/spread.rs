@@ -330,7 +330,6 @@ impl<P: PeerId> Engine<P> {
     }
 }
 
-/// Distance to the nearest of `entries`, [`FAR_MS`] if there are none.
 /// Copies of each piece a budget of `budget` bytes/s affords a stream of
 /// `rate` bytes/s: the first always, and as many more as leave at least
 /// [`REQUEST_RESERVE`] of a copy for the requests of viewers that missed a
@@ -343,6 +342,7 @@ fn affordable_copies(budget: f64, rate: f64) -> usize {
     ((budget / rate - REQUEST_RESERVE).max(1.0)) as usize
 }
 
+/// Distance to the nearest of `entries`, [`FAR_MS`] if there are none.
 fn nearest_ms(c: &Coord, entries: &[Coord]) -> f32 {
     entries.iter().map(|e| c.rtt_ms(e)).fold(FAR_MS, f32::min)
 }
